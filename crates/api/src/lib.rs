@@ -1,0 +1,164 @@
+//! Wire types between the CLI, the control plane and (later) the agent.
+//!
+//! This crate is the sole owner of the JSON shapes on the wire: the server serializes these
+//! types and the clients deserialize the same ones, so the two cannot drift apart. Resources
+//! themselves travel as `atoll_spec::Resource`, in the shape users write them.
+
+pub mod manifest;
+
+use atoll_spec::{Diagnostic, Kind, Resource, Source};
+use serde::{Deserialize, Serialize};
+
+pub use manifest::{Manifest, ManifestApplication, ManifestContent, ManifestService, RenderedFile};
+
+/// The path prefix of every API call.
+pub const API_PREFIX: &str = "/v1";
+/// The largest request body the control plane reads.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// `POST /v1/apply` with `Content-Type: application/json`. A raw YAML stream
+/// (`Content-Type: application/yaml`) is accepted too, as one source named `request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// Named YAML (or JSON) texts; the names appear in error messages, so the CLI sends paths.
+    pub sources: Vec<Source>,
+    /// Validate and report what would change, but store nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    pub dry_run: bool,
+    /// One entry per document, in the order they were given.
+    pub results: Vec<ApplyResult>,
+    /// Every site whose manifest changed, with its new revision.
+    pub manifests: Vec<ManifestChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyResult {
+    pub kind: Kind,
+    pub name: String,
+    pub outcome: Outcome,
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Configured => "configured",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestChange {
+    pub site: String,
+    pub revision: u64,
+}
+
+/// A stored resource with its bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceView {
+    pub generation: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub resource: Resource,
+}
+
+/// `GET /v1/sites` and `GET /v1/sites/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteView {
+    #[serde(flatten)]
+    pub view: ResourceView,
+    /// The site's current manifest revision, if it has ever had one.
+    pub revision: Option<u64>,
+    /// `deployment/application@version` for each application placed on the site.
+    pub applications: Vec<Placed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    pub deployment: String,
+    pub application: String,
+    pub version: String,
+}
+
+/// `GET /v1/applications` and `GET /v1/applications/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationView {
+    #[serde(flatten)]
+    pub view: ResourceView,
+    /// Every version ever applied, oldest first.
+    pub versions: Vec<VersionInfo>,
+    /// Deployments that run this application.
+    pub deployments: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    pub applied_at: String,
+}
+
+/// `GET /v1/deployments` and `GET /v1/deployments/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentView {
+    #[serde(flatten)]
+    pub view: ResourceView,
+    /// The version sites are given: the pinned one, or the application's newest applied.
+    pub version: Option<String>,
+    /// Sites the placement selects, by name.
+    pub sites: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct List<T> {
+    pub items: Vec<T>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteResponse {
+    pub kind: Kind,
+    pub name: String,
+    pub manifests: Vec<ManifestChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Stable, machine-readable: `unauthorized`, `malformed`, `invalid`, `not_found`, `conflict`,
+    /// `too_large`, `unsupported_media_type`, `no_route`, `method_not_allowed`, `internal`.
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
+}

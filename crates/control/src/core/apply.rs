@@ -1,0 +1,431 @@
+//! Planning an apply or a delete: from the current state and the request, the results to
+//! report and the writes to commit, or the reasons to refuse. Nothing is written unless the
+//! whole request is valid for every site it touches.
+
+use std::collections::BTreeMap;
+
+use atoll_api::{ApplyResult, Manifest, ManifestChange, Outcome};
+use atoll_spec::{Diagnostic, Document, Kind, Origin, Resource};
+use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, Write};
+use serde_json::Value;
+
+use super::compile::{compile_site, content_hash};
+use super::state::{Entry, State, Versions};
+
+/// Who asked and when: the shell reads the clock and the caller's identity.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub now: &'a str,
+    pub actor: &'a str,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub results: Vec<ApplyResult>,
+    pub manifests: Vec<ManifestChange>,
+    pub writes: Vec<Write>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The input is wrong (including for a particular site): fix it and apply again.
+    Invalid(Vec<Diagnostic>),
+    /// The input contradicts what is stored (an application version applied before with other
+    /// content; a resource still in use).
+    Conflict(Vec<Diagnostic>),
+    NotFound(String),
+}
+
+/// Plans applying `docs` on top of `state`. `versions` holds the stored application versions
+/// that `docs` name and that deployments pin.
+pub fn plan_apply(
+    state: &State,
+    versions: &Versions,
+    docs: &[Document],
+    req: &Request<'_>,
+) -> Result<Plan, Refusal> {
+    let mut next = state.clone();
+    let mut plan = Plan::default();
+    let mut invalid = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut changed = Vec::new();
+
+    for doc in docs {
+        let name = doc.resource.name().to_owned();
+        let kind = doc.resource.kind();
+        let (outcome, generation, version) = match &doc.resource {
+            Resource::Application(app) => {
+                let key = (app.name.clone(), app.version.clone());
+                let stored_version = versions.get(&key).or_else(|| {
+                    state
+                        .applications
+                        .get(&app.name)
+                        .map(|e| &e.value)
+                        .filter(|a| a.version == app.version)
+                });
+                if let Some(stored) = stored_version.filter(|s| *s != app) {
+                    conflicts.push(immutable_version(doc, stored));
+                    continue;
+                }
+                if stored_version.is_none() {
+                    plan.writes.push(Write::PutAppVersion(AppVersionRow {
+                        name: app.name.clone(),
+                        version: app.version.clone(),
+                        spec: to_json(&doc.resource),
+                        applied_at: req.now.to_owned(),
+                    }));
+                }
+                let (outcome, generation) = upsert(
+                    &mut next.applications,
+                    &name,
+                    app.clone(),
+                    |cur| cur.version == app.version && cur == app,
+                    req,
+                );
+                (outcome, generation, Some(app.version.clone()))
+            }
+            Resource::Deployment(d) => {
+                let (o, g) = upsert(&mut next.deployments, &name, d.clone(), |cur| cur == d, req);
+                (o, g, None)
+            }
+            Resource::Site(s) => {
+                let (o, g) = upsert(&mut next.sites, &name, s.clone(), |cur| cur == s, req);
+                (o, g, None)
+            }
+        };
+        if outcome != Outcome::Unchanged {
+            changed.push((doc.resource.clone(), generation));
+        }
+        plan.results.push(ApplyResult {
+            kind,
+            name,
+            outcome,
+            generation,
+            version,
+        });
+    }
+
+    for doc in docs {
+        if let Resource::Deployment(d) = &doc.resource {
+            check_references(&next, versions, d, &doc.origin, &mut invalid);
+        }
+    }
+    let manifests = compile_all(&next, versions, req, &mut invalid);
+
+    if !conflicts.is_empty() {
+        conflicts.extend(invalid);
+        return Err(Refusal::Conflict(conflicts));
+    }
+    if !invalid.is_empty() {
+        return Err(Refusal::Invalid(invalid));
+    }
+
+    let mut summary = Vec::new();
+    for (resource, generation) in changed {
+        let entry = existing_created_at(state, &resource)
+            .unwrap_or(req.now)
+            .to_owned();
+        summary.push(format!(
+            "{} {} generation {generation}",
+            resource.kind(),
+            resource.name()
+        ));
+        plan.writes.push(Write::PutResource(ResourceRow {
+            kind: resource.kind().as_str().to_owned(),
+            name: resource.name().to_owned(),
+            generation,
+            spec: to_json(&resource),
+            created_at: entry,
+            updated_at: req.now.to_owned(),
+        }));
+    }
+    finish(&mut plan, manifests, req, "apply", summary);
+    Ok(plan)
+}
+
+/// Plans deleting one resource. An application that a deployment still runs is not deleted.
+pub fn plan_delete(
+    state: &State,
+    versions: &Versions,
+    kind: Kind,
+    name: &str,
+    req: &Request<'_>,
+) -> Result<Plan, Refusal> {
+    if !state.contains(kind, name) {
+        return Err(Refusal::NotFound(format!("{kind} {name} does not exist")));
+    }
+    let mut next = state.clone();
+    match kind {
+        Kind::Application => {
+            let users: Vec<&str> = state
+                .deployments
+                .values()
+                .filter(|d| d.value.application == name)
+                .map(|d| d.value.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(Refusal::Conflict(vec![Diagnostic {
+                    file: String::new(),
+                    line: 0,
+                    column: 0,
+                    path: format!("Application {name}"),
+                    message: format!("deployment {} runs this application", users.join(", ")),
+                    hint: Some(
+                        "delete those deployments first, or point them at another application"
+                            .into(),
+                    ),
+                }]));
+            }
+            next.applications.remove(name);
+        }
+        Kind::Deployment => {
+            next.deployments.remove(name);
+        }
+        Kind::Site => {
+            next.sites.remove(name);
+        }
+    }
+    let mut invalid = Vec::new();
+    let manifests = compile_all(&next, versions, req, &mut invalid);
+    if !invalid.is_empty() {
+        return Err(Refusal::Invalid(invalid));
+    }
+    let mut plan = Plan::default();
+    plan.writes.push(Write::DeleteResource {
+        kind: kind.as_str().to_owned(),
+        name: name.to_owned(),
+    });
+    if kind == Kind::Application {
+        plan.writes.push(Write::DeleteAppVersions {
+            name: name.to_owned(),
+        });
+    }
+    finish(
+        &mut plan,
+        manifests,
+        req,
+        "delete",
+        vec![format!("{kind} {name}")],
+    );
+    Ok(plan)
+}
+
+fn finish(
+    plan: &mut Plan,
+    manifests: Vec<Manifest>,
+    req: &Request<'_>,
+    action: &str,
+    mut summary: Vec<String>,
+) {
+    for m in manifests {
+        summary.push(format!("manifest {} revision {}", m.site, m.revision));
+        plan.manifests.push(ManifestChange {
+            site: m.site.clone(),
+            revision: m.revision,
+        });
+        plan.writes.push(Write::PutManifest(ManifestRow {
+            site: m.site.clone(),
+            revision: m.revision,
+            hash: m.hash.clone(),
+            body: serde_json::to_string(&m).unwrap_or_default(),
+            updated_at: req.now.to_owned(),
+        }));
+    }
+    if !plan.writes.is_empty() {
+        plan.writes.push(Write::Audit {
+            at: req.now.to_owned(),
+            actor: req.actor.to_owned(),
+            action: action.to_owned(),
+            detail: summary.join("; "),
+        });
+    }
+}
+
+/// Inserts or replaces `value`; returns the outcome and the resulting generation.
+fn upsert<T: Clone>(
+    map: &mut BTreeMap<String, Entry<T>>,
+    name: &str,
+    value: T,
+    same: impl Fn(&T) -> bool,
+    req: &Request<'_>,
+) -> (Outcome, u64) {
+    match map.get_mut(name) {
+        None => {
+            map.insert(
+                name.to_owned(),
+                Entry {
+                    value,
+                    generation: 1,
+                    created_at: req.now.to_owned(),
+                },
+            );
+            (Outcome::Created, 1)
+        }
+        Some(entry) if same(&entry.value) => (Outcome::Unchanged, entry.generation),
+        Some(entry) => {
+            entry.value = value;
+            entry.generation += 1;
+            (Outcome::Configured, entry.generation)
+        }
+    }
+}
+
+fn existing_created_at<'a>(state: &'a State, resource: &Resource) -> Option<&'a str> {
+    let name = resource.name();
+    match resource.kind() {
+        Kind::Application => state.applications.get(name).map(|e| e.created_at.as_str()),
+        Kind::Deployment => state.deployments.get(name).map(|e| e.created_at.as_str()),
+        Kind::Site => state.sites.get(name).map(|e| e.created_at.as_str()),
+    }
+}
+
+fn check_references(
+    next: &State,
+    versions: &Versions,
+    d: &atoll_spec::Deployment,
+    origin: &Origin,
+    out: &mut Vec<Diagnostic>,
+) {
+    let at = |path: &str, message: String, hint: &str| Diagnostic {
+        file: origin.file.to_string(),
+        line: origin.line,
+        column: origin.column,
+        path: format!("Deployment {}: {path}", d.name),
+        message,
+        hint: Some(hint.to_owned()),
+    };
+    let Some(current) = next.applications.get(&d.application) else {
+        out.push(at(
+            "application",
+            format!("application `{}` does not exist", d.application),
+            "apply the Application first, or in the same apply",
+        ));
+        return;
+    };
+    if let Some(pin) = &d.version {
+        if *pin != current.value.version
+            && !versions.contains_key(&(d.application.clone(), pin.clone()))
+        {
+            out.push(at(
+                "version",
+                format!("application `{}` has no version `{pin}`", d.application),
+                "apply that version first, or remove `version` to follow the newest",
+            ));
+        }
+    }
+}
+
+/// Compiles every site's manifest in `next`; returns those whose content changed, with their
+/// next revision.
+fn compile_all(
+    next: &State,
+    versions: &Versions,
+    req: &Request<'_>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<Manifest> {
+    let _ = req;
+    let mut changed = Vec::new();
+    for entry in next.sites.values() {
+        let site = &entry.value;
+        let placements = next.placements(site, versions);
+        match compile_site(site, &placements) {
+            Err(mut e) => errors.append(&mut e),
+            Ok(content) => {
+                let hash = content_hash(&content);
+                let head = next.manifests.get(&site.name);
+                if head.is_some_and(|h| h.hash == hash) {
+                    continue;
+                }
+                let revision = head.map_or(1, |h| h.revision + 1);
+                changed.push(Manifest {
+                    site: site.name.clone(),
+                    revision,
+                    hash,
+                    content,
+                });
+            }
+        }
+    }
+    changed
+}
+
+fn to_json(resource: &Resource) -> String {
+    // Resources are plain data: serializing them cannot fail.
+    serde_json::to_string(resource).unwrap_or_default()
+}
+
+/// The refusal for an application version re-applied with other content, naming the first
+/// field that differs.
+fn immutable_version(doc: &Document, stored: &atoll_spec::Application) -> Diagnostic {
+    let old = serde_json::to_value(stored).unwrap_or(Value::Null);
+    let new = match &doc.resource {
+        Resource::Application(a) => serde_json::to_value(a).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    let (field, detail) =
+        first_difference(&old, &new, "").unwrap_or_else(|| (String::new(), String::new()));
+    Diagnostic {
+        file: doc.origin.file.to_string(),
+        line: doc.origin.line,
+        column: doc.origin.column,
+        path: format!("Application {}", stored.name),
+        message: format!(
+            "version {} was applied before with different content: `{field}` differs ({detail})",
+            stored.version
+        ),
+        hint: Some("application versions are immutable: give this content a new version".into()),
+    }
+}
+
+/// The path of the first place where `a` and `b` differ, and what each side holds there.
+pub fn first_difference(a: &Value, b: &Value, path: &str) -> Option<(String, String)> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(u), Some(v)) => first_difference(u, v, &join(k)),
+                (Some(u), None) => Some((join(k), format!("was {}, now absent", short(u)))),
+                (None, Some(v)) => Some((join(k), format!("was absent, now {}", short(v)))),
+                (None, None) => None,
+            })
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            let found = x
+                .iter()
+                .zip(y)
+                .enumerate()
+                .find_map(|(i, (u, v))| first_difference(u, v, &format!("{path}[{i}]")));
+            found.or_else(|| {
+                (x.len() != y.len()).then(|| {
+                    (
+                        path.to_owned(),
+                        format!("was {} items, now {}", x.len(), y.len()),
+                    )
+                })
+            })
+        }
+        _ if a == b => None,
+        _ => Some((
+            path.to_owned(),
+            format!("was {}, now {}", short(a), short(b)),
+        )),
+    }
+}
+
+fn short(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}

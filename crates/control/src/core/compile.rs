@@ -1,0 +1,420 @@
+//! The desired-state compiler: from a site and the deployments that select it, the site's
+//! manifest, with every template rendered for that site.
+//!
+//! Pure: the same inputs give the same manifest, byte for byte, and so the same hash. Rendering
+//! is where per-site mistakes surface (a label one site lacks), so errors name the deployment,
+//! the site, the variable and, when the template came from a file, its file and line.
+
+use std::collections::BTreeMap;
+
+use atoll_api::{ManifestApplication, ManifestContent, ManifestService, RenderedFile};
+use atoll_spec::application::Service;
+use atoll_spec::{Application, Deployment, Diagnostic, Site, Template};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// One application placed on a site by one deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    pub deployment: &'a Deployment,
+    pub application: &'a Application,
+}
+
+/// Compiles one site's manifest content. `placements` may come in any order.
+pub fn compile_site(
+    site: &Site,
+    placements: &[Placement<'_>],
+) -> Result<ManifestContent, Vec<Diagnostic>> {
+    let env = atoll_spec::template::environment();
+    let mut errors = Vec::new();
+    let mut applications = Vec::with_capacity(placements.len());
+    for p in placements {
+        let app = p.application;
+        let mut services = Vec::with_capacity(app.services.len());
+        for (i, service) in app.services.iter().enumerate() {
+            let ctx = context(site, p.deployment, app, service);
+            let mut render = |template: &Template, field: &str| -> String {
+                match render_one(&env, template, &ctx) {
+                    Ok(text) => text,
+                    Err(problem) => {
+                        errors.push(diagnostic(site, p, i, field, template, problem));
+                        String::new()
+                    }
+                }
+            };
+            let env_values: BTreeMap<String, String> = service
+                .env
+                .iter()
+                .map(|(k, t)| (k.clone(), render(t, &format!("env.{k}"))))
+                .collect();
+            let files = service
+                .files
+                .iter()
+                .enumerate()
+                .map(|(f, file)| {
+                    RenderedFile::from_spec(
+                        file,
+                        render(&file.template, &format!("files[{f}].template")),
+                    )
+                })
+                .collect();
+            services.push(ManifestService {
+                name: service.name.clone(),
+                image: service.image.clone(),
+                command: service.command.clone(),
+                args: service.args.clone(),
+                env: env_values,
+                replicas: service.replicas,
+                mode: service.mode,
+                ports: service.ports.clone(),
+                resources: service.resources.clone(),
+                requires: service.requires.clone(),
+                health: service.health.clone(),
+                files,
+                secrets: service.secrets.clone(),
+                volumes: service.volumes.clone(),
+            });
+        }
+        applications.push(ManifestApplication {
+            deployment: p.deployment.name.clone(),
+            application: app.name.clone(),
+            version: app.version.clone(),
+            services,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    applications.sort_by(|a, b| a.deployment.cmp(&b.deployment));
+    Ok(ManifestContent { applications })
+}
+
+/// `sha256:` and the hex digest of the content's canonical JSON.
+pub fn content_hash(content: &ManifestContent) -> String {
+    // Serializing plain structs, vectors and BTreeMaps cannot fail.
+    let bytes = serde_json::to_vec(content).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+fn context(site: &Site, deployment: &Deployment, app: &Application, service: &Service) -> Value {
+    json!({
+        "site": { "name": site.name, "labels": site.labels, "variables": site.variables },
+        "app": { "name": app.name, "version": app.version },
+        "deployment": { "name": deployment.name },
+        "service": { "name": service.name },
+    })
+}
+
+/// What went wrong rendering one template.
+#[derive(Debug, PartialEq, Eq)]
+enum Problem {
+    /// The template reads a value the site does not have.
+    Missing(String),
+    Other {
+        message: String,
+        line: Option<usize>,
+    },
+}
+
+fn render_one(
+    env: &minijinja::Environment<'static>,
+    template: &Template,
+    ctx: &Value,
+) -> Result<String, Problem> {
+    if template.is_literal() {
+        return Ok(template.source.clone());
+    }
+    let compiled = env
+        .template_from_str(&template.source)
+        .map_err(|e| Problem::Other {
+            message: e.detail().unwrap_or("syntax error").to_owned(),
+            line: e.line(),
+        })?;
+    compiled.render(minijinja::value::Serde(ctx)).map_err(|e| {
+        if e.kind() == minijinja::ErrorKind::UndefinedError {
+            let mut paths: Vec<String> = compiled.undeclared_variables(true).into_iter().collect();
+            paths.sort();
+            if let Some(missing) = paths.into_iter().find(|p| !resolves(ctx, p)) {
+                return Problem::Missing(missing);
+            }
+        }
+        Problem::Other {
+            message: e.detail().map_or_else(|| e.to_string(), str::to_owned),
+            line: e.line(),
+        }
+    })
+}
+
+/// True when a dotted path such as `site.labels.store_id` names a value in `ctx`.
+fn resolves(ctx: &Value, path: &str) -> bool {
+    path.split('.')
+        .try_fold(ctx, |v, part| v.get(part))
+        .is_some()
+}
+
+fn diagnostic(
+    site: &Site,
+    p: &Placement<'_>,
+    service: usize,
+    field: &str,
+    template: &Template,
+    problem: Problem,
+) -> Diagnostic {
+    let (file, mut line, column) = match &template.origin {
+        Some(o) => (o.file.to_string(), o.line, o.column),
+        None => (
+            format!(
+                "Application {}@{}",
+                p.application.name, p.application.version
+            ),
+            0,
+            0,
+        ),
+    };
+    let path = format!(
+        "Deployment {} → Site {}: Application {}: services[{service}].{field}",
+        p.deployment.name, site.name, p.application.name
+    );
+    let (message, hint) = match problem {
+        Problem::Missing(var) => {
+            let hint = match var.split_once('.').map(|(_, rest)| rest.split_once('.')) {
+                Some(Some(("labels", key))) => format!("add label `{key}` to site {}, or narrow the deployment's placement", site.name),
+                Some(Some(("variables", key))) => {
+                    format!("add `{key}` to site {}'s variables, or give a default: {{{{ {var} | default(\"...\") }}}}", site.name)
+                }
+                _ => "templates can read site.name, site.labels, site.variables, app, deployment and service".to_owned(),
+            };
+            (
+                format!(
+                    "template variable `{var}` is not defined for site {}",
+                    site.name
+                ),
+                Some(hint),
+            )
+        }
+        Problem::Other {
+            message,
+            line: Some(l),
+        } => {
+            if line > 0 && l > 1 {
+                line += l - 1;
+            }
+            (
+                format!("template error for site {}: {message}", site.name),
+                None,
+            )
+        }
+        Problem::Other {
+            message,
+            line: None,
+        } => (
+            format!("template error for site {}: {message}", site.name),
+            None,
+        ),
+    };
+    Diagnostic {
+        file,
+        line,
+        column,
+        path,
+        message,
+        hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atoll_spec::{Resource, Source, parse_sources};
+
+    fn load(yaml: &str) -> Vec<Resource> {
+        let parsed = parse_sources(&[Source {
+            name: "test.yaml".into(),
+            text: yaml.into(),
+        }]);
+        assert!(parsed.is_ok(), "{:?}", parsed.diagnostics);
+        parsed.documents.into_iter().map(|d| d.resource).collect()
+    }
+
+    const APP: &str = r#"
+kind: Application
+name: pos
+version: "1.0"
+services:
+  - name: api
+    image: pos/api:1.0
+    env:
+      STORE_ID: "{{ site.labels.store_id }}"
+      TZ: "{{ site.variables.timezone | default('UTC') }}"
+      PLAIN: plain
+    files:
+      - path: /etc/pos.toml
+        template: |
+          store = "{{ site.name }}"
+          app = "{{ app.name }}@{{ app.version }}"
+---
+kind: Deployment
+name: pos-prod
+application: pos
+placement:
+  sites: "has(store_id)"
+"#;
+
+    fn parts(yaml: &str) -> (Application, Deployment) {
+        let mut app = None;
+        let mut dep = None;
+        for r in load(yaml) {
+            match r {
+                Resource::Application(a) => app = Some(a),
+                Resource::Deployment(d) => dep = Some(d),
+                Resource::Site(_) => {}
+            }
+        }
+        (app.unwrap(), dep.unwrap())
+    }
+
+    fn site(name: &str, labels: &[(&str, &str)]) -> Site {
+        Site {
+            name: name.into(),
+            description: None,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            variables: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn renders_env_and_files_per_site() {
+        let (app, dep) = parts(APP);
+        let s = site("store-1", &[("store_id", "0001")]);
+        let content = compile_site(
+            &s,
+            &[Placement {
+                deployment: &dep,
+                application: &app,
+            }],
+        )
+        .unwrap();
+        let svc = &content.applications[0].services[0];
+        assert_eq!(svc.env["STORE_ID"], "0001");
+        assert_eq!(svc.env["TZ"], "UTC");
+        assert_eq!(svc.env["PLAIN"], "plain");
+        assert_eq!(
+            svc.files[0].content,
+            "store = \"store-1\"\napp = \"pos@1.0\"\n"
+        );
+    }
+
+    #[test]
+    fn a_missing_label_names_deployment_site_variable_and_line() {
+        let (app, dep) = parts(APP);
+        let s = site("store-2", &[]);
+        let errors = compile_site(
+            &s,
+            &[Placement {
+                deployment: &dep,
+                application: &app,
+            }],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = &errors[0];
+        assert_eq!(e.file, "test.yaml");
+        assert_eq!(e.line, 9);
+        assert!(
+            e.path.contains("Deployment pos-prod") && e.path.contains("Site store-2"),
+            "{}",
+            e.path
+        );
+        assert!(
+            e.message.contains("`site.labels.store_id`"),
+            "{}",
+            e.message
+        );
+        assert!(e.hint.as_deref().unwrap().contains("add label `store_id`"));
+    }
+
+    #[test]
+    fn hash_is_stable_and_content_sensitive() {
+        let (app, dep) = parts(APP);
+        let a = compile_site(
+            &site("s", &[("store_id", "1")]),
+            &[Placement {
+                deployment: &dep,
+                application: &app,
+            }],
+        )
+        .unwrap();
+        let b = compile_site(
+            &site("s", &[("store_id", "1")]),
+            &[Placement {
+                deployment: &dep,
+                application: &app,
+            }],
+        )
+        .unwrap();
+        let c = compile_site(
+            &site("s", &[("store_id", "2")]),
+            &[Placement {
+                deployment: &dep,
+                application: &app,
+            }],
+        )
+        .unwrap();
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_ne!(content_hash(&a), content_hash(&c));
+        assert!(content_hash(&a).starts_with("sha256:"));
+        assert_eq!(
+            content_hash(&ManifestContent::default()),
+            content_hash(&ManifestContent::default())
+        );
+    }
+
+    #[test]
+    fn applications_are_sorted_by_deployment() {
+        let (app, dep) = parts(APP);
+        let mut dep2 = dep.clone();
+        dep2.name = "a-first".into();
+        let s = site("s", &[("store_id", "1")]);
+        let content = compile_site(
+            &s,
+            &[
+                Placement {
+                    deployment: &dep,
+                    application: &app,
+                },
+                Placement {
+                    deployment: &dep2,
+                    application: &app,
+                },
+            ],
+        )
+        .unwrap();
+        let names: Vec<&str> = content
+            .applications
+            .iter()
+            .map(|a| a.deployment.as_str())
+            .collect();
+        assert_eq!(names, ["a-first", "pos-prod"]);
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let (mut app, dep) = parts(APP);
+        app.services[0].env.insert(
+            "LOOP".into(),
+            Template::new("{% for i in range(100000000) %}x{% endfor %}"),
+        );
+        let errors = compile_site(
+            &site("s", &[("store_id", "1")]),
+            &[Placement {
+                deployment: &dep,
+                application: &app,
+            }],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1);
+    }
+}

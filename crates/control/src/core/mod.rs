@@ -1,0 +1,5 @@
+//! The control plane's decisions, as pure functions: no IO, no clock, no async.
+
+pub mod apply;
+pub mod compile;
+pub mod state;

@@ -1,0 +1,132 @@
+//! The control plane's state as typed values, read from a store snapshot.
+
+use std::collections::BTreeMap;
+
+use atoll_spec::{Application, Deployment, Kind, Resource, Site};
+use atoll_store::{ManifestHead, ResourceRow, Snapshot};
+
+use super::compile::Placement;
+
+/// A stored resource with its bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<T> {
+    pub value: T,
+    pub generation: u64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// The store version this state was read at.
+    pub version: u64,
+    /// Each application's current version: the one applied last.
+    pub applications: BTreeMap<String, Entry<Application>>,
+    pub deployments: BTreeMap<String, Entry<Deployment>>,
+    pub sites: BTreeMap<String, Entry<Site>>,
+    pub manifests: BTreeMap<String, ManifestHead>,
+}
+
+/// Application versions by (name, version), for versions that are not the current one.
+pub type Versions = BTreeMap<(String, String), Application>;
+
+impl State {
+    pub fn from_snapshot(snapshot: Snapshot) -> Result<State, String> {
+        let mut state = State {
+            version: snapshot.version,
+            ..State::default()
+        };
+        for row in snapshot.resources {
+            state.insert_row(row)?;
+        }
+        state.manifests = snapshot
+            .manifests
+            .into_iter()
+            .map(|m| (m.site.clone(), m))
+            .collect();
+        Ok(state)
+    }
+
+    fn insert_row(&mut self, row: ResourceRow) -> Result<(), String> {
+        let resource = decode_row(&row)?;
+        let (generation, created_at) = (row.generation, row.created_at);
+        match resource {
+            Resource::Application(value) => self
+                .applications
+                .insert(
+                    row.name,
+                    Entry {
+                        value,
+                        generation,
+                        created_at,
+                    },
+                )
+                .map(drop),
+            Resource::Deployment(value) => self
+                .deployments
+                .insert(
+                    row.name,
+                    Entry {
+                        value,
+                        generation,
+                        created_at,
+                    },
+                )
+                .map(drop),
+            Resource::Site(value) => self
+                .sites
+                .insert(
+                    row.name,
+                    Entry {
+                        value,
+                        generation,
+                        created_at,
+                    },
+                )
+                .map(drop),
+        };
+        Ok(())
+    }
+
+    pub fn contains(&self, kind: Kind, name: &str) -> bool {
+        match kind {
+            Kind::Application => self.applications.contains_key(name),
+            Kind::Deployment => self.deployments.contains_key(name),
+            Kind::Site => self.sites.contains_key(name),
+        }
+    }
+
+    /// The application version a deployment gives its sites, if it exists.
+    pub fn resolve<'a>(
+        &'a self,
+        deployment: &Deployment,
+        versions: &'a Versions,
+    ) -> Option<&'a Application> {
+        let current = &self.applications.get(&deployment.application)?.value;
+        match &deployment.version {
+            None => Some(current),
+            Some(pin) if *pin == current.version => Some(current),
+            Some(pin) => versions.get(&(deployment.application.clone(), pin.clone())),
+        }
+    }
+
+    /// Every (deployment, application) placed on `site`, in deployment-name order. Deployments
+    /// whose application cannot be resolved are left out (applying them is refused earlier).
+    pub fn placements<'a>(&'a self, site: &Site, versions: &'a Versions) -> Vec<Placement<'a>> {
+        self.deployments
+            .values()
+            .filter(|d| d.value.placement.sites.matches(&site.labels))
+            .filter_map(|d| {
+                Some(Placement {
+                    deployment: &d.value,
+                    application: self.resolve(&d.value, versions)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads a stored resource row back into its typed form.
+pub fn decode_row(row: &ResourceRow) -> Result<Resource, String> {
+    serde_json::from_str(&row.spec)
+        .map_err(|e| format!("stored {} {} cannot be read: {e}", row.kind, row.name))
+}

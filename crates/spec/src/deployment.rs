@@ -1,0 +1,373 @@
+//! `Deployment`: which sites run an application (a selector over site labels) and how a new
+//! version rolls out to them.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::application::checked;
+use crate::decode::{Decoder, Fields};
+use crate::names::{check_name, check_version};
+use crate::selector::Selector;
+use crate::units::Span;
+use crate::yaml::Node;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    pub name: String,
+    pub application: String,
+    /// Pins a version; without it the deployment follows the application's newest applied version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub placement: Placement,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    #[serde(with = "selector_text")]
+    pub sites: Selector,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<Share>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_budget: Option<Share>,
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// At most this many sites switching over at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// Pull the new image at every targeted site as soon as the rollout starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prefetch: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    pub sites: Share,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_selector_text"
+    )]
+    pub selector: Option<Selector>,
+    pub soak: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    #[default]
+    Rollback,
+    Pause,
+}
+
+/// A number of sites, or a share of them written `10%`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Share {
+    pub fn parse(text: &str) -> Result<Share, String> {
+        let text = text.trim();
+        if let Some(p) = text.strip_suffix('%') {
+            match p.trim().parse::<u32>() {
+                Ok(p) if p <= 100 => Ok(Share::Percent(p)),
+                _ => Err(format!(
+                    "invalid share `{text}`: a whole percentage from 0% to 100%"
+                )),
+            }
+        } else {
+            text.parse::<u32>()
+                .map(Share::Count)
+                .map_err(|_| format!("invalid share `{text}`: a number of sites such as 5, or a percentage such as 10%"))
+        }
+    }
+
+    /// How many of `total` sites this share is; a percentage rounds up so that `1%` of a few
+    /// sites is still one site.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Share::Count(n) => (n as usize).min(total),
+            Share::Percent(p) => (total * p as usize).div_ceil(100),
+        }
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Share::Count(n) => write!(f, "{n}"),
+            Share::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for Share {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Share::Count(n) => s.serialize_u32(*n),
+            Share::Percent(_) => s.collect_str(self),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Count(n) => Ok(Share::Count(n)),
+            Raw::Text(t) => Share::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+mod selector_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(selector: &Selector, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(selector.source())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Selector, D::Error> {
+        let text = String::deserialize(d)?;
+        Selector::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod optional_selector_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(selector: &Option<Selector>, s: S) -> Result<S::Ok, S::Error> {
+        match selector {
+            Some(sel) => s.serialize_some(sel.source()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Selector>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| Selector::parse(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+const DEPLOYMENT_FIELDS: &[&str] = &[
+    "kind",
+    "name",
+    "application",
+    "version",
+    "placement",
+    "rollout",
+];
+
+pub(crate) fn decode(
+    d: &mut Decoder<'_>,
+    fields: &Fields<'_>,
+    name: String,
+    path: &str,
+) -> Option<Deployment> {
+    d.deny_unknown(fields, path, DEPLOYMENT_FIELDS);
+    let application = d
+        .required(fields, "application", path)
+        .and_then(|n| checked(d, n, &format!("{path}.application"), check_name));
+    let version = fields
+        .get("version")
+        .and_then(|n| checked(d, n, &format!("{path}.version"), check_version));
+    let placement = d
+        .required(fields, "placement", path)
+        .and_then(|n| decode_placement(d, n, &format!("{path}.placement")));
+    let rollout = fields
+        .get("rollout")
+        .and_then(|n| decode_rollout(d, n, &format!("{path}.rollout")));
+    Some(Deployment {
+        name,
+        application: application?,
+        version,
+        placement: placement?,
+        rollout,
+    })
+}
+
+fn selector(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Selector> {
+    let text = d.string(node, path)?;
+    match Selector::parse(&text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // A plain or quoted scalar on one line: the error's column is the scalar's column
+            // plus the offset (plus one for an opening quote).
+            let quoted = !matches!(&node.value, crate::yaml::Value::Scalar { plain: true, .. });
+            let column = node.pos.column
+                + text[..e.offset.min(text.len())].chars().count()
+                + usize::from(quoted);
+            d.error(
+                crate::yaml::Pos {
+                    line: node.pos.line,
+                    column,
+                },
+                path,
+                format!("selector: {}", e.message),
+            );
+            None
+        }
+    }
+}
+
+fn decode_placement(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Placement> {
+    let fields = d.map(node, path)?;
+    d.deny_unknown(&fields, path, &["sites"]);
+    let sites_node = d.required(&fields, "sites", path)?;
+    let sites = selector(d, sites_node, &format!("{path}.sites"))?;
+    Some(Placement { sites })
+}
+
+fn share(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Share> {
+    let text = d.string(node, path)?;
+    Share::parse(&text)
+        .map_err(|e| d.error(node.pos, path, e))
+        .ok()
+}
+
+fn decode_rollout(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rollout> {
+    let fields = d.map(node, path)?;
+    d.deny_unknown(
+        &fields,
+        path,
+        &[
+            "canary",
+            "waves",
+            "failure_budget",
+            "on_failure",
+            "max_parallel",
+            "prefetch",
+        ],
+    );
+    let canary = fields.get("canary").and_then(|n| {
+        let cpath = format!("{path}.canary");
+        let c = d.map(n, &cpath)?;
+        d.deny_unknown(&c, &cpath, &["sites", "selector", "soak"]);
+        let sites = c
+            .get("sites")
+            .and_then(|s| share(d, s, &format!("{cpath}.sites")))
+            .unwrap_or(Share::Count(1));
+        let selector = c
+            .get("selector")
+            .and_then(|s| selector(d, s, &format!("{cpath}.selector")));
+        let soak = c
+            .get("soak")
+            .and_then(|s| d.string(s, &format!("{cpath}.soak")).map(|t| (s, t)))
+            .and_then(|(s, t)| {
+                Span::parse(&t)
+                    .map_err(|e| d.error(s.pos, &format!("{cpath}.soak"), e))
+                    .ok()
+            })
+            .unwrap_or(Span::from_secs(0));
+        Some(Canary {
+            sites,
+            selector,
+            soak,
+        })
+    });
+    let mut waves = Vec::new();
+    if let Some(n) = fields.get("waves") {
+        let wpath = format!("{path}.waves");
+        for (i, item) in d.seq(n, &wpath).unwrap_or_default().iter().enumerate() {
+            if let Some(s) = share(d, item, &format!("{wpath}[{i}]")) {
+                waves.push(s);
+            }
+        }
+        let percents: Vec<u32> = waves
+            .iter()
+            .filter_map(|w| {
+                if let Share::Percent(p) = w {
+                    Some(*p)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if percents.windows(2).any(|w| w[1] < w[0]) {
+            d.error_hint(
+                n.pos,
+                &wpath,
+                "wave shares must not shrink",
+                "each wave's share is the total updated so far, such as [10%, 50%, 100%]",
+            );
+        }
+    }
+    let failure_budget = fields
+        .get("failure_budget")
+        .and_then(|n| share(d, n, &format!("{path}.failure_budget")));
+    let on_failure = match fields.get("on_failure") {
+        None => OnFailure::Rollback,
+        Some(n) => match d.string(n, &format!("{path}.on_failure")).as_deref() {
+            Some("rollback") | None => OnFailure::Rollback,
+            Some("pause") => OnFailure::Pause,
+            Some(other) => {
+                d.error_hint(
+                    n.pos,
+                    &format!("{path}.on_failure"),
+                    format!("unknown value `{other}`"),
+                    "expected rollback or pause",
+                );
+                OnFailure::Rollback
+            }
+        },
+    };
+    let max_parallel = fields
+        .get("max_parallel")
+        .and_then(|n| d.u32(n, &format!("{path}.max_parallel")));
+    if max_parallel == Some(0) {
+        d.error(
+            fields.pos,
+            &format!("{path}.max_parallel"),
+            "max_parallel must be at least 1",
+        );
+    }
+    let prefetch = fields
+        .get("prefetch")
+        .and_then(|n| d.bool(n, &format!("{path}.prefetch")))
+        .unwrap_or(false);
+    Some(Rollout {
+        canary,
+        waves,
+        failure_budget,
+        on_failure,
+        max_parallel,
+        prefetch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares() {
+        assert_eq!(Share::parse("10%"), Ok(Share::Percent(10)));
+        assert_eq!(Share::parse("3"), Ok(Share::Count(3)));
+        assert!(Share::parse("110%").is_err());
+        assert!(Share::parse("ten").is_err());
+        assert_eq!(Share::Percent(1).of(7), 1);
+        assert_eq!(Share::Percent(50).of(7), 4);
+        assert_eq!(Share::Percent(100).of(7), 7);
+        assert_eq!(Share::Count(10).of(7), 7);
+    }
+}

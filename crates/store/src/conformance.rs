@@ -1,0 +1,248 @@
+//! The behaviour every [`Store`] backend must have, written against the trait only.
+//!
+//! A backend runs the whole suite with `conformance_suite!(factory)`, where `factory` makes a
+//! fresh, empty store from a scratch folder.
+
+use crate::{AppVersionRow, ManifestRow, ResourceRow, Store, StoreError, TokenRow, Write};
+
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr) => {
+        $crate::conformance_suite!(@cases $factory;
+            empty_store_starts_at_version_zero,
+            commit_bumps_the_version_and_is_visible,
+            stale_batches_are_refused_whole,
+            resources_update_in_place_and_delete,
+            app_versions_are_immutable,
+            manifest_revisions_only_grow,
+            snapshot_is_consistent,
+            tokens_are_found_by_hash,
+            audit_is_newest_first,
+            a_failed_batch_changes_nothing,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let dir = tempfile::tempdir().unwrap();
+                let store = ($factory)(dir.path());
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+pub fn site_row(name: &str, generation: u64) -> Write {
+    Write::PutResource(ResourceRow {
+        kind: "Site".into(),
+        name: name.into(),
+        generation,
+        spec: format!(r#"{{"kind":"Site","name":"{name}","generation":{generation}}}"#),
+        created_at: "2026-01-01T00:00:00Z".into(),
+        updated_at: format!("2026-01-01T00:00:{generation:02}Z"),
+    })
+}
+
+fn manifest(site: &str, revision: u64) -> Write {
+    Write::PutManifest(ManifestRow {
+        site: site.into(),
+        revision,
+        hash: format!("hash-{revision}"),
+        body: format!(r#"{{"revision":{revision}}}"#),
+        updated_at: "2026-01-01T00:00:00Z".into(),
+    })
+}
+
+fn version(name: &str, version: &str, spec: &str) -> Write {
+    Write::PutAppVersion(AppVersionRow {
+        name: name.into(),
+        version: version.into(),
+        spec: spec.into(),
+        applied_at: "2026-01-01T00:00:00Z".into(),
+    })
+}
+
+pub async fn empty_store_starts_at_version_zero(store: &dyn Store) {
+    assert_eq!(store.version().await.unwrap(), 0);
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.version, 0);
+    assert!(snap.resources.is_empty() && snap.manifests.is_empty());
+    assert!(store.resource("Site", "x").await.unwrap().is_none());
+    assert!(store.manifest("x").await.unwrap().is_none());
+}
+
+pub async fn commit_bumps_the_version_and_is_visible(store: &dyn Store) {
+    assert_eq!(store.commit(0, vec![site_row("a", 1)]).await.unwrap(), 1);
+    assert_eq!(store.commit(1, vec![]).await.unwrap(), 2);
+    let row = store.resource("Site", "a").await.unwrap().unwrap();
+    assert_eq!(row.generation, 1);
+    assert_eq!(store.version().await.unwrap(), 2);
+}
+
+pub async fn stale_batches_are_refused_whole(store: &dyn Store) {
+    store.commit(0, vec![site_row("a", 1)]).await.unwrap();
+    let err = store.commit(0, vec![site_row("b", 1)]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 0,
+                actual: 1
+            }
+        ),
+        "{err}"
+    );
+    assert!(store.resource("Site", "b").await.unwrap().is_none());
+}
+
+pub async fn resources_update_in_place_and_delete(store: &dyn Store) {
+    store
+        .commit(0, vec![site_row("b", 1), site_row("a", 1)])
+        .await
+        .unwrap();
+    store.commit(1, vec![site_row("a", 2)]).await.unwrap();
+    let a = store.resource("Site", "a").await.unwrap().unwrap();
+    assert_eq!(a.generation, 2);
+    assert_eq!(
+        a.created_at, "2026-01-01T00:00:00Z",
+        "created_at is kept on update"
+    );
+    assert_eq!(a.updated_at, "2026-01-01T00:00:02Z");
+    let names: Vec<String> = store
+        .resources("Site")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(store.resources("Deployment").await.unwrap().is_empty());
+    store
+        .commit(
+            2,
+            vec![Write::DeleteResource {
+                kind: "Site".into(),
+                name: "a".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(store.resource("Site", "a").await.unwrap().is_none());
+}
+
+pub async fn app_versions_are_immutable(store: &dyn Store) {
+    store
+        .commit(
+            0,
+            vec![
+                version("pos", "1.0.0", "{}"),
+                version("pos", "1.1.0", "{\"x\":1}"),
+            ],
+        )
+        .await
+        .unwrap();
+    // The same content again is accepted and changes nothing.
+    store
+        .commit(1, vec![version("pos", "1.0.0", "{}")])
+        .await
+        .unwrap();
+    let err = store
+        .commit(2, vec![version("pos", "1.0.0", "{\"y\":2}")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    let versions: Vec<String> = store
+        .app_versions("pos")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, ["1.0.0", "1.1.0"]);
+    assert_eq!(
+        store
+            .app_version("pos", "1.0.0")
+            .await
+            .unwrap()
+            .unwrap()
+            .spec,
+        "{}"
+    );
+    assert!(store.app_version("pos", "9").await.unwrap().is_none());
+    store
+        .commit(2, vec![Write::DeleteAppVersions { name: "pos".into() }])
+        .await
+        .unwrap();
+    assert!(store.app_versions("pos").await.unwrap().is_empty());
+}
+
+pub async fn manifest_revisions_only_grow(store: &dyn Store) {
+    store.commit(0, vec![manifest("s", 1)]).await.unwrap();
+    store.commit(1, vec![manifest("s", 2)]).await.unwrap();
+    assert!(store.commit(2, vec![manifest("s", 2)]).await.is_err());
+    assert!(store.commit(2, vec![manifest("s", 1)]).await.is_err());
+    let m = store.manifest("s").await.unwrap().unwrap();
+    assert_eq!((m.revision, m.hash.as_str()), (2, "hash-2"));
+}
+
+pub async fn snapshot_is_consistent(store: &dyn Store) {
+    store
+        .commit(0, vec![site_row("a", 1), manifest("a", 1)])
+        .await
+        .unwrap();
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.version, 1);
+    assert_eq!(snap.resources.len(), 1);
+    assert_eq!(snap.manifests[0].revision, 1);
+    assert_eq!(snap.manifests[0].hash, "hash-1");
+}
+
+pub async fn tokens_are_found_by_hash(store: &dyn Store) {
+    let token = TokenRow {
+        id: "t1".into(),
+        name: "admin".into(),
+        hash: "abc".into(),
+        role: "admin".into(),
+        created_at: "now".into(),
+    };
+    store
+        .commit(0, vec![Write::PutToken(token.clone())])
+        .await
+        .unwrap();
+    assert_eq!(store.token_by_hash("abc").await.unwrap(), Some(token));
+    assert_eq!(store.token_by_hash("abd").await.unwrap(), None);
+}
+
+pub async fn audit_is_newest_first(store: &dyn Store) {
+    for i in 0..3u64 {
+        let entry = Write::Audit {
+            at: format!("t{i}"),
+            actor: "admin".into(),
+            action: "apply".into(),
+            detail: format!("{i}"),
+        };
+        store.commit(i, vec![entry]).await.unwrap();
+    }
+    let entries = store.audit(2).await.unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e.detail.as_str())
+            .collect::<Vec<_>>(),
+        ["2", "1"]
+    );
+}
+
+pub async fn a_failed_batch_changes_nothing(store: &dyn Store) {
+    store.commit(0, vec![manifest("s", 5)]).await.unwrap();
+    // The second write fails (revision goes back): the first must not be kept.
+    assert!(
+        store
+            .commit(1, vec![site_row("x", 1), manifest("s", 3)])
+            .await
+            .is_err()
+    );
+    assert!(store.resource("Site", "x").await.unwrap().is_none());
+    assert_eq!(store.version().await.unwrap(), 1);
+}

@@ -1,0 +1,422 @@
+//! The SQLite backend: one file in WAL mode, `synchronous = FULL` so that a committed batch
+//! survives a power cut, not only a crash of the process.
+//!
+//! rusqlite is synchronous; every call runs on tokio's blocking pool. One connection writes
+//! (SQLite allows one writer at a time anyway, and a single connection makes that queue explicit);
+//! a few more serve reads, which WAL lets run beside the writer.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use crate::{
+    AppVersionRow, AuditRow, ManifestHead, ManifestRow, ResourceRow, Result, Snapshot, Store,
+    StoreError, TokenRow, Write,
+};
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+const READERS: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let mut writer = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(readers),
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = self.readers.clone();
+        blocking(move || {
+            // Take the first free reader; if all are busy, wait on one of them.
+            let guard = readers
+                .iter()
+                .find_map(|r| r.try_lock().ok())
+                .map_or_else(|| readers[0].lock().map_err(|_| poisoned()), Ok)?;
+            f(&guard)
+        })
+        .await
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Backend("a database connection was poisoned by a panic".into())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+}
+
+fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    if !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?
+        .try_into()
+        .unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {current}, newer than this atoll knows ({}); upgrade atoll",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn version_of(conn: &Connection) -> Result<u64> {
+    Ok(to_u64(conn.query_row(
+        "SELECT version FROM meta WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?))
+}
+
+fn resource_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
+    Ok(ResourceRow {
+        kind: r.get(0)?,
+        name: r.get(1)?,
+        generation: to_u64(r.get(2)?),
+        spec: r.get(3)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+    })
+}
+
+fn app_version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppVersionRow> {
+    Ok(AppVersionRow {
+        name: r.get(0)?,
+        version: r.get(1)?,
+        spec: r.get(2)?,
+        applied_at: r.get(3)?,
+    })
+}
+
+fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
+    match write {
+        Write::PutResource(r) => {
+            tx.execute(
+                "INSERT INTO resources (kind, name, generation, spec, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (kind, name) DO UPDATE SET generation = ?3, spec = ?4, updated_at = ?6",
+                params![r.kind, r.name, to_i64(r.generation), r.spec, r.created_at, r.updated_at],
+            )?;
+        }
+        Write::DeleteResource { kind, name } => {
+            tx.execute(
+                "DELETE FROM resources WHERE kind = ?1 AND name = ?2",
+                params![kind, name],
+            )?;
+        }
+        Write::PutAppVersion(v) => {
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT spec FROM app_versions WHERE name = ?1 AND version = ?2",
+                    params![v.name, v.version],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match existing {
+                Some(spec) if spec != v.spec => {
+                    return Err(StoreError::Corrupt(format!(
+                        "application {} version {} exists with other content",
+                        v.name, v.version
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    tx.execute(
+                        "INSERT INTO app_versions (name, version, spec, applied_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![v.name, v.version, v.spec, v.applied_at],
+                    )?;
+                }
+            }
+        }
+        Write::DeleteAppVersions { name } => {
+            tx.execute("DELETE FROM app_versions WHERE name = ?1", [name])?;
+        }
+        Write::PutManifest(m) => {
+            let stored: Option<i64> = tx
+                .query_row(
+                    "SELECT revision FROM manifests WHERE site = ?1",
+                    [&m.site],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(stored) = stored.filter(|s| to_u64(*s) >= m.revision) {
+                return Err(StoreError::Corrupt(format!(
+                    "manifest revision for site {} would go from {stored} to {}; revisions only grow",
+                    m.site, m.revision
+                )));
+            }
+            tx.execute(
+                "INSERT INTO manifests (site, revision, hash, body, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (site) DO UPDATE SET revision = ?2, hash = ?3, body = ?4, updated_at = ?5",
+                params![m.site, to_i64(m.revision), m.hash, m.body, m.updated_at],
+            )?;
+        }
+        Write::PutToken(t) => {
+            tx.execute(
+                "INSERT INTO api_tokens (id, name, hash, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![t.id, t.name, t.hash, t.role, t.created_at],
+            )?;
+        }
+        Write::Audit {
+            at,
+            actor,
+            action,
+            detail,
+        } => {
+            tx.execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![at, actor, action, detail],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn version(&self) -> Result<u64> {
+        self.read(version_of).await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot> {
+        self.read(|conn| {
+            // One read transaction, so the snapshot is consistent with its version.
+            conn.execute_batch("BEGIN")?;
+            let result = (|| {
+                let version = version_of(conn)?;
+                let resources = conn
+                    .prepare_cached("SELECT kind, name, generation, spec, created_at, updated_at FROM resources ORDER BY kind, name")?
+                    .query_map([], resource_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let manifests = conn
+                    .prepare_cached("SELECT site, revision, hash FROM manifests ORDER BY site")?
+                    .query_map([], |r| Ok(ManifestHead { site: r.get(0)?, revision: to_u64(r.get(1)?), hash: r.get(2)? }))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Snapshot { version, resources, manifests })
+            })();
+            conn.execute_batch("COMMIT")?;
+            result
+        })
+        .await
+    }
+
+    async fn commit(&self, base: u64, writes: Vec<Write>) -> Result<u64> {
+        let writer = self.writer.clone();
+        blocking(move || {
+            let mut conn = writer.lock().map_err(|_| poisoned())?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let actual = version_of(&tx)?;
+            if actual != base {
+                return Err(StoreError::Conflict {
+                    expected: base,
+                    actual,
+                });
+            }
+            for write in writes {
+                apply_write(&tx, write)?;
+            }
+            let next = actual + 1;
+            tx.execute("UPDATE meta SET version = ?1 WHERE id = 1", [to_i64(next)])?;
+            tx.commit()?;
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn resource(&self, kind: &str, name: &str) -> Result<Option<ResourceRow>> {
+        let (kind, name) = (kind.to_owned(), name.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT kind, name, generation, spec, created_at, updated_at FROM resources WHERE kind = ?1 AND name = ?2")?
+                .query_row(params![kind, name], resource_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn resources(&self, kind: &str) -> Result<Vec<ResourceRow>> {
+        let kind = kind.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT kind, name, generation, spec, created_at, updated_at FROM resources WHERE kind = ?1 ORDER BY name")?
+                .query_map([kind], resource_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn app_version(&self, name: &str, version: &str) -> Result<Option<AppVersionRow>> {
+        let (name, version) = (name.to_owned(), version.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT name, version, spec, applied_at FROM app_versions WHERE name = ?1 AND version = ?2")?
+                .query_row(params![name, version], app_version_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRow>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT name, version, spec, applied_at FROM app_versions WHERE name = ?1 ORDER BY rowid")?
+                .query_map([name], app_version_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn manifest(&self, site: &str) -> Result<Option<ManifestRow>> {
+        let site = site.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT site, revision, hash, body, updated_at FROM manifests WHERE site = ?1",
+                )?
+                .query_row([site], |r| {
+                    Ok(ManifestRow {
+                        site: r.get(0)?,
+                        revision: to_u64(r.get(1)?),
+                        hash: r.get(2)?,
+                        body: r.get(3)?,
+                        updated_at: r.get(4)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
+        let hash = hash.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, name, hash, role, created_at FROM api_tokens WHERE hash = ?1",
+                )?
+                .query_row([hash], |r| {
+                    Ok(TokenRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        hash: r.get(2)?,
+                        role: r.get(3)?,
+                        created_at: r.get(4)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn audit(&self, limit: u32) -> Result<Vec<AuditRow>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT seq, at, actor, action, detail FROM audit ORDER BY seq DESC LIMIT ?1",
+                )?
+                .query_map([limit], |r| {
+                    Ok(AuditRow {
+                        seq: to_u64(r.get(0)?),
+                        at: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        detail: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::conformance_suite!(
+        |dir: &std::path::Path| SqliteStore::open(&dir.join("atoll.db")).unwrap()
+    );
+
+    #[tokio::test]
+    async fn reopening_keeps_everything_and_does_not_migrate_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atoll.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .commit(0, vec![crate::conformance::site_row("a", 1)])
+                .await
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.version().await.unwrap(), 1);
+        assert!(store.resource("Site", "a").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atoll.db");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(err.to_string().contains("upgrade atoll"), "{err}");
+    }
+}
