@@ -63,6 +63,7 @@ pub struct ManifestService {
 pub struct RenderedFile {
     pub path: String,
     pub content: String,
+    #[serde(with = "atoll_spec::application::octal_mode")]
     pub mode: u32,
 }
 

@@ -1,1 +1,161 @@
-fn main() {}
+//! The `atoll` binary: the control plane, the CLI and the development setup in one.
+//!
+//! This file only parses arguments, sets up logging and maps results to exit codes; every verb
+//! lives in its own crate or module.
+
+mod dev;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "atoll",
+    version,
+    about = "Run applications at many edge sites, kept in their desired state"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane.
+    Control(ControlArgs),
+    /// Run a control plane for development with its data in a local folder, log the CLI in to it
+    /// and apply the bundled example.
+    Dev(dev::Args),
+    /// Check resource files without a control plane.
+    Validate(ValidateArgs),
+    #[command(flatten)]
+    Client(atoll_cli::Command),
+}
+
+#[derive(Debug, clap::Args)]
+struct ControlArgs {
+    /// Where the database, the CA and the first admin token live.
+    #[arg(long, env = "ATOLL_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address and port for the HTTPS API.
+    #[arg(long, env = "ATOLL_LISTEN", default_value = "127.0.0.1:7443")]
+    listen: SocketAddr,
+    /// Another DNS name or address for the server certificate (repeatable).
+    #[arg(long = "name")]
+    names: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// Files or folders of YAML resources; `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Control(_) | Command::Dev(_));
+    init_tracing(if serving { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(u8::try_from(e.code()).unwrap_or(2))
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), atoll_cli::CliError> {
+    match command {
+        Command::Control(args) => control(args).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Validate(args) => validate(&args),
+        Command::Client(command) => atoll_cli::run(command).await,
+    }
+}
+
+async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
+    let config = atoll_control::Config {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        names: args.names,
+    };
+    let running = atoll_control::start(config)
+        .await
+        .map_err(|e| atoll_cli::CliError::user(e.to_string()))?;
+    println!("atoll control plane listening on {}", running.url());
+    println!(
+        "CA certificate: {} (sha256 {})",
+        args.data_dir.join(atoll_control::CA_FILE).display(),
+        running.ca_fingerprint
+    );
+    if running.initial_token.is_some() {
+        println!(
+            "first start: the admin token is in {}",
+            args.data_dir
+                .join(atoll_control::INITIAL_TOKEN_FILE)
+                .display()
+        );
+    }
+    shutdown_signal().await;
+    running.stop().await;
+    Ok(())
+}
+
+fn validate(args: &ValidateArgs) -> Result<(), atoll_cli::CliError> {
+    let sources = atoll_cli::sources::read(&args.files)?;
+    let parsed = atoll_spec::parse_sources(&sources);
+    if parsed.is_ok() {
+        println!(
+            "{} resources are valid (site-specific templates are checked by `atoll apply --dry-run`)",
+            parsed.documents.len()
+        );
+        return Ok(());
+    }
+    let n = parsed.diagnostics.len();
+    Err(atoll_cli::CliError {
+        exit: atoll_cli::Exit::User,
+        message: format!("{n} problem{} found", if n == 1 { "" } else { "s" }),
+        diagnostics: parsed.diagnostics,
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATOLL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,1 +1,40 @@
-//! placeholder
+//! atoll's command-line verbs, one module each. They talk to the control plane only through
+//! the wire types of `atoll-api`, and validate input with `atoll-spec` exactly as the server does.
+
+pub mod apply;
+pub mod client;
+pub mod config;
+pub mod delete;
+pub mod describe;
+pub mod error;
+pub mod get;
+pub mod login;
+pub mod output;
+pub mod sources;
+
+pub use error::{CliError, Exit};
+
+/// The verbs that talk to a control plane.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create or update resources from YAML files or folders, all or nothing.
+    Apply(apply::Args),
+    /// List resources, or show one: sites, apps, deployments, manifest SITE, audit.
+    Get(get::Args),
+    /// Show one resource in detail.
+    Describe(describe::Args),
+    /// Delete a resource.
+    Delete(delete::Args),
+    /// Remember a control plane's URL, token and CA certificate.
+    Login(login::Args),
+}
+
+pub async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Apply(a) => apply::run(a).await,
+        Command::Get(a) => get::run(a).await,
+        Command::Describe(a) => describe::run(a).await,
+        Command::Delete(a) => delete::run(a).await,
+        Command::Login(a) => login::run(a).await,
+    }
+}

@@ -1,6 +1,9 @@
 //! The control plane: holds what should run where and serves it over HTTPS.
 //!
 //! `core` decides (compiling manifests, planning applies) without IO; `shell` does the IO
-//! (HTTP, TLS, the store, the clock) and feeds `core`.
+//! (HTTP, TLS, the store, the clock) and feeds `core`. `core` never imports from `shell`.
 
 pub mod core;
+pub mod shell;
+
+pub use shell::{CA_FILE, Config, INITIAL_TOKEN_FILE, Running, StartError, start};

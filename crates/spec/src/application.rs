@@ -112,9 +112,10 @@ pub struct Requires {
     pub host_labels: BTreeMap<String, String>,
 }
 
+/// A health probe. Serialized flat, as written: `{ http: {...}, interval: 5s, ... }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Health {
+    #[serde(flatten)]
     pub check: HealthCheck,
     pub interval: Span,
     pub timeout: Span,
@@ -123,7 +124,7 @@ pub struct Health {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case")]
 pub enum HealthCheck {
     Http {
         port: u16,
@@ -133,9 +134,7 @@ pub enum HealthCheck {
     Tcp {
         port: u16,
     },
-    Command {
-        command: Vec<String>,
-    },
+    Command(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,8 +143,29 @@ pub struct File {
     pub path: String,
     pub template: Template,
     /// Unix permission bits, written in octal such as `0644`.
-    #[serde(default = "file_mode", skip_serializing_if = "is_file_mode")]
+    #[serde(
+        default = "file_mode",
+        skip_serializing_if = "is_file_mode",
+        with = "octal_mode"
+    )]
     pub mode: u32,
+}
+
+/// File modes travel as octal text (`"0644"`), as people write them.
+pub mod octal_mode {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{mode:04o}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(d)?;
+        u32::from_str_radix(&text, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid file mode `{text}`")))
+    }
 }
 
 fn file_mode() -> u32 {
@@ -611,7 +631,7 @@ fn decode_health(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Health>
                     "a health command needs at least the program to run",
                 );
             } else {
-                checks.push(HealthCheck::Command { command });
+                checks.push(HealthCheck::Command(command));
             }
         }
     }

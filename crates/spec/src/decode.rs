@@ -136,7 +136,14 @@ impl Decoder<'_> {
         path: &str,
     ) -> Option<&'n Node> {
         let node = fields.get(name);
-        if node.is_none() {
+        // A misspelt field is reported once, as unknown with a did-you-mean, not also as missing.
+        let misspelt = || {
+            fields
+                .entries
+                .iter()
+                .any(|(k, _, _)| *k != name && did_you_mean(k, [name]).is_some())
+        };
+        if node.is_none() && !misspelt() {
             self.error(fields.pos, path, format!("missing field `{name}`"));
         }
         node

@@ -9,7 +9,7 @@ use atoll_spec::{Diagnostic, Document, Kind, Origin, Resource};
 use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, Write};
 use serde_json::Value;
 
-use super::compile::{compile_site, content_hash};
+use super::compile::{compile_site, content_hash, diagnostics};
 use super::state::{Entry, State, Versions};
 
 /// Who asked and when: the shell reads the clock and the caller's identity.
@@ -110,7 +110,7 @@ pub fn plan_apply(
             check_references(&next, versions, d, &doc.origin, &mut invalid);
         }
     }
-    let manifests = compile_all(&next, versions, req, &mut invalid);
+    let manifests = compile_all(&next, versions, &mut invalid);
 
     if !conflicts.is_empty() {
         conflicts.extend(invalid);
@@ -186,7 +186,7 @@ pub fn plan_delete(
         }
     }
     let mut invalid = Vec::new();
-    let manifests = compile_all(&next, versions, req, &mut invalid);
+    let manifests = compile_all(&next, versions, &mut invalid);
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
@@ -317,19 +317,14 @@ fn check_references(
 
 /// Compiles every site's manifest in `next`; returns those whose content changed, with their
 /// next revision.
-fn compile_all(
-    next: &State,
-    versions: &Versions,
-    req: &Request<'_>,
-    errors: &mut Vec<Diagnostic>,
-) -> Vec<Manifest> {
-    let _ = req;
+fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) -> Vec<Manifest> {
     let mut changed = Vec::new();
+    let mut failed = Vec::new();
     for entry in next.sites.values() {
         let site = &entry.value;
         let placements = next.placements(site, versions);
         match compile_site(site, &placements) {
-            Err(mut e) => errors.append(&mut e),
+            Err(mut e) => failed.append(&mut e),
             Ok(content) => {
                 let hash = content_hash(&content);
                 let head = next.manifests.get(&site.name);
@@ -346,6 +341,7 @@ fn compile_all(
             }
         }
     }
+    errors.extend(diagnostics(failed));
     changed
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use atoll_api::{ManifestApplication, ManifestContent, ManifestService, RenderedFile};
 use atoll_spec::application::Service;
-use atoll_spec::{Application, Deployment, Diagnostic, Site, Template};
+use atoll_spec::{Application, Deployment, Diagnostic, Origin, Site, Template};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -24,7 +24,7 @@ pub struct Placement<'a> {
 pub fn compile_site(
     site: &Site,
     placements: &[Placement<'_>],
-) -> Result<ManifestContent, Vec<Diagnostic>> {
+) -> Result<ManifestContent, Vec<RenderError>> {
     let env = atoll_spec::template::environment();
     let mut errors = Vec::new();
     let mut applications = Vec::with_capacity(placements.len());
@@ -37,7 +37,14 @@ pub fn compile_site(
                 match render_one(&env, template, &ctx) {
                     Ok(text) => text,
                     Err(problem) => {
-                        errors.push(diagnostic(site, p, i, field, template, problem));
+                        errors.push(RenderError {
+                            site: site.name.clone(),
+                            deployment: p.deployment.name.clone(),
+                            application: format!("{}@{}", app.name, app.version),
+                            field: format!("services[{i}].{field}"),
+                            origin: template.origin.clone(),
+                            problem,
+                        });
                         String::new()
                     }
                 }
@@ -105,10 +112,23 @@ fn context(site: &Site, deployment: &Deployment, app: &Application, service: &Se
     })
 }
 
+/// One template that could not be rendered for one site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderError {
+    pub site: String,
+    pub deployment: String,
+    /// `name@version`.
+    pub application: String,
+    /// Where in the application, such as `services[0].env.STORE_ID`.
+    pub field: String,
+    pub origin: Option<Origin>,
+    pub problem: Problem,
+}
+
 /// What went wrong rendering one template.
-#[derive(Debug, PartialEq, Eq)]
-enum Problem {
-    /// The template reads a value the site does not have.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Problem {
+    /// The template reads a value the site does not have, such as `site.labels.store_id`.
     Missing(String),
     Other {
         message: String,
@@ -152,65 +172,79 @@ fn resolves(ctx: &Value, path: &str) -> bool {
         .is_some()
 }
 
-fn diagnostic(
-    site: &Site,
-    p: &Placement<'_>,
-    service: usize,
-    field: &str,
-    template: &Template,
-    problem: Problem,
-) -> Diagnostic {
-    let (file, mut line, column) = match &template.origin {
+/// Turns render errors into diagnostics, one per template and problem, naming every site that
+/// has it: a label missing at 50 sites is one thing to fix, not 50.
+pub fn diagnostics(mut errors: Vec<RenderError>) -> Vec<Diagnostic> {
+    errors.sort_by(|a, b| {
+        let key = |e: &RenderError| {
+            (
+                e.origin
+                    .as_ref()
+                    .map(|o| (o.file.clone(), o.line, o.column)),
+                e.deployment.clone(),
+                e.field.clone(),
+                e.problem.clone(),
+            )
+        };
+        key(a).cmp(&key(b)).then_with(|| a.site.cmp(&b.site))
+    });
+    let mut out: Vec<Diagnostic> = Vec::new();
+    let mut group: Vec<RenderError> = Vec::new();
+    for e in errors {
+        let same = group.first().is_some_and(|g| {
+            g.deployment == e.deployment
+                && g.application == e.application
+                && g.field == e.field
+                && g.problem == e.problem
+                && g.origin == e.origin
+        });
+        if !same && !group.is_empty() {
+            out.push(group_diagnostic(std::mem::take(&mut group)));
+        }
+        group.push(e);
+    }
+    if !group.is_empty() {
+        out.push(group_diagnostic(group));
+    }
+    out
+}
+
+fn group_diagnostic(group: Vec<RenderError>) -> Diagnostic {
+    let first = &group[0];
+    let sites: Vec<&str> = group.iter().map(|e| e.site.as_str()).collect();
+    let named = match sites.len() {
+        1 => format!("site {}", sites[0]),
+        n if n <= 5 => format!("sites {}", sites.join(", ")),
+        n => format!("{n} sites: {} and {} more", sites[..5].join(", "), n - 5),
+    };
+    let (file, mut line, column) = match &first.origin {
         Some(o) => (o.file.to_string(), o.line, o.column),
-        None => (
-            format!(
-                "Application {}@{}",
-                p.application.name, p.application.version
-            ),
-            0,
-            0,
-        ),
+        None => (format!("Application {}", first.application), 0, 0),
     };
     let path = format!(
-        "Deployment {} → Site {}: Application {}: services[{service}].{field}",
-        p.deployment.name, site.name, p.application.name
+        "Deployment {} → Application {}: {}",
+        first.deployment, first.application, first.field
     );
-    let (message, hint) = match problem {
+    let (message, hint) = match &first.problem {
         Problem::Missing(var) => {
             let hint = match var.split_once('.').map(|(_, rest)| rest.split_once('.')) {
-                Some(Some(("labels", key))) => format!("add label `{key}` to site {}, or narrow the deployment's placement", site.name),
+                Some(Some(("labels", key))) => format!("add label `{key}` to {named}, or narrow the deployment's placement"),
                 Some(Some(("variables", key))) => {
-                    format!("add `{key}` to site {}'s variables, or give a default: {{{{ {var} | default(\"...\") }}}}", site.name)
+                    format!("add `{key}` to the variables of {named}, or give a default: {{{{ {var} | default(\"...\") }}}}")
                 }
                 _ => "templates can read site.name, site.labels, site.variables, app, deployment and service".to_owned(),
             };
             (
-                format!(
-                    "template variable `{var}` is not defined for site {}",
-                    site.name
-                ),
+                format!("template variable `{var}` is not defined for {named}"),
                 Some(hint),
             )
         }
-        Problem::Other {
-            message,
-            line: Some(l),
-        } => {
-            if line > 0 && l > 1 {
+        Problem::Other { message, line: l } => {
+            if let Some(l) = l.filter(|l| *l > 1 && line > 0) {
                 line += l - 1;
             }
-            (
-                format!("template error for site {}: {message}", site.name),
-                None,
-            )
+            (format!("template error for {named}: {message}"), None)
         }
-        Problem::Other {
-            message,
-            line: None,
-        } => (
-            format!("template error for site {}: {message}", site.name),
-            None,
-        ),
     };
     Diagnostic {
         file,
@@ -319,21 +353,52 @@ placement:
             }],
         )
         .unwrap_err();
+        let errors = diagnostics(errors);
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
-        assert_eq!(e.file, "test.yaml");
-        assert_eq!(e.line, 9);
-        assert!(
-            e.path.contains("Deployment pos-prod") && e.path.contains("Site store-2"),
-            "{}",
-            e.path
+        assert_eq!((e.file.as_str(), e.line, e.column), ("test.yaml", 9, 17));
+        assert_eq!(
+            e.path,
+            "Deployment pos-prod → Application pos@1.0: services[0].env.STORE_ID"
+        );
+        assert_eq!(
+            e.message,
+            "template variable `site.labels.store_id` is not defined for site store-2"
         );
         assert!(
-            e.message.contains("`site.labels.store_id`"),
-            "{}",
-            e.message
+            e.hint
+                .as_deref()
+                .unwrap()
+                .contains("add label `store_id` to site store-2")
         );
-        assert!(e.hint.as_deref().unwrap().contains("add label `store_id`"));
+    }
+
+    #[test]
+    fn one_problem_at_many_sites_is_one_diagnostic() {
+        let (app, dep) = parts(APP);
+        let mut errors = Vec::new();
+        for i in 0..8 {
+            let s = site(&format!("s{i}"), &[]);
+            errors.extend(
+                compile_site(
+                    &s,
+                    &[Placement {
+                        deployment: &dep,
+                        application: &app,
+                    }],
+                )
+                .unwrap_err(),
+            );
+        }
+        let diags = diagnostics(errors);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(
+            diags[0]
+                .message
+                .ends_with("8 sites: s0, s1, s2, s3, s4 and 3 more"),
+            "{}",
+            diags[0].message
+        );
     }
 
     #[test]

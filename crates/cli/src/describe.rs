@@ -1,0 +1,185 @@
+//! `atoll describe site|app|deployment NAME`: one resource, everything about it, for people.
+
+use std::fmt::Write as _;
+
+use atoll_api::{ApplicationView, DeploymentView, SiteView};
+use atoll_spec::application::Mode;
+use atoll_spec::{Kind, Resource};
+
+use crate::client::Client;
+use crate::config::Config;
+use crate::error::{CliError, Result};
+use crate::output::{self, age};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// site, app or deployment.
+    pub kind: String,
+    pub name: String,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let kind = Kind::from_user(&args.kind).ok_or_else(|| {
+        CliError::user(format!(
+            "cannot describe `{}`: choose site, app or deployment",
+            args.kind
+        ))
+    })?;
+    let client = Client::from_config(&Config::load()?)?;
+    let path = format!("/v1/{}/{}", kind.plural(), args.name);
+    let text = match kind {
+        Kind::Site => site(&client.get(&path).await?),
+        Kind::Application => application(&client.get(&path).await?),
+        Kind::Deployment => deployment(&client.get(&path).await?),
+    };
+    print!("{text}");
+    Ok(())
+}
+
+fn header(out: &mut String, view: &atoll_api::ResourceView) {
+    let _ = writeln!(out, "Name:         {}", view.resource.name());
+    let _ = writeln!(out, "Kind:         {}", view.resource.kind());
+    let _ = writeln!(out, "Generation:   {}", view.generation);
+    let _ = writeln!(
+        out,
+        "Created:      {} ({} ago)",
+        view.created_at,
+        age(&view.created_at)
+    );
+    let _ = writeln!(
+        out,
+        "Updated:      {} ({} ago)",
+        view.updated_at,
+        age(&view.updated_at)
+    );
+}
+
+fn map_block(out: &mut String, title: &str, map: &std::collections::BTreeMap<String, String>) {
+    if map.is_empty() {
+        let _ = writeln!(out, "{title:<13} <none>");
+        return;
+    }
+    let _ = writeln!(out, "{title}");
+    for (k, v) in map {
+        let _ = writeln!(out, "  {k}: {v}");
+    }
+}
+
+pub fn site(s: &SiteView) -> String {
+    let mut out = String::new();
+    header(&mut out, &s.view);
+    if let Resource::Site(site) = &s.view.resource {
+        if let Some(d) = &site.description {
+            let _ = writeln!(out, "Description:  {d}");
+        }
+        map_block(&mut out, "Labels:", &site.labels);
+        map_block(&mut out, "Variables:", &site.variables);
+    }
+    let revision = s
+        .revision
+        .map_or_else(|| "none yet".into(), |r| r.to_string());
+    let _ = writeln!(out, "Manifest:     revision {revision}");
+    if s.applications.is_empty() {
+        let _ = writeln!(out, "Applications: <none>");
+    } else {
+        let _ = writeln!(out, "Applications:");
+        for p in &s.applications {
+            let _ = writeln!(
+                out,
+                "  {}@{} (deployment {})",
+                p.application, p.version, p.deployment
+            );
+        }
+    }
+    out
+}
+
+pub fn application(a: &ApplicationView) -> String {
+    let mut out = String::new();
+    header(&mut out, &a.view);
+    if let Resource::Application(app) = &a.view.resource {
+        let _ = writeln!(out, "Version:      {}", app.version);
+        if let Some(d) = &app.description {
+            let _ = writeln!(out, "Description:  {d}");
+        }
+        let _ = writeln!(out, "Services:");
+        for s in &app.services {
+            let replicas = match s.mode {
+                Mode::EveryHost => "every host".to_owned(),
+                Mode::Replicated => format!(
+                    "{} replica{}",
+                    s.replicas,
+                    if s.replicas == 1 { "" } else { "s" }
+                ),
+            };
+            let ports: Vec<String> = s
+                .ports
+                .iter()
+                .map(|p| {
+                    p.host.map_or_else(
+                        || p.container.to_string(),
+                        |h| format!("{h}->{}", p.container),
+                    )
+                })
+                .collect();
+            let ports = if ports.is_empty() {
+                String::new()
+            } else {
+                format!(", ports {}", ports.join(" "))
+            };
+            let _ = writeln!(out, "  {}: {} ({replicas}{ports})", s.name, s.image);
+        }
+    }
+    let _ = writeln!(out, "Versions:");
+    for v in &a.versions {
+        let _ = writeln!(
+            out,
+            "  {} applied {} ({} ago)",
+            v.version,
+            v.applied_at,
+            age(&v.applied_at)
+        );
+    }
+    let deployments = if a.deployments.is_empty() {
+        "<none>".to_owned()
+    } else {
+        a.deployments.join(", ")
+    };
+    let _ = writeln!(out, "Deployments:  {deployments}");
+    out
+}
+
+pub fn deployment(d: &DeploymentView) -> String {
+    let mut out = String::new();
+    header(&mut out, &d.view);
+    if let Resource::Deployment(dep) = &d.view.resource {
+        let following = if dep.version.is_some() {
+            "pinned"
+        } else {
+            "following the newest applied"
+        };
+        let version = d.version.clone().unwrap_or_else(|| "<missing>".into());
+        let _ = writeln!(
+            out,
+            "Application:  {} version {version} ({following})",
+            dep.application
+        );
+        let _ = writeln!(out, "Placement:    {}", dep.placement.sites.source());
+        if let Some(r) = &dep.rollout {
+            let _ = write!(
+                out,
+                "Rollout:\n{}",
+                indent(&output::yaml(r).unwrap_or_default())
+            );
+        }
+    }
+    let _ = writeln!(out, "Sites:        {} selected", d.sites.len());
+    for s in &d.sites {
+        let _ = writeln!(out, "  {s}");
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}

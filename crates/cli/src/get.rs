@@ -1,0 +1,192 @@
+//! `atoll get sites|apps|deployments|manifest|audit [NAME] [-o table|yaml|json]`.
+
+use atoll_api::{ApplicationView, AuditEntry, DeploymentView, List, Manifest, SiteView};
+use atoll_spec::{Kind, Resource};
+
+use crate::client::Client;
+use crate::config::Config;
+use crate::error::{CliError, Result};
+use crate::output::{self, Format, Table, age};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// sites, apps, deployments, manifest (with a site name) or audit.
+    pub what: String,
+    pub name: Option<String>,
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let client = Client::from_config(&Config::load()?)?;
+    let text = match args.what.as_str() {
+        "manifest" | "manifests" => {
+            let site = args
+                .name
+                .as_deref()
+                .ok_or_else(|| CliError::user("which site? `atoll get manifest SITE`"))?;
+            let manifest: Manifest = client.get(&format!("/v1/sites/{site}/manifest")).await?;
+            match args.output {
+                Format::Json => output::json(&manifest)?,
+                Format::Table | Format::Yaml => output::yaml(&manifest)?,
+            }
+        }
+        "audit" => {
+            let list: List<AuditEntry> = client.get("/v1/audit").await?;
+            match args.output {
+                Format::Table => {
+                    let mut t = Table::new(&["SEQ", "AT", "ACTOR", "ACTION", "DETAIL"]);
+                    for e in list.items {
+                        t.row(vec![e.seq.to_string(), e.at, e.actor, e.action, e.detail]);
+                    }
+                    t.render()
+                }
+                Format::Yaml => output::yaml(&list.items)?,
+                Format::Json => output::json(&list)?,
+            }
+        }
+        word => {
+            let kind = Kind::from_user(word).ok_or_else(|| {
+                CliError::user(format!(
+                    "cannot get `{word}`: choose sites, apps, deployments, manifest or audit"
+                ))
+            })?;
+            get_kind(&client, kind, args.name.as_deref(), args.output).await?
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+async fn fetch<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    kind: Kind,
+    name: Option<&str>,
+) -> Result<Vec<T>> {
+    match name {
+        Some(name) => Ok(vec![
+            client.get(&format!("/v1/{}/{name}", kind.plural())).await?,
+        ]),
+        None => Ok(client
+            .get::<List<T>>(&format!("/v1/{}", kind.plural()))
+            .await?
+            .items),
+    }
+}
+
+async fn get_kind(
+    client: &Client,
+    kind: Kind,
+    name: Option<&str>,
+    format: Format,
+) -> Result<String> {
+    match kind {
+        Kind::Site => {
+            let items: Vec<SiteView> = fetch(client, kind, name).await?;
+            let resources: Vec<&Resource> = items.iter().map(|i| &i.view.resource).collect();
+            finish(format, name.is_some(), &items, &resources, || {
+                let mut t = Table::new(&["NAME", "LABELS", "APPS", "REVISION", "AGE"]);
+                for s in &items {
+                    let labels = match &s.view.resource {
+                        Resource::Site(site) => output::labels(&site.labels),
+                        _ => String::new(),
+                    };
+                    let revision = s.revision.map_or_else(|| "-".into(), |r| r.to_string());
+                    t.row(vec![
+                        s.view.resource.name().into(),
+                        labels,
+                        s.applications.len().to_string(),
+                        revision,
+                        age(&s.view.created_at),
+                    ]);
+                }
+                t.render()
+            })
+        }
+        Kind::Application => {
+            let items: Vec<ApplicationView> = fetch(client, kind, name).await?;
+            let resources: Vec<&Resource> = items.iter().map(|i| &i.view.resource).collect();
+            finish(format, name.is_some(), &items, &resources, || {
+                let mut t = Table::new(&[
+                    "NAME",
+                    "VERSION",
+                    "SERVICES",
+                    "VERSIONS",
+                    "DEPLOYMENTS",
+                    "AGE",
+                ]);
+                for a in &items {
+                    let (version, services) = match &a.view.resource {
+                        Resource::Application(app) => {
+                            (app.version.clone(), app.services.len().to_string())
+                        }
+                        _ => Default::default(),
+                    };
+                    let deployments = if a.deployments.is_empty() {
+                        "<none>".into()
+                    } else {
+                        a.deployments.join(",")
+                    };
+                    t.row(vec![
+                        a.view.resource.name().into(),
+                        version,
+                        services,
+                        a.versions.len().to_string(),
+                        deployments,
+                        age(&a.view.created_at),
+                    ]);
+                }
+                t.render()
+            })
+        }
+        Kind::Deployment => {
+            let items: Vec<DeploymentView> = fetch(client, kind, name).await?;
+            let resources: Vec<&Resource> = items.iter().map(|i| &i.view.resource).collect();
+            finish(format, name.is_some(), &items, &resources, || {
+                let mut t = Table::new(&[
+                    "NAME",
+                    "APPLICATION",
+                    "VERSION",
+                    "SITES",
+                    "PLACEMENT",
+                    "AGE",
+                ]);
+                for d in &items {
+                    let (app, placement) = match &d.view.resource {
+                        Resource::Deployment(dep) => (
+                            dep.application.clone(),
+                            dep.placement.sites.source().to_owned(),
+                        ),
+                        _ => Default::default(),
+                    };
+                    let version = d.version.clone().unwrap_or_else(|| "<missing>".into());
+                    t.row(vec![
+                        d.view.resource.name().into(),
+                        app,
+                        version,
+                        d.sites.len().to_string(),
+                        placement,
+                        age(&d.view.created_at),
+                    ]);
+                }
+                t.render()
+            })
+        }
+    }
+}
+
+fn finish<T: serde::Serialize>(
+    format: Format,
+    single: bool,
+    items: &[T],
+    resources: &[&Resource],
+    table: impl FnOnce() -> String,
+) -> Result<String> {
+    match format {
+        Format::Table if items.is_empty() => Ok("No resources found.\n".into()),
+        Format::Table => Ok(table()),
+        Format::Yaml => output::yaml_documents(resources),
+        Format::Json if single && items.len() == 1 => output::json(&items[0]),
+        Format::Json => output::json(&serde_json::json!({ "items": items })),
+    }
+}

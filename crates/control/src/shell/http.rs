@@ -1,0 +1,418 @@
+//! The user API under `/v1`: routes, authentication, and one JSON shape for every error.
+//!
+//! Handlers take their inputs as `Result`s of extraction and map every rejection themselves,
+//! so a malformed request gets a JSON error naming what to fix, never axum's plain text.
+
+use atoll_api::{ApplyRequest, ErrorBody, ErrorInfo, List, MAX_BODY_BYTES};
+use atoll_spec::{Diagnostic, Kind, Source, names::check_name};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::auth;
+use super::openapi;
+use super::service::{ControlPlane, Error};
+
+/// Who made a request: the name of the token it carried.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            diagnostics: Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorInfo {
+                code: self.code.into(),
+                message: self.message,
+                diagnostics: self.diagnostics,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::Invalid(diagnostics) => {
+                let n = diagnostics.len();
+                ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "invalid",
+                    message: format!(
+                        "{n} problem{} found; nothing was changed",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                    diagnostics,
+                }
+            }
+            Error::Conflict(diagnostics) => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                message: "the request conflicts with what is stored; nothing was changed".into(),
+                diagnostics,
+            },
+            Error::NotFound(message) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            Error::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("the control plane failed: {e}"),
+                )
+            }
+        }
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+#[derive(Clone)]
+struct AppState {
+    control: ControlPlane,
+}
+
+/// The user API, with authentication, limits and error mapping applied.
+pub fn router(control: ControlPlane) -> Router {
+    let state = AppState { control };
+    let api = Router::new()
+        .route("/v1/apply", post(apply))
+        .route("/v1/sites", get(list_sites))
+        .route("/v1/sites/{name}", get(get_site).delete(delete_site))
+        .route("/v1/sites/{name}/manifest", get(get_manifest))
+        .route("/v1/applications", get(list_applications))
+        .route(
+            "/v1/applications/{name}",
+            get(get_application).delete(delete_application),
+        )
+        .route("/v1/deployments", get(list_deployments))
+        .route(
+            "/v1/deployments/{name}",
+            get(get_deployment).delete(delete_deployment),
+        )
+        .route("/v1/audit", get(audit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route(
+            "/v1/openapi.json",
+            get(|| async { Json(openapi::document()) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(api)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the control plane hit a bug; see its log",
+                )
+                .into_response()
+            },
+        ))
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(token) = auth::bearer(header) else {
+        return unauthorized(
+            "missing or malformed bearer token: send `Authorization: Bearer atoll_...`",
+        );
+    };
+    match state
+        .control
+        .store()
+        .token_by_hash(&auth::hash(token))
+        .await
+    {
+        Ok(Some(row)) => {
+            req.extensions_mut().insert(Actor(row.name));
+            next.run(req).await
+        }
+        Ok(None) => unauthorized("unknown token"),
+        Err(e) => ApiError::from(Error::Store(e)).into_response(),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no API route {method} {}; see /v1/openapi.json", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{method} is not allowed on {}; see /v1/openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is over {} MiB", MAX_BODY_BYTES >> 20),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("cannot read the request body: {rejection}"),
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn apply(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
+    query: Result<Query<ApplyQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<atoll_api::ApplyResponse> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
+    let body = body.map_err(body_error)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let request = match media.as_str() {
+        "application/json" => serde_json::from_slice::<ApplyRequest>(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!(
+                    "invalid JSON at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+            let text = String::from_utf8(body.to_vec()).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "the YAML body is not UTF-8",
+                )
+            })?;
+            ApplyRequest {
+                sources: vec![Source {
+                    name: "request".into(),
+                    text,
+                }],
+                dry_run: false,
+            }
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send application/json (an ApplyRequest) or application/yaml (resources)",
+            ));
+        }
+    };
+    if request.sources.is_empty() || request.sources.iter().all(|s| s.text.trim().is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "nothing to apply: no documents were sent",
+        ));
+    }
+    let dry_run = request.dry_run || query.dry_run;
+    Ok(Json(
+        state
+            .control
+            .apply(&request.sources, dry_run, &actor.0)
+            .await?,
+    ))
+}
+
+fn checked_name(name: &str) -> Result<(), ApiError> {
+    check_name(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))
+}
+
+fn one<T>(mut items: Vec<T>) -> ApiResult<T> {
+    items
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"))
+}
+
+async fn list_sites(State(s): State<AppState>) -> ApiResult<List<atoll_api::SiteView>> {
+    Ok(Json(List {
+        items: s.control.sites(None).await?,
+    }))
+}
+
+async fn get_site(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<atoll_api::SiteView> {
+    checked_name(&name)?;
+    one(s.control.sites(Some(&name)).await?)
+}
+
+async fn get_manifest(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<atoll_api::Manifest> {
+    checked_name(&name)?;
+    Ok(Json(s.control.manifest(&name).await?))
+}
+
+async fn list_applications(
+    State(s): State<AppState>,
+) -> ApiResult<List<atoll_api::ApplicationView>> {
+    Ok(Json(List {
+        items: s.control.applications(None).await?,
+    }))
+}
+
+async fn get_application(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<atoll_api::ApplicationView> {
+    checked_name(&name)?;
+    one(s.control.applications(Some(&name)).await?)
+}
+
+async fn list_deployments(State(s): State<AppState>) -> ApiResult<List<atoll_api::DeploymentView>> {
+    Ok(Json(List {
+        items: s.control.deployments(None).await?,
+    }))
+}
+
+async fn get_deployment(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<atoll_api::DeploymentView> {
+    checked_name(&name)?;
+    one(s.control.deployments(Some(&name)).await?)
+}
+
+async fn delete(
+    s: AppState,
+    actor: Actor,
+    kind: Kind,
+    name: String,
+) -> ApiResult<atoll_api::DeleteResponse> {
+    checked_name(&name)?;
+    Ok(Json(s.control.delete(kind, &name, &actor.0).await?))
+}
+
+async fn delete_site(
+    State(s): State<AppState>,
+    Extension(a): Extension<Actor>,
+    Path(n): Path<String>,
+) -> ApiResult<atoll_api::DeleteResponse> {
+    delete(s, a, Kind::Site, n).await
+}
+
+async fn delete_application(
+    State(s): State<AppState>,
+    Extension(a): Extension<Actor>,
+    Path(n): Path<String>,
+) -> ApiResult<atoll_api::DeleteResponse> {
+    delete(s, a, Kind::Application, n).await
+}
+
+async fn delete_deployment(
+    State(s): State<AppState>,
+    Extension(a): Extension<Actor>,
+    Path(n): Path<String>,
+) -> ApiResult<atoll_api::DeleteResponse> {
+    delete(s, a, Kind::Deployment, n).await
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(s): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<List<atoll_api::AuditEntry>> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
+    let rows = s
+        .control
+        .store()
+        .audit(query.limit.unwrap_or(100).min(1000))
+        .await
+        .map_err(Error::Store)?;
+    let items = rows
+        .into_iter()
+        .map(|r| atoll_api::AuditEntry {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            detail: r.detail,
+        })
+        .collect();
+    Ok(Json(List { items }))
+}

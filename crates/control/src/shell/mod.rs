@@ -1,0 +1,207 @@
+//! The control plane's IO: the HTTPS server, the store, files and the clock.
+
+pub mod auth;
+pub mod clock;
+pub mod files;
+pub mod http;
+pub mod openapi;
+pub mod service;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_store::{SqliteStore, Store, TokenRow, Write};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use self::service::ControlPlane;
+use self::tls::{Pki, server_names};
+
+/// The file, in the data folder, that holds the first admin token.
+pub const INITIAL_TOKEN_FILE: &str = "initial-admin-token";
+/// The CA certificate users and agents trust.
+pub const CA_FILE: &str = "ca.pem";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Extra DNS names or addresses for the server certificate.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data folder {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] atoll_store::StoreError),
+    #[error(transparent)]
+    Pki(#[from] tls::PkiError),
+    #[error(
+        "cannot listen on {addr}: {source}; is another control plane running there? pick another with --listen"
+    )]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A control plane that is serving.
+#[derive(Debug)]
+pub struct Running {
+    /// The address actually bound (with `--listen 127.0.0.1:0`, the port picked).
+    pub addr: SocketAddr,
+    pub ca_fingerprint: String,
+    /// The admin token if this start created it (the first start of a data folder).
+    pub initial_token: Option<String>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// `https://127.0.0.1:PORT`, or `https://localhost:PORT` when bound to every address.
+    pub fn url(&self) -> String {
+        let host = if self.addr.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            self.addr.ip().to_string()
+        };
+        match self.addr {
+            SocketAddr::V6(_) if !self.addr.ip().is_unspecified() => {
+                format!("https://[{host}]:{}", self.addr.port())
+            }
+            _ => format!("https://{host}:{}", self.addr.port()),
+        }
+    }
+
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Serves until the process is asked to stop.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the store, prepares the PKI and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("atoll.db"))?);
+    let initial_token = first_start(dir, store.as_ref()).await?;
+    let pki = Pki::load_or_create(dir, &server_names(&config.listen, &config.names))?;
+    let tls = TlsAcceptor::from(pki.server_config()?);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let router = http::router(ControlPlane::new(store));
+    let (shutdown, stop) = watch::channel(false);
+    let task = tokio::spawn(serve(listener, tls, router, stop));
+    tracing::info!(%addr, "control plane serving");
+    Ok(Running {
+        addr,
+        ca_fingerprint: pki.ca_fingerprint,
+        initial_token,
+        shutdown,
+        task,
+    })
+}
+
+/// On the first start of a data folder, makes the admin token: its hash goes to the store, the
+/// token itself only to a file readable by the owner.
+async fn first_start(dir: &Path, store: &dyn Store) -> Result<Option<String>, StartError> {
+    if store.version().await? != 0 {
+        return Ok(None);
+    }
+    let token = auth::generate();
+    let path = dir.join(INITIAL_TOKEN_FILE);
+    files::write_atomic(&path, format!("{token}\n").as_bytes(), true).map_err(|source| {
+        StartError::DataDir {
+            path: path.display().to_string(),
+            source,
+        }
+    })?;
+    let now = clock::now_rfc3339();
+    let row = TokenRow {
+        id: "admin".into(),
+        name: "admin".into(),
+        hash: auth::hash(&token),
+        role: "admin".into(),
+        created_at: now.clone(),
+    };
+    let audit = Write::Audit {
+        at: now,
+        actor: "atoll".into(),
+        action: "init".into(),
+        detail: "created the admin token".into(),
+    };
+    store.commit(0, vec![Write::PutToken(row), audit]).await?;
+    Ok(Some(token))
+}
+
+/// Accepts connections until told to stop. Each TLS handshake runs in its own task, so a slow
+/// or silent client cannot hold up the others.
+async fn serve(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (tls, router) = (tls.clone(), router.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = TowerToHyperService::new(router);
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

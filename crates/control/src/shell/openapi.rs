@@ -1,0 +1,278 @@
+//! The OpenAPI document served at `/v1/openapi.json`.
+//!
+//! Written out by hand from one route table; a test checks that every route in the table is
+//! served by the router with the documented method, so the document cannot claim a route that
+//! does not exist.
+
+use serde_json::{Value, json};
+
+/// One documented operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Schema name of the JSON request body, if any.
+    pub request: Option<&'static str>,
+    /// Schema name of the 200 response.
+    pub response: &'static str,
+    pub authenticated: bool,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    response: &'static str,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        request: None,
+        response,
+        authenticated: true,
+    }
+}
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        request: Some("ApplyRequest"),
+        ..route(
+            "post",
+            "/v1/apply",
+            "Create or update resources; all or nothing. Also takes application/yaml.",
+            "ApplyResponse",
+        )
+    },
+    route(
+        "get",
+        "/v1/sites",
+        "List sites with their manifest revision and placed applications",
+        "SiteList",
+    ),
+    route("get", "/v1/sites/{name}", "One site", "SiteView"),
+    route(
+        "delete",
+        "/v1/sites/{name}",
+        "Delete a site",
+        "DeleteResponse",
+    ),
+    route(
+        "get",
+        "/v1/sites/{name}/manifest",
+        "The site's current manifest, rendered for it",
+        "Manifest",
+    ),
+    route(
+        "get",
+        "/v1/applications",
+        "List applications with their versions",
+        "ApplicationList",
+    ),
+    route(
+        "get",
+        "/v1/applications/{name}",
+        "One application",
+        "ApplicationView",
+    ),
+    route(
+        "delete",
+        "/v1/applications/{name}",
+        "Delete an application and its versions; refused while a deployment runs it",
+        "DeleteResponse",
+    ),
+    route(
+        "get",
+        "/v1/deployments",
+        "List deployments with their resolved version and selected sites",
+        "DeploymentList",
+    ),
+    route(
+        "get",
+        "/v1/deployments/{name}",
+        "One deployment",
+        "DeploymentView",
+    ),
+    route(
+        "delete",
+        "/v1/deployments/{name}",
+        "Delete a deployment",
+        "DeleteResponse",
+    ),
+    route(
+        "get",
+        "/v1/audit",
+        "The newest audit entries (mutating calls), newest first; `?limit=N`",
+        "AuditList",
+    ),
+    Route {
+        authenticated: false,
+        ..route("get", "/v1/openapi.json", "This document", "Object")
+    },
+];
+
+pub fn document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for r in ROUTES {
+        let mut op = json!({
+            "summary": r.summary,
+            "operationId": format!("{}{}", r.method, r.path.replace(['/', '{', '}', '.'], "_")),
+            "responses": {
+                "200": { "description": "success", "content": { "application/json": { "schema": schema_ref(r.response) } } },
+                "400": error_response("malformed or invalid input; `diagnostics` lists every problem"),
+                "401": error_response("missing or unknown bearer token"),
+                "404": error_response("no such resource"),
+                "409": error_response("conflicts with what is stored"),
+                "413": error_response("body over 4 MiB"),
+                "500": error_response("the control plane failed"),
+            },
+        });
+        if r.path.contains("{name}") {
+            op["parameters"] = json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }]);
+        }
+        if let Some(req) = r.request {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": {
+                    "application/json": { "schema": schema_ref(req) },
+                    "application/yaml": { "schema": { "type": "string", "description": "a multi-document YAML stream of resources" } },
+                },
+            });
+        }
+        if !r.authenticated {
+            op["security"] = json!([]);
+        }
+        let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
+        entry[r.method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "atoll control plane", "version": env!("CARGO_PKG_VERSION") },
+        "security": [{ "bearer": [] }],
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas(),
+        },
+    })
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema_ref("ErrorBody") } } })
+}
+
+fn list_of(item: &str) -> Value {
+    json!({ "type": "object", "required": ["items"], "properties": { "items": { "type": "array", "items": schema_ref(item) } } })
+}
+
+fn schemas() -> Value {
+    let view = |extra: Value| {
+        let mut props = json!({
+            "generation": { "type": "integer" },
+            "created_at": { "type": "string", "format": "date-time" },
+            "updated_at": { "type": "string", "format": "date-time" },
+            "resource": schema_ref("Resource"),
+        });
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        json!({ "type": "object", "properties": props })
+    };
+    json!({
+        "Object": { "type": "object" },
+        "Resource": {
+            "type": "object",
+            "required": ["kind", "name"],
+            "description": "An Application, Deployment or Site, in the shape users write it",
+            "properties": { "kind": { "enum": ["Application", "Deployment", "Site"] }, "name": { "type": "string" } },
+        },
+        "Diagnostic": {
+            "type": "object",
+            "required": ["file", "line", "column", "path", "message"],
+            "properties": {
+                "file": { "type": "string" }, "line": { "type": "integer" }, "column": { "type": "integer" },
+                "path": { "type": "string" }, "message": { "type": "string" }, "hint": { "type": "string" },
+            },
+        },
+        "ErrorBody": {
+            "type": "object",
+            "required": ["error"],
+            "properties": { "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": { "type": "string" },
+                    "message": { "type": "string" },
+                    "diagnostics": { "type": "array", "items": schema_ref("Diagnostic") },
+                },
+            } },
+        },
+        "ApplyRequest": {
+            "type": "object",
+            "required": ["sources"],
+            "properties": {
+                "sources": { "type": "array", "items": {
+                    "type": "object", "required": ["name", "text"],
+                    "properties": { "name": { "type": "string" }, "text": { "type": "string" } },
+                } },
+                "dry_run": { "type": "boolean" },
+            },
+        },
+        "ApplyResponse": {
+            "type": "object",
+            "properties": {
+                "dry_run": { "type": "boolean" },
+                "results": { "type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "kind": { "type": "string" }, "name": { "type": "string" },
+                        "outcome": { "enum": ["created", "configured", "unchanged"] },
+                        "generation": { "type": "integer" }, "version": { "type": "string" },
+                    },
+                } },
+                "manifests": { "type": "array", "items": schema_ref("ManifestChange") },
+            },
+        },
+        "ManifestChange": { "type": "object", "properties": { "site": { "type": "string" }, "revision": { "type": "integer" } } },
+        "Manifest": {
+            "type": "object",
+            "properties": {
+                "site": { "type": "string" }, "revision": { "type": "integer" }, "hash": { "type": "string" },
+                "content": { "type": "object", "properties": { "applications": { "type": "array", "items": { "type": "object" } } } },
+            },
+        },
+        "SiteView": view(json!({
+            "revision": { "type": ["integer", "null"] },
+            "applications": { "type": "array", "items": { "type": "object", "properties": {
+                "deployment": { "type": "string" }, "application": { "type": "string" }, "version": { "type": "string" },
+            } } },
+        })),
+        "ApplicationView": view(json!({
+            "versions": { "type": "array", "items": { "type": "object", "properties": {
+                "version": { "type": "string" }, "applied_at": { "type": "string" },
+            } } },
+            "deployments": { "type": "array", "items": { "type": "string" } },
+        })),
+        "DeploymentView": view(json!({
+            "version": { "type": ["string", "null"] },
+            "sites": { "type": "array", "items": { "type": "string" } },
+        })),
+        "SiteList": list_of("SiteView"),
+        "ApplicationList": list_of("ApplicationView"),
+        "DeploymentList": list_of("DeploymentView"),
+        "AuditList": list_of("AuditEntry"),
+        "AuditEntry": { "type": "object", "properties": {
+            "seq": { "type": "integer" }, "at": { "type": "string" }, "actor": { "type": "string" },
+            "action": { "type": "string" }, "detail": { "type": "string" },
+        } },
+        "DeleteResponse": { "type": "object", "properties": {
+            "kind": { "type": "string" }, "name": { "type": "string" },
+            "manifests": { "type": "array", "items": schema_ref("ManifestChange") },
+        } },
+    })
+}

@@ -1,0 +1,310 @@
+//! The control plane's operations: read the state, let `core` decide, commit the result.
+//!
+//! Applies and deletes are serialized in this process by a lock (the store's version check
+//! would refuse a lost race anyway; the lock only avoids wasted work), and retried when another
+//! writer committed in between.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use atoll_api::{
+    ApplicationView, ApplyResponse, DeleteResponse, DeploymentView, Manifest, Placed, ResourceView,
+    SiteView, VersionInfo,
+};
+use atoll_spec::{Application, Diagnostic, Kind, Resource, Source, parse_sources};
+use atoll_store::{ResourceRow, Store, StoreError};
+use tokio::sync::Mutex;
+
+use super::clock::now_rfc3339;
+use crate::core::apply::{Refusal, Request, plan_apply, plan_delete};
+use crate::core::state::{State, Versions, decode_row};
+
+/// Why an operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the request is invalid")]
+    Invalid(Vec<Diagnostic>),
+    #[error("the request conflicts with what is stored")]
+    Conflict(Vec<Diagnostic>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        match r {
+            Refusal::Invalid(d) => Error::Invalid(d),
+            Refusal::Conflict(d) => Error::Conflict(d),
+            Refusal::NotFound(m) => Error::NotFound(m),
+        }
+    }
+}
+
+const COMMIT_ATTEMPTS: usize = 5;
+
+#[derive(Clone)]
+pub struct ControlPlane {
+    store: Arc<dyn Store>,
+    writes: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    pub fn new(store: Arc<dyn Store>) -> ControlPlane {
+        ControlPlane {
+            store,
+            writes: Arc::new(Mutex::new(())),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The current state, with every stored application version that deployments pin or that
+    /// `extra` names.
+    async fn load(&self, extra: &[(String, String)]) -> Result<(State, Versions), Error> {
+        let snapshot = self.store.snapshot().await?;
+        let state = State::from_snapshot(snapshot).map_err(StoreError::Corrupt)?;
+        let mut wanted: BTreeSet<(String, String)> = extra.iter().cloned().collect();
+        for d in state.deployments.values() {
+            if let Some(pin) = &d.value.version {
+                wanted.insert((d.value.application.clone(), pin.clone()));
+            }
+        }
+        let mut versions = Versions::new();
+        for (name, version) in wanted {
+            if let Some(row) = self.store.app_version(&name, &version).await? {
+                let app: Application = serde_json::from_str::<Resource>(&row.spec)
+                    .ok()
+                    .and_then(|r| {
+                        if let Resource::Application(a) = r {
+                            Some(a)
+                        } else {
+                            None
+                        }
+                    })
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "stored application {name} version {version} cannot be read"
+                        ))
+                    })?;
+                versions.insert((name, version), app);
+            }
+        }
+        Ok((state, versions))
+    }
+
+    /// Validates `sources` and, unless `dry_run`, commits them. Every problem is reported at once,
+    /// and nothing is stored unless there are none.
+    pub async fn apply(
+        &self,
+        sources: &[Source],
+        dry_run: bool,
+        actor: &str,
+    ) -> Result<ApplyResponse, Error> {
+        let parsed = parse_sources(sources);
+        let names: Vec<(String, String)> = parsed
+            .documents
+            .iter()
+            .filter_map(|d| match &d.resource {
+                Resource::Application(a) => Some((a.name.clone(), a.version.clone())),
+                _ => None,
+            })
+            .collect();
+        let _guard = self.writes.lock().await;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let (state, versions) = self.load(&names).await?;
+            let now = now_rfc3339();
+            let planned = plan_apply(
+                &state,
+                &versions,
+                &parsed.documents,
+                &Request { now: &now, actor },
+            );
+            if !parsed.is_ok() {
+                // Report the file's own problems first, then whatever compiling found as well.
+                let mut all = parsed.diagnostics.clone();
+                if let Err(Refusal::Invalid(more) | Refusal::Conflict(more)) = planned {
+                    all.extend(more);
+                }
+                all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+                return Err(Error::Invalid(all));
+            }
+            let plan = planned?;
+            let response = ApplyResponse {
+                dry_run,
+                results: plan.results,
+                manifests: plan.manifests,
+            };
+            if dry_run || plan.writes.is_empty() {
+                return Ok(response);
+            }
+            match self.store.commit(state.version, plan.writes).await {
+                Ok(_) => return Ok(response),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(StoreError::Backend(
+            "the store kept changing during this apply; try again".into(),
+        )))
+    }
+
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        name: &str,
+        actor: &str,
+    ) -> Result<DeleteResponse, Error> {
+        let _guard = self.writes.lock().await;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let (state, versions) = self.load(&[]).await?;
+            let now = now_rfc3339();
+            let plan = plan_delete(&state, &versions, kind, name, &Request { now: &now, actor })?;
+            match self.store.commit(state.version, plan.writes).await {
+                Ok(_) => {
+                    return Ok(DeleteResponse {
+                        kind,
+                        name: name.to_owned(),
+                        manifests: plan.manifests,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(StoreError::Backend(
+            "the store kept changing during this delete; try again".into(),
+        )))
+    }
+
+    pub async fn sites(&self, only: Option<&str>) -> Result<Vec<SiteView>, Error> {
+        let (state, versions) = self.load(&[]).await?;
+        let rows = self.rows(Kind::Site, only).await?;
+        rows.into_iter()
+            .map(|row| {
+                let view = view(&row)?;
+                let site = state.sites.get(&row.name).map(|e| &e.value);
+                let applications = site
+                    .map(|s| {
+                        state
+                            .placements(s, &versions)
+                            .into_iter()
+                            .map(|p| Placed {
+                                deployment: p.deployment.name.clone(),
+                                application: p.application.name.clone(),
+                                version: p.application.version.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(SiteView {
+                    view,
+                    revision: state.manifests.get(&row.name).map(|m| m.revision),
+                    applications,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn applications(&self, only: Option<&str>) -> Result<Vec<ApplicationView>, Error> {
+        let (state, _) = self.load(&[]).await?;
+        let mut out = Vec::new();
+        for row in self.rows(Kind::Application, only).await? {
+            let versions = self
+                .store
+                .app_versions(&row.name)
+                .await?
+                .into_iter()
+                .map(|v| VersionInfo {
+                    version: v.version,
+                    applied_at: v.applied_at,
+                })
+                .collect();
+            let deployments = state
+                .deployments
+                .values()
+                .filter(|d| d.value.application == row.name)
+                .map(|d| d.value.name.clone())
+                .collect();
+            out.push(ApplicationView {
+                view: view(&row)?,
+                versions,
+                deployments,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn deployments(&self, only: Option<&str>) -> Result<Vec<DeploymentView>, Error> {
+        let (state, versions) = self.load(&[]).await?;
+        let mut out = Vec::new();
+        for row in self.rows(Kind::Deployment, only).await? {
+            let view = view(&row)?;
+            let (version, sites) = match &view.resource {
+                Resource::Deployment(d) => (
+                    state.resolve(d, &versions).map(|a| a.version.clone()),
+                    state
+                        .sites
+                        .values()
+                        .filter(|s| d.placement.sites.matches(&s.value.labels))
+                        .map(|s| s.value.name.clone())
+                        .collect(),
+                ),
+                _ => (None, Vec::new()),
+            };
+            out.push(DeploymentView {
+                view,
+                version,
+                sites,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn manifest(&self, site: &str) -> Result<Manifest, Error> {
+        if self
+            .store
+            .resource(Kind::Site.as_str(), site)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!("site {site} does not exist")));
+        }
+        let row = self
+            .store
+            .manifest(site)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("site {site} has no manifest yet")))?;
+        serde_json::from_str(&row.body)
+            .map_err(|e| StoreError::Corrupt(format!("manifest of site {site}: {e}")).into())
+    }
+
+    /// The rows of one kind, or the one named (not found is an error).
+    async fn rows(&self, kind: Kind, only: Option<&str>) -> Result<Vec<ResourceRow>, Error> {
+        match only {
+            None => Ok(self.store.resources(kind.as_str()).await?),
+            Some(name) => match self.store.resource(kind.as_str(), name).await? {
+                Some(row) => Ok(vec![row]),
+                None => Err(Error::NotFound(format!("{kind} {name} does not exist"))),
+            },
+        }
+    }
+}
+
+fn view(row: &ResourceRow) -> Result<ResourceView, Error> {
+    Ok(ResourceView {
+        generation: row.generation,
+        created_at: row.created_at.clone(),
+        updated_at: row.updated_at.clone(),
+        resource: decode_row(row).map_err(StoreError::Corrupt)?,
+    })
+}
