@@ -41,10 +41,11 @@ pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
+    let len = word.chars().count();
+    let limit = if len < 4 { 1 } else { (len / 3).max(2) };
     candidates
         .into_iter()
-        .map(|c| (edit_distance(word, c), c))
+        .map(|c| (edit_distance(&word.to_lowercase(), &c.to_lowercase()), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -86,6 +87,7 @@ mod tests {
         assert_eq!(did_you_mean("imgae", fields), Some("image"));
         assert_eq!(did_you_mean("comand", fields), Some("command"));
         assert_eq!(did_you_mean("volumez", fields), None);
+        assert_eq!(did_you_mean("site", ["Application", "Site"]), Some("Site"));
     }
 
     #[test]

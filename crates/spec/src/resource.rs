@@ -141,6 +141,13 @@ pub fn parse_sources(sources: &[Source]) -> Parsed {
 }
 
 fn parse_source(source: &Source, out: &mut Parsed) {
+    let first = out.diagnostics.len();
+    read_source(source, out);
+    // Decoders visit fields in their own order; people read a file top to bottom.
+    out.diagnostics[first..].sort_by_key(|d| (d.line, d.column));
+}
+
+fn read_source(source: &Source, out: &mut Parsed) {
     let file: Arc<str> = Arc::from(source.name.as_str());
     let documents = match yaml::parse_stream(&source.text) {
         Ok(docs) => docs,

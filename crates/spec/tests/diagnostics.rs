@@ -1,0 +1,255 @@
+//! Every problem in a file is reported, once, at the right line and column, with the field
+//! path and a hint; and no input makes the parser panic.
+
+use atoll_spec::{Diagnostic, Source, parse_sources};
+use proptest::prelude::*;
+
+fn diags(text: &str) -> Vec<Diagnostic> {
+    parse_sources(&[Source {
+        name: "f.yaml".into(),
+        text: text.into(),
+    }])
+    .diagnostics
+}
+
+fn one(text: &str) -> Diagnostic {
+    let d = diags(text);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    d.into_iter().next().unwrap()
+}
+
+const APP_HEAD: &str = "kind: Application\nname: a\nversion: '1'\nservices:\n";
+
+#[test]
+fn unknown_field_suggests_the_nearest_and_sits_on_its_line() {
+    let d = one(&format!("{APP_HEAD}  - name: web\n    imgae: x\n"));
+    assert_eq!((d.line, d.column), (6, 5));
+    assert_eq!(d.path, "Application a.services[0]");
+    assert_eq!(d.message, "unknown field `imgae`");
+    assert_eq!(d.hint.as_deref(), Some("did you mean `image`?"));
+}
+
+#[test]
+fn unknown_field_without_a_near_name_lists_the_fields() {
+    let d = one("kind: Site\nname: s\nfavourite_colour: blue\n");
+    assert_eq!(d.line, 3);
+    assert!(d.hint.unwrap().starts_with("expected one of: kind, name"));
+}
+
+#[test]
+fn every_problem_in_every_document_is_collected() {
+    let text = format!(
+        "{APP_HEAD}  - name: web\n    image: x\n    resources: {{ memory: 12XB, cpu: lots }}\n    ports: [{{ container: 70000 }}]\n---\nkind: Site\nname: Bad_Name\nlabels: {{ '-x': y }}\n---\nkind: site\nname: s\n"
+    );
+    let d = diags(&text);
+    let lines: Vec<usize> = d.iter().map(|d| d.line).collect();
+    assert_eq!(d.len(), 6, "{d:#?}");
+    assert_eq!(lines, [7, 7, 8, 11, 12, 14]);
+    assert!(d[0].message.contains("12XB") || d[1].message.contains("12XB"));
+    assert!(
+        d[5].hint.as_deref() == Some("did you mean `Site`?"),
+        "{:?}",
+        d[5]
+    );
+}
+
+#[test]
+fn missing_required_fields_are_named() {
+    let d = one("kind: Deployment\nname: d\napplication: a\n");
+    assert_eq!(d.message, "missing field `placement`");
+    let d = one("kind: Application\nname: a\nservices: [{ name: web, image: x }]\n");
+    assert_eq!(d.message, "missing field `version`");
+}
+
+#[test]
+fn a_typo_of_a_required_field_is_one_problem_not_two() {
+    let d = one(&format!("{APP_HEAD}  - name: web\n    imag: x\n"));
+    assert_eq!(d.message, "unknown field `imag`");
+}
+
+#[test]
+fn duplicate_keys_and_resources() {
+    let d = one("kind: Site\nname: s\nname: t\n");
+    assert_eq!((d.line, d.message.as_str()), (3, "duplicate key `name`"));
+    let d = one("kind: Site\nname: s\n---\nkind: Site\nname: s\n");
+    assert_eq!(d.line, 4);
+    assert!(
+        d.message
+            .contains("defined twice; the first is at f.yaml:1:1"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn names_must_be_dns_labels() {
+    let d = one("kind: Site\nname: Store_42\n");
+    assert_eq!(d.line, 2);
+    assert!(d.message.contains("DNS labels"));
+}
+
+#[test]
+fn yaml_syntax_errors_have_positions() {
+    let d = one("kind: Site\nname: [s\nlabels: {}\n");
+    assert!(d.message.starts_with("invalid YAML"), "{}", d.message);
+    assert!(d.line >= 2);
+}
+
+#[test]
+fn selector_errors_point_into_the_expression() {
+    let d =
+        one("kind: Deployment\nname: d\napplication: a\nplacement:\n  sites: \"region = eu\"\n");
+    assert_eq!(d.line, 5);
+    // The quote is at column 10, `region` at 11, the bad `=` at 18.
+    assert_eq!(d.column, 18, "{d:?}");
+    assert!(d.message.starts_with("selector:"));
+}
+
+#[test]
+fn template_syntax_and_roots_are_checked_locally() {
+    let d = one(&format!(
+        "{APP_HEAD}  - name: web\n    image: x\n    env: {{ A: \"{{{{ sitee.name }}}}\" }}\n"
+    ));
+    assert!(
+        d.message.contains("unknown template variable `sitee`"),
+        "{}",
+        d.message
+    );
+    let d = one(&format!(
+        "{APP_HEAD}  - name: web\n    image: x\n    env: {{ A: \"{{{{ site.name \" }}\n"
+    ));
+    assert!(d.message.starts_with("template:"), "{}", d.message);
+}
+
+#[test]
+fn service_level_rules() {
+    let svc = |body: &str| diags(&format!("{APP_HEAD}  - name: web\n    image: x\n{body}"));
+    assert!(
+        svc("    mode: every-host\n    replicas: 2\n")[0]
+            .message
+            .contains("remove `replicas`")
+    );
+    assert!(
+        svc("    health: { interval: 5s }\n")[0]
+            .message
+            .contains("exactly one of")
+    );
+    assert!(
+        svc("    health: { tcp: { port: 1 }, command: [x] }\n")[0]
+            .message
+            .contains("exactly one of")
+    );
+    assert!(
+        svc("    files: [{ path: etc/x, template: y }]\n")[0]
+            .message
+            .contains("absolute path")
+    );
+    assert!(
+        svc("    files: [{ path: /x, template: y, mode: '999' }]\n")[0]
+            .message
+            .contains("file mode")
+    );
+    assert!(
+        svc("    secrets: [{ name: db, env: DB }]\n")[0]
+            .message
+            .contains("needs `key`")
+    );
+    assert!(
+        svc("    env: { 1BAD: x }\n")[0]
+            .message
+            .contains("environment variable name")
+    );
+    assert!(
+        svc("    command: sh -c x\n")[0]
+            .message
+            .contains("expected a list")
+    );
+    assert!(
+        svc("    volumes: [{ name: data, path: /d, read_only: yes }]\n")[0]
+            .message
+            .contains("true or false")
+    );
+    assert!(
+        svc("    ports: [{ container: 80 }, { container: 80 }]\n")[0]
+            .message
+            .contains("listed twice")
+    );
+}
+
+#[test]
+fn rollout_rules() {
+    let dep = |rollout: &str| {
+        diags(&format!(
+            "kind: Deployment\nname: d\napplication: a\nplacement: {{ sites: 'has(x)' }}\nrollout:\n{rollout}"
+        ))
+    };
+    assert!(
+        dep("  waves: ['50%', '10%']\n")[0]
+            .message
+            .contains("must not shrink")
+    );
+    assert!(
+        dep("  on_failure: explode\n")[0]
+            .message
+            .contains("unknown value")
+    );
+    assert!(dep("  max_parallel: 0\n")[0].message.contains("at least 1"));
+    assert!(
+        dep("  canary: { sites: 1, soak: 2 }\n")[0]
+            .message
+            .contains("needs a unit")
+    );
+    assert!(dep("  canary: { sites: 1, soak: 2m }\n  waves: [1, '100%']\n").is_empty());
+}
+
+#[test]
+fn documents_must_be_mappings_with_a_kind() {
+    assert!(one("- a\n- b\n").message.contains("expected a mapping"));
+    assert_eq!(one("name: x\n").message, "missing field `kind`");
+    assert!(diags("").is_empty());
+    assert!(diags("---\n---\n").is_empty());
+}
+
+#[test]
+fn errors_name_their_file() {
+    let parsed = parse_sources(&[
+        Source {
+            name: "a.yaml".into(),
+            text: "kind: Site\nname: ok\n".into(),
+        },
+        Source {
+            name: "b.yaml".into(),
+            text: "kind: Site\nname: s\nlables: {}\n".into(),
+        },
+    ]);
+    assert_eq!(parsed.documents.len(), 2);
+    assert_eq!(
+        parsed.diagnostics[0].to_string(),
+        "b.yaml:3:1: Site s: unknown field `lables` (did you mean `labels`?)"
+    );
+}
+
+const EXAMPLE: &str = include_str!("../../../examples/pos.yaml");
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+        let _ = diags(&text);
+    }
+
+    /// Damaging a realistic file anywhere gives diagnostics, never a panic, and every
+    /// diagnostic points inside the file.
+    #[test]
+    fn damaged_examples_never_panic(cut in 0usize..EXAMPLE.len(), len in 0usize..20, insert in "[:\\-\\[\\]{}'\" a-z0-9\n]{0,8}") {
+        let mut text = EXAMPLE.to_owned();
+        let start = (0..=cut).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        let end = (start..=(start + len).min(text.len())).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(start);
+        text.replace_range(start..end, &insert);
+        let lines = text.lines().count().max(1) + 1;
+        for d in diags(&text) {
+            prop_assert!(d.line <= lines, "{d:?}");
+        }
+    }
+}
