@@ -32,11 +32,10 @@ pub async fn run(args: Args) -> Result<()> {
                 sources,
                 dry_run: true,
             };
-            if let Err(e) = client.post::<_, ApplyResponse>("/v1/apply", &request).await {
-                if e.exit == Exit::User && e.diagnostics.len() > diagnostics.len() {
+            if let Err(e) = client.post::<_, ApplyResponse>("/v1/apply", &request).await
+                && e.exit == Exit::User && e.diagnostics.len() > diagnostics.len() {
                     diagnostics = e.diagnostics;
                 }
-            }
         }
         return Err(problems(diagnostics));
     }

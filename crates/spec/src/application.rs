@@ -340,8 +340,8 @@ fn decode_service(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Servic
         .unwrap_or_default();
 
     let mut env = BTreeMap::new();
-    if let Some(n) = fields.get("env") {
-        if let Some(map) = d.map(n, &format!("{path}.env")) {
+    if let Some(n) = fields.get("env")
+        && let Some(map) = d.map(n, &format!("{path}.env")) {
             for (key, kpos, value) in &map.entries {
                 let vpath = format!("{path}.env.{key}");
                 if let Err(e) = check_env_name(key) {
@@ -353,7 +353,6 @@ fn decode_service(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Servic
                 }
             }
         }
-    }
 
     let replicas = fields
         .get("replicas")
@@ -622,8 +621,8 @@ fn decode_health(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Health>
             }
         }
     }
-    if let Some(n) = fields.get("command") {
-        if let Some(command) = d.strings(n, &format!("{path}.command")) {
+    if let Some(n) = fields.get("command")
+        && let Some(command) = d.strings(n, &format!("{path}.command")) {
             if command.is_empty() {
                 d.error(
                     n.pos,
@@ -634,7 +633,6 @@ fn decode_health(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Health>
                 checks.push(HealthCheck::Command(command));
             }
         }
-    }
     let span = |d: &mut Decoder<'_>, name: &str, default: u64| {
         fields
             .get(name)

@@ -75,12 +75,12 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
         for (unit, m) in BINARY.iter().rev() {
-            if n >= *m && n % m == 0 {
+            if n >= *m && n.is_multiple_of(*m) {
                 return write!(f, "{}{unit}", n / m);
             }
         }
         for (unit, m) in DECIMAL.iter().rev().filter(|(u, _)| *u != "k") {
-            if n >= *m && n % m == 0 {
+            if n >= *m && n.is_multiple_of(*m) {
                 return write!(f, "{}{unit}", n / m);
             }
         }
@@ -119,7 +119,7 @@ impl Cpu {
 
 impl fmt::Display for Cpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             write!(f, "{}m", self.0)

@@ -388,7 +388,7 @@ mod tests {
     use super::*;
 
     crate::conformance_suite!(
-        |dir: &std::path::Path| SqliteStore::open(&dir.join("atoll.db")).unwrap()
+        |dir: &Path| SqliteStore::open(&dir.join("atoll.db")).unwrap()
     );
 
     #[tokio::test]

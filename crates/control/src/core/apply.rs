@@ -302,8 +302,8 @@ fn check_references(
         ));
         return;
     };
-    if let Some(pin) = &d.version {
-        if *pin != current.value.version
+    if let Some(pin) = &d.version
+        && *pin != current.value.version
             && !versions.contains_key(&(d.application.clone(), pin.clone()))
         {
             out.push(at(
@@ -312,7 +312,6 @@ fn check_references(
                 "apply that version first, or remove `version` to follow the newest",
             ));
         }
-    }
 }
 
 /// Compiles every site's manifest in `next`; returns those whose content changed, with their

@@ -3,3 +3,6 @@
 pub mod apply;
 pub mod compile;
 pub mod state;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,293 @@
+//! Planning applies and deletes, over a state kept in memory: each committed plan is folded
+//! into the state the way the store would keep it.
+
+use atoll_api::Outcome;
+use atoll_spec::{Kind, Source, parse_sources};
+use atoll_store::{ManifestHead, ResourceRow, Write};
+use proptest::prelude::*;
+
+use super::apply::{Plan, Refusal, Request, plan_apply, plan_delete};
+use super::state::{Entry, State, Versions, decode_row};
+use atoll_spec::Resource;
+
+const NOW: Request<'static> = Request { now: "2026-11-22T00:00:00Z", actor: "test" };
+
+/// The control plane's state plus every application version, as the store holds them.
+#[derive(Default, Clone)]
+struct World {
+    state: State,
+    versions: Versions,
+}
+
+impl World {
+    fn apply(&mut self, yaml: &str) -> Result<Plan, Refusal> {
+        let parsed = parse_sources(&[Source { name: "t.yaml".into(), text: yaml.into() }]);
+        assert!(parsed.is_ok(), "{:?}", parsed.diagnostics);
+        let plan = plan_apply(&self.state, &self.versions, &parsed.documents, &NOW)?;
+        self.commit(&plan);
+        Ok(plan)
+    }
+
+    fn delete(&mut self, kind: Kind, name: &str) -> Result<Plan, Refusal> {
+        let plan = plan_delete(&self.state, &self.versions, kind, name, &NOW)?;
+        self.commit(&plan);
+        Ok(plan)
+    }
+
+    fn commit(&mut self, plan: &Plan) {
+        for w in &plan.writes {
+            match w {
+                Write::PutResource(row) => self.put(row),
+                Write::DeleteResource { kind, name } => match kind.as_str() {
+                    "Application" => drop(self.state.applications.remove(name)),
+                    "Deployment" => drop(self.state.deployments.remove(name)),
+                    _ => drop(self.state.sites.remove(name)),
+                },
+                Write::PutAppVersion(v) => {
+                    let Resource::Application(app) = serde_json::from_str(&v.spec).unwrap() else { panic!() };
+                    self.versions.insert((v.name.clone(), v.version.clone()), app);
+                }
+                Write::DeleteAppVersions { name } => self.versions.retain(|(n, _), _| n != name),
+                Write::PutManifest(m) => {
+                    let old = self.state.manifests.get(&m.site).map_or(0, |h| h.revision);
+                    assert!(m.revision > old, "revision of {} went from {old} to {}", m.site, m.revision);
+                    let head = ManifestHead { site: m.site.clone(), revision: m.revision, hash: m.hash.clone() };
+                    self.state.manifests.insert(m.site.clone(), head);
+                }
+                Write::PutToken(_) | Write::Audit { .. } => {}
+            }
+        }
+        self.state.version += 1;
+    }
+
+    fn put(&mut self, row: &ResourceRow) {
+        let resource = decode_row(row).unwrap();
+        let (generation, created_at) = (row.generation, row.created_at.clone());
+        match resource {
+            Resource::Application(value) => drop(self.state.applications.insert(row.name.clone(), Entry { value, generation, created_at })),
+            Resource::Deployment(value) => drop(self.state.deployments.insert(row.name.clone(), Entry { value, generation, created_at })),
+            Resource::Site(value) => drop(self.state.sites.insert(row.name.clone(), Entry { value, generation, created_at })),
+        }
+    }
+
+    fn revision(&self, site: &str) -> u64 {
+        self.state.manifests.get(site).map_or(0, |m| m.revision)
+    }
+
+    /// The deployments placed on a site, by compiling its manifest afresh.
+    fn placed(&self, site: &str) -> Vec<String> {
+        let s = &self.state.sites[site].value;
+        self.state.placements(s, &self.versions).iter().map(|p| p.deployment.name.clone()).collect()
+    }
+}
+
+fn app(version: &str, image: &str) -> String {
+    format!(
+        "kind: Application\nname: pos\nversion: '{version}'\nservices:\n  - name: api\n    image: {image}\n    env: {{ STORE: '{{{{ site.labels.store_id }}}}' }}\n"
+    )
+}
+
+fn site(name: &str, labels: &str) -> String {
+    format!("kind: Site\nname: {name}\nlabels: {{ store_id: '{name}', {labels} }}\n")
+}
+
+const DEPLOYMENT: &str = "kind: Deployment\nname: pos-prod\napplication: pos\nplacement: { sites: 'customer == acme && region in (eu-north)' }\n";
+
+fn outcomes(plan: &Plan) -> Vec<(String, Outcome, u64)> {
+    plan.results.iter().map(|r| (r.name.clone(), r.outcome, r.generation)).collect()
+}
+
+#[test]
+fn created_unchanged_configured() {
+    let mut w = World::default();
+    let first = w.apply(&format!("{}---\n{}", app("1", "api:1"), site("s1", "customer: acme, region: eu-north"))).unwrap();
+    assert_eq!(outcomes(&first), [("pos".into(), Outcome::Created, 1), ("s1".into(), Outcome::Created, 1)]);
+    let again = w.apply(&format!("{}---\n{}", app("1", "api:1"), site("s1", "customer: acme, region: eu-north"))).unwrap();
+    assert_eq!(outcomes(&again), [("pos".into(), Outcome::Unchanged, 1), ("s1".into(), Outcome::Unchanged, 1)]);
+    assert!(again.writes.is_empty(), "an unchanged apply writes nothing, not even an audit entry");
+    let changed = w.apply(&site("s1", "customer: acme, region: eu-west")).unwrap();
+    assert_eq!(outcomes(&changed), [("s1".into(), Outcome::Configured, 2)]);
+}
+
+#[test]
+fn deployments_compile_into_exactly_the_matching_sites() {
+    let mut w = World::default();
+    let plan = w
+        .apply(&[
+            app("1", "api:1"),
+            DEPLOYMENT.into(),
+            site("a", "customer: acme, region: eu-north"),
+            site("b", "customer: acme, region: eu-west"),
+            site("c", "customer: other, region: eu-north"),
+        ]
+        .join("---\n"))
+        .unwrap();
+    let sites: Vec<&str> = plan.manifests.iter().map(|m| m.site.as_str()).collect();
+    assert_eq!(sites, ["a", "b", "c"], "every site gets a first manifest, empty or not");
+    assert_eq!(w.placed("a"), ["pos-prod"]);
+    assert!(w.placed("b").is_empty() && w.placed("c").is_empty());
+
+    // Moving b into the selection changes only b's manifest.
+    let plan = w.apply(&site("b", "customer: acme, region: eu-north")).unwrap();
+    assert_eq!(plan.manifests.iter().map(|m| (m.site.as_str(), m.revision)).collect::<Vec<_>>(), [("b", 2)]);
+    assert_eq!(w.placed("b"), ["pos-prod"]);
+    // And out again.
+    let plan = w.apply(&site("b", "customer: acme, region: us-east")).unwrap();
+    assert_eq!(plan.manifests.iter().map(|m| (m.site.as_str(), m.revision)).collect::<Vec<_>>(), [("b", 3)]);
+    // A label the selector does not read changes nothing in the manifest.
+    let plan = w.apply(&site("a", "customer: acme, region: eu-north, floor: '2'")).unwrap();
+    assert!(plan.manifests.is_empty());
+    assert_eq!(w.revision("a"), 1);
+}
+
+#[test]
+fn a_new_version_reaches_every_placed_site_and_an_old_one_can_come_back() {
+    let mut w = World::default();
+    w.apply(&[app("1", "api:1"), DEPLOYMENT.into(), site("a", "customer: acme, region: eu-north")].join("---\n")).unwrap();
+    let plan = w.apply(&app("2", "api:2")).unwrap();
+    assert_eq!(outcomes(&plan), [("pos".into(), Outcome::Configured, 2)]);
+    assert_eq!(w.revision("a"), 2);
+    // Version 1 is kept; applying it again makes it current again (a rollback by apply).
+    let plan = w.apply(&app("1", "api:1")).unwrap();
+    assert_eq!(outcomes(&plan), [("pos".into(), Outcome::Configured, 3)]);
+    assert!(!plan.writes.iter().any(|w| matches!(w, Write::PutAppVersion(_))));
+    assert_eq!(w.revision("a"), 3);
+}
+
+#[test]
+fn a_version_applied_again_with_other_content_is_refused_naming_the_field() {
+    let mut w = World::default();
+    w.apply(&app("1", "api:1")).unwrap();
+    w.apply(&app("2", "api:2")).unwrap();
+    for version in ["1", "2"] {
+        let Err(Refusal::Conflict(d)) = w.apply(&app(version, "api:evil")) else { panic!("accepted") };
+        assert_eq!(d.len(), 1);
+        assert!(d[0].message.contains("`services[0].image` differs (was \"api:"), "{}", d[0].message);
+        assert!(d[0].hint.as_deref().unwrap().contains("immutable"));
+    }
+}
+
+#[test]
+fn pinned_versions_and_missing_references() {
+    let mut w = World::default();
+    w.apply(&[app("1", "api:1"), site("a", "customer: acme, region: eu-north")].join("---\n")).unwrap();
+    w.apply(&app("2", "api:2")).unwrap();
+    let pinned = DEPLOYMENT.replace("application: pos\n", "application: pos\nversion: '1'\n");
+    w.apply(&pinned).unwrap();
+    let m = w.state.placements(&w.state.sites["a"].value, &w.versions);
+    assert_eq!(m[0].application.version, "1");
+
+    let Err(Refusal::Invalid(d)) = w.apply(&DEPLOYMENT.replace("version: '1'\n", "").replace("pos\n", "nothing\n")) else {
+        panic!()
+    };
+    assert!(d[0].message.contains("application `nothing` does not exist"), "{d:?}");
+    let Err(Refusal::Invalid(d)) = w.apply(&pinned.replace("version: '1'", "version: '9'")) else { panic!() };
+    assert!(d[0].message.contains("has no version `9`"), "{d:?}");
+}
+
+#[test]
+fn one_failing_site_of_fifty_rejects_the_whole_apply() {
+    let mut w = World::default();
+    let mut docs: Vec<String> = (0..50).map(|i| site(&format!("s{i:02}"), "customer: acme, region: eu-north")).collect();
+    docs[37] = "kind: Site\nname: s37\nlabels: { customer: acme, region: eu-north }\n".into();
+    w.apply(&docs.join("---\n")).unwrap();
+    let before = w.state.clone();
+    let Err(Refusal::Invalid(d)) = w.apply(&[app("1", "api:1"), DEPLOYMENT.into()].join("---\n")) else { panic!() };
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].message, "template variable `site.labels.store_id` is not defined for site s37");
+    assert_eq!(d[0].line, 7);
+    assert!(d[0].path.starts_with("Deployment pos-prod"));
+    assert_eq!(w.state, before);
+}
+
+#[test]
+fn deleting() {
+    let mut w = World::default();
+    w.apply(&[app("1", "api:1"), DEPLOYMENT.into(), site("a", "customer: acme, region: eu-north")].join("---\n")).unwrap();
+    let Err(Refusal::Conflict(d)) = w.delete(Kind::Application, "pos") else { panic!() };
+    assert!(d[0].message.contains("deployment pos-prod runs this application"));
+    assert!(matches!(w.delete(Kind::Site, "nope"), Err(Refusal::NotFound(_))));
+    let plan = w.delete(Kind::Deployment, "pos-prod").unwrap();
+    assert_eq!(plan.manifests.len(), 1);
+    assert!(w.placed("a").is_empty());
+    w.delete(Kind::Application, "pos").unwrap();
+    assert!(w.versions.is_empty());
+    // A site deleted and created again continues its revisions.
+    w.delete(Kind::Site, "a").unwrap();
+    w.apply(&[app("1", "api:1"), DEPLOYMENT.into(), site("a", "customer: acme, region: eu-north")].join("---\n")).unwrap();
+    assert_eq!(w.revision("a"), 3);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Site { name: usize, customer: usize, region: usize },
+    Deployment { name: usize, selector: usize },
+    DeleteDeployment(usize),
+    DeleteSite(usize),
+    Version(usize),
+}
+
+const SELECTORS: [&str; 5] = [
+    "customer == acme",
+    "region in (eu-north, eu-west)",
+    "customer == acme && region != us-east",
+    "!has(customer) || region notin (eu-north)",
+    "has(store_id)",
+];
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..6usize, 0..3usize, 0..4usize).prop_map(|(name, customer, region)| Op::Site { name, customer, region }),
+        (0..3usize, 0..SELECTORS.len()).prop_map(|(name, selector)| Op::Deployment { name, selector }),
+        (0..3usize).prop_map(Op::DeleteDeployment),
+        (0..6usize).prop_map(Op::DeleteSite),
+        (1..4usize).prop_map(Op::Version),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Over any sequence of changes: every site's manifest holds exactly the deployments whose
+    /// selectors match its labels; a revision grows exactly when the site's content changes;
+    /// revisions never go back (checked in `World::commit`).
+    #[test]
+    fn manifests_follow_selectors_and_revisions_only_grow(ops in proptest::collection::vec(op(), 1..30)) {
+        let mut w = World::default();
+        w.apply(&app("1", "api:1")).unwrap();
+        for op in ops {
+            let before = w.state.manifests.clone();
+            let result = match &op {
+                Op::Site { name, customer, region } => {
+                    let customer = ["acme", "other", ""][*customer];
+                    let region = ["eu-north", "eu-west", "us-east", ""][*region];
+                    let mut labels = Vec::new();
+                    if !customer.is_empty() { labels.push(format!("customer: {customer}")); }
+                    if !region.is_empty() { labels.push(format!("region: {region}")); }
+                    w.apply(&site(&format!("s{name}"), &labels.join(", "))).map(drop)
+                }
+                Op::Deployment { name, selector } => w
+                    .apply(&format!("kind: Deployment\nname: d{name}\napplication: pos\nplacement: {{ sites: '{}' }}\n", SELECTORS[*selector]))
+                    .map(drop),
+                Op::DeleteDeployment(n) => w.delete(Kind::Deployment, &format!("d{n}")).map(drop),
+                Op::DeleteSite(n) => w.delete(Kind::Site, &format!("s{n}")).map(drop),
+                Op::Version(v) => w.apply(&app(&v.to_string(), &format!("api:{v}"))).map(drop),
+            };
+            match result {
+                Ok(()) | Err(Refusal::NotFound(_)) => {}
+                Err(other) => prop_assert!(false, "{op:?} refused: {other:?}"),
+            }
+            for (name, entry) in &w.state.sites {
+                let expected: Vec<String> = w.state.deployments.values()
+                    .filter(|d| d.value.placement.sites.matches(&entry.value.labels))
+                    .map(|d| d.value.name.clone()).collect();
+                prop_assert_eq!(w.placed(name), expected);
+                let head = &w.state.manifests[name];
+                if let Some(old) = before.get(name) {
+                    prop_assert_eq!(head.hash != old.hash, head.revision == old.revision + 1);
+                    prop_assert!(head.revision == old.revision || head.revision == old.revision + 1);
+                }
+            }
+        }
+    }
+}
