@@ -33,9 +33,11 @@ pub async fn run(args: Args) -> Result<()> {
                 dry_run: true,
             };
             if let Err(e) = client.post::<_, ApplyResponse>("/v1/apply", &request).await
-                && e.exit == Exit::User && e.diagnostics.len() > diagnostics.len() {
-                    diagnostics = e.diagnostics;
-                }
+                && e.exit == Exit::User
+                && e.diagnostics.len() > diagnostics.len()
+            {
+                diagnostics = e.diagnostics;
+            }
         }
         return Err(problems(diagnostics));
     }
@@ -82,23 +84,11 @@ pub fn render(response: &ApplyResponse) -> String {
             r.outcome.as_str()
         ));
     }
-    if !response.manifests.is_empty() {
-        let sites: Vec<String> = response
-            .manifests
-            .iter()
-            .map(|m| format!("{} (revision {})", m.site, m.revision))
-            .collect();
-        let verb = if response.dry_run {
-            "would change"
-        } else {
-            "changed"
-        };
-        out.push_str(&format!(
-            "manifests {verb} for {} site{}: {}\n",
-            sites.len(),
-            if sites.len() == 1 { "" } else { "s" },
-            sites.join(", ")
-        ));
-    }
+    let verb = if response.dry_run {
+        "would change"
+    } else {
+        "changed"
+    };
+    out.push_str(&crate::output::manifest_changes(&response.manifests, verb));
     out
 }

@@ -1,11 +1,11 @@
 //! `atoll delete KIND NAME`.
 
 use atoll_api::DeleteResponse;
-use atoll_spec::Kind;
 
 use crate::client::Client;
 use crate::config::Config;
-use crate::error::{CliError, Result};
+use crate::error::Result;
+use crate::output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,12 +15,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let kind = Kind::from_user(&args.kind).ok_or_else(|| {
-        CliError::user(format!(
-            "cannot delete `{}`: choose site, app or deployment",
-            args.kind
-        ))
-    })?;
+    let kind = output::kind_arg(&args.kind, "delete")?;
     let client = Client::from_config(&Config::load()?)?;
     let response: DeleteResponse = client
         .delete(&format!("/v1/{}/{}", kind.plural(), args.name))
@@ -30,18 +25,9 @@ pub async fn run(args: Args) -> Result<()> {
         kind.as_str().to_ascii_lowercase(),
         response.name
     );
-    if !response.manifests.is_empty() {
-        let sites: Vec<String> = response
-            .manifests
-            .iter()
-            .map(|m| format!("{} (revision {})", m.site, m.revision))
-            .collect();
-        println!(
-            "manifests changed for {} site{}: {}",
-            sites.len(),
-            if sites.len() == 1 { "" } else { "s" },
-            sites.join(", ")
-        );
-    }
+    print!(
+        "{}",
+        output::manifest_changes(&response.manifests, "changed")
+    );
     Ok(())
 }

@@ -8,7 +8,7 @@ use atoll_spec::{Kind, Resource};
 
 use crate::client::Client;
 use crate::config::Config;
-use crate::error::{CliError, Result};
+use crate::error::Result;
 use crate::output::{self, age};
 
 #[derive(Debug, clap::Args)]
@@ -19,12 +19,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let kind = Kind::from_user(&args.kind).ok_or_else(|| {
-        CliError::user(format!(
-            "cannot describe `{}`: choose site, app or deployment",
-            args.kind
-        ))
-    })?;
+    let kind = output::kind_arg(&args.kind, "describe")?;
     let client = Client::from_config(&Config::load()?)?;
     let path = format!("/v1/{}/{}", kind.plural(), args.name);
     let text = match kind {

@@ -101,6 +101,32 @@ pub fn yaml_documents<T: Serialize>(values: &[T]) -> Result<String> {
     Ok(docs?.join("---\n"))
 }
 
+/// `manifests changed for 2 sites: a (revision 3), b (revision 1)`, or nothing when none did.
+pub fn manifest_changes(changes: &[atoll_api::ManifestChange], verb: &str) -> String {
+    if changes.is_empty() {
+        return String::new();
+    }
+    let sites: Vec<String> = changes
+        .iter()
+        .map(|m| format!("{} (revision {})", m.site, m.revision))
+        .collect();
+    let plural = if sites.len() == 1 { "" } else { "s" };
+    format!(
+        "manifests {verb} for {} site{plural}: {}\n",
+        sites.len(),
+        sites.join(", ")
+    )
+}
+
+/// The kind a verb acts on, from what the user typed (`site`, `apps`, `Deployment`...).
+pub fn kind_arg(word: &str, verb: &str) -> Result<atoll_spec::Kind> {
+    atoll_spec::Kind::from_user(word).ok_or_else(|| {
+        CliError::user(format!(
+            "cannot {verb} `{word}`: choose site, app or deployment"
+        ))
+    })
+}
+
 /// `a=1,b=2`, or `<none>`.
 pub fn labels(labels: &std::collections::BTreeMap<String, String>) -> String {
     if labels.is_empty() {

@@ -24,13 +24,30 @@ async fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("atoll.db")).unwrap();
     let token = auth::generate();
-    let row = TokenRow { id: "t".into(), name: "tester".into(), hash: auth::hash(&token), role: "admin".into(), created_at: "now".into() };
+    let row = TokenRow {
+        id: "t".into(),
+        name: "tester".into(),
+        hash: auth::hash(&token),
+        role: "admin".into(),
+        created_at: "now".into(),
+    };
     store.commit(0, vec![Write::PutToken(row)]).await.unwrap();
-    Api { router: http::router(ControlPlane::new(Arc::new(store))), token, _dir: dir }
+    Api {
+        router: http::router(ControlPlane::new(Arc::new(store))),
+        token,
+        _dir: dir,
+    }
 }
 
 impl Api {
-    async fn call(&self, method: &str, path: &str, content_type: Option<&str>, body: impl Into<Body>, auth: bool) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+        auth: bool,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if auth {
             req = req.header("authorization", format!("Bearer {}", self.token));
@@ -38,49 +55,95 @@ impl Api {
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        let response = self.router.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
+        let response = self
+            .router
+            .clone()
+            .oneshot(req.body(body.into()).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     async fn yaml(&self, text: &str) -> (StatusCode, Value) {
-        self.call("POST", "/v1/apply", Some("application/yaml"), text.to_owned(), true).await
+        self.call(
+            "POST",
+            "/v1/apply",
+            Some("application/yaml"),
+            text.to_owned(),
+            true,
+        )
+        .await
     }
 }
 
-const EXAMPLES: &str = concat!(include_str!("../../../examples/pos.yaml"), "\n---\n", include_str!("../../../examples/sites.yaml"));
+const EXAMPLES: &str = concat!(
+    include_str!("../../../examples/pos.yaml"),
+    "\n---\n",
+    include_str!("../../../examples/sites.yaml")
+);
 
 #[tokio::test]
 async fn tokens_are_required_and_checked() {
     let api = api().await;
-    let (status, body) = api.call("GET", "/v1/sites", None, Body::empty(), false).await;
+    let (status, body) = api
+        .call("GET", "/v1/sites", None, Body::empty(), false)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthorized");
     let response = api
         .router
         .clone()
-        .oneshot(Request::get("/v1/sites").header("authorization", "Bearer atoll_wrong").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/v1/sites")
+                .header("authorization", "Bearer atoll_wrong")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(api.call("GET", "/v1/sites", None, Body::empty(), true).await.0, StatusCode::OK);
+    assert_eq!(
+        api.call("GET", "/v1/sites", None, Body::empty(), true)
+            .await
+            .0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn malformed_bodies_are_400_with_a_message() {
     let api = api().await;
-    let (status, body) = api.call("POST", "/v1/apply", Some("application/json"), "{not json", true).await;
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/apply",
+            Some("application/json"),
+            "{not json",
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "malformed");
-    assert!(body["error"]["message"].as_str().unwrap().contains("line 1"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1")
+    );
 
     let (status, body) = api.yaml("kind: [\n").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid");
     assert!(body["error"]["diagnostics"][0]["line"].as_u64().unwrap() >= 1);
 
-    let (status, body) = api.call("POST", "/v1/apply", Some("text/plain"), "kind: Site", true).await;
+    let (status, body) = api
+        .call("POST", "/v1/apply", Some("text/plain"), "kind: Site", true)
+        .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(body["error"]["code"], "unsupported_media_type");
 
@@ -101,9 +164,17 @@ async fn bodies_over_4_mib_are_413() {
 async fn unknown_routes_and_methods_answer_in_json() {
     let api = api().await;
     let (status, body) = api.call("GET", "/v1/nope", None, Body::empty(), true).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("no_route")));
-    let (status, body) = api.call("PUT", "/v1/sites", None, Body::empty(), true).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no_route"))
+    );
+    let (status, body) = api
+        .call("PUT", "/v1/sites", None, Body::empty(), true)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
 }
 
 #[tokio::test]
@@ -113,24 +184,65 @@ async fn apply_get_delete_round() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["manifests"].as_array().unwrap().len(), 4);
     let (_, again) = api.yaml(EXAMPLES).await;
-    assert!(again["results"].as_array().unwrap().iter().all(|r| r["outcome"] == "unchanged"));
+    assert!(
+        again["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] == "unchanged")
+    );
 
-    let (status, site) = api.call("GET", "/v1/sites/store-0042", None, Body::empty(), true).await;
+    let (status, site) = api
+        .call("GET", "/v1/sites/store-0042", None, Body::empty(), true)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(site["applications"][0]["application"], "pos");
     assert_eq!(site["resource"]["labels"]["store_id"], "0042");
-    let (_, manifest) = api.call("GET", "/v1/sites/store-0042/manifest", None, Body::empty(), true).await;
-    assert_eq!(manifest["content"]["applications"][0]["services"][0]["env"]["STORE_ID"], "0042");
-    let (status, _) = api.call("GET", "/v1/sites/Not_A_Name", None, Body::empty(), true).await;
+    let (_, manifest) = api
+        .call(
+            "GET",
+            "/v1/sites/store-0042/manifest",
+            None,
+            Body::empty(),
+            true,
+        )
+        .await;
+    assert_eq!(
+        manifest["content"]["applications"][0]["services"][0]["env"]["STORE_ID"],
+        "0042"
+    );
+    let (status, _) = api
+        .call("GET", "/v1/sites/Not_A_Name", None, Body::empty(), true)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    let (status, body) = api.call("DELETE", "/v1/applications/pos", None, Body::empty(), true).await;
+    let (status, body) = api
+        .call("DELETE", "/v1/applications/pos", None, Body::empty(), true)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, _) = api.call("DELETE", "/v1/deployments/pos-prod", None, Body::empty(), true).await;
+    let (status, _) = api
+        .call(
+            "DELETE",
+            "/v1/deployments/pos-prod",
+            None,
+            Body::empty(),
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = api.call("DELETE", "/v1/deployments/pos-prod", None, Body::empty(), true).await;
+    let (status, _) = api
+        .call(
+            "DELETE",
+            "/v1/deployments/pos-prod",
+            None,
+            Body::empty(),
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (_, audit) = api.call("GET", "/v1/audit?limit=1", None, Body::empty(), true).await;
+    let (_, audit) = api
+        .call("GET", "/v1/audit?limit=1", None, Body::empty(), true)
+        .await;
     assert_eq!(audit["items"][0]["action"], "delete");
     assert_eq!(audit["items"][0]["actor"], "tester");
 }
@@ -138,10 +250,20 @@ async fn apply_get_delete_round() {
 #[tokio::test]
 async fn dry_runs_store_nothing() {
     let api = api().await;
-    let (status, body) = api.call("POST", "/v1/apply?dry_run=true", Some("application/yaml"), EXAMPLES, true).await;
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/apply?dry_run=true",
+            Some("application/yaml"),
+            EXAMPLES,
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["dry_run"], true);
-    let (_, sites) = api.call("GET", "/v1/sites", None, Body::empty(), true).await;
+    let (_, sites) = api
+        .call("GET", "/v1/sites", None, Body::empty(), true)
+        .await;
     assert!(sites["items"].as_array().unwrap().is_empty());
 }
 
@@ -149,14 +271,35 @@ async fn dry_runs_store_nothing() {
 #[tokio::test]
 async fn the_openapi_document_matches_the_router() {
     let api = api().await;
-    let (status, doc) = api.call("GET", "/v1/openapi.json", None, Body::empty(), false).await;
+    let (status, doc) = api
+        .call("GET", "/v1/openapi.json", None, Body::empty(), false)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.values().map(|p| p.as_object().unwrap().len()).sum::<usize>(), openapi::ROUTES.len());
+    assert_eq!(
+        paths
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum::<usize>(),
+        openapi::ROUTES.len()
+    );
     for route in openapi::ROUTES {
-        assert!(paths[route.path][route.method].is_object(), "{} {} undocumented", route.method, route.path);
+        assert!(
+            paths[route.path][route.method].is_object(),
+            "{} {} undocumented",
+            route.method,
+            route.path
+        );
         let path = route.path.replace("{name}", "store-0042");
-        let (status, body) = api.call(&route.method.to_uppercase(), &path, Some("application/yaml"), "kind: Site\nname: x\n", true).await;
+        let (status, body) = api
+            .call(
+                &route.method.to_uppercase(),
+                &path,
+                Some("application/yaml"),
+                "kind: Site\nname: x\n",
+                true,
+            )
+            .await;
         assert!(
             body["error"]["code"] != "no_route" && status != StatusCode::METHOD_NOT_ALLOWED,
             "{} {} is documented but not served: {status} {body}",
@@ -171,15 +314,27 @@ fn garbage() -> impl Strategy<Value = (usize, usize, String, Vec<u8>, Option<&'s
     (
         0..5usize,
         0..paths,
-        prop_oneof![Just("store-0042".to_owned()), "[a-zA-Z0-9_.%-]{0,12}", Just("%00".to_owned())],
+        prop_oneof![
+            Just("store-0042".to_owned()),
+            "[a-zA-Z0-9_.%-]{0,12}",
+            Just("%00".to_owned())
+        ],
         prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..200),
             "\\PC{0,200}".prop_map(String::into_bytes),
             Just(b"[".repeat(100_000)),
             Just(b"a: &a [*a, *a]\n".to_vec()),
-            Just(br#"{"sources":[{"name":"x","text":"kind: Site\nname: s\n"}],"dry_run":"maybe"}"#.to_vec()),
+            Just(
+                br#"{"sources":[{"name":"x","text":"kind: Site\nname: s\n"}],"dry_run":"maybe"}"#
+                    .to_vec()
+            ),
         ],
-        prop_oneof![Just(None), Just(Some("application/json")), Just(Some("application/yaml")), Just(Some("text/html"))],
+        prop_oneof![
+            Just(None),
+            Just(Some("application/json")),
+            Just(Some("application/yaml")),
+            Just(Some("text/html"))
+        ],
         any::<bool>(),
     )
 }

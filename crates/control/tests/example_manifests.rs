@@ -12,12 +12,24 @@ fn example_manifests() {
     let mut sources = Vec::new();
     for name in ["pos.yaml", "sites.yaml"] {
         let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
-        sources.push(Source { name: format!("examples/{name}"), text });
+        sources.push(Source {
+            name: format!("examples/{name}"),
+            text,
+        });
     }
     let parsed = parse_sources(&sources);
     assert!(parsed.is_ok(), "{:?}", parsed.diagnostics);
-    let request = Request { now: "2026-01-01T00:00:00Z", actor: "test" };
-    let plan = plan_apply(&State::default(), &Versions::new(), &parsed.documents, &request).unwrap();
+    let request = Request {
+        now: "2026-01-01T00:00:00Z",
+        actor: "test",
+    };
+    let plan = plan_apply(
+        &State::default(),
+        &Versions::new(),
+        &parsed.documents,
+        &request,
+    )
+    .unwrap();
     let mut count = 0;
     for write in plan.writes {
         if let Write::PutManifest(m) = write {

@@ -304,14 +304,14 @@ fn check_references(
     };
     if let Some(pin) = &d.version
         && *pin != current.value.version
-            && !versions.contains_key(&(d.application.clone(), pin.clone()))
-        {
-            out.push(at(
-                "version",
-                format!("application `{}` has no version `{pin}`", d.application),
-                "apply that version first, or remove `version` to follow the newest",
-            ));
-        }
+        && !versions.contains_key(&(d.application.clone(), pin.clone()))
+    {
+        out.push(at(
+            "version",
+            format!("application `{}` has no version `{pin}`", d.application),
+            "apply that version first, or remove `version` to follow the newest",
+        ));
+    }
 }
 
 /// Compiles every site's manifest in `next`; returns those whose content changed, with their

@@ -10,7 +10,10 @@ use super::apply::{Plan, Refusal, Request, plan_apply, plan_delete};
 use super::state::{Entry, State, Versions, decode_row};
 use atoll_spec::Resource;
 
-const NOW: Request<'static> = Request { now: "2026-11-22T00:00:00Z", actor: "test" };
+const NOW: Request<'static> = Request {
+    now: "2026-11-22T00:00:00Z",
+    actor: "test",
+};
 
 /// The control plane's state plus every application version, as the store holds them.
 #[derive(Default, Clone)]
@@ -21,7 +24,10 @@ struct World {
 
 impl World {
     fn apply(&mut self, yaml: &str) -> Result<Plan, Refusal> {
-        let parsed = parse_sources(&[Source { name: "t.yaml".into(), text: yaml.into() }]);
+        let parsed = parse_sources(&[Source {
+            name: "t.yaml".into(),
+            text: yaml.into(),
+        }]);
         assert!(parsed.is_ok(), "{:?}", parsed.diagnostics);
         let plan = plan_apply(&self.state, &self.versions, &parsed.documents, &NOW)?;
         self.commit(&plan);
@@ -44,14 +50,26 @@ impl World {
                     _ => drop(self.state.sites.remove(name)),
                 },
                 Write::PutAppVersion(v) => {
-                    let Resource::Application(app) = serde_json::from_str(&v.spec).unwrap() else { panic!() };
-                    self.versions.insert((v.name.clone(), v.version.clone()), app);
+                    let Resource::Application(app) = serde_json::from_str(&v.spec).unwrap() else {
+                        panic!()
+                    };
+                    self.versions
+                        .insert((v.name.clone(), v.version.clone()), app);
                 }
                 Write::DeleteAppVersions { name } => self.versions.retain(|(n, _), _| n != name),
                 Write::PutManifest(m) => {
                     let old = self.state.manifests.get(&m.site).map_or(0, |h| h.revision);
-                    assert!(m.revision > old, "revision of {} went from {old} to {}", m.site, m.revision);
-                    let head = ManifestHead { site: m.site.clone(), revision: m.revision, hash: m.hash.clone() };
+                    assert!(
+                        m.revision > old,
+                        "revision of {} went from {old} to {}",
+                        m.site,
+                        m.revision
+                    );
+                    let head = ManifestHead {
+                        site: m.site.clone(),
+                        revision: m.revision,
+                        hash: m.hash.clone(),
+                    };
                     self.state.manifests.insert(m.site.clone(), head);
                 }
                 Write::PutToken(_) | Write::Audit { .. } => {}
@@ -64,9 +82,30 @@ impl World {
         let resource = decode_row(row).unwrap();
         let (generation, created_at) = (row.generation, row.created_at.clone());
         match resource {
-            Resource::Application(value) => drop(self.state.applications.insert(row.name.clone(), Entry { value, generation, created_at })),
-            Resource::Deployment(value) => drop(self.state.deployments.insert(row.name.clone(), Entry { value, generation, created_at })),
-            Resource::Site(value) => drop(self.state.sites.insert(row.name.clone(), Entry { value, generation, created_at })),
+            Resource::Application(value) => drop(self.state.applications.insert(
+                row.name.clone(),
+                Entry {
+                    value,
+                    generation,
+                    created_at,
+                },
+            )),
+            Resource::Deployment(value) => drop(self.state.deployments.insert(
+                row.name.clone(),
+                Entry {
+                    value,
+                    generation,
+                    created_at,
+                },
+            )),
+            Resource::Site(value) => drop(self.state.sites.insert(
+                row.name.clone(),
+                Entry {
+                    value,
+                    generation,
+                    created_at,
+                },
+            )),
         }
     }
 
@@ -77,7 +116,11 @@ impl World {
     /// The deployments placed on a site, by compiling its manifest afresh.
     fn placed(&self, site: &str) -> Vec<String> {
         let s = &self.state.sites[site].value;
-        self.state.placements(s, &self.versions).iter().map(|p| p.deployment.name.clone()).collect()
+        self.state
+            .placements(s, &self.versions)
+            .iter()
+            .map(|p| p.deployment.name.clone())
+            .collect()
     }
 }
 
@@ -94,18 +137,50 @@ fn site(name: &str, labels: &str) -> String {
 const DEPLOYMENT: &str = "kind: Deployment\nname: pos-prod\napplication: pos\nplacement: { sites: 'customer == acme && region in (eu-north)' }\n";
 
 fn outcomes(plan: &Plan) -> Vec<(String, Outcome, u64)> {
-    plan.results.iter().map(|r| (r.name.clone(), r.outcome, r.generation)).collect()
+    plan.results
+        .iter()
+        .map(|r| (r.name.clone(), r.outcome, r.generation))
+        .collect()
 }
 
 #[test]
 fn created_unchanged_configured() {
     let mut w = World::default();
-    let first = w.apply(&format!("{}---\n{}", app("1", "api:1"), site("s1", "customer: acme, region: eu-north"))).unwrap();
-    assert_eq!(outcomes(&first), [("pos".into(), Outcome::Created, 1), ("s1".into(), Outcome::Created, 1)]);
-    let again = w.apply(&format!("{}---\n{}", app("1", "api:1"), site("s1", "customer: acme, region: eu-north"))).unwrap();
-    assert_eq!(outcomes(&again), [("pos".into(), Outcome::Unchanged, 1), ("s1".into(), Outcome::Unchanged, 1)]);
-    assert!(again.writes.is_empty(), "an unchanged apply writes nothing, not even an audit entry");
-    let changed = w.apply(&site("s1", "customer: acme, region: eu-west")).unwrap();
+    let first = w
+        .apply(&format!(
+            "{}---\n{}",
+            app("1", "api:1"),
+            site("s1", "customer: acme, region: eu-north")
+        ))
+        .unwrap();
+    assert_eq!(
+        outcomes(&first),
+        [
+            ("pos".into(), Outcome::Created, 1),
+            ("s1".into(), Outcome::Created, 1)
+        ]
+    );
+    let again = w
+        .apply(&format!(
+            "{}---\n{}",
+            app("1", "api:1"),
+            site("s1", "customer: acme, region: eu-north")
+        ))
+        .unwrap();
+    assert_eq!(
+        outcomes(&again),
+        [
+            ("pos".into(), Outcome::Unchanged, 1),
+            ("s1".into(), Outcome::Unchanged, 1)
+        ]
+    );
+    assert!(
+        again.writes.is_empty(),
+        "an unchanged apply writes nothing, not even an audit entry"
+    );
+    let changed = w
+        .apply(&site("s1", "customer: acme, region: eu-west"))
+        .unwrap();
     assert_eq!(outcomes(&changed), [("s1".into(), Outcome::Configured, 2)]);
 }
 
@@ -113,29 +188,53 @@ fn created_unchanged_configured() {
 fn deployments_compile_into_exactly_the_matching_sites() {
     let mut w = World::default();
     let plan = w
-        .apply(&[
-            app("1", "api:1"),
-            DEPLOYMENT.into(),
-            site("a", "customer: acme, region: eu-north"),
-            site("b", "customer: acme, region: eu-west"),
-            site("c", "customer: other, region: eu-north"),
-        ]
-        .join("---\n"))
+        .apply(
+            &[
+                app("1", "api:1"),
+                DEPLOYMENT.into(),
+                site("a", "customer: acme, region: eu-north"),
+                site("b", "customer: acme, region: eu-west"),
+                site("c", "customer: other, region: eu-north"),
+            ]
+            .join("---\n"),
+        )
         .unwrap();
     let sites: Vec<&str> = plan.manifests.iter().map(|m| m.site.as_str()).collect();
-    assert_eq!(sites, ["a", "b", "c"], "every site gets a first manifest, empty or not");
+    assert_eq!(
+        sites,
+        ["a", "b", "c"],
+        "every site gets a first manifest, empty or not"
+    );
     assert_eq!(w.placed("a"), ["pos-prod"]);
     assert!(w.placed("b").is_empty() && w.placed("c").is_empty());
 
     // Moving b into the selection changes only b's manifest.
-    let plan = w.apply(&site("b", "customer: acme, region: eu-north")).unwrap();
-    assert_eq!(plan.manifests.iter().map(|m| (m.site.as_str(), m.revision)).collect::<Vec<_>>(), [("b", 2)]);
+    let plan = w
+        .apply(&site("b", "customer: acme, region: eu-north"))
+        .unwrap();
+    assert_eq!(
+        plan.manifests
+            .iter()
+            .map(|m| (m.site.as_str(), m.revision))
+            .collect::<Vec<_>>(),
+        [("b", 2)]
+    );
     assert_eq!(w.placed("b"), ["pos-prod"]);
     // And out again.
-    let plan = w.apply(&site("b", "customer: acme, region: us-east")).unwrap();
-    assert_eq!(plan.manifests.iter().map(|m| (m.site.as_str(), m.revision)).collect::<Vec<_>>(), [("b", 3)]);
+    let plan = w
+        .apply(&site("b", "customer: acme, region: us-east"))
+        .unwrap();
+    assert_eq!(
+        plan.manifests
+            .iter()
+            .map(|m| (m.site.as_str(), m.revision))
+            .collect::<Vec<_>>(),
+        [("b", 3)]
+    );
     // A label the selector does not read changes nothing in the manifest.
-    let plan = w.apply(&site("a", "customer: acme, region: eu-north, floor: '2'")).unwrap();
+    let plan = w
+        .apply(&site("a", "customer: acme, region: eu-north, floor: '2'"))
+        .unwrap();
     assert!(plan.manifests.is_empty());
     assert_eq!(w.revision("a"), 1);
 }
@@ -143,14 +242,27 @@ fn deployments_compile_into_exactly_the_matching_sites() {
 #[test]
 fn a_new_version_reaches_every_placed_site_and_an_old_one_can_come_back() {
     let mut w = World::default();
-    w.apply(&[app("1", "api:1"), DEPLOYMENT.into(), site("a", "customer: acme, region: eu-north")].join("---\n")).unwrap();
+    w.apply(
+        &[
+            app("1", "api:1"),
+            DEPLOYMENT.into(),
+            site("a", "customer: acme, region: eu-north"),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
     let plan = w.apply(&app("2", "api:2")).unwrap();
     assert_eq!(outcomes(&plan), [("pos".into(), Outcome::Configured, 2)]);
     assert_eq!(w.revision("a"), 2);
     // Version 1 is kept; applying it again makes it current again (a rollback by apply).
     let plan = w.apply(&app("1", "api:1")).unwrap();
     assert_eq!(outcomes(&plan), [("pos".into(), Outcome::Configured, 3)]);
-    assert!(!plan.writes.iter().any(|w| matches!(w, Write::PutAppVersion(_))));
+    assert!(
+        !plan
+            .writes
+            .iter()
+            .any(|w| matches!(w, Write::PutAppVersion(_)))
+    );
     assert_eq!(w.revision("a"), 3);
 }
 
@@ -160,9 +272,16 @@ fn a_version_applied_again_with_other_content_is_refused_naming_the_field() {
     w.apply(&app("1", "api:1")).unwrap();
     w.apply(&app("2", "api:2")).unwrap();
     for version in ["1", "2"] {
-        let Err(Refusal::Conflict(d)) = w.apply(&app(version, "api:evil")) else { panic!("accepted") };
+        let Err(Refusal::Conflict(d)) = w.apply(&app(version, "api:evil")) else {
+            panic!("accepted")
+        };
         assert_eq!(d.len(), 1);
-        assert!(d[0].message.contains("`services[0].image` differs (was \"api:"), "{}", d[0].message);
+        assert!(
+            d[0].message
+                .contains("`services[0].image` differs (was \"api:"),
+            "{}",
+            d[0].message
+        );
         assert!(d[0].hint.as_deref().unwrap().contains("immutable"));
     }
 }
@@ -170,31 +289,56 @@ fn a_version_applied_again_with_other_content_is_refused_naming_the_field() {
 #[test]
 fn pinned_versions_and_missing_references() {
     let mut w = World::default();
-    w.apply(&[app("1", "api:1"), site("a", "customer: acme, region: eu-north")].join("---\n")).unwrap();
+    w.apply(
+        &[
+            app("1", "api:1"),
+            site("a", "customer: acme, region: eu-north"),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
     w.apply(&app("2", "api:2")).unwrap();
     let pinned = DEPLOYMENT.replace("application: pos\n", "application: pos\nversion: '1'\n");
     w.apply(&pinned).unwrap();
     let m = w.state.placements(&w.state.sites["a"].value, &w.versions);
     assert_eq!(m[0].application.version, "1");
 
-    let Err(Refusal::Invalid(d)) = w.apply(&DEPLOYMENT.replace("version: '1'\n", "").replace("pos\n", "nothing\n")) else {
+    let Err(Refusal::Invalid(d)) = w.apply(
+        &DEPLOYMENT
+            .replace("version: '1'\n", "")
+            .replace("pos\n", "nothing\n"),
+    ) else {
         panic!()
     };
-    assert!(d[0].message.contains("application `nothing` does not exist"), "{d:?}");
-    let Err(Refusal::Invalid(d)) = w.apply(&pinned.replace("version: '1'", "version: '9'")) else { panic!() };
+    assert!(
+        d[0].message
+            .contains("application `nothing` does not exist"),
+        "{d:?}"
+    );
+    let Err(Refusal::Invalid(d)) = w.apply(&pinned.replace("version: '1'", "version: '9'")) else {
+        panic!()
+    };
     assert!(d[0].message.contains("has no version `9`"), "{d:?}");
 }
 
 #[test]
 fn one_failing_site_of_fifty_rejects_the_whole_apply() {
     let mut w = World::default();
-    let mut docs: Vec<String> = (0..50).map(|i| site(&format!("s{i:02}"), "customer: acme, region: eu-north")).collect();
+    let mut docs: Vec<String> = (0..50)
+        .map(|i| site(&format!("s{i:02}"), "customer: acme, region: eu-north"))
+        .collect();
     docs[37] = "kind: Site\nname: s37\nlabels: { customer: acme, region: eu-north }\n".into();
     w.apply(&docs.join("---\n")).unwrap();
     let before = w.state.clone();
-    let Err(Refusal::Invalid(d)) = w.apply(&[app("1", "api:1"), DEPLOYMENT.into()].join("---\n")) else { panic!() };
+    let Err(Refusal::Invalid(d)) = w.apply(&[app("1", "api:1"), DEPLOYMENT.into()].join("---\n"))
+    else {
+        panic!()
+    };
     assert_eq!(d.len(), 1, "{d:?}");
-    assert_eq!(d[0].message, "template variable `site.labels.store_id` is not defined for site s37");
+    assert_eq!(
+        d[0].message,
+        "template variable `site.labels.store_id` is not defined for site s37"
+    );
     assert_eq!(d[0].line, 7);
     assert!(d[0].path.starts_with("Deployment pos-prod"));
     assert_eq!(w.state, before);
@@ -203,10 +347,26 @@ fn one_failing_site_of_fifty_rejects_the_whole_apply() {
 #[test]
 fn deleting() {
     let mut w = World::default();
-    w.apply(&[app("1", "api:1"), DEPLOYMENT.into(), site("a", "customer: acme, region: eu-north")].join("---\n")).unwrap();
-    let Err(Refusal::Conflict(d)) = w.delete(Kind::Application, "pos") else { panic!() };
-    assert!(d[0].message.contains("deployment pos-prod runs this application"));
-    assert!(matches!(w.delete(Kind::Site, "nope"), Err(Refusal::NotFound(_))));
+    w.apply(
+        &[
+            app("1", "api:1"),
+            DEPLOYMENT.into(),
+            site("a", "customer: acme, region: eu-north"),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let Err(Refusal::Conflict(d)) = w.delete(Kind::Application, "pos") else {
+        panic!()
+    };
+    assert!(
+        d[0].message
+            .contains("deployment pos-prod runs this application")
+    );
+    assert!(matches!(
+        w.delete(Kind::Site, "nope"),
+        Err(Refusal::NotFound(_))
+    ));
     let plan = w.delete(Kind::Deployment, "pos-prod").unwrap();
     assert_eq!(plan.manifests.len(), 1);
     assert!(w.placed("a").is_empty());
@@ -214,14 +374,29 @@ fn deleting() {
     assert!(w.versions.is_empty());
     // A site deleted and created again continues its revisions.
     w.delete(Kind::Site, "a").unwrap();
-    w.apply(&[app("1", "api:1"), DEPLOYMENT.into(), site("a", "customer: acme, region: eu-north")].join("---\n")).unwrap();
+    w.apply(
+        &[
+            app("1", "api:1"),
+            DEPLOYMENT.into(),
+            site("a", "customer: acme, region: eu-north"),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
     assert_eq!(w.revision("a"), 3);
 }
 
 #[derive(Debug, Clone)]
 enum Op {
-    Site { name: usize, customer: usize, region: usize },
-    Deployment { name: usize, selector: usize },
+    Site {
+        name: usize,
+        customer: usize,
+        region: usize,
+    },
+    Deployment {
+        name: usize,
+        selector: usize,
+    },
     DeleteDeployment(usize),
     DeleteSite(usize),
     Version(usize),
@@ -237,8 +412,13 @@ const SELECTORS: [&str; 5] = [
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0..6usize, 0..3usize, 0..4usize).prop_map(|(name, customer, region)| Op::Site { name, customer, region }),
-        (0..3usize, 0..SELECTORS.len()).prop_map(|(name, selector)| Op::Deployment { name, selector }),
+        (0..6usize, 0..3usize, 0..4usize).prop_map(|(name, customer, region)| Op::Site {
+            name,
+            customer,
+            region
+        }),
+        (0..3usize, 0..SELECTORS.len())
+            .prop_map(|(name, selector)| Op::Deployment { name, selector }),
         (0..3usize).prop_map(Op::DeleteDeployment),
         (0..6usize).prop_map(Op::DeleteSite),
         (1..4usize).prop_map(Op::Version),

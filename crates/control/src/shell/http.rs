@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -103,17 +103,20 @@ pub fn router(control: ControlPlane) -> Router {
     let api = Router::new()
         .route("/v1/apply", post(apply))
         .route("/v1/sites", get(list_sites))
-        .route("/v1/sites/{name}", get(get_site).delete(delete_site))
+        .route(
+            "/v1/sites/{name}",
+            get(get_site).merge(delete_route(Kind::Site)),
+        )
         .route("/v1/sites/{name}/manifest", get(get_manifest))
         .route("/v1/applications", get(list_applications))
         .route(
             "/v1/applications/{name}",
-            get(get_application).delete(delete_application),
+            get(get_application).merge(delete_route(Kind::Application)),
         )
         .route("/v1/deployments", get(list_deployments))
         .route(
             "/v1/deployments/{name}",
-            get(get_deployment).delete(delete_deployment),
+            get(get_deployment).merge(delete_route(Kind::Deployment)),
         )
         .route("/v1/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -352,38 +355,16 @@ async fn get_deployment(
     one(s.control.deployments(Some(&name)).await?)
 }
 
-async fn delete(
-    s: AppState,
-    actor: Actor,
-    kind: Kind,
-    name: String,
-) -> ApiResult<atoll_api::DeleteResponse> {
-    checked_name(&name)?;
-    Ok(Json(s.control.delete(kind, &name, &actor.0).await?))
-}
-
-async fn delete_site(
-    State(s): State<AppState>,
-    Extension(a): Extension<Actor>,
-    Path(n): Path<String>,
-) -> ApiResult<atoll_api::DeleteResponse> {
-    delete(s, a, Kind::Site, n).await
-}
-
-async fn delete_application(
-    State(s): State<AppState>,
-    Extension(a): Extension<Actor>,
-    Path(n): Path<String>,
-) -> ApiResult<atoll_api::DeleteResponse> {
-    delete(s, a, Kind::Application, n).await
-}
-
-async fn delete_deployment(
-    State(s): State<AppState>,
-    Extension(a): Extension<Actor>,
-    Path(n): Path<String>,
-) -> ApiResult<atoll_api::DeleteResponse> {
-    delete(s, a, Kind::Deployment, n).await
+/// `DELETE` of one resource of `kind`, named in the path.
+fn delete_route(kind: Kind) -> MethodRouter<AppState> {
+    axum::routing::delete(
+        move |State(s): State<AppState>,
+              Extension(actor): Extension<Actor>,
+              Path(name): Path<String>| async move {
+            checked_name(&name)?;
+            Ok::<_, ApiError>(Json(s.control.delete(kind, &name, &actor.0).await?))
+        },
+    )
 }
 
 #[derive(Debug, Deserialize, Serialize)]
