@@ -65,7 +65,11 @@ fn applying_the_examples_creates_everything_and_applying_again_changes_nothing()
         "{}",
         first.stdout
     );
-    assert!(lines.contains(&"deployment/pos-prod created"), "{}", first.stdout);
+    assert!(
+        lines.contains(&"deployment/pos-prod created"),
+        "{}",
+        first.stdout
+    );
     for site in ["store-0042", "store-0043", "store-0101", "depot-7"] {
         assert!(
             lines.contains(&format!("site/{site} created").as_str()),
@@ -96,8 +100,11 @@ fn applying_the_examples_creates_everything_and_applying_again_changes_nothing()
     let lines: Vec<&str> = second.stdout.lines().collect();
     assert_eq!(lines.len(), 6, "{}", second.stdout);
     for line in &lines {
-        assert!(line.ends_with(" unchanged") || line.contains(" unchanged (version "),
-            "not unchanged: {line:?}\n{}", second.stdout);
+        assert!(
+            line.ends_with(" unchanged") || line.contains(" unchanged (version "),
+            "not unchanged: {line:?}\n{}",
+            second.stdout
+        );
     }
     assert!(
         lines.contains(&"application/pos unchanged (version 1.4.2)"),
@@ -132,7 +139,9 @@ fn everything_applied_survives_kill_9_and_a_restart() {
     assert_eq!(after["revision"], 1, "{after}");
     assert_eq!(after["hash"], before["hash"], "{after}");
     assert!(
-        after["hash"].as_str().is_some_and(|h| h.starts_with("sha256:")),
+        after["hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("sha256:")),
         "{after}"
     );
     assert_eq!(after, before);
@@ -212,8 +221,10 @@ placement:
     assert!(message.contains("unknown field `imgae`"), "{}", out.stderr);
     assert!(message.contains("did you mean `image`?"), "{}", out.stderr);
 
-    let (_, _, message) = located[1];
-    assert!(message.contains("kiosk-prod"), "{}", out.stderr);
+    let (_, column, message) = located[1];
+    // The template's value starts at its opening quote.
+    assert_eq!(column, column_of(text, template, "\"{{"), "{}", out.stderr);
+    assert!(message.contains("Deployment kiosk-prod"), "{}", out.stderr);
     assert!(message.contains("site.variables.screen"), "{}", out.stderr);
     assert!(message.contains("site kiosk-south"), "{}", out.stderr);
     assert!(!message.contains("kiosk-north"), "{}", out.stderr);
@@ -283,7 +294,9 @@ fn a_site_moving_in_and_out_of_a_selector_moves_its_manifest_forward() {
     let out = cp.cli(&["apply", "-f", &moved]);
     out.ok("apply moved site");
     assert!(
-        out.stdout.lines().any(|l| l == "site/store-0101 configured"),
+        out.stdout
+            .lines()
+            .any(|l| l == "site/store-0101 configured"),
         "{}",
         out.stdout
     );
@@ -324,10 +337,7 @@ fn a_site_moving_in_and_out_of_a_selector_moves_its_manifest_forward() {
     // Same content as revision 1, but a new revision: revisions never go back.
     assert_eq!(manifest["hash"], empty["hash"]);
     revisions.push(3);
-    assert!(
-        revisions.windows(2).all(|w| w[0] <= w[1]),
-        "{revisions:?}"
-    );
+    assert!(revisions.windows(2).all(|w| w[0] <= w[1]), "{revisions:?}");
     // The other sites were not touched.
     assert_eq!(cp.revision("store-0042"), 1);
     assert_eq!(cp.revision("depot-7"), 1);
@@ -375,7 +385,9 @@ fn an_applied_version_is_immutable_and_a_new_version_rolls_forward() {
         out.stdout
     );
     assert!(
-        out.stdout.lines().any(|l| l == "deployment/pos-prod unchanged"),
+        out.stdout
+            .lines()
+            .any(|l| l == "deployment/pos-prod unchanged"),
         "{}",
         out.stdout
     );
@@ -401,8 +413,16 @@ fn an_applied_version_is_immutable_and_a_new_version_rolls_forward() {
         .take_while(|l| l.starts_with("  "))
         .collect();
     assert_eq!(versions.len(), 2, "{}", describe.stdout);
-    assert!(versions[0].starts_with("  1.4.2 applied "), "{}", describe.stdout);
-    assert!(versions[1].starts_with("  1.4.3 applied "), "{}", describe.stdout);
+    assert!(
+        versions[0].starts_with("  1.4.2 applied "),
+        "{}",
+        describe.stdout
+    );
+    assert!(
+        versions[1].starts_with("  1.4.3 applied "),
+        "{}",
+        describe.stdout
+    );
     assert!(
         describe.stdout.lines().any(|l| l == "Version:      1.4.3"),
         "{}",
@@ -434,7 +454,11 @@ fn exit_codes_tell_user_errors_from_an_unreachable_control_plane() {
 
     let out = cp.cli(&["validate", "-f", examples().to_str().unwrap()]);
     out.ok("validate examples");
-    assert!(out.stdout.starts_with("6 resources are valid"), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("6 resources are valid"),
+        "{}",
+        out.stdout
+    );
 
     let before = cp.revision("store-0042");
     let out = cp.cli(&["delete", "app", "pos"]);
@@ -445,7 +469,9 @@ fn exit_codes_tell_user_errors_from_an_unreachable_control_plane() {
     let out = cp.cli(&["delete", "deployment", "pos-prod"]);
     out.ok("delete deployment pos-prod");
     assert!(
-        out.stdout.lines().any(|l| l == "deployment/pos-prod deleted"),
+        out.stdout
+            .lines()
+            .any(|l| l == "deployment/pos-prod deleted"),
         "{}",
         out.stdout
     );
@@ -486,9 +512,13 @@ fn atoll_dev_logs_the_cli_in_and_applies_the_example_idempotently() {
 
     let mut first = dev(tmp.path());
     let out = first.wait_for_stdout("Try next", std::time::Duration::from_secs(60));
-    assert!(out.contains("atoll dev: control plane at https://127.0.0.1:"), "{out}");
     assert!(
-        out.lines().any(|l| l == "application/pos created (version 1.4.2)"),
+        out.contains("atoll dev: control plane at https://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l == "application/pos created (version 1.4.2)"),
         "{out}"
     );
 
@@ -504,7 +534,8 @@ fn atoll_dev_logs_the_cli_in_and_applies_the_example_idempotently() {
     let mut second = dev(tmp.path());
     let out = second.wait_for_stdout("Try next", std::time::Duration::from_secs(60));
     assert!(
-        out.lines().any(|l| l == "application/pos unchanged (version 1.4.2)"),
+        out.lines()
+            .any(|l| l == "application/pos unchanged (version 1.4.2)"),
         "{out}"
     );
     assert!(!out.contains("manifests changed"), "{out}");

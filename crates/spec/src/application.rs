@@ -341,18 +341,19 @@ fn decode_service(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Servic
 
     let mut env = BTreeMap::new();
     if let Some(n) = fields.get("env")
-        && let Some(map) = d.map(n, &format!("{path}.env")) {
-            for (key, kpos, value) in &map.entries {
-                let vpath = format!("{path}.env.{key}");
-                if let Err(e) = check_env_name(key) {
-                    d.error(*kpos, &vpath, e);
-                    continue;
-                }
-                if let Some(t) = template(d, value, &vpath) {
-                    env.insert((*key).to_owned(), t);
-                }
+        && let Some(map) = d.map(n, &format!("{path}.env"))
+    {
+        for (key, kpos, value) in &map.entries {
+            let vpath = format!("{path}.env.{key}");
+            if let Err(e) = check_env_name(key) {
+                d.error(*kpos, &vpath, e);
+                continue;
+            }
+            if let Some(t) = template(d, value, &vpath) {
+                env.insert((*key).to_owned(), t);
             }
         }
+    }
 
     let replicas = fields
         .get("replicas")
@@ -622,17 +623,18 @@ fn decode_health(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Health>
         }
     }
     if let Some(n) = fields.get("command")
-        && let Some(command) = d.strings(n, &format!("{path}.command")) {
-            if command.is_empty() {
-                d.error(
-                    n.pos,
-                    &format!("{path}.command"),
-                    "a health command needs at least the program to run",
-                );
-            } else {
-                checks.push(HealthCheck::Command(command));
-            }
+        && let Some(command) = d.strings(n, &format!("{path}.command"))
+    {
+        if command.is_empty() {
+            d.error(
+                n.pos,
+                &format!("{path}.command"),
+                "a health command needs at least the program to run",
+            );
+        } else {
+            checks.push(HealthCheck::Command(command));
         }
+    }
     let span = |d: &mut Decoder<'_>, name: &str, default: u64| {
         fields
             .get(name)

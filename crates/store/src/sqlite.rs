@@ -387,9 +387,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    crate::conformance_suite!(
-        |dir: &Path| SqliteStore::open(&dir.join("atoll.db")).unwrap()
-    );
+    crate::conformance_suite!(|dir: &Path| SqliteStore::open(&dir.join("atoll.db")).unwrap());
 
     #[tokio::test]
     async fn reopening_keeps_everything_and_does_not_migrate_twice() {

@@ -83,7 +83,8 @@ pub fn atoll_command(home: &Path) -> Command {
     for var in ATOLL_ENV {
         cmd.env_remove(var);
     }
-    cmd.env("HOME", home).env("XDG_CONFIG_HOME", home.join("xdg"));
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("xdg"));
     cmd
 }
 

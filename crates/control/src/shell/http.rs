@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
 
 use super::auth;
@@ -130,6 +131,7 @@ pub fn router(control: ControlPlane) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(read_body_first))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::new(
@@ -141,6 +143,65 @@ pub fn router(control: ControlPlane) -> Router {
             },
         ))
         .with_state(state)
+}
+
+/// How much of an oversized body is read and thrown away so that the connection stays usable;
+/// past this the connection is closed instead.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads the whole request body (up to the API's limit) before any handler or check runs.
+///
+/// A request refused before its body is read (401, 404, 405, 413) would otherwise leave unread
+/// bytes on the connection, and HTTP/1.1 would have to close it without warning, failing the
+/// client's next request on that kept-alive connection.
+async fn read_body_first(req: Request, next: Next) -> Response {
+    let (parts, mut body) = req.into_parts();
+    let mut buffer = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return with_close(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "the request body could not be read",
+            ));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DRAIN_LIMIT {
+            return with_close(too_large());
+        }
+        if seen <= MAX_BODY_BYTES {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return too_large().into_response();
+    }
+    next.run(Request::from_parts(
+        parts,
+        axum::body::Body::from(buffer.freeze()),
+    ))
+    .await
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the request body is over {} MiB", MAX_BODY_BYTES >> 20),
+    )
+}
+
+fn with_close(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -199,11 +260,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 
 fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the request body is over {} MiB", MAX_BODY_BYTES >> 20),
-        )
+        too_large()
     } else {
         ApiError::new(
             StatusCode::BAD_REQUEST,
