@@ -4,6 +4,7 @@
 //! types and the clients deserialize the same ones, so the two cannot drift apart. Resources
 //! themselves travel as `atoll_spec::Resource`, in the shape users write them.
 
+pub mod agent;
 pub mod manifest;
 
 use atoll_spec::{Diagnostic, Kind, Resource, Source};
@@ -89,6 +90,17 @@ pub struct SiteView {
     pub revision: Option<u64>,
     /// `deployment/application@version` for each application placed on the site.
     pub applications: Vec<Placed>,
+    /// Hosts enrolled in the site.
+    #[serde(default)]
+    pub hosts: u32,
+    /// Whether any of its hosts is in touch with the control plane now.
+    #[serde(default)]
+    pub connected: bool,
+    /// The lowest manifest revision its hosts run (None until one reports).
+    #[serde(default)]
+    pub applied_revision: Option<u64>,
+    #[serde(default)]
+    pub last_seen: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

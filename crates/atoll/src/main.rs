@@ -3,6 +3,8 @@
 //! This file only parses arguments, sets up logging and maps results to exit codes; every verb
 //! lives in its own crate or module.
 
+mod agent;
+mod demo;
 mod dev;
 
 use std::net::SocketAddr;
@@ -26,6 +28,12 @@ struct Cli {
 enum Command {
     /// Run the control plane.
     Control(ControlArgs),
+    /// Run the edge agent on this host: enroll once, then keep the site's containers as its
+    /// manifest says, with or without the control plane.
+    Agent(agent::Args),
+    /// A small workload for examples and tests (the `atoll.local/demo` image runs it).
+    #[command(subcommand, hide = true)]
+    Demo(demo::Command),
     /// Run a control plane for development with its data in a local folder, log the CLI in to it
     /// and apply the bundled example.
     Dev(dev::Args),
@@ -57,7 +65,10 @@ struct ValidateArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Control(_) | Command::Dev(_));
+    let serving = matches!(
+        cli.command,
+        Command::Control(_) | Command::Dev(_) | Command::Agent(_)
+    );
     init_tracing(if serving { "info" } else { "warn" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -81,6 +92,8 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), atoll_cli::CliError> {
     match command {
         Command::Control(args) => control(args).await,
+        Command::Agent(args) => agent::run(args).await,
+        Command::Demo(command) => demo::run(command).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Validate(args) => validate(&args),
         Command::Client(command) => atoll_cli::run(command).await,
@@ -157,5 +170,6 @@ fn init_tracing(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

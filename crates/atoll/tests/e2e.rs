@@ -70,7 +70,7 @@ fn applying_the_examples_creates_everything_and_applying_again_changes_nothing()
         "{}",
         first.stdout
     );
-    for site in ["store-0042", "store-0043", "store-0101", "depot-7"] {
+    for site in ["store-0042", "store-0043", "store-0101", "depot-7", "local"] {
         assert!(
             lines.contains(&format!("site/{site} created").as_str()),
             "{}",
@@ -83,22 +83,22 @@ fn applying_the_examples_creates_everything_and_applying_again_changes_nothing()
         .collect();
     assert_eq!(manifests.len(), 1, "{}", first.stdout);
     assert!(
-        manifests[0].starts_with("manifests changed for 4 sites: "),
+        manifests[0].starts_with("manifests changed for 5 sites: "),
         "{}",
         first.stdout
     );
-    for site in ["store-0042", "store-0043", "store-0101", "depot-7"] {
+    for site in ["store-0042", "store-0043", "store-0101", "depot-7", "local"] {
         assert!(
             manifests[0].contains(&format!("{site} (revision 1)")),
             "{}",
             first.stdout
         );
     }
-    assert_eq!(lines.len(), 7, "{}", first.stdout);
+    assert_eq!(lines.len(), 10, "{}", first.stdout);
 
     let second = cp.apply_examples();
     let lines: Vec<&str> = second.stdout.lines().collect();
-    assert_eq!(lines.len(), 6, "{}", second.stdout);
+    assert_eq!(lines.len(), 9, "{}", second.stdout);
     for line in &lines {
         assert!(
             line.ends_with(" unchanged") || line.contains(" unchanged (version "),
@@ -130,7 +130,7 @@ fn everything_applied_survives_kill_9_and_a_restart() {
     names.sort();
     assert_eq!(
         names,
-        ["depot-7", "store-0042", "store-0043", "store-0101"],
+        ["depot-7", "local", "store-0042", "store-0043", "store-0101"],
         "{}",
         sites.stdout
     );
@@ -455,7 +455,7 @@ fn exit_codes_tell_user_errors_from_an_unreachable_control_plane() {
     let out = cp.cli(&["validate", "-f", examples().to_str().unwrap()]);
     out.ok("validate examples");
     assert!(
-        out.stdout.starts_with("6 resources are valid"),
+        out.stdout.starts_with("9 resources are valid"),
         "{}",
         out.stdout
     );
@@ -501,6 +501,9 @@ fn atoll_dev_logs_the_cli_in_and_applies_the_example_idempotently() {
             .arg(&data)
             .arg("--listen")
             .arg("127.0.0.1:0")
+            // The local agent's site and port are this machine's, not this test's; agents are
+            // tested on sites of their own in `agent.rs`.
+            .arg("--no-agent")
             .env("ATOLL_CONFIG", &config);
         support::Process::spawn(cmd)
     };
@@ -577,7 +580,7 @@ fn login_saves_a_private_config_that_the_cli_then_uses() {
 
     let out = login(&token_file, &config);
     out.ok("login");
-    assert!(out.stdout.contains("4 sites"), "{}", out.stdout);
+    assert!(out.stdout.contains("5 sites"), "{}", out.stdout);
     let mode = std::fs::metadata(&config).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "config mode {mode:o}");
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();

@@ -1,5 +1,6 @@
 //! `atoll get sites|apps|deployments|manifest|audit [NAME] [-o table|yaml|json]`.
 
+use atoll_api::agent::{EventView, HostView};
 use atoll_api::{ApplicationView, AuditEntry, DeploymentView, List, Manifest, SiteView};
 use atoll_spec::{Kind, Resource};
 
@@ -10,7 +11,7 @@ use crate::output::{self, Format, Table, age};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// sites, apps, deployments, manifest (with a site name) or audit.
+    /// sites, apps, deployments, hosts, manifest SITE, events SITE or audit.
     pub what: String,
     pub name: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
@@ -29,6 +30,73 @@ pub async fn run(args: Args) -> Result<()> {
             match args.output {
                 Format::Json => output::json(&manifest)?,
                 Format::Table | Format::Yaml => output::yaml(&manifest)?,
+            }
+        }
+        "hosts" | "host" => {
+            let list: List<HostView> = client.get("/v1/hosts").await?;
+            let items: Vec<HostView> = match args.name.as_deref() {
+                Some(name) => list.items.into_iter().filter(|h| h.id == name).collect(),
+                None => list.items,
+            };
+            if let (Some(name), true) = (args.name.as_deref(), items.is_empty()) {
+                return Err(CliError::user(format!("host {name} does not exist")));
+            }
+            match args.output {
+                Format::Table if items.is_empty() => "No hosts enrolled.\n".into(),
+                Format::Table => {
+                    let mut t = Table::new(&[
+                        "HOST",
+                        "SITE",
+                        "STATUS",
+                        "ARCH",
+                        "CPUS",
+                        "MEMORY",
+                        "RUNTIME",
+                        "APPLIED",
+                        "LAST SEEN",
+                    ]);
+                    for h in &items {
+                        let i = &h.inventory;
+                        t.row(vec![
+                            h.id.clone(),
+                            h.site.clone(),
+                            if h.connected { "connected" } else { "offline" }.into(),
+                            i.arch.clone(),
+                            i.cpus.to_string(),
+                            atoll_spec::units::ByteSize(i.memory_bytes).to_string(),
+                            format!("{} {}", i.runtime.name, i.runtime.version),
+                            h.status
+                                .as_ref()
+                                .map_or_else(|| "-".into(), |s| s.applied_revision.to_string()),
+                            h.last_seen
+                                .as_deref()
+                                .map_or_else(|| "never".into(), |t| format!("{} ago", age(t))),
+                        ]);
+                    }
+                    t.render()
+                }
+                Format::Yaml => output::yaml(&items)?,
+                Format::Json => output::json(&List { items })?,
+            }
+        }
+        "events" => {
+            let site = args
+                .name
+                .as_deref()
+                .ok_or_else(|| CliError::user("which site? `atoll get events SITE`"))?;
+            let list: List<EventView> = client
+                .get(&format!("/v1/sites/{site}/events?limit=1000"))
+                .await?;
+            match args.output {
+                Format::Table => {
+                    let mut t = Table::new(&["AT", "HOST", "KIND", "MESSAGE"]);
+                    for e in list.items {
+                        t.row(vec![e.at, e.host, e.kind, e.message]);
+                    }
+                    t.render()
+                }
+                Format::Yaml => output::yaml(&list.items)?,
+                Format::Json => output::json(&list)?,
             }
         }
         "audit" => {
@@ -85,18 +153,36 @@ async fn get_kind(
             let items: Vec<SiteView> = fetch(client, kind, name).await?;
             let resources: Vec<&Resource> = items.iter().map(|i| &i.view.resource).collect();
             finish(format, name.is_some(), &items, &resources, || {
-                let mut t = Table::new(&["NAME", "LABELS", "APPS", "REVISION", "AGE"]);
+                let mut t = Table::new(&[
+                    "NAME",
+                    "STATUS",
+                    "HOSTS",
+                    "APPLIED/DESIRED",
+                    "APPS",
+                    "LABELS",
+                    "AGE",
+                ]);
                 for s in &items {
                     let labels = match &s.view.resource {
                         Resource::Site(site) => output::labels(&site.labels),
                         _ => String::new(),
                     };
-                    let revision = s.revision.map_or_else(|| "-".into(), |r| r.to_string());
+                    let desired = s.revision.map_or_else(|| "-".into(), |r| r.to_string());
+                    let applied = s
+                        .applied_revision
+                        .map_or_else(|| "-".into(), |r| r.to_string());
+                    let status = match (s.hosts, s.connected) {
+                        (0, _) => "no hosts",
+                        (_, true) => "connected",
+                        (_, false) => "offline",
+                    };
                     t.row(vec![
                         s.view.resource.name().into(),
-                        labels,
+                        status.into(),
+                        s.hosts.to_string(),
+                        format!("{applied}/{desired}"),
                         s.applications.len().to_string(),
-                        revision,
+                        labels,
                         age(&s.view.created_at),
                     ]);
                 }

@@ -11,6 +11,8 @@ pub mod get;
 pub mod login;
 pub mod output;
 pub mod sources;
+pub mod status;
+pub mod token;
 
 pub use error::{CliError, Exit};
 
@@ -27,6 +29,11 @@ pub enum Command {
     Delete(delete::Args),
     /// Remember a control plane's URL, token and CA certificate.
     Login(login::Args),
+    /// Sites × services of an application, as the agents report them.
+    Status(status::Args),
+    /// Join tokens for new hosts.
+    #[command(subcommand)]
+    Token(token::Command),
 }
 
 pub async fn run(command: Command) -> Result<(), CliError> {
@@ -36,5 +43,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Describe(a) => describe::run(a).await,
         Command::Delete(a) => delete::run(a).await,
         Command::Login(a) => login::run(a).await,
+        Command::Status(a) => status::run(a).await,
+        Command::Token(c) => token::run(c).await,
     }
 }

@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
+use atoll_control::shell::agents::Agents;
+use atoll_control::shell::fleet::Fleet;
 use atoll_control::shell::service::ControlPlane;
+use atoll_control::shell::signing::ManifestSigner;
+use atoll_control::shell::tls::Pki;
 use atoll_control::shell::{auth, http, openapi};
 use atoll_store::{SqliteStore, Store, TokenRow, Write};
 use axum::Router;
@@ -32,8 +36,13 @@ async fn api() -> Api {
         created_at: "now".into(),
     };
     store.commit(0, vec![Write::PutToken(row)]).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let fleet = Arc::new(Fleet::default());
+    let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
+    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
+    let agents = Agents::new(store.clone(), fleet.clone(), pki, signer);
     Api {
-        router: http::router(ControlPlane::new(Arc::new(store))),
+        router: http::router(ControlPlane::new(store, fleet), agents),
         token,
         _dir: dir,
     }
@@ -182,7 +191,11 @@ async fn apply_get_delete_round() {
     let api = api().await;
     let (status, body) = api.yaml(EXAMPLES).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["manifests"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        body["manifests"].as_array().unwrap().len(),
+        4,
+        "pos.yaml and sites.yaml: four sites"
+    );
     let (_, again) = api.yaml(EXAMPLES).await;
     assert!(
         again["results"]

@@ -3,7 +3,10 @@
 //! A backend runs the whole suite with `conformance_suite!(factory)`, where `factory` makes a
 //! fresh, empty store from a scratch folder.
 
-use crate::{AppVersionRow, ManifestRow, ResourceRow, Store, StoreError, TokenRow, Write};
+use crate::{
+    AppVersionRow, HostRow, JoinTokenRow, ManifestRow, ReportBatch, ResourceRow, Store, StoreError,
+    TokenRefusal, TokenRow, Write,
+};
 
 #[macro_export]
 macro_rules! conformance_suite {
@@ -19,6 +22,9 @@ macro_rules! conformance_suite {
             tokens_are_found_by_hash,
             audit_is_newest_first,
             a_failed_batch_changes_nothing,
+            join_tokens_are_used_up_and_expire,
+            hosts_are_kept_and_listed,
+            reports_are_stored_once_and_acknowledged,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -245,4 +251,176 @@ pub async fn a_failed_batch_changes_nothing(store: &dyn Store) {
     );
     assert!(store.resource("Site", "x").await.unwrap().is_none());
     assert_eq!(store.version().await.unwrap(), 1);
+}
+
+fn join_token(id: &str, uses: u32, expires_at: &str) -> JoinTokenRow {
+    JoinTokenRow {
+        id: id.into(),
+        hash: format!("hash-{id}"),
+        site: "s".into(),
+        uses_left: uses,
+        expires_at: expires_at.into(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+pub async fn join_tokens_are_used_up_and_expire(store: &dyn Store) {
+    let now = "2026-06-01T00:00:00Z";
+    store
+        .create_join_token(join_token("once", 1, "2027-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    store
+        .create_join_token(join_token("twice", 2, "2027-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    store
+        .create_join_token(join_token("old", 5, "2026-05-01T00:00:00Z"))
+        .await
+        .unwrap();
+    let used = store
+        .use_join_token("hash-once", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((used.site.as_str(), used.uses_left), ("s", 0));
+    assert_eq!(
+        store.use_join_token("hash-once", now).await.unwrap(),
+        Err(TokenRefusal::UsedUp)
+    );
+    assert!(
+        store
+            .use_join_token("hash-twice", now)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert!(
+        store
+            .use_join_token("hash-twice", now)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert_eq!(
+        store.use_join_token("hash-twice", now).await.unwrap(),
+        Err(TokenRefusal::UsedUp)
+    );
+    assert_eq!(
+        store.use_join_token("hash-old", now).await.unwrap(),
+        Err(TokenRefusal::Expired)
+    );
+    assert_eq!(
+        store.use_join_token("hash-none", now).await.unwrap(),
+        Err(TokenRefusal::Unknown)
+    );
+}
+
+fn host(id: &str, site: &str) -> HostRow {
+    HostRow {
+        id: id.into(),
+        site: site.into(),
+        hostname: format!("{id}.local"),
+        inventory: "{}".into(),
+        cert_serial: "01".into(),
+        cert_expiry: "2027-01-01T00:00:00Z".into(),
+        enrolled_at: "2026-01-01T00:00:00Z".into(),
+        last_seen: None,
+    }
+}
+
+pub async fn hosts_are_kept_and_listed(store: &dyn Store) {
+    store.put_host(host("h2", "b")).await.unwrap();
+    store.put_host(host("h1", "a")).await.unwrap();
+    let mut renewed = host("h1", "a");
+    renewed.cert_serial = "02".into();
+    store.put_host(renewed.clone()).await.unwrap();
+    assert_eq!(store.host("h1").await.unwrap(), Some(renewed));
+    assert_eq!(
+        store
+            .hosts()
+            .await
+            .unwrap()
+            .iter()
+            .map(|h| h.id.as_str())
+            .collect::<Vec<_>>(),
+        ["h1", "h2"]
+    );
+    assert!(store.host("nope").await.unwrap().is_none());
+}
+
+fn batch(seq: u64, events: usize, status: Option<&str>) -> ReportBatch {
+    ReportBatch {
+        seq,
+        events: (0..events)
+            .map(|i| {
+                (
+                    format!("2026-01-01T00:00:{seq:02}Z"),
+                    "test".into(),
+                    format!("{seq}.{i}"),
+                )
+            })
+            .collect(),
+        status: status.map(str::to_owned),
+    }
+}
+
+pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
+    store.put_host(host("h1", "s")).await.unwrap();
+    let now = "2026-01-01T00:01:00Z";
+    assert_eq!(
+        store
+            .record_report(
+                "h1",
+                "s",
+                now,
+                vec![batch(1, 2, Some("one")), batch(2, 1, None)]
+            )
+            .await
+            .unwrap(),
+        2
+    );
+    // Resending batches already stored (an ack lost on the way) stores nothing twice.
+    assert_eq!(
+        store
+            .record_report(
+                "h1",
+                "s",
+                now,
+                vec![
+                    batch(1, 2, Some("stale")),
+                    batch(2, 1, None),
+                    batch(3, 1, Some("three"))
+                ]
+            )
+            .await
+            .unwrap(),
+        3
+    );
+    let events: Vec<String> = store
+        .events("s", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(events, ["1.0", "1.1", "2.0", "3.0"]);
+    let statuses = store.host_statuses().await.unwrap();
+    assert_eq!((statuses[0].seq, statuses[0].status.as_str()), (3, "three"));
+    assert_eq!(
+        store
+            .host("h1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen
+            .as_deref(),
+        Some(now)
+    );
+    // An empty report is a heartbeat: it acknowledges what is stored.
+    assert_eq!(
+        store.record_report("h1", "s", now, vec![]).await.unwrap(),
+        3
+    );
+    assert_eq!(store.events("s", 2).await.unwrap().len(), 2);
 }

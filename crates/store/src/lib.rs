@@ -89,6 +89,68 @@ pub struct AuditRow {
     pub detail: String,
 }
 
+/// A join token as stored: the secret itself is never kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRow {
+    pub id: String,
+    pub hash: String,
+    pub site: String,
+    pub uses_left: u32,
+    pub expires_at: String,
+    pub created_at: String,
+}
+
+/// Why a join token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Unknown,
+    Expired,
+    UsedUp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRow {
+    pub id: String,
+    pub site: String,
+    pub hostname: String,
+    /// JSON of the hardware and software inventory.
+    pub inventory: String,
+    pub cert_serial: String,
+    pub cert_expiry: String,
+    pub enrolled_at: String,
+    pub last_seen: Option<String>,
+}
+
+/// The newest status a host reported (opaque JSON) and the highest report sequence stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatusRow {
+    pub host: String,
+    pub site: String,
+    pub seq: u64,
+    pub status: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRow {
+    pub host: String,
+    pub seq: u64,
+    pub idx: u32,
+    pub site: String,
+    pub at: String,
+    pub kind: String,
+    pub message: String,
+}
+
+/// One batch of an agent's report: its sequence number, events, and possibly a new status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportBatch {
+    pub seq: u64,
+    /// `(at, kind, message)` of each event.
+    pub events: Vec<(String, String, String)>,
+    pub status: Option<String>,
+}
+
 /// One change in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -143,4 +205,36 @@ pub trait Store: Send + Sync + 'static {
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>>;
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditRow>>;
+
+    // Enrollment and reports: not versioned, never in a conflict with desired-state commits.
+
+    /// Records a mutating call that is not a desired-state commit (a token made, a host
+    /// enrolled).
+    async fn append_audit(&self, at: &str, actor: &str, action: &str, detail: &str) -> Result<()>;
+    async fn create_join_token(&self, token: JoinTokenRow) -> Result<()>;
+    /// Uses a join token once, atomically: the token's row if it was valid at `now` (RFC 3339),
+    /// else why not.
+    async fn use_join_token(
+        &self,
+        hash: &str,
+        now: &str,
+    ) -> Result<Result<JoinTokenRow, TokenRefusal>>;
+    /// Creates or replaces a host.
+    async fn put_host(&self, host: HostRow) -> Result<()>;
+    async fn host(&self, id: &str) -> Result<Option<HostRow>>;
+    /// All hosts, ordered by site then id.
+    async fn hosts(&self) -> Result<Vec<HostRow>>;
+    /// Stores the batches of a host's report that are newer than what is stored, in one
+    /// transaction: their events, the newest status among them, the host's last-seen time.
+    /// Returns the highest sequence now stored, which the agent may forget up to.
+    async fn record_report(
+        &self,
+        host: &str,
+        site: &str,
+        now: &str,
+        batches: Vec<ReportBatch>,
+    ) -> Result<u64>;
+    async fn host_statuses(&self) -> Result<Vec<HostStatusRow>>;
+    /// The newest `limit` events of a site, oldest first.
+    async fn events(&self, site: &str, limit: u32) -> Result<Vec<EventRow>>;
 }

@@ -12,11 +12,15 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::{
-    AppVersionRow, AuditRow, ManifestHead, ManifestRow, ResourceRow, Result, Snapshot, Store,
-    StoreError, TokenRow, Write,
+    AppVersionRow, AuditRow, EventRow, HostRow, HostStatusRow, JoinTokenRow, ManifestHead,
+    ManifestRow, ReportBatch, ResourceRow, Result, Snapshot, Store, StoreError, TokenRefusal,
+    TokenRow, Write,
 };
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_agents.sql"),
+];
 const READERS: usize = 4;
 
 #[derive(Debug, Clone)]
@@ -362,6 +366,182 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn append_audit(&self, at: &str, actor: &str, action: &str, detail: &str) -> Result<()> {
+        let row = [at, actor, action, detail].map(str::to_owned);
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![row[0], row[1], row[2], row[3]],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_join_token(&self, t: JoinTokenRow) -> Result<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO join_tokens (id, hash, site, uses_left, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![t.id, t.hash, t.site, t.uses_left, t.expires_at, t.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn use_join_token(
+        &self,
+        hash: &str,
+        now: &str,
+    ) -> Result<Result<JoinTokenRow, TokenRefusal>> {
+        let (hash, now) = (hash.to_owned(), now.to_owned());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let row = tx
+                .query_row(
+                    "SELECT id, hash, site, uses_left, expires_at, created_at FROM join_tokens WHERE hash = ?1",
+                    [&hash],
+                    |r| {
+                        Ok(JoinTokenRow {
+                            id: r.get(0)?,
+                            hash: r.get(1)?,
+                            site: r.get(2)?,
+                            uses_left: r.get(3)?,
+                            expires_at: r.get(4)?,
+                            created_at: r.get(5)?,
+                        })
+                    },
+                )
+                .optional()?;
+            let outcome = match row {
+                None => Err(TokenRefusal::Unknown),
+                // RFC 3339 UTC timestamps of one format compare as text.
+                Some(t) if t.expires_at.as_str() <= now.as_str() => Err(TokenRefusal::Expired),
+                Some(t) if t.uses_left == 0 => Err(TokenRefusal::UsedUp),
+                Some(mut t) => {
+                    tx.execute("UPDATE join_tokens SET uses_left = uses_left - 1 WHERE id = ?1", [&t.id])?;
+                    t.uses_left -= 1;
+                    Ok(t)
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn put_host(&self, h: HostRow) -> Result<()> {
+        self.write(move |conn| {
+            conn.execute(
+                &format!("INSERT OR REPLACE INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn host(&self, id: &str) -> Result<Option<HostRow>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?1"))?
+                .query_row([id], host_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn hosts(&self) -> Result<Vec<HostRow>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {HOST_COLUMNS} FROM hosts ORDER BY site, id"
+                ))?
+                .query_map([], host_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn record_report(
+        &self,
+        host: &str,
+        site: &str,
+        now: &str,
+        batches: Vec<ReportBatch>,
+    ) -> Result<u64> {
+        let (host, site, now) = (host.to_owned(), site.to_owned(), now.to_owned());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let stored: Option<(i64, String)> = tx
+                .query_row("SELECT seq, status FROM host_status WHERE host = ?1", [&host], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let (mut seq, mut status) = stored.map_or((0, String::from("{}")), |(s, st)| (to_u64(s), st));
+            for batch in batches {
+                if batch.seq <= seq {
+                    continue;
+                }
+                for (idx, (at, kind, message)) in batch.events.into_iter().enumerate() {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO events (host, seq, idx, site, at, kind, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![host, to_i64(batch.seq), idx as i64, site, at, kind, message],
+                    )?;
+                }
+                if let Some(s) = batch.status {
+                    status = s;
+                }
+                seq = batch.seq;
+            }
+            tx.execute(
+                "INSERT INTO host_status (host, site, seq, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (host) DO UPDATE SET site = ?2, seq = ?3, status = ?4, updated_at = ?5",
+                params![host, site, to_i64(seq), status, now],
+            )?;
+            tx.execute("UPDATE hosts SET last_seen = ?2 WHERE id = ?1", params![host, now])?;
+            tx.commit()?;
+            Ok(seq)
+        })
+        .await
+    }
+
+    async fn host_statuses(&self) -> Result<Vec<HostStatusRow>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT host, site, seq, status, updated_at FROM host_status ORDER BY site, host")?
+                .query_map([], |r| {
+                    Ok(HostStatusRow { host: r.get(0)?, site: r.get(1)?, seq: to_u64(r.get(2)?), status: r.get(3)?, updated_at: r.get(4)? })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn events(&self, site: &str, limit: u32) -> Result<Vec<EventRow>> {
+        let site = site.to_owned();
+        self.read(move |conn| {
+            let mut rows = conn
+                .prepare_cached(
+                    "SELECT host, seq, idx, site, at, kind, message FROM events WHERE site = ?1 ORDER BY at DESC, seq DESC, idx DESC LIMIT ?2",
+                )?
+                .query_map(params![site, limit], |r| {
+                    Ok(EventRow {
+                        host: r.get(0)?,
+                        seq: to_u64(r.get(1)?),
+                        idx: r.get(2)?,
+                        site: r.get(3)?,
+                        at: r.get(4)?,
+                        kind: r.get(5)?,
+                        message: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.reverse();
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn audit(&self, limit: u32) -> Result<Vec<AuditRow>> {
         self.read(move |conn| {
             Ok(conn
@@ -378,6 +558,36 @@ impl Store for SqliteStore {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}
+
+fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
+    Ok(HostRow {
+        id: r.get(0)?,
+        site: r.get(1)?,
+        hostname: r.get(2)?,
+        inventory: r.get(3)?,
+        cert_serial: r.get(4)?,
+        cert_expiry: r.get(5)?,
+        enrolled_at: r.get(6)?,
+        last_seen: r.get(7)?,
+    })
+}
+
+const HOST_COLUMNS: &str =
+    "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen";
+
+impl SqliteStore {
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let writer = self.writer.clone();
+        blocking(move || {
+            let mut conn = writer.lock().map_err(|_| poisoned())?;
+            f(&mut conn)
         })
         .await
     }

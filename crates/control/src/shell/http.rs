@@ -16,9 +16,12 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
 
+use super::agent_api;
+use super::agents::Agents;
 use super::auth;
 use super::openapi;
 use super::service::{ControlPlane, Error};
+use super::tls::AgentIdentity;
 
 /// Who made a request: the name of the token it carried.
 #[derive(Debug, Clone)]
@@ -79,6 +82,10 @@ impl From<Error> for ApiError {
                 diagnostics,
             },
             Error::NotFound(message) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            Error::Unauthorized(message) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+            }
+            Error::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
             Error::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::new(
@@ -91,24 +98,40 @@ impl From<Error> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 #[derive(Clone)]
-struct AppState {
-    control: ControlPlane,
+pub(super) struct AppState {
+    pub(super) control: ControlPlane,
+    pub(super) agents: Agents,
 }
 
+/// The agent identity of the connection a request came on: the verified client certificate's,
+/// or None when the client presented none. Set per connection by the accept loop.
+#[derive(Debug, Clone, Default)]
+pub struct Peer(pub Option<AgentIdentity>);
+
 /// The user API, with authentication, limits and error mapping applied.
-pub fn router(control: ControlPlane) -> Router {
-    let state = AppState { control };
-    let api = Router::new()
+pub fn router(control: ControlPlane, agents: Agents) -> Router {
+    let state = AppState { control, agents };
+    let agent = Router::new()
+        .route("/v1/sites/{name}/reports", post(agent_api::report))
+        .route(
+            "/v1/sites/{name}/hosts/{host}/certificate",
+            post(agent_api::renew),
+        )
+        .route_layer(middleware::from_fn(agent_api::require_agent));
+    let user = Router::new()
         .route("/v1/apply", post(apply))
         .route("/v1/sites", get(list_sites))
         .route(
             "/v1/sites/{name}",
             get(get_site).merge(delete_route(Kind::Site)),
         )
-        .route("/v1/sites/{name}/manifest", get(get_manifest))
+        .route("/v1/sites/{name}/events", get(agent_api::events))
+        .route("/v1/tokens", post(agent_api::create_token))
+        .route("/v1/hosts", get(agent_api::hosts))
+        .route("/v1/applications/{name}/status", get(agent_api::app_status))
         .route("/v1/applications", get(list_applications))
         .route(
             "/v1/applications/{name}",
@@ -121,13 +144,18 @@ pub fn router(control: ControlPlane) -> Router {
         )
         .route("/v1/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    // Agents and users both read manifests: the handler looks at who is asking.
+    let either = Router::new().route("/v1/sites/{name}/manifest", get(agent_api::manifest));
     Router::new()
         .route(
             "/v1/openapi.json",
             get(|| async { Json(openapi::document()) }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .merge(api)
+        .route("/v1/enroll", post(agent_api::enroll))
+        .merge(user)
+        .merge(agent)
+        .merge(either)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -205,14 +233,24 @@ fn with_close(error: ApiError) -> Response {
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let header = req
-        .headers()
+    match user(&state, req.headers()).await {
+        Ok(actor) => {
+            req.extensions_mut().insert(actor);
+            next.run(req).await
+        }
+        Err(response) => response,
+    }
+}
+
+/// The user a request's bearer token belongs to.
+pub(super) async fn user(state: &AppState, headers: &HeaderMap) -> Result<Actor, Response> {
+    let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let Some(token) = auth::bearer(header) else {
-        return unauthorized(
+        return Err(unauthorized(
             "missing or malformed bearer token: send `Authorization: Bearer atoll_...`",
-        );
+        ));
     };
     match state
         .control
@@ -220,12 +258,9 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .token_by_hash(&auth::hash(token))
         .await
     {
-        Ok(Some(row)) => {
-            req.extensions_mut().insert(Actor(row.name));
-            next.run(req).await
-        }
-        Ok(None) => unauthorized("unknown token"),
-        Err(e) => ApiError::from(Error::Store(e)).into_response(),
+        Ok(Some(row)) => Ok(Actor(row.name)),
+        Ok(None) => Err(unauthorized("unknown token")),
+        Err(e) => Err(ApiError::from(Error::Store(e)).into_response()),
     }
 }
 
@@ -258,7 +293,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-fn body_error(rejection: BytesRejection) -> ApiError {
+pub(super) fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large()
     } else {
@@ -349,7 +384,7 @@ async fn apply(
     ))
 }
 
-fn checked_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn checked_name(name: &str) -> Result<(), ApiError> {
     check_name(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))
 }
 
@@ -372,14 +407,6 @@ async fn get_site(
 ) -> ApiResult<atoll_api::SiteView> {
     checked_name(&name)?;
     one(s.control.sites(Some(&name)).await?)
-}
-
-async fn get_manifest(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<atoll_api::Manifest> {
-    checked_name(&name)?;
-    Ok(Json(s.control.manifest(&name).await?))
 }
 
 async fn list_applications(

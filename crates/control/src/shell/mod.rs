@@ -1,11 +1,15 @@
 //! The control plane's IO: the HTTPS server, the store, files and the clock.
 
+mod agent_api;
+pub mod agents;
 pub mod auth;
 pub mod clock;
 pub mod files;
+pub mod fleet;
 pub mod http;
 pub mod openapi;
 pub mod service;
+pub mod signing;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -21,8 +25,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use self::agents::Agents;
+use self::fleet::Fleet;
+use self::http::Peer;
 use self::service::ControlPlane;
-use self::tls::{Pki, server_names};
+use self::signing::ManifestSigner;
+use self::tls::{AgentIdentity, Pki, server_names};
 
 /// The file, in the data folder, that holds the first admin token.
 pub const INITIAL_TOKEN_FILE: &str = "initial-admin-token";
@@ -48,6 +56,8 @@ pub enum StartError {
     Store(#[from] atoll_store::StoreError),
     #[error(transparent)]
     Pki(#[from] tls::PkiError),
+    #[error("manifest-signing key: {0}")]
+    Signing(String),
     #[error(
         "cannot listen on {addr}: {source}; is another control plane running there? pick another with --listen"
     )]
@@ -107,7 +117,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("atoll.db"))?);
     let initial_token = first_start(dir, store.as_ref()).await?;
     let pki = Pki::load_or_create(dir, &server_names(&config.listen, &config.names))?;
+    let signer = ManifestSigner::load_or_create(dir).map_err(StartError::Signing)?;
     let tls = TlsAcceptor::from(pki.server_config()?);
+    let ca_fingerprint = pki.ca_fingerprint.clone();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -118,13 +130,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr: config.listen,
         source,
     })?;
-    let router = http::router(ControlPlane::new(store));
+    let fleet = Arc::new(Fleet::default());
+    let agents = Agents::new(
+        store.clone(),
+        fleet.clone(),
+        Arc::new(pki),
+        Arc::new(signer),
+    );
+    let router = http::router(ControlPlane::new(store, fleet), agents);
     let (shutdown, stop) = watch::channel(false);
     let task = tokio::spawn(serve(listener, tls, router, stop));
     tracing::info!(%addr, "control plane serving");
     Ok(Running {
         addr,
-        ca_fingerprint: pki.ca_fingerprint,
+        ca_fingerprint,
         initial_token,
         shutdown,
         task,
@@ -195,7 +214,23 @@ async fn serve(
                 }
                 Err(_) => return,
             };
-            let service = TowerToHyperService::new(router);
+            // The client certificate, if any, was verified against the CA during the handshake.
+            let identity = Peer(
+                stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|c| AgentIdentity::from_certificate(c)),
+            );
+            let service = TowerToHyperService::new(
+                tower::ServiceBuilder::new()
+                    .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(identity.clone());
+                        req
+                    })
+                    .service(router),
+            );
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await

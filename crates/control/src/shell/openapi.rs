@@ -60,12 +60,6 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "get",
-        "/v1/sites/{name}/manifest",
-        "The site's current manifest, rendered for it",
-        "Manifest",
-    ),
-    route(
-        "get",
         "/v1/applications",
         "List applications with their versions",
         "ApplicationList",
@@ -100,6 +94,72 @@ pub const ROUTES: &[Route] = &[
         "Delete a deployment",
         "DeleteResponse",
     ),
+    Route {
+        request: Some("CreateTokenRequest"),
+        ..route(
+            "post",
+            "/v1/tokens",
+            "Create a join token for a site (printed once; only its hash is kept)",
+            "CreateTokenResponse",
+        )
+    },
+    route(
+        "get",
+        "/v1/hosts",
+        "List enrolled hosts with inventory, connection and newest status",
+        "HostList",
+    ),
+    route(
+        "get",
+        "/v1/applications/{name}/status",
+        "Sites × services of one application, from the agents' reports",
+        "AppStatus",
+    ),
+    route(
+        "get",
+        "/v1/sites/{name}/events",
+        "A site's newest events, oldest first; `?limit=N`",
+        "EventList",
+    ),
+    Route {
+        request: Some("EnrollRequest"),
+        authenticated: false,
+        ..route(
+            "post",
+            "/v1/enroll",
+            "Agent: join a site with a join token and a certificate request",
+            "EnrollResponse",
+        )
+    },
+    Route {
+        authenticated: false,
+        ..route(
+            "get",
+            "/v1/sites/{name}/manifest",
+            "With a token: the site's current manifest. With the site's client certificate: the signed manifest by long-poll (`?have=N&wait=S`; 304 when nothing newer)",
+            "Manifest",
+        )
+    },
+    Route {
+        request: Some("ReportRequest"),
+        authenticated: false,
+        ..route(
+            "post",
+            "/v1/sites/{name}/reports",
+            "Agent (client certificate): report batches; answers the highest sequence stored",
+            "ReportAck",
+        )
+    },
+    Route {
+        request: Some("RenewRequest"),
+        authenticated: false,
+        ..route(
+            "post",
+            "/v1/sites/{name}/hosts/{host}/certificate",
+            "Agent (client certificate): a new certificate for a new key",
+            "RenewResponse",
+        )
+    },
     route(
         "get",
         "/v1/audit",
@@ -128,8 +188,13 @@ pub fn document() -> Value {
                 "500": error_response("the control plane failed"),
             },
         });
-        if r.path.contains("{name}") {
-            op["parameters"] = json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }]);
+        let params: Vec<Value> = ["name", "host"]
+            .iter()
+            .filter(|p| r.path.contains(&format!("{{{p}}}")))
+            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
         }
         if let Some(req) = r.request {
             op["requestBody"] = json!({
@@ -269,6 +334,41 @@ fn schemas() -> Value {
         "AuditEntry": { "type": "object", "properties": {
             "seq": { "type": "integer" }, "at": { "type": "string" }, "actor": { "type": "string" },
             "action": { "type": "string" }, "detail": { "type": "string" },
+        } },
+        "CreateTokenRequest": { "type": "object", "required": ["site"], "properties": {
+            "site": { "type": "string" }, "ttl_seconds": { "type": "integer" }, "uses": { "type": "integer" },
+        } },
+        "CreateTokenResponse": { "type": "object", "properties": {
+            "token": { "type": "string" }, "site": { "type": "string" }, "expires_at": { "type": "string" }, "uses": { "type": "integer" },
+        } },
+        "EnrollRequest": { "type": "object", "required": ["token", "csr_pem", "inventory"], "properties": {
+            "token": { "type": "string" }, "csr_pem": { "type": "string" }, "inventory": schema_ref("Inventory"),
+        } },
+        "Inventory": { "type": "object", "properties": {
+            "hostname": { "type": "string" }, "arch": { "type": "string" }, "os": { "type": "string" }, "kernel": { "type": "string" },
+            "cpus": { "type": "integer" }, "cpu_model": { "type": "string" }, "memory_bytes": { "type": "integer" },
+            "disk_bytes": { "type": "integer" }, "runtime": { "type": "object" }, "devices": { "type": "array", "items": { "type": "object" } },
+        } },
+        "EnrollResponse": { "type": "object", "properties": {
+            "site": { "type": "string" }, "host": { "type": "string" }, "certificate_pem": { "type": "string" },
+            "certificate_expires_at": { "type": "string" }, "ca_pem": { "type": "string" }, "signing_key": { "type": "string" },
+        } },
+        "RenewRequest": { "type": "object", "required": ["csr_pem"], "properties": { "csr_pem": { "type": "string" } } },
+        "RenewResponse": { "type": "object", "properties": {
+            "certificate_pem": { "type": "string" }, "certificate_expires_at": { "type": "string" },
+        } },
+        "ReportRequest": { "type": "object", "required": ["batches"], "properties": {
+            "batches": { "type": "array", "items": { "type": "object", "required": ["seq", "at"], "properties": {
+                "seq": { "type": "integer" }, "at": { "type": "string" },
+                "events": { "type": "array", "items": { "type": "object" } }, "status": { "type": "object" },
+            } } },
+        } },
+        "ReportAck": { "type": "object", "properties": { "acked": { "type": "integer" } } },
+        "HostList": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object" } } } },
+        "EventList": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object" } } } },
+        "AppStatus": { "type": "object", "properties": {
+            "application": { "type": "string" }, "services": { "type": "array", "items": { "type": "string" } },
+            "sites": { "type": "array", "items": { "type": "object" } },
         } },
         "DeleteResponse": { "type": "object", "properties": {
             "kind": { "type": "string" }, "name": { "type": "string" },

@@ -4,7 +4,7 @@
 //! would refuse a lost race anyway; the lock only avoids wasted work), and retried when another
 //! writer committed in between.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use atoll_api::{
@@ -16,6 +16,7 @@ use atoll_store::{ResourceRow, Store, StoreError};
 use tokio::sync::Mutex;
 
 use super::clock::now_rfc3339;
+use super::fleet::Fleet;
 use crate::core::apply::{Refusal, Request, plan_apply, plan_delete};
 use crate::core::state::{State, Versions, decode_row};
 
@@ -28,6 +29,12 @@ pub enum Error {
     Conflict(Vec<Diagnostic>),
     #[error("{0}")]
     NotFound(String),
+    /// No valid credentials (a bad join token).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials that do not allow this (another site's certificate).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -47,6 +54,7 @@ const COMMIT_ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct ControlPlane {
     store: Arc<dyn Store>,
+    fleet: Arc<Fleet>,
     writes: Arc<Mutex<()>>,
 }
 
@@ -57,9 +65,10 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn new(store: Arc<dyn Store>) -> ControlPlane {
+    pub fn new(store: Arc<dyn Store>, fleet: Arc<Fleet>) -> ControlPlane {
         ControlPlane {
             store,
+            fleet,
             writes: Arc::new(Mutex::new(())),
         }
     }
@@ -189,6 +198,18 @@ impl ControlPlane {
     pub async fn sites(&self, only: Option<&str>) -> Result<Vec<SiteView>, Error> {
         let (state, versions) = self.load(&[]).await?;
         let rows = self.rows(Kind::Site, only).await?;
+        let hosts = self.store.hosts().await?;
+        let statuses: BTreeMap<String, u64> = self
+            .store
+            .host_statuses()
+            .await?
+            .into_iter()
+            .filter_map(|row| {
+                let status =
+                    serde_json::from_str::<atoll_api::agent::HostStatus>(&row.status).ok()?;
+                Some((row.host, status.applied_revision))
+            })
+            .collect();
         rows.into_iter()
             .map(|row| {
                 let view = view(&row)?;
@@ -206,13 +227,41 @@ impl ControlPlane {
                             .collect()
                     })
                     .unwrap_or_default();
+                let members: Vec<_> = hosts.iter().filter(|h| h.site == row.name).collect();
                 Ok(SiteView {
-                    view,
                     revision: state.manifests.get(&row.name).map(|m| m.revision),
                     applications,
+                    hosts: u32::try_from(members.len()).unwrap_or(u32::MAX),
+                    connected: self.fleet.site_connected(&row.name),
+                    // A site runs a revision when all of its hosts do.
+                    applied_revision: members
+                        .iter()
+                        .map(|h| statuses.get(&h.id).copied())
+                        .min()
+                        .flatten(),
+                    last_seen: members.iter().filter_map(|h| h.last_seen.clone()).max(),
+                    view,
                 })
             })
             .collect()
+    }
+
+    /// For each site that runs `app`: the site, the deployment and the version it gets.
+    pub async fn placements_of(&self, app: &str) -> Result<Vec<(String, String, String)>, Error> {
+        let (state, versions) = self.load(&[]).await?;
+        let mut out = Vec::new();
+        for entry in state.sites.values() {
+            for p in state.placements(&entry.value, &versions) {
+                if p.application.name == app {
+                    out.push((
+                        entry.value.name.clone(),
+                        p.deployment.name.clone(),
+                        p.application.version.clone(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn applications(&self, only: Option<&str>) -> Result<Vec<ApplicationView>, Error> {

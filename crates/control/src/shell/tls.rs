@@ -36,13 +36,66 @@ pub enum PkiError {
 }
 
 /// The CA and the server's certificate chain and key.
-#[derive(Debug)]
 pub struct Pki {
     pub ca_pem: String,
     /// SHA-256 of the CA certificate's DER, hex: what a client can pin on first contact.
     pub ca_fingerprint: String,
+    ca_der: CertificateDer<'static>,
+    ca_key: KeyPair,
     server_chain: Vec<CertificateDer<'static>>,
     server_key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki")
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who an agent's client certificate says it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AgentIdentity {
+    pub site: String,
+    pub host: String,
+}
+
+impl AgentIdentity {
+    /// The identity is a URI in the certificate's subject alternative names; the control plane
+    /// chooses it at enrollment and ignores whatever the request asked for.
+    fn uri(&self) -> String {
+        format!("atoll://site/{}/host/{}", self.site, self.host)
+    }
+
+    fn from_uri(uri: &str) -> Option<AgentIdentity> {
+        let rest = uri.strip_prefix("atoll://site/")?;
+        let (site, host) = rest.split_once("/host/")?;
+        let valid = |s: &str| atoll_spec::names::check_name(s).is_ok();
+        (valid(site) && valid(host)).then(|| AgentIdentity {
+            site: site.to_owned(),
+            host: host.to_owned(),
+        })
+    }
+
+    /// Reads the identity from a client certificate the TLS layer already verified against
+    /// the CA.
+    pub fn from_certificate(der: &[u8]) -> Option<AgentIdentity> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let san = cert.subject_alternative_name().ok()??;
+        san.value.general_names.iter().find_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) => AgentIdentity::from_uri(uri),
+            _ => None,
+        })
+    }
+}
+
+/// A certificate issued to an agent.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub pem: String,
+    /// Serial number, hex.
+    pub serial: String,
 }
 
 impl Pki {
@@ -97,10 +150,13 @@ impl Pki {
         params.not_after = now + Duration::days(365);
         let server_cert = params.signed_by(&server_key, &issuer)?;
 
+        let ca_der = ca_der.into_owned();
         Ok(Pki {
             ca_fingerprint: hex::encode(Sha256::digest(ca_der.as_ref())),
             ca_pem,
-            server_chain: vec![server_cert.der().clone(), ca_der.into_owned()],
+            server_chain: vec![server_cert.der().clone(), ca_der.clone()],
+            ca_der,
+            ca_key,
             server_key: PrivateKeyDer::try_from(server_key.serialize_der()).map_err(|e| {
                 PkiError::Invalid {
                     path: "server key".into(),
@@ -110,12 +166,59 @@ impl Pki {
         })
     }
 
+    /// Signs an agent's certificate request for `identity`, valid until `not_after`. Only the
+    /// request's public key is used: names, usages and lifetime are the control plane's choice.
+    pub fn issue_agent_certificate(
+        &self,
+        csr_pem: &str,
+        identity: &AgentIdentity,
+        not_after: OffsetDateTime,
+    ) -> Result<Issued, PkiError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, identity.host.as_str());
+        dn.push(DnType::OrganizationalUnitName, identity.site.as_str());
+        params.distinguished_name = dn;
+        let uri = identity.uri().try_into()?;
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
+        params.not_after = not_after;
+        let mut serial = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut serial);
+        serial[0] &= 0x7f;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let issuer = Issuer::from_ca_cert_der(&self.ca_der, &self.ca_key)?;
+        let cert = params.signed_by(&csr.public_key, &issuer)?;
+        Ok(Issued {
+            pem: cert.pem(),
+            serial: hex::encode(serial),
+        })
+    }
+
+    /// The server's TLS settings. Client certificates are optional at this layer (users come
+    /// with tokens, new hosts with join tokens); when one is presented it must chain to the CA,
+    /// and the agent routes require it.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, PkiError> {
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_single_cert(self.server_chain.clone(), self.server_key.clone_key())?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone())?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Invalid {
+            path: "ca.pem".into(),
+            message: e.to_string(),
+        })?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.server_chain.clone(), self.server_key.clone_key())?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

@@ -1,0 +1,26 @@
+//! The agent's decisions, as pure functions: no IO, no clock (time comes in as `now_ms`), no
+//! async, nothing spawned.
+//!
+//! The flow of one reconcile pass, all of it here except the two ends:
+//!
+//! 1. [`desired::desired`]: the manifest becomes the replicas this host must run, each with the
+//!    exact container spec, a spec hash and the files to write before creating it.
+//! 2. (shell) list the containers carrying the agent's labels and the images present.
+//! 3. [`plan::plan`]: desired and observed become actions (pull, create, start, replace, remove)
+//!    and when to look again. Level-triggered: it never asks what changed, only what is.
+//! 4. (shell) execute the actions, update the [`backoff::Memory`] of restarts and failed pulls.
+//! 5. [`status::status`]: what each replica is doing, as the wire's
+//!    [`atoll_api::agent::ReplicaStatus`], for the report to the control plane.
+
+pub mod backoff;
+pub mod desired;
+pub mod plan;
+pub mod status;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use backoff::{Memory, RestartInfo, STABLE_AFTER, is_stable, restart_delay};
+pub use desired::{FileToWrite, Replica, ReplicaKey, desired};
+pub use plan::{Action, Plan, plan};
+pub use status::status;

@@ -1,0 +1,188 @@
+//! The agent's IO: enrollment and identity, the manifest long-poll, the reconcile loop over the
+//! container runtime, and the outbox of reports. Everything it decides, it asks `core`.
+//!
+//! Start-up order matters for offline autonomy: the kept manifest is loaded and the reconciler
+//! starts before the control plane is contacted, so a host that reboots with no network brings
+//! its containers back (adopting those still running, untouched) on its own.
+
+mod client;
+pub mod clock;
+mod files;
+pub mod identity;
+pub mod inventory;
+pub mod manifest;
+pub mod outbox;
+mod reconciler;
+mod reporter;
+mod retry;
+mod session;
+mod sync;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atoll_api::agent::{JoinToken, RuntimeInventory};
+use atoll_runtime::Driver;
+use tokio::sync::{Notify, watch};
+
+use self::identity::Identity;
+use self::manifest::Kept;
+use self::outbox::Outbox;
+use self::session::Session;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A problem on this host: the data folder, a key, the configuration.
+    #[error("{0}")]
+    Local(String),
+    /// The control plane could not be reached, or failed; try again later.
+    #[error("control plane unreachable: {0}")]
+    Unreachable(String),
+    /// The control plane said no.
+    #[error("refused by the control plane ({status}): {message}")]
+    Refused { status: u16, message: String },
+    /// The control plane's answer made no sense.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Needed only to enroll; afterwards the identity remembers it.
+    pub control_url: Option<String>,
+    pub token: Option<String>,
+    /// How often the reconciler looks even when nothing was signalled.
+    pub interval: Duration,
+    /// How long each manifest long-poll is held by the control plane.
+    pub poll_wait: Duration,
+    /// Reports kept on disk while offline before the oldest are dropped.
+    pub outbox_capacity: usize,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf) -> Config {
+        Config {
+            data_dir,
+            control_url: None,
+            token: None,
+            interval: Duration::from_secs(10),
+            poll_wait: Duration::from_secs(30),
+            outbox_capacity: 10_000,
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` turns true.
+pub async fn run(
+    config: Config,
+    driver: Arc<dyn Driver>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| AgentError::Local(format!("{}: {e}", dir.display())))?;
+    let identity = match Identity::load(dir)? {
+        Some(identity) => {
+            if config.token.is_some() {
+                tracing::info!(site = %identity.site, host = %identity.host, "already enrolled; the join token is not needed");
+            }
+            identity
+        }
+        None => {
+            let (Some(url), Some(token)) = (&config.control_url, &config.token) else {
+                return Err(AgentError::Local(format!(
+                    "{} holds no identity: to enroll, give --control URL and --token (from `atoll token create --site NAME`)",
+                    dir.display()
+                )));
+            };
+            let token = JoinToken::parse(token).map_err(AgentError::Local)?;
+            let runtime = driver
+                .info()
+                .await
+                .map_err(|e| AgentError::Local(e.to_string()))?;
+            let inventory = inventory::collect(
+                dir,
+                RuntimeInventory {
+                    name: runtime.name,
+                    version: runtime.version,
+                },
+            );
+            let identity = Identity::enroll(dir, url, &token, inventory).await?;
+            tracing::info!(site = %identity.site, host = %identity.host, "enrolled");
+            identity
+        }
+    };
+    let site = identity.site.clone();
+    let kept = Kept::new(dir);
+    let manifest = kept.load(&identity.signing_key, &site)?;
+    if let Some(m) = &manifest {
+        tracing::info!(revision = m.revision, "carrying on with the kept manifest");
+    }
+    let (manifests, manifest_rx) = watch::channel(manifest.map(Arc::new));
+    let outbox = Arc::new(Mutex::new(Outbox::open(
+        &dir.join("outbox"),
+        config.outbox_capacity,
+    )?));
+    let report_ready = Arc::new(Notify::new());
+    let refused = Arc::new(Mutex::new(None));
+    let session = Arc::new(Session::new(identity, config.poll_wait)?);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(
+        reconciler::Reconciler {
+            driver,
+            site,
+            files_dir: dir.join("files"),
+            manifests: manifest_rx,
+            outbox: outbox.clone(),
+            report_ready: report_ready.clone(),
+            refused: refused.clone(),
+            interval: config.interval,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(
+        sync::Sync {
+            session: session.clone(),
+            kept,
+            manifests,
+            refused,
+            outbox: outbox.clone(),
+            report_ready: report_ready.clone(),
+            wait: config.poll_wait,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(
+        reporter::Reporter {
+            session: session.clone(),
+            outbox,
+            report_ready,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(renew(session, shutdown.clone()));
+    let _ = shutdown.changed().await;
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Checks the certificate's age hourly (and at start) and renews it well before it expires.
+async fn renew(session: Arc<Session>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match session.renew_if_due().await {
+            Ok(true) => tracing::info!("renewed the host certificate"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}

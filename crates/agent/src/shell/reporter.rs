@@ -1,0 +1,70 @@
+//! Delivering the outbox: batches go up oldest first; the control plane's acknowledgement says
+//! what may be forgotten. While the control plane is away, batches wait on disk.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use super::outbox::Outbox;
+use super::retry::Backoff;
+use super::session::Session;
+
+/// Batches sent per request.
+const BATCH_LIMIT: usize = 100;
+
+pub struct Reporter {
+    pub session: Arc<Session>,
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub report_ready: Arc<Notify>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter").finish_non_exhaustive()
+    }
+}
+
+impl Reporter {
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            let pending = self
+                .outbox
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pending(BATCH_LIMIT);
+            if pending.is_empty() {
+                tokio::select! {
+                    _ = self.shutdown.changed() => return,
+                    _ = self.report_ready.notified() => continue,
+                }
+            }
+            let highest = pending.last().map_or(0, |b| b.seq);
+            match self.session.report(pending).await {
+                Ok(acked) => {
+                    backoff.reset();
+                    let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Err(e) = outbox.acknowledge(acked) {
+                        tracing::error!(error = %e, "cannot forget acknowledged reports");
+                    }
+                    if acked < highest {
+                        tracing::warn!(
+                            acked,
+                            highest,
+                            "the control plane stored fewer reports than were sent"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reports not delivered; will retry");
+                    tokio::select! {
+                        _ = self.shutdown.changed() => return,
+                        _ = tokio::time::sleep(backoff.next()) => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Exponential backoff with full jitter, so a thousand sites that lost the control plane at the
+//! same moment do not all come back at the same moment.
+
+use std::time::Duration;
+
+use rand::Rng as _;
+
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff {
+            first,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// The next wait: a random time up to `first * 2^attempt`, capped at `max`.
+    pub fn next(&mut self) -> Duration {
+        let ceiling = self
+            .first
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let millis = u64::try_from(ceiling.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Duration::from_millis(rand::thread_rng().gen_range(millis / 2..=millis))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_to_the_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let waits: Vec<Duration> = (0..10).map(|_| b.next()).collect();
+        assert!(waits[0] >= Duration::from_millis(500) && waits[0] <= Duration::from_secs(1));
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(60)));
+        assert!(waits[9] >= Duration::from_secs(30));
+        b.reset();
+        assert!(b.next() <= Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,105 @@
+//! The agent's authenticated link to the control plane: its identity and the HTTPS clients
+//! that present it. Renewing the certificate swaps both at once; requests in flight finish on
+//! the old ones.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use atoll_api::agent::{Report, ReportAck, ReportRequest, SignedManifest};
+use reqwest::Method;
+
+use super::AgentError;
+use super::client::send;
+use super::identity::Identity;
+
+struct Link {
+    identity: Arc<Identity>,
+    /// For long-polls: its timeout is the poll's wait plus a margin.
+    poll: reqwest::Client,
+    short: reqwest::Client,
+}
+
+pub struct Session {
+    link: RwLock<Arc<Link>>,
+    poll_wait: Duration,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("identity", &self.identity())
+            .finish()
+    }
+}
+
+impl Session {
+    pub fn new(identity: Identity, poll_wait: Duration) -> Result<Session, AgentError> {
+        Ok(Session {
+            link: RwLock::new(Arc::new(Self::link(identity, poll_wait)?)),
+            poll_wait,
+        })
+    }
+
+    fn link(identity: Identity, poll_wait: Duration) -> Result<Link, AgentError> {
+        Ok(Link {
+            poll: identity.client(poll_wait + Duration::from_secs(30))?,
+            short: identity.client(Duration::from_secs(30))?,
+            identity: Arc::new(identity),
+        })
+    }
+
+    fn current(&self) -> Arc<Link> {
+        self.link.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn identity(&self) -> Arc<Identity> {
+        self.current().identity.clone()
+    }
+
+    /// The signed manifest if the site's is newer than `have`; None when the control plane
+    /// had nothing newer within `wait`.
+    pub async fn poll_manifest(
+        &self,
+        have: u64,
+        wait: Duration,
+    ) -> Result<Option<SignedManifest>, AgentError> {
+        let link = self.current();
+        let id = &link.identity;
+        let url = format!(
+            "{}/v1/sites/{}/manifest?have={have}&wait={}",
+            id.control_url,
+            id.site,
+            wait.as_secs()
+        );
+        send::<(), SignedManifest>(&link.poll, Method::GET, &url, None).await
+    }
+
+    /// Sends batches; returns the highest sequence number the control plane has stored.
+    pub async fn report(&self, batches: Vec<Report>) -> Result<u64, AgentError> {
+        let link = self.current();
+        let id = &link.identity;
+        let url = format!("{}/v1/sites/{}/reports", id.control_url, id.site);
+        let ack: Option<ReportAck> = send(
+            &link.short,
+            Method::POST,
+            &url,
+            Some(&ReportRequest { batches }),
+        )
+        .await?;
+        ack.map(|a| a.acked)
+            .ok_or_else(|| AgentError::Protocol("a report was answered with no content".into()))
+    }
+
+    /// Renews the certificate if a third of its life or less is left.
+    pub async fn renew_if_due(&self) -> Result<bool, AgentError> {
+        let link = self.current();
+        if !link.identity.renewal_due(super::clock::now()) {
+            return Ok(false);
+        }
+        let mut identity = (*link.identity).clone();
+        identity.renew().await?;
+        let fresh = Arc::new(Self::link(identity, self.poll_wait)?);
+        *self.link.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(true)
+    }
+}

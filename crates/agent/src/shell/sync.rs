@@ -1,0 +1,121 @@
+//! Following the site's manifest: a long-poll that the control plane answers as soon as a newer
+//! revision exists. Every accepted manifest is verified and kept on disk before the reconciler
+//! sees it; a refused one is logged and said in the next report, and what runs keeps running.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atoll_api::Manifest;
+use atoll_api::agent::{AgentEvent, SignedManifest};
+use tokio::sync::{Notify, watch};
+
+use super::AgentError;
+use super::clock::now_rfc3339;
+use super::manifest::{Kept, verify};
+use super::outbox::Outbox;
+use super::retry::Backoff;
+use super::session::Session;
+
+pub struct Sync {
+    pub session: Arc<Session>,
+    pub kept: Kept,
+    pub manifests: watch::Sender<Option<Arc<Manifest>>>,
+    pub refused: Arc<Mutex<Option<String>>>,
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub report_ready: Arc<Notify>,
+    pub wait: Duration,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Sync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sync").finish_non_exhaustive()
+    }
+}
+
+impl Sync {
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut offline_since_logged = false;
+        loop {
+            let have = self.manifests.borrow().as_ref().map_or(0, |m| m.revision);
+            let result = tokio::select! {
+                _ = self.shutdown.changed() => return,
+                r = self.session.poll_manifest(have, self.wait) => r,
+            };
+            let pause = match result {
+                Ok(None) => {
+                    backoff.reset();
+                    offline_since_logged = false;
+                    None
+                }
+                Ok(Some(signed)) => {
+                    backoff.reset();
+                    offline_since_logged = false;
+                    self.accept(signed, have).then(|| backoff.next())
+                }
+                Err(AgentError::Unreachable(e)) => {
+                    if !offline_since_logged {
+                        tracing::warn!(error = %e, "control plane unreachable; carrying on with the kept manifest");
+                        offline_since_logged = true;
+                    }
+                    Some(backoff.next())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the control plane refused this host's manifest request");
+                    Some(backoff.next().max(Duration::from_secs(10)))
+                }
+            };
+            if let Some(pause) = pause {
+                tokio::select! {
+                    _ = self.shutdown.changed() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+
+    /// Takes a manifest the control plane sent; returns true if it was refused.
+    fn accept(&self, signed: SignedManifest, have: u64) -> bool {
+        let session = &self.session;
+        match verify(
+            &signed,
+            &session.identity().signing_key,
+            &session.identity().site,
+            have,
+        ) {
+            Ok(manifest) => {
+                if let Err(e) = self.kept.save(&signed) {
+                    tracing::error!(error = %e, "cannot keep the manifest on disk; not applying it");
+                    return true;
+                }
+                tracing::info!(revision = manifest.revision, "applying manifest");
+                *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.record(
+                    "manifest",
+                    format!("accepted manifest revision {}", manifest.revision),
+                );
+                self.manifests.send_replace(Some(Arc::new(manifest)));
+                false
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "refused a manifest; what runs keeps running");
+                *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+                self.record("refused", reason);
+                true
+            }
+        }
+    }
+
+    fn record(&self, kind: &str, message: String) {
+        let event = AgentEvent {
+            at: now_rfc3339(),
+            kind: kind.to_owned(),
+            message,
+        };
+        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        if outbox.push(now_rfc3339(), vec![event], None).is_ok() {
+            self.report_ready.notify_one();
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The agent ↔ control plane protocol: enrollment, signed manifests, reports.
+//!
+//! Every connection starts at the agent. It enrolls once with a join token (which carries the
+//! control plane's CA fingerprint, so the first contact is verified without any other secret),
+//! then long-polls its site's manifest and posts reports over mutual TLS.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A join token: `atoll1.<secret>.<sha256 of the CA certificate, hex>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    pub secret: String,
+    pub ca_fingerprint: String,
+}
+
+impl JoinToken {
+    pub const PREFIX: &'static str = "atoll1";
+
+    pub fn parse(text: &str) -> Result<JoinToken, String> {
+        let hint = "a join token looks like atoll1.<secret>.<fingerprint>; create one with `atoll token create --site NAME`";
+        let mut parts = text.trim().split('.');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(Self::PREFIX), Some(secret), Some(fp), None)
+                if !secret.is_empty()
+                    && fp.len() == 64
+                    && fp.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                Ok(JoinToken {
+                    secret: secret.to_owned(),
+                    ca_fingerprint: fp.to_ascii_lowercase(),
+                })
+            }
+            _ => Err(format!("malformed join token: {hint}")),
+        }
+    }
+}
+
+impl fmt::Display for JoinToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{}.{}",
+            Self::PREFIX,
+            self.secret,
+            self.ca_fingerprint
+        )
+    }
+}
+
+/// Never print the secret by accident.
+impl fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinToken")
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    pub site: String,
+    /// Seconds until the token expires; default one day.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// How many hosts may enroll with it; default one.
+    #[serde(default)]
+    pub uses: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTokenResponse {
+    pub token: String,
+    pub site: String,
+    pub expires_at: String,
+    pub uses: u32,
+}
+
+/// What a host is, reported at enrollment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub hostname: String,
+    /// `x86_64`, `aarch64`, ...
+    pub arch: String,
+    pub os: String,
+    pub kernel: String,
+    pub cpus: u32,
+    pub cpu_model: String,
+    pub memory_bytes: u64,
+    /// Total size of the filesystem holding the agent's data.
+    pub disk_bytes: u64,
+    pub runtime: RuntimeInventory,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeInventory {
+    pub name: String,
+    pub version: String,
+}
+
+/// An attached device: a camera, a serial port, a GPU...
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub kind: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+}
+
+/// `POST /v1/enroll`: no client certificate yet; the join token proves the right to join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub token: String,
+    /// A PKCS#10 request for the host's key, which never leaves the host.
+    pub csr_pem: String,
+    pub inventory: Inventory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub site: String,
+    pub host: String,
+    pub certificate_pem: String,
+    pub certificate_expires_at: String,
+    pub ca_pem: String,
+    /// The control plane's manifest-signing key: raw Ed25519 public key, base64.
+    pub signing_key: String,
+}
+
+/// `POST /v1/sites/{site}/hosts/{host}/certificate` over mTLS: a fresh certificate for a new key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub certificate_pem: String,
+    pub certificate_expires_at: String,
+}
+
+/// `GET /v1/sites/{site}/manifest?have=N` over mTLS: the manifest as signed bytes. The agent
+/// verifies `signature` over exactly `payload` before parsing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedManifest {
+    /// The `Manifest` as JSON text.
+    pub payload: String,
+    /// Ed25519 over `payload`'s bytes, base64.
+    pub signature: String,
+}
+
+/// `POST /v1/sites/{site}/reports` over mTLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    /// Oldest first; sequence numbers grow by one per batch, per host.
+    pub batches: Vec<Report>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub seq: u64,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<AgentEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<HostStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    pub at: String,
+    /// `container`, `manifest`, `pull`, `refused`, `outbox`...
+    pub kind: String,
+    pub message: String,
+}
+
+/// A host's view of its work, as of one report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// The manifest revision the host is running.
+    pub applied_revision: u64,
+    pub replicas: Vec<ReplicaStatus>,
+    /// Why the newest manifest offered was refused, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Reports that did not fit the agent's bounded outbox while offline and were dropped.
+    #[serde(default)]
+    pub dropped_reports: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub deployment: String,
+    pub service: String,
+    pub replica: u32,
+    pub state: ReplicaState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    pub image: String,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    Running,
+    Starting,
+    Pulling,
+    Replacing,
+    Failed,
+    Missing,
+}
+
+impl ReplicaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Running => "running",
+            ReplicaState::Starting => "starting",
+            ReplicaState::Pulling => "pulling",
+            ReplicaState::Replacing => "replacing",
+            ReplicaState::Failed => "failed",
+            ReplicaState::Missing => "missing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAck {
+    /// The highest sequence number stored; the agent forgets batches up to it.
+    pub acked: u64,
+}
+
+/// `GET /v1/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostView {
+    pub id: String,
+    pub site: String,
+    pub inventory: Inventory,
+    pub enrolled_at: String,
+    pub certificate_expires_at: String,
+    pub connected: bool,
+    pub last_seen: Option<String>,
+    pub status: Option<HostStatus>,
+}
+
+/// `GET /v1/applications/{name}/status`: every site that should run the application, and how
+/// each of its services is doing there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub application: String,
+    pub services: Vec<String>,
+    pub sites: Vec<SiteAppStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteAppStatus {
+    pub site: String,
+    pub deployment: String,
+    pub version: String,
+    pub connected: bool,
+    /// Service name → its replicas at the site (empty when the site never reported).
+    pub services: BTreeMap<String, Vec<ReplicaStatus>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    pub host: String,
+    pub seq: u64,
+    pub at: String,
+    pub kind: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_tokens_round_trip_and_hide_their_secret() {
+        let t = JoinToken {
+            secret: "s3cr3t".into(),
+            ca_fingerprint: "ab".repeat(32),
+        };
+        assert_eq!(JoinToken::parse(&t.to_string()), Ok(t.clone()));
+        assert!(!format!("{t:?}").contains("s3cr3t"));
+        for bad in [
+            "",
+            "atoll1",
+            "atoll1..x",
+            "atoll2.s.abab",
+            &format!("atoll1.s.{}", "zz".repeat(32)),
+        ] {
+            assert!(JoinToken::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! HTTP handlers of the agent protocol (and of the user views built from what agents report).
+//!
+//! Agent routes require a client certificate issued by this control plane, and the site (and
+//! host) in the path must be the certificate's: one site's agent can never read another site's
+//! manifest or speak for it.
+
+use std::time::Duration;
+
+use atoll_api::List;
+use atoll_api::agent::{
+    AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
+    HostView, RenewRequest, RenewResponse, ReportAck, ReportRequest,
+};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::agents::Poll;
+use super::http::{Actor, ApiError, ApiResult, AppState, Peer, body_error, checked_name, user};
+use super::tls::AgentIdentity;
+
+fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(body_error)?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+fn malformed_query(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text())
+}
+
+/// Lets a request through only on a connection with a verified client certificate.
+pub async fn require_agent(req: Request, next: Next) -> Response {
+    let has_identity = req
+        .extensions()
+        .get::<Peer>()
+        .is_some_and(|p| p.0.is_some());
+    if has_identity {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route is for agents: present the client certificate issued at enrollment",
+        )
+        .into_response()
+    }
+}
+
+fn identity(peer: &Option<Extension<Peer>>) -> Option<AgentIdentity> {
+    peer.as_ref().and_then(|Extension(p)| p.0.clone())
+}
+
+pub async fn enroll(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<EnrollResponse> {
+    let req: EnrollRequest = json(body)?;
+    Ok(Json(s.agents.enroll(&req).await?))
+}
+
+pub async fn create_token(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<CreateTokenResponse> {
+    let req: CreateTokenRequest = json(body)?;
+    checked_name(&req.site)?;
+    Ok(Json(s.agents.create_token(&req, &actor.0).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestQuery {
+    /// The revision the agent has; answer when there is a newer one.
+    #[serde(default)]
+    have: Option<u64>,
+    /// Seconds to hold the request when there is nothing newer (at most 60).
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+/// `GET /v1/sites/{name}/manifest`: for an agent, the signed manifest by long-poll; for a user
+/// with a token, the manifest as stored.
+pub async fn manifest(
+    State(s): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    query: Result<Query<ManifestQuery>, QueryRejection>,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        checked_name(&name)?;
+        let Query(query) = query.map_err(malformed_query)?;
+        match identity(&peer) {
+            Some(id) => {
+                s.agents.authorize(&id, &name, None).await?;
+                let wait = Duration::from_secs(query.wait.unwrap_or(30));
+                match s
+                    .agents
+                    .poll_manifest(&id, query.have.unwrap_or(0), wait)
+                    .await?
+                {
+                    Poll::Newer(signed) => Ok(Json(signed).into_response()),
+                    Poll::NotModified => Ok(StatusCode::NOT_MODIFIED.into_response()),
+                }
+            }
+            None => {
+                if let Err(response) = user(&s, &headers).await {
+                    return Ok(response);
+                }
+                Ok(Json(s.control.manifest(&name).await?).into_response())
+            }
+        }
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn report(
+    State(s): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<ReportAck> {
+    let id = peer.0.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "client certificate required",
+        )
+    })?;
+    checked_name(&name)?;
+    s.agents.authorize(&id, &name, None).await?;
+    let req: ReportRequest = json(body)?;
+    Ok(Json(ReportAck {
+        acked: s.agents.report(&id, req.batches).await?,
+    }))
+}
+
+pub async fn renew(
+    State(s): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    Path((name, host)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<RenewResponse> {
+    let id = peer.0.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "client certificate required",
+        )
+    })?;
+    checked_name(&name)?;
+    checked_name(&host)?;
+    s.agents.authorize(&id, &name, Some(&host)).await?;
+    let req: RenewRequest = json(body)?;
+    Ok(Json(s.agents.renew(&id, &req.csr_pem).await?))
+}
+
+pub async fn hosts(State(s): State<AppState>) -> ApiResult<List<HostView>> {
+    Ok(Json(List {
+        items: s.agents.hosts().await?,
+    }))
+}
+
+pub async fn app_status(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<AppStatus> {
+    checked_name(&name)?;
+    let placements = s.control.placements_of(&name).await?;
+    Ok(Json(s.agents.app_status(&name, placements).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    limit: Option<u32>,
+}
+
+pub async fn events(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<List<EventView>> {
+    checked_name(&name)?;
+    let Query(query) = query.map_err(malformed_query)?;
+    Ok(Json(List {
+        items: s
+            .agents
+            .events(&name, query.limit.unwrap_or(100).min(10_000))
+            .await?,
+    }))
+}

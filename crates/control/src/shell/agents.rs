@@ -1,0 +1,529 @@
+//! The control plane's side of the agent protocol: join tokens, enrollment, certificate
+//! renewal, manifest long-polls and reports; and the fleet views built from them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_api::Manifest;
+use atoll_api::agent::SignedManifest;
+use atoll_api::agent::{
+    AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
+    HostStatus, HostView, Inventory, JoinToken, RenewResponse, ReplicaStatus, Report,
+    SiteAppStatus,
+};
+use atoll_spec::{Kind, Resource};
+use atoll_store::{HostRow, JoinTokenRow, ReportBatch, Store, StoreError, TokenRefusal};
+use base64::Engine as _;
+use rand::RngCore as _;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::clock::now_rfc3339;
+use super::fleet::Fleet;
+use super::service::Error;
+use super::signing::ManifestSigner;
+use super::tls::{AgentIdentity, Pki};
+use crate::core::state::decode_row;
+
+/// How long an agent certificate is valid. Agents renew when a third of it is left, so a site
+/// may be offline for weeks and still reconnect with the certificate it has.
+pub const AGENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_TOKEN_TTL: u64 = 24 * 3600;
+const MAX_TOKEN_TTL: u64 = 365 * 24 * 3600;
+/// The longest a manifest long-poll is held.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct Agents {
+    store: Arc<dyn Store>,
+    fleet: Arc<Fleet>,
+    pki: Arc<Pki>,
+    signer: Arc<ManifestSigner>,
+}
+
+impl std::fmt::Debug for Agents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agents").finish_non_exhaustive()
+    }
+}
+
+/// What a long-poll found.
+#[derive(Debug)]
+pub enum Poll {
+    Newer(SignedManifest),
+    NotModified,
+}
+
+impl Agents {
+    pub fn new(
+        store: Arc<dyn Store>,
+        fleet: Arc<Fleet>,
+        pki: Arc<Pki>,
+        signer: Arc<ManifestSigner>,
+    ) -> Agents {
+        Agents {
+            store,
+            fleet,
+            pki,
+            signer,
+        }
+    }
+
+    pub async fn create_token(
+        &self,
+        req: &CreateTokenRequest,
+        actor: &str,
+    ) -> Result<CreateTokenResponse, Error> {
+        if self
+            .store
+            .resource(Kind::Site.as_str(), &req.site)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "site {} does not exist; apply it first",
+                req.site
+            )));
+        }
+        let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
+        if ttl == 0 || ttl > MAX_TOKEN_TTL {
+            return Err(invalid(
+                "ttl",
+                "a join token lives between one second and one year",
+            ));
+        }
+        let uses = req.uses.unwrap_or(1);
+        if uses == 0 {
+            return Err(invalid("uses", "a join token needs at least one use"));
+        }
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        let token = JoinToken {
+            secret,
+            ca_fingerprint: self.pki.ca_fingerprint.clone(),
+        };
+        let expires_at = rfc3339(
+            OffsetDateTime::now_utc()
+                + time::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX)),
+        );
+        let id = hex::encode(&Sha256::digest(token.secret.as_bytes())[..6]);
+        let now = now_rfc3339();
+        self.store
+            .create_join_token(JoinTokenRow {
+                id: id.clone(),
+                hash: secret_hash(&token.secret),
+                site: req.site.clone(),
+                uses_left: uses,
+                expires_at: expires_at.clone(),
+                created_at: now.clone(),
+            })
+            .await?;
+        self.store
+            .append_audit(
+                &now,
+                actor,
+                "token",
+                &format!(
+                    "join token {id} for site {} ({uses} uses, until {expires_at})",
+                    req.site
+                ),
+            )
+            .await?;
+        Ok(CreateTokenResponse {
+            token: token.to_string(),
+            site: req.site.clone(),
+            expires_at,
+            uses,
+        })
+    }
+
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, Error> {
+        let token = JoinToken::parse(&req.token).map_err(Error::Unauthorized)?;
+        if token.ca_fingerprint != self.pki.ca_fingerprint {
+            return Err(Error::Unauthorized(
+                "this join token was made by another control plane (its CA fingerprint differs); create one here".into(),
+            ));
+        }
+        let now = now_rfc3339();
+        let row = match self
+            .store
+            .use_join_token(&secret_hash(&token.secret), &now)
+            .await?
+        {
+            Ok(row) => row,
+            Err(TokenRefusal::Unknown) => {
+                return Err(Error::Unauthorized(
+                    "unknown join token; create one with `atoll token create`".into(),
+                ));
+            }
+            Err(TokenRefusal::Expired) => {
+                return Err(Error::Unauthorized(
+                    "this join token has expired; create a new one".into(),
+                ));
+            }
+            Err(TokenRefusal::UsedUp) => {
+                return Err(Error::Unauthorized("this join token has been used up; create a new one (`--uses N` for several hosts)".into()));
+            }
+        };
+        if self
+            .store
+            .resource(Kind::Site.as_str(), &row.site)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "site {} no longer exists",
+                row.site
+            )));
+        }
+        let identity = AgentIdentity {
+            site: row.site.clone(),
+            host: host_id(&req.inventory.hostname),
+        };
+        let not_after = OffsetDateTime::now_utc() + AGENT_CERT_LIFETIME;
+        let issued = self
+            .pki
+            .issue_agent_certificate(&req.csr_pem, &identity, not_after)
+            .map_err(|e| {
+                invalid(
+                    "csr_pem",
+                    &format!("the certificate request cannot be signed: {e}"),
+                )
+            })?;
+        let inventory = serde_json::to_string(&req.inventory).unwrap_or_default();
+        self.store
+            .put_host(HostRow {
+                id: identity.host.clone(),
+                site: identity.site.clone(),
+                hostname: req.inventory.hostname.clone(),
+                inventory,
+                cert_serial: issued.serial,
+                cert_expiry: rfc3339(not_after),
+                enrolled_at: now.clone(),
+                last_seen: Some(now.clone()),
+            })
+            .await?;
+        self.store
+            .append_audit(
+                &now,
+                &format!("join token {}", row.id),
+                "enroll",
+                &format!("host {} joined site {}", identity.host, identity.site),
+            )
+            .await?;
+        self.fleet.seen(&identity.host, &identity.site);
+        Ok(EnrollResponse {
+            site: identity.site,
+            host: identity.host,
+            certificate_pem: issued.pem,
+            certificate_expires_at: rfc3339(not_after),
+            ca_pem: self.pki.ca_pem.clone(),
+            signing_key: self.signer.public_key(),
+        })
+    }
+
+    /// Checks that a client certificate's identity may act for `site` (and `host`, if given):
+    /// the certificate names them and the host is still enrolled there.
+    pub async fn authorize(
+        &self,
+        identity: &AgentIdentity,
+        site: &str,
+        host: Option<&str>,
+    ) -> Result<(), Error> {
+        if identity.site != site || host.is_some_and(|h| h != identity.host) {
+            return Err(Error::Forbidden(format!(
+                "this client certificate is for host {} of site {}, not for {}",
+                identity.host,
+                identity.site,
+                host.map_or_else(
+                    || format!("site {site}"),
+                    |h| format!("host {h} of site {site}")
+                )
+            )));
+        }
+        match self.store.host(&identity.host).await? {
+            Some(h) if h.site == identity.site => {
+                self.fleet.seen(&identity.host, &identity.site);
+                Ok(())
+            }
+            _ => Err(Error::Forbidden(format!(
+                "host {} is not enrolled in site {site}; enroll it again",
+                identity.host
+            ))),
+        }
+    }
+
+    pub async fn renew(
+        &self,
+        identity: &AgentIdentity,
+        csr_pem: &str,
+    ) -> Result<RenewResponse, Error> {
+        let not_after = OffsetDateTime::now_utc() + AGENT_CERT_LIFETIME;
+        let issued = self
+            .pki
+            .issue_agent_certificate(csr_pem, identity, not_after)
+            .map_err(|e| {
+                invalid(
+                    "csr_pem",
+                    &format!("the certificate request cannot be signed: {e}"),
+                )
+            })?;
+        let mut host =
+            self.store.host(&identity.host).await?.ok_or_else(|| {
+                Error::Forbidden(format!("host {} is not enrolled", identity.host))
+            })?;
+        host.cert_serial = issued.serial;
+        host.cert_expiry = rfc3339(not_after);
+        self.store.put_host(host).await?;
+        Ok(RenewResponse {
+            certificate_pem: issued.pem,
+            certificate_expires_at: rfc3339(not_after),
+        })
+    }
+
+    /// Answers at once if the site's manifest is newer than `have`, else when it becomes newer,
+    /// else after `wait` with "not modified".
+    pub async fn poll_manifest(
+        &self,
+        identity: &AgentIdentity,
+        have: u64,
+        wait: Duration,
+    ) -> Result<Poll, Error> {
+        let _hold = self.fleet.polling(&identity.host, &identity.site);
+        let mut changes = self.fleet.watch(&identity.site);
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        loop {
+            // Mark the current value seen before reading the store, so a commit landing between
+            // the read and the wait still wakes this poll.
+            changes.borrow_and_update();
+            if let Some(row) = self.store.manifest(&identity.site).await?
+                && row.revision > have
+            {
+                let manifest: Manifest = serde_json::from_str(&row.body).map_err(|e| {
+                    StoreError::Corrupt(format!("manifest of site {}: {e}", identity.site))
+                })?;
+                return Ok(Poll::Newer(self.signer.sign(&manifest)));
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return Ok(Poll::NotModified),
+            }
+        }
+    }
+
+    pub async fn report(
+        &self,
+        identity: &AgentIdentity,
+        batches: Vec<Report>,
+    ) -> Result<u64, Error> {
+        let rows = batches
+            .into_iter()
+            .map(|b| ReportBatch {
+                seq: b.seq,
+                events: b
+                    .events
+                    .into_iter()
+                    .map(|e| (e.at, e.kind, e.message))
+                    .collect(),
+                status: b
+                    .status
+                    .map(|s| serde_json::to_string(&s).unwrap_or_default()),
+            })
+            .collect();
+        Ok(self
+            .store
+            .record_report(&identity.host, &identity.site, &now_rfc3339(), rows)
+            .await?)
+    }
+
+    pub async fn hosts(&self) -> Result<Vec<HostView>, Error> {
+        let statuses = self.statuses().await?;
+        let mut out = Vec::new();
+        for h in self.store.hosts().await? {
+            out.push(HostView {
+                connected: self.fleet.host_connected(&h.id),
+                inventory: serde_json::from_str::<Inventory>(&h.inventory).unwrap_or_default(),
+                status: statuses.get(&h.id).cloned(),
+                id: h.id,
+                site: h.site,
+                enrolled_at: h.enrolled_at,
+                certificate_expires_at: h.cert_expiry,
+                last_seen: h.last_seen,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The newest status of every host that reported.
+    pub async fn statuses(&self) -> Result<BTreeMap<String, HostStatus>, Error> {
+        Ok(self
+            .store
+            .host_statuses()
+            .await?
+            .into_iter()
+            .filter_map(|row| {
+                Some((
+                    row.host,
+                    serde_json::from_str::<HostStatus>(&row.status).ok()?,
+                ))
+            })
+            .collect())
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    pub async fn events(&self, site: &str, limit: u32) -> Result<Vec<EventView>, Error> {
+        if self
+            .store
+            .resource(Kind::Site.as_str(), site)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!("site {site} does not exist")));
+        }
+        Ok(self
+            .store
+            .events(site, limit)
+            .await?
+            .into_iter()
+            .map(|e| EventView {
+                host: e.host,
+                seq: e.seq,
+                at: e.at,
+                kind: e.kind,
+                message: e.message,
+            })
+            .collect())
+    }
+
+    /// Sites × services of one application, from the hosts' newest reports.
+    pub async fn app_status(
+        &self,
+        app: &str,
+        placements: Vec<(String, String, String)>,
+    ) -> Result<AppStatus, Error> {
+        let row = self
+            .store
+            .resource(Kind::Application.as_str(), app)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("application {app} does not exist")))?;
+        let services = match decode_row(&row).map_err(StoreError::Corrupt)? {
+            Resource::Application(a) => a.services.into_iter().map(|s| s.name).collect(),
+            _ => Vec::new(),
+        };
+        let hosts = self.store.hosts().await?;
+        let statuses = self.statuses().await?;
+        let mut sites = Vec::new();
+        for (site, deployment, version) in placements {
+            let mut by_service: BTreeMap<String, Vec<ReplicaStatus>> = BTreeMap::new();
+            for host in hosts.iter().filter(|h| h.site == site) {
+                for r in statuses
+                    .get(&host.id)
+                    .map(|s| s.replicas.as_slice())
+                    .unwrap_or_default()
+                {
+                    if r.deployment == deployment {
+                        by_service
+                            .entry(r.service.clone())
+                            .or_default()
+                            .push(r.clone());
+                    }
+                }
+            }
+            sites.push(SiteAppStatus {
+                connected: self.fleet.site_connected(&site),
+                site,
+                deployment,
+                version,
+                services: by_service,
+            });
+        }
+        Ok(AppStatus {
+            application: app.to_owned(),
+            services,
+            sites,
+        })
+    }
+}
+
+fn invalid(field: &str, message: &str) -> Error {
+    Error::Invalid(vec![atoll_spec::Diagnostic {
+        file: String::new(),
+        line: 0,
+        column: 0,
+        path: field.to_owned(),
+        message: message.to_owned(),
+        hint: None,
+    }])
+}
+
+fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A host id: its hostname made DNS-safe, and a random suffix so two hosts with the same name
+/// (a cloned image) are still two hosts.
+fn host_id(hostname: &str) -> String {
+    let mut base: String = hostname
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .chars()
+        .take(50)
+        .collect();
+    base = base.trim_end_matches('-').to_owned();
+    if base.is_empty() {
+        base = "host".into();
+    }
+    let mut suffix = [0u8; 3];
+    rand::rngs::OsRng.fill_bytes(&mut suffix);
+    format!("{base}-{}", hex::encode(suffix))
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ids_are_dns_labels() {
+        for name in [
+            "store-0042.acme.local",
+            "POS_Till 1",
+            "",
+            "---",
+            &"x".repeat(100),
+        ] {
+            let id = host_id(name);
+            assert!(
+                atoll_spec::names::check_name(&id).is_ok(),
+                "{name:?} -> {id}"
+            );
+        }
+        assert!(host_id("till1").starts_with("till1-"));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
+    }
+}

@@ -1,0 +1,138 @@
+//! What the control plane knows, in memory, about agents right now: which manifest revision
+//! each site should have (so waiting long-polls wake the moment it changes, without polling the
+//! store), and which hosts are in touch.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+/// A host counts as connected while it holds a long-poll open, or for this long after its last
+/// request (a long-poll ends and the next begins within a round trip).
+const CONNECTED_GRACE: Duration = Duration::from_secs(45);
+
+#[derive(Debug, Default)]
+pub struct Fleet {
+    revisions: Mutex<HashMap<String, watch::Sender<u64>>>,
+    presence: Mutex<HashMap<String, Presence>>,
+}
+
+#[derive(Debug, Clone)]
+struct Presence {
+    site: String,
+    last_seen: Instant,
+    open_polls: u32,
+}
+
+impl Fleet {
+    /// A site's manifest is now at `revision`: wake everyone waiting for it.
+    pub fn publish(&self, site: &str, revision: u64) {
+        let mut revisions = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
+        match revisions.get(site) {
+            Some(tx) => {
+                tx.send_if_modified(|r| {
+                    let newer = revision > *r;
+                    if newer {
+                        *r = revision;
+                    }
+                    newer
+                });
+            }
+            None => {
+                revisions.insert(site.to_owned(), watch::channel(revision).0);
+            }
+        }
+    }
+
+    /// A receiver that changes whenever the site's revision grows.
+    pub fn watch(&self, site: &str) -> watch::Receiver<u64> {
+        let mut revisions = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
+        revisions
+            .entry(site.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Marks a host as seen now. `polling` holds the mark while a long-poll is open.
+    pub fn seen(&self, host: &str, site: &str) {
+        let mut presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = presence.entry(host.to_owned()).or_insert_with(|| Presence {
+            site: site.to_owned(),
+            last_seen: Instant::now(),
+            open_polls: 0,
+        });
+        entry.last_seen = Instant::now();
+        entry.site = site.to_owned();
+    }
+
+    pub fn polling<'a>(&'a self, host: &'a str, site: &str) -> PollGuard<'a> {
+        self.seen(host, site);
+        self.adjust(host, 1);
+        PollGuard { fleet: self, host }
+    }
+
+    fn adjust(&self, host: &str, delta: i32) {
+        let mut presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = presence.get_mut(host) {
+            p.open_polls = p.open_polls.saturating_add_signed(delta);
+            p.last_seen = Instant::now();
+        }
+    }
+
+    pub fn host_connected(&self, host: &str) -> bool {
+        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        presence
+            .get(host)
+            .is_some_and(|p| p.open_polls > 0 || p.last_seen.elapsed() < CONNECTED_GRACE)
+    }
+
+    pub fn site_connected(&self, site: &str) -> bool {
+        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        presence.values().any(|p| {
+            p.site == site && (p.open_polls > 0 || p.last_seen.elapsed() < CONNECTED_GRACE)
+        })
+    }
+}
+
+/// Ends a long-poll's hold on "connected" when dropped, however the request ends.
+#[derive(Debug)]
+pub struct PollGuard<'a> {
+    fleet: &'a Fleet,
+    host: &'a str,
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        self.fleet.adjust(self.host, -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn watchers_wake_on_a_newer_revision_only() {
+        let fleet = Fleet::default();
+        let mut rx = fleet.watch("s");
+        rx.borrow_and_update();
+        fleet.publish("s", 2);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), 2);
+        fleet.publish("s", 1);
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn presence_follows_open_polls() {
+        let fleet = Fleet::default();
+        assert!(!fleet.site_connected("s"));
+        {
+            let _poll = fleet.polling("h", "s");
+            assert!(fleet.host_connected("h") && fleet.site_connected("s"));
+        }
+        assert!(fleet.host_connected("h"), "still within the grace period");
+        assert!(!fleet.site_connected("other"));
+    }
+}

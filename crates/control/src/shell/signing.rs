@@ -1,0 +1,93 @@
+//! The control plane's manifest-signing key (Ed25519).
+//!
+//! Agents receive the public key at enrollment and refuse any manifest whose signature does not
+//! verify, so a compromised network path or a forged response cannot change what a site runs.
+//! The key is made on first start and kept in the data folder, readable by the owner only.
+
+use std::path::Path;
+
+use atoll_api::Manifest;
+use atoll_api::agent::SignedManifest;
+use base64::Engine as _;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+use super::files::write_atomic;
+
+pub const SIGNING_KEY_FILE: &str = "signing-key.pk8";
+
+pub struct ManifestSigner {
+    key: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for ManifestSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManifestSigner")
+            .field("public_key", &self.public_key())
+            .finish()
+    }
+}
+
+impl ManifestSigner {
+    pub fn load_or_create(dir: &Path) -> Result<ManifestSigner, String> {
+        let path = dir.join(SIGNING_KEY_FILE);
+        if !path.exists() {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .map_err(|_| "cannot generate the manifest-signing key".to_owned())?;
+            write_atomic(&path, pkcs8.as_ref(), true)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| {
+            format!("{}: not an Ed25519 key ({e}); restore it from a backup, since agents trust only this key", path.display())
+        })?;
+        Ok(ManifestSigner { key })
+    }
+
+    /// The raw public key, base64, as agents receive it.
+    pub fn public_key(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.key.public_key().as_ref())
+    }
+
+    pub fn sign(&self, manifest: &Manifest) -> SignedManifest {
+        // A manifest is plain data: serializing it cannot fail.
+        let payload = serde_json::to_string(manifest).unwrap_or_default();
+        let signature = self.key.sign(payload.as_bytes());
+        SignedManifest {
+            payload,
+            signature: base64::engine::general_purpose::STANDARD.encode(signature.as_ref()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{ED25519, UnparsedPublicKey};
+
+    #[test]
+    fn signatures_verify_with_the_published_key_and_the_key_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = ManifestSigner::load_or_create(dir.path()).unwrap();
+        let again = ManifestSigner::load_or_create(dir.path()).unwrap();
+        assert_eq!(signer.public_key(), again.public_key());
+        let manifest = Manifest {
+            site: "s".into(),
+            revision: 3,
+            hash: "sha256:x".into(),
+            content: Default::default(),
+        };
+        let signed = signer.sign(&manifest);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let public = b64.decode(signer.public_key()).unwrap();
+        let signature = b64.decode(&signed.signature).unwrap();
+        UnparsedPublicKey::new(&ED25519, &public)
+            .verify(signed.payload.as_bytes(), &signature)
+            .unwrap();
+        let forged = signed.payload.replace("\"revision\":3", "\"revision\":4");
+        assert!(
+            UnparsedPublicKey::new(&ED25519, &public)
+                .verify(forged.as_bytes(), &signature)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The container runtime on a host, behind one trait.
+//!
+//! The agent's reconciler speaks only [`Driver`]: the Docker Engine API driver (which also
+//! drives Podman through its compatible socket) and a fake that keeps containers in memory, for
+//! tests and for simulating thousands of sites. This crate knows nothing of sites, manifests or
+//! the control plane: it creates, starts, stops, lists and removes containers that carry
+//! labels, and reports what happens to them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod docker;
+mod fake;
+pub mod image;
+
+pub use docker::DockerDriver;
+pub use fake::FakeDriver;
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// The container's name on the host; unique per host.
+    pub name: String,
+    pub image: String,
+    /// Replaces the image's entrypoint when not empty.
+    pub command: Vec<String>,
+    /// Replaces the image's default arguments when not empty.
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<PortBinding>,
+    /// Host files or folders bind-mounted into the container.
+    pub binds: Vec<Bind>,
+    /// Named volumes, created by the runtime if missing.
+    pub volumes: Vec<NamedVolume>,
+    pub memory_bytes: Option<u64>,
+    /// Thousandths of a core.
+    pub cpu_millis: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    pub container: u16,
+    pub host: Option<u16>,
+    pub udp: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedVolume {
+    pub name: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// A container as the runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: State,
+    /// RFC 3339, when the container last started; None if it never did.
+    pub started_at: Option<String>,
+    /// RFC 3339, when it last stopped; None if it never did.
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Created but never started.
+    Created,
+    Running,
+    /// Stopped, with the exit code of its main process.
+    Exited {
+        code: i64,
+    },
+    /// Being removed, paused, restarting or anything else the agent does not act on directly.
+    Other,
+}
+
+/// What the runtime and its host are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    /// `docker`, `podman` or `fake`.
+    pub name: String,
+    pub version: String,
+    pub api_version: String,
+}
+
+/// Something happened to a container carrying the watched label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub container_id: String,
+    /// The runtime's action word: `start`, `die`, `destroy`, `oom`, ...
+    pub action: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The runtime cannot be reached (socket missing, daemon down).
+    #[error("container runtime unavailable: {0}")]
+    Unavailable(String),
+    #[error("image {image} could not be pulled: {message}")]
+    Pull { image: String, message: String },
+    #[error("no such container {0}")]
+    NotFound(String),
+    #[error("container runtime: {0}")]
+    Runtime(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A container runtime. Every method is idempotent where the runtime allows: stopping a stopped
+/// container or removing a removed one is not an error.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync + 'static {
+    async fn info(&self) -> Result<RuntimeInfo>;
+    /// Every container (running or not) whose labels include `label` = `value`.
+    async fn list(&self, label: &str, value: &str) -> Result<Vec<Container>>;
+    async fn image_present(&self, image: &str) -> Result<bool>;
+    async fn pull(&self, image: &str) -> Result<()>;
+    /// Creates a container (not started); returns its id.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String>;
+    async fn start(&self, id: &str) -> Result<()>;
+    /// Stops within `grace` (SIGTERM, then SIGKILL).
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
+    /// Removes a container, stopping it first if needed.
+    async fn remove(&self, id: &str) -> Result<()>;
+    /// Events for containers whose labels include `label` = `value`, until the receiver is
+    /// dropped. The stream ends (the sender is dropped) if the runtime goes away; callers
+    /// resubscribe.
+    async fn events(&self, label: &str, value: &str) -> Result<tokio::sync::mpsc::Receiver<Event>>;
+}
