@@ -59,8 +59,11 @@ impl Reporter {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "reports not delivered; will retry");
+                    // A new batch or the sync loop reaching the control plane again cuts the
+                    // wait short.
                     tokio::select! {
                         _ = self.shutdown.changed() => return,
+                        _ = self.report_ready.notified() => {}
                         _ = tokio::time::sleep(backoff.next()) => {}
                     }
                 }

@@ -36,7 +36,7 @@ impl std::fmt::Debug for Sync {
 impl Sync {
     pub async fn run(mut self) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let mut offline_since_logged = false;
+        let mut offline = false;
         loop {
             let have = self.manifests.borrow().as_ref().map_or(0, |m| m.revision);
             let result = tokio::select! {
@@ -44,20 +44,23 @@ impl Sync {
                 r = self.session.poll_manifest(have, self.wait) => r,
             };
             let pause = match result {
-                Ok(None) => {
+                Ok(answer) => {
                     backoff.reset();
-                    offline_since_logged = false;
-                    None
-                }
-                Ok(Some(signed)) => {
-                    backoff.reset();
-                    offline_since_logged = false;
-                    self.accept(signed, have).then(|| backoff.next())
+                    if offline {
+                        // Back in touch: reports waiting out a backoff can go now.
+                        tracing::info!("control plane reachable again");
+                        self.report_ready.notify_one();
+                        offline = false;
+                    }
+                    match answer {
+                        None => None,
+                        Some(signed) => self.accept(signed, have).then(|| backoff.next()),
+                    }
                 }
                 Err(AgentError::Unreachable(e)) => {
-                    if !offline_since_logged {
+                    if !offline {
                         tracing::warn!(error = %e, "control plane unreachable; carrying on with the kept manifest");
-                        offline_since_logged = true;
+                        offline = true;
                     }
                     Some(backoff.next())
                 }
