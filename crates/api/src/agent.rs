@@ -213,6 +213,64 @@ pub struct ReplicaStatus {
     pub since: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What the service's health check says; None when it has no check (or is not running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ReplicaHealth>,
+}
+
+/// The verdict of a replica's health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum ReplicaHealth {
+    /// Within its start period, not yet passing.
+    Starting,
+    Healthy,
+    Unhealthy {
+        reason: String,
+    },
+}
+
+/// How a service, an application or a site is doing, from its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Nothing reported yet.
+    Unknown,
+    /// Every replica runs and passes its check (or has none).
+    Healthy,
+    /// Some replicas are not running or not yet passing, none has failed.
+    Degraded,
+    /// A replica failed (crash loop, image that cannot be pulled) or fails its check.
+    Unhealthy,
+}
+
+impl Health {
+    /// The health of a set of replicas.
+    pub fn of<'a>(replicas: impl IntoIterator<Item = &'a ReplicaStatus>) -> Health {
+        let mut seen = false;
+        let mut worst = Health::Healthy;
+        for r in replicas {
+            seen = true;
+            let h = match (r.state, &r.health) {
+                (ReplicaState::Failed, _) | (_, Some(ReplicaHealth::Unhealthy { .. })) => {
+                    Health::Unhealthy
+                }
+                (ReplicaState::Running, None | Some(ReplicaHealth::Healthy)) => Health::Healthy,
+                _ => Health::Degraded,
+            };
+            worst = worst.max(h);
+        }
+        if seen { worst } else { Health::Unknown }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! `atoll status APP`: every site that should run an application × its services.
 
-use atoll_api::agent::{AppStatus, ReplicaState, ReplicaStatus};
+use atoll_api::agent::{AppStatus, Health, ReplicaHealth, ReplicaState, ReplicaStatus};
 
 use crate::client::Client;
 use crate::config::Config;
@@ -37,14 +37,16 @@ pub fn render(status: &AppStatus) -> String {
             status.application
         );
     }
-    let mut header = vec!["SITE", "CONNECTED", "VERSION"];
+    let mut header = vec!["SITE", "CONNECTED", "VERSION", "HEALTH"];
     header.extend(status.services.iter().map(String::as_str));
     let mut table = Table::new(&header);
     for site in &status.sites {
+        let health = Health::of(site.services.values().flatten());
         let mut row = vec![
             site.site.clone(),
             if site.connected { "yes" } else { "no" }.into(),
             site.version.clone(),
+            health.as_str().into(),
         ];
         for service in &status.services {
             row.push(cell(
@@ -59,7 +61,8 @@ pub fn render(status: &AppStatus) -> String {
     table.render()
 }
 
-/// `running 2/2`, or the least healthy state among the replicas: `pulling 0/1`, `failed 1/2`.
+/// `running 2/2`, or the least healthy state among the replicas: `pulling 0/1`, `failed 1/2`,
+/// `unhealthy 1/1` (running but failing its check).
 fn cell(replicas: &[ReplicaStatus]) -> String {
     if replicas.is_empty() {
         return "-".into();
@@ -73,8 +76,23 @@ fn cell(replicas: &[ReplicaStatus]) -> String {
         .map(|r| r.state)
         .filter(|s| *s != ReplicaState::Running)
         .max_by_key(|s| severity(*s));
-    let state = worst.unwrap_or(ReplicaState::Running);
-    format!("{} {running}/{}", state.as_str(), replicas.len())
+    let word = match worst {
+        Some(state) => state.as_str(),
+        None if replicas
+            .iter()
+            .any(|r| matches!(r.health, Some(ReplicaHealth::Unhealthy { .. }))) =>
+        {
+            "unhealthy"
+        }
+        None if replicas
+            .iter()
+            .any(|r| r.health == Some(ReplicaHealth::Starting)) =>
+        {
+            "starting"
+        }
+        None => "running",
+    };
+    format!("{word} {running}/{}", replicas.len())
 }
 
 fn severity(state: ReplicaState) -> u8 {

@@ -334,6 +334,65 @@ impl Driver for DockerDriver {
         }
     }
 
+    async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64> {
+        let config = bollard::exec::CreateExecOptions::<String> {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let run = async {
+            let created = self
+                .docker
+                .create_exec(id, config)
+                .await
+                .map_err(|e| self.error(&format!("exec in {id}"), e))?;
+            // Drain the output so the command can finish; only the exit code matters.
+            if let bollard::exec::StartExecResults::Attached { mut output, .. } = self
+                .docker
+                .start_exec(&created.id, None)
+                .await
+                .map_err(|e| self.error(&format!("exec in {id}"), e))?
+            {
+                while let Some(chunk) = output.next().await {
+                    if chunk.is_err() {
+                        break;
+                    }
+                }
+            }
+            let inspect = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| self.error(&format!("exec in {id}"), e))?;
+            inspect
+                .exit_code
+                .ok_or_else(|| Error::Runtime(format!("exec in {id}: no exit code")))
+        };
+        tokio::time::timeout(timeout, run).await.map_err(|_| {
+            Error::Runtime(format!(
+                "`{}` in {id} did not finish within {timeout:?}",
+                command.join(" ")
+            ))
+        })?
+    }
+
+    async fn address(&self, id: &str) -> Result<Option<std::net::IpAddr>> {
+        let inspect = match self.docker.inspect_container(id, None).await {
+            Ok(i) => i,
+            Err(e) if status(&e) == Some(404) => return Err(Error::NotFound(id.to_owned())),
+            Err(e) => return Err(self.error(&format!("inspecting container {id}"), e)),
+        };
+        let settings = inspect.network_settings.unwrap_or_default();
+        let networks = settings.networks.unwrap_or_default();
+        let ip = networks
+            .values()
+            .filter_map(|n| n.ip_address.as_deref())
+            .find(|ip| !ip.is_empty())
+            .and_then(|ip| ip.parse().ok());
+        Ok(ip)
+    }
+
     async fn events(&self, label: &str, value: &str) -> Result<mpsc::Receiver<Event>> {
         // The request goes out only when the task below first polls the stream, after this
         // function has returned. Asking for the events since the daemon's present time closes

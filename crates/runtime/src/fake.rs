@@ -49,6 +49,8 @@ struct Inner {
 struct FakeContainer {
     spec: ContainerSpec,
     container: Container,
+    /// What `exec` answers in this container.
+    exec_exit: i64,
 }
 
 #[derive(Debug)]
@@ -97,6 +99,16 @@ impl FakeDriver {
         let mut inner = self.lock();
         let key = inner.key(id)?;
         inner.destroy(key);
+        Ok(())
+    }
+
+    /// Test hook: what `exec` answers in container `id` from now on (a failing health check).
+    pub fn set_exec_exit(&self, id: &str, code: i64) -> Result<()> {
+        let mut inner = self.lock();
+        let key = inner.key(id)?;
+        if let Some(c) = inner.containers.get_mut(&key) {
+            c.exec_exit = code;
+        }
         Ok(())
     }
 
@@ -275,6 +287,7 @@ impl Driver for FakeDriver {
             FakeContainer {
                 spec: spec.clone(),
                 container,
+                exec_exit: 0,
             },
         );
         inner.emit(&id, &spec.labels, "create");
@@ -327,6 +340,21 @@ impl Driver for FakeDriver {
             Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The exit code set with [`FakeDriver::set_exec_exit`] (default 0), for a running container.
+    async fn exec(&self, id: &str, _command: &[String], _timeout: Duration) -> Result<i64> {
+        let inner = self.lock();
+        let key = inner.key(id)?;
+        match inner.containers.get(&key) {
+            Some(c) if c.container.state == State::Running => Ok(c.exec_exit),
+            _ => Err(Error::Runtime(format!("container {id} is not running"))),
+        }
+    }
+
+    /// Fake containers have no network.
+    async fn address(&self, id: &str) -> Result<Option<std::net::IpAddr>> {
+        self.lock().key(id).map(|_| None)
     }
 
     async fn events(&self, label: &str, value: &str) -> Result<mpsc::Receiver<Event>> {
@@ -501,6 +529,28 @@ mod tests {
         fake.allow_pull("app:2");
         fake.pull("app:2").await.unwrap();
         assert!(fake.image_present("app:2").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn exec_answers_what_the_test_set_while_running() {
+        let fake = FakeDriver::with_images([IMAGE]);
+        let id = fake.create(&spec("web", "s1")).await.unwrap();
+        let cmd = ["check".to_owned()];
+        assert!(
+            fake.exec(&id, &cmd, Duration::from_secs(1)).await.is_err(),
+            "not running yet"
+        );
+        fake.start(&id).await.unwrap();
+        assert_eq!(
+            fake.exec(&id, &cmd, Duration::from_secs(1)).await.unwrap(),
+            0
+        );
+        fake.set_exec_exit(&id, 3).unwrap();
+        assert_eq!(
+            fake.exec(&id, &cmd, Duration::from_secs(1)).await.unwrap(),
+            3
+        );
+        assert_eq!(fake.address(&id).await.unwrap(), None);
     }
 
     #[tokio::test]

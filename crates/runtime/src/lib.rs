@@ -138,6 +138,11 @@ pub trait Driver: Send + Sync + 'static {
     async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
     /// Removes a container, stopping it first if needed.
     async fn remove(&self, id: &str) -> Result<()>;
+    /// Runs `command` in a running container and returns its exit code; a command still running
+    /// after `timeout` is an error (health checks use this).
+    async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64>;
+    /// The address other processes on this host reach the container at, if it has one.
+    async fn address(&self, id: &str) -> Result<Option<std::net::IpAddr>>;
     /// Events for containers whose labels include `label` = `value`, until the receiver is
     /// dropped. The stream ends (the sender is dropped) if the runtime goes away; callers
     /// resubscribe.

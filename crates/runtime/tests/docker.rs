@@ -207,6 +207,46 @@ async fn containers_go_through_their_lifecycle() {
 }
 
 #[tokio::test]
+async fn exec_returns_exit_codes_and_a_running_container_has_an_address() {
+    let f = Fixture::new().await;
+    let id = f.docker.create(&f.spec()).await.unwrap();
+    f.docker.start(&id).await.unwrap();
+    let sleep = |arg: &str| vec!["/usr/local/bin/sleep".to_owned(), arg.to_owned()];
+    assert_eq!(
+        f.docker
+            .exec(&id, &sleep("0"), Duration::from_secs(10))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        f.docker
+            .exec(&id, &sleep("not-a-number"), Duration::from_secs(10))
+            .await
+            .unwrap(),
+        1
+    );
+    let slow = f
+        .docker
+        .exec(&id, &sleep("30"), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(slow.to_string().contains("did not finish"), "{slow}");
+    let ip = f
+        .docker
+        .address(&id)
+        .await
+        .unwrap()
+        .expect("a container on the default bridge has an address");
+    assert!(!ip.is_loopback(), "{ip}");
+    f.docker.remove(&id).await.unwrap();
+    assert!(matches!(
+        f.docker.address(&id).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test]
 async fn a_killed_container_reports_die_within_five_seconds() {
     let f = Fixture::new().await;
     let mut events = f.events().await;
@@ -276,10 +316,16 @@ async fn create_applies_mounts_env_labels_ports_and_limits() {
         target: "/data".into(),
         read_only: false,
     }];
+    // A port that is free now: this test owns it, whatever else runs on the host.
+    let host_port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     spec.ports = vec![
         PortBinding {
             container: 8080,
-            host: Some(18080),
+            host: Some(host_port),
             udp: false,
         },
         PortBinding {
@@ -313,7 +359,8 @@ async fn create_applies_mounts_env_labels_ports_and_limits() {
     assert_eq!(host["NanoCpus"], 250_000_000);
     assert_eq!(host["RestartPolicy"]["Name"], "no");
     assert_eq!(
-        host["PortBindings"]["8080/tcp"][0]["HostPort"], "18080",
+        host["PortBindings"]["8080/tcp"][0]["HostPort"],
+        host_port.to_string().as_str(),
         "{host}"
     );
     assert!(host["PortBindings"].get("5353/udp").is_none(), "{host}");

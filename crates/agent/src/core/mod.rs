@@ -14,6 +14,7 @@
 
 pub mod backoff;
 pub mod desired;
+pub mod health;
 pub mod plan;
 pub mod status;
 

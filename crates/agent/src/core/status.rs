@@ -62,6 +62,7 @@ pub fn status(
                 last_exit_code: None,
                 since: None,
                 message: None,
+                health: None,
             };
             if let Some(c) = slot.container {
                 if let State::Exited { code } = c.state {
@@ -235,6 +236,7 @@ mod tests {
                 last_exit_code: None,
                 since: Some(STARTED_AT.into()),
                 message: None,
+                health: None,
             }
         );
     }

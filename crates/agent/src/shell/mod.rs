@@ -12,6 +12,7 @@ pub mod identity;
 pub mod inventory;
 pub mod manifest;
 pub mod outbox;
+mod prober;
 mod reconciler;
 mod reporter;
 mod retry;
@@ -128,8 +129,21 @@ pub async fn run(
     let report_ready = Arc::new(Notify::new());
     let refused = Arc::new(Mutex::new(None));
     let session = Arc::new(Session::new(identity, config.poll_wait)?);
+    let (probe_targets, targets) = watch::channel(Vec::new());
+    let health = prober::HealthBook::default();
+    let health_changed = Arc::new(Notify::new());
 
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(
+        prober::Prober {
+            driver: driver.clone(),
+            targets,
+            book: health.clone(),
+            changed: health_changed.clone(),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
     tasks.spawn(
         reconciler::Reconciler {
             driver,
@@ -140,6 +154,9 @@ pub async fn run(
             report_ready: report_ready.clone(),
             refused: refused.clone(),
             interval: config.interval,
+            probe_targets,
+            health,
+            health_changed,
             shutdown: shutdown.clone(),
         }
         .run(),

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use super::clock::{now_ms, now_rfc3339};
 use super::outbox::Outbox;
+use super::prober::{HealthBook, Target};
 use crate::core::{self, Action, Memory, Replica};
 
 /// A kill signal gets this long before the runtime kills a container outright.
@@ -38,6 +39,11 @@ pub struct Reconciler {
     /// Why the newest manifest offered was refused, shared with the sync loop.
     pub refused: Arc<Mutex<Option<String>>>,
     pub interval: Duration,
+    /// Running containers with a health check, for the prober.
+    pub probe_targets: watch::Sender<Vec<Target>>,
+    /// The prober's verdicts, and its signal that one changed.
+    pub health: HealthBook,
+    pub health_changed: Arc<Notify>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -84,6 +90,7 @@ impl Reconciler {
             tokio::select! {
                 _ = self.shutdown.changed() => return,
                 changed = self.manifests.changed() => if changed.is_err() { return },
+                () = self.health_changed.notified() => {}
                 event = recv(&mut events) => if event.is_none() {
                     // The runtime's event stream ended (daemon restart): subscribe again next
                     // round, after the periodic pass has had its say.
@@ -138,15 +145,33 @@ impl Reconciler {
         let plan = core::plan(&desired, &observed, &images, &pass.memory, now_ms());
         if plan.actions.is_empty() {
             // Settled: this is the state worth reporting.
+            self.probe_targets.send_if_modified(|targets| {
+                let fresh = probe_targets(manifest.as_deref(), &desired, &observed);
+                let changed = *targets != fresh;
+                *targets = fresh;
+                changed
+            });
+            let mut replicas = core::status(
+                &desired,
+                &observed,
+                &images,
+                &pass.memory,
+                &pass.pull_errors,
+            );
+            let book = self
+                .health
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for r in replicas
+                .iter_mut()
+                .filter(|r| r.state == atoll_api::agent::ReplicaState::Running)
+            {
+                r.health = r.container_id.as_ref().and_then(|id| book.get(id).cloned());
+            }
             let status = HostStatus {
                 applied_revision,
-                replicas: core::status(
-                    &desired,
-                    &observed,
-                    &images,
-                    &pass.memory,
-                    &pass.pull_errors,
-                ),
+                replicas,
                 refused: self
                     .refused
                     .lock()
@@ -284,6 +309,43 @@ impl Reconciler {
             Err(e) => tracing::error!(error = %e, "cannot queue a report"),
         }
     }
+}
+
+/// The running containers whose service has a health check.
+fn probe_targets(
+    manifest: Option<&Manifest>,
+    desired: &[Replica],
+    observed: &[Container],
+) -> Vec<Target> {
+    let Some(manifest) = manifest else {
+        return Vec::new();
+    };
+    desired
+        .iter()
+        .filter_map(|r| {
+            let service = manifest
+                .content
+                .applications
+                .iter()
+                .filter(|a| a.deployment == r.key.deployment)
+                .flat_map(|a| &a.services)
+                .find(|s| s.name == r.key.service)?;
+            let health = service.health.clone()?;
+            let c = observed
+                .iter()
+                .find(|c| c.name == r.spec.name && c.state == State::Running)?;
+            let started_ms = c
+                .started_at
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                .map_or(0, super::clock::millis_since_epoch);
+            Some(Target {
+                container_id: c.id.clone(),
+                started_ms,
+                health,
+            })
+        })
+        .collect()
 }
 
 async fn recv(

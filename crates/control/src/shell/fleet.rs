@@ -80,6 +80,12 @@ impl Fleet {
         }
     }
 
+    /// Whether the host holds a long-poll open right now.
+    pub fn polling_now(&self, host: &str) -> bool {
+        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        presence.get(host).is_some_and(|p| p.open_polls > 0)
+    }
+
     pub fn host_connected(&self, host: &str) -> bool {
         let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
         presence

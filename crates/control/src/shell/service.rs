@@ -77,6 +77,21 @@ impl ControlPlane {
         &self.store
     }
 
+    /// Commits a plan's writes and, once they are durable, wakes the long-polls of the sites
+    /// whose manifests changed.
+    async fn commit(
+        &self,
+        base: u64,
+        writes: Vec<atoll_store::Write>,
+        manifests: &[atoll_api::ManifestChange],
+    ) -> Result<u64, StoreError> {
+        let version = self.store.commit(base, writes).await?;
+        for m in manifests {
+            self.fleet.publish(&m.site, m.revision);
+        }
+        Ok(version)
+    }
+
     /// The current state, with every stored application version that deployments pin or that
     /// `extra` names.
     async fn load(&self, extra: &[(String, String)]) -> Result<(State, Versions), Error> {
@@ -156,7 +171,10 @@ impl ControlPlane {
             if dry_run || plan.writes.is_empty() {
                 return Ok(response);
             }
-            match self.store.commit(state.version, plan.writes).await {
+            match self
+                .commit(state.version, plan.writes, &response.manifests)
+                .await
+            {
                 Ok(_) => return Ok(response),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -178,7 +196,10 @@ impl ControlPlane {
             let (state, versions) = self.load(&[]).await?;
             let now = now_rfc3339();
             let plan = plan_delete(&state, &versions, kind, name, &Request { now: &now, actor })?;
-            match self.store.commit(state.version, plan.writes).await {
+            match self
+                .commit(state.version, plan.writes, &plan.manifests)
+                .await
+            {
                 Ok(_) => {
                     return Ok(DeleteResponse {
                         kind,

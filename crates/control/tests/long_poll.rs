@@ -1,0 +1,89 @@
+//! A manifest long-poll is answered the moment a commit gives its site a newer revision.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atoll_control::shell::agents::{Agents, Poll};
+use atoll_control::shell::fleet::Fleet;
+use atoll_control::shell::service::ControlPlane;
+use atoll_control::shell::signing::ManifestSigner;
+use atoll_control::shell::tls::{AgentIdentity, Pki};
+use atoll_spec::Source;
+use atoll_store::{HostRow, SqliteStore, Store};
+
+fn site(labels: &str) -> Vec<Source> {
+    vec![Source {
+        name: "t.yaml".into(),
+        text: format!("kind: Site\nname: s1\nlabels: {{ {labels} }}\n"),
+    }]
+}
+
+#[tokio::test]
+async fn a_waiting_long_poll_wakes_on_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("atoll.db")).unwrap());
+    let fleet = Arc::new(Fleet::default());
+    let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
+    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
+    let agents = Agents::new(store.clone(), fleet.clone(), pki, signer);
+    let control = ControlPlane::new(store.clone(), fleet);
+    let app = "kind: Application\nname: a\nversion: '1'\nservices: [{ name: web, image: x }]\n---\nkind: Deployment\nname: d\napplication: a\nplacement: { sites: 'run == yes' }\n";
+    control
+        .apply(
+            &[Source {
+                name: "a.yaml".into(),
+                text: app.into(),
+            }],
+            false,
+            "t",
+        )
+        .await
+        .unwrap();
+    control.apply(&site("run: 'no'"), false, "t").await.unwrap();
+    store
+        .put_host(HostRow {
+            id: "h1".into(),
+            site: "s1".into(),
+            hostname: "h1".into(),
+            inventory: "{}".into(),
+            cert_serial: "1".into(),
+            cert_expiry: "2099-01-01T00:00:00Z".into(),
+            enrolled_at: "2026-01-01T00:00:00Z".into(),
+            last_seen: None,
+        })
+        .await
+        .unwrap();
+    let identity = AgentIdentity {
+        site: "s1".into(),
+        host: "h1".into(),
+    };
+
+    let poll = {
+        let agents = agents.clone();
+        let identity = identity.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let answer = agents
+                .poll_manifest(&identity, 1, Duration::from_secs(20))
+                .await
+                .unwrap();
+            (answer, started.elapsed())
+        })
+    };
+    // The poll has found nothing newer and waits.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agents.fleet().polling_now("h1") {
+        assert!(Instant::now() < deadline, "the poll never started waiting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    control
+        .apply(&site("run: 'yes'"), false, "t")
+        .await
+        .unwrap();
+    let (answer, waited) = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the poll was not woken")
+        .unwrap();
+    assert!(matches!(answer, Poll::Newer(_)), "{answer:?}");
+    assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
+}
