@@ -213,6 +213,9 @@ pub struct ReplicaStatus {
     pub since: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The application version this replica belongs to, from the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// What the service's health check says; None when it has no check (or is not running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<ReplicaHealth>,
@@ -366,4 +369,61 @@ mod tests {
             assert!(JoinToken::parse(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// `GET /v1/deployments/{name}/rollout`: a rollout as people look at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub deployment: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    /// `running`, `paused`, `complete`, `rolling_back`, `rolled_back`, `aborted`, `superseded`.
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub started_at: String,
+    pub waves: Vec<WaveView>,
+    pub history: Vec<NoteView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveView {
+    /// 0 is the canary when there is one.
+    pub index: usize,
+    pub canary: bool,
+    pub open: bool,
+    pub sites: Vec<SiteRollout>,
+}
+
+impl WaveView {
+    /// How many of the wave's sites are in `state`.
+    pub fn count(&self, state: &str) -> usize {
+        self.sites.iter().filter(|s| s.state == state).count()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRollout {
+    pub site: String,
+    /// `waiting`, `updating`, `soaking`, `succeeded`, `failed`, `pending`, `reverting`, `reverted`.
+    pub state: String,
+    /// The version the site is told to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteView {
+    pub at: String,
+    pub text: String,
+}
+
+/// `GET /v1/deployments/{name}/rollouts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutHistory {
+    pub current: Option<RolloutView>,
+    /// Oldest first.
+    pub past: Vec<RolloutView>,
 }

@@ -32,7 +32,16 @@ pub enum Command {
     },
 }
 
+/// As PID 1 in a container, the process gets no default signal handling: it must exit on
+/// SIGTERM itself, or every stop waits out the runtime's grace period.
 pub async fn run(command: Command) -> Result<(), CliError> {
+    tokio::select! {
+        result = work(command) => result,
+        () = crate::shutdown_signal() => Ok(()),
+    }
+}
+
+async fn work(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve { listen, show } => serve(listen, show).await,
         Command::Cat { path } => {

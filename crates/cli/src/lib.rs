@@ -10,6 +10,7 @@ pub mod error;
 pub mod get;
 pub mod login;
 pub mod output;
+pub mod rollout;
 pub mod sources;
 pub mod status;
 pub mod token;
@@ -29,6 +30,9 @@ pub enum Command {
     Delete(delete::Args),
     /// Remember a control plane's URL, token and CA certificate.
     Login(login::Args),
+    /// Follow and control a deployment's rollout.
+    #[command(subcommand)]
+    Rollout(rollout::Command),
     /// Sites × services of an application, as the agents report them.
     Status(status::Args),
     /// Join tokens for new hosts.
@@ -43,6 +47,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Describe(a) => describe::run(a).await,
         Command::Delete(a) => delete::run(a).await,
         Command::Login(a) => login::run(a).await,
+        Command::Rollout(c) => rollout::run(c).await,
         Command::Status(a) => status::run(a).await,
         Command::Token(c) => token::run(c).await,
     }

@@ -303,7 +303,11 @@ async fn the_openapi_document_matches_the_router() {
             route.method,
             route.path
         );
-        let path = route.path.replace("{name}", "store-0042");
+        let path = route
+            .path
+            .replace("{name}", "store-0042")
+            .replace("{host}", "h1")
+            .replace("{action}", "pause");
         let (status, body) = api
             .call(
                 &route.method.to_uppercase(),
@@ -362,7 +366,7 @@ proptest! {
             let api = api().await;
             let method = ["GET", "POST", "PUT", "DELETE", "PATCH"][method];
             let path = match openapi::ROUTES.get(path) {
-                Some(r) => r.path.replace("{name}", &name),
+                Some(r) => r.path.replace("{name}", &name).replace("{host}", &name).replace("{action}", &name),
                 None => ["/v1/", "/v1/sites/x/y/z", "/../etc/passwd"][path - openapi::ROUTES.len()].to_owned(),
             };
             let Ok(uri) = path.parse::<axum::http::Uri>() else { return Ok(()) };

@@ -21,6 +21,7 @@ fn example_manifests() {
     assert!(parsed.is_ok(), "{:?}", parsed.diagnostics);
     let request = Request {
         now: "2026-01-01T00:00:00Z",
+        now_ms: 1_767_225_600_000,
         actor: "test",
     };
     let plan = plan_apply(

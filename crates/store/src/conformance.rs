@@ -4,8 +4,8 @@
 //! fresh, empty store from a scratch folder.
 
 use crate::{
-    AppVersionRow, HostRow, JoinTokenRow, ManifestRow, ReportBatch, ResourceRow, Store, StoreError,
-    TokenRefusal, TokenRow, Write,
+    AppVersionRow, HostRow, JoinTokenRow, ManifestRow, ReportBatch, ResourceRow, RolloutRow, Store,
+    StoreError, TokenRefusal, TokenRow, Write,
 };
 
 #[macro_export]
@@ -25,6 +25,7 @@ macro_rules! conformance_suite {
             join_tokens_are_used_up_and_expire,
             hosts_are_kept_and_listed,
             reports_are_stored_once_and_acknowledged,
+            rollouts_are_kept_with_the_snapshot_and_archived,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -423,4 +424,43 @@ pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
         3
     );
     assert_eq!(store.events("s", 2).await.unwrap().len(), 2);
+}
+
+pub async fn rollouts_are_kept_with_the_snapshot_and_archived(store: &dyn Store) {
+    let row = |state: &str| {
+        Write::PutRollout(RolloutRow {
+            deployment: "d".into(),
+            state: state.into(),
+            at: "t1".into(),
+        })
+    };
+    store.commit(0, vec![row("first")]).await.unwrap();
+    store.commit(1, vec![row("first, further")]).await.unwrap();
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.rollouts.len(), 1);
+    assert_eq!(snap.rollouts[0].state, "first, further");
+    // A newer rollout: the current one goes to the history, in the same commit.
+    store
+        .commit(
+            2,
+            vec![
+                Write::ArchiveRollout {
+                    deployment: "d".into(),
+                    at: "t2".into(),
+                },
+                row("second"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.snapshot().await.unwrap().rollouts[0].state, "second");
+    let history = store.rollout_history("d").await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|r| (r.state.as_str(), r.at.as_str()))
+            .collect::<Vec<_>>(),
+        [("first, further", "t2")]
+    );
+    assert!(store.rollout_history("other").await.unwrap().is_empty());
 }

@@ -151,6 +151,14 @@ pub struct ReportBatch {
     pub status: Option<String>,
 }
 
+/// A deployment's rollout state (opaque JSON) and when it last changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRow {
+    pub deployment: String,
+    pub state: String,
+    pub at: String,
+}
+
 /// One change in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -170,6 +178,14 @@ pub enum Write {
     /// Create or replace a site's manifest; its revision must be higher than the stored one.
     PutManifest(ManifestRow),
     PutToken(TokenRow),
+    /// Create or replace a deployment's current rollout.
+    PutRollout(RolloutRow),
+    /// Move a deployment's current rollout to its history (a newer one replaces it, or the
+    /// deployment is deleted).
+    ArchiveRollout {
+        deployment: String,
+        at: String,
+    },
     Audit {
         at: String,
         actor: String,
@@ -184,6 +200,7 @@ pub struct Snapshot {
     pub version: u64,
     pub resources: Vec<ResourceRow>,
     pub manifests: Vec<ManifestHead>,
+    pub rollouts: Vec<RolloutRow>,
 }
 
 #[async_trait]
@@ -205,6 +222,8 @@ pub trait Store: Send + Sync + 'static {
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>>;
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditRow>>;
+    /// A deployment's finished rollouts, oldest first (the current one is in the snapshot).
+    async fn rollout_history(&self, deployment: &str) -> Result<Vec<RolloutRow>>;
 
     // Enrollment and reports: not versioned, never in a conflict with desired-state commits.
 

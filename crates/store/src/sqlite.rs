@@ -13,13 +13,14 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::{
     AppVersionRow, AuditRow, EventRow, HostRow, HostStatusRow, JoinTokenRow, ManifestHead,
-    ManifestRow, ReportBatch, ResourceRow, Result, Snapshot, Store, StoreError, TokenRefusal,
-    TokenRow, Write,
+    ManifestRow, ReportBatch, ResourceRow, Result, RolloutRow, Snapshot, Store, StoreError,
+    TokenRefusal, TokenRow, Write,
 };
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_agents.sql"),
+    include_str!("../migrations/sqlite/0003_rollouts.sql"),
 ];
 const READERS: usize = 4;
 
@@ -214,6 +215,20 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
                 params![t.id, t.name, t.hash, t.role, t.created_at],
             )?;
         }
+        Write::PutRollout(r) => {
+            tx.execute(
+                "INSERT INTO rollouts (deployment, state, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (deployment) DO UPDATE SET state = ?2, updated_at = ?3",
+                params![r.deployment, r.state, r.at],
+            )?;
+        }
+        Write::ArchiveRollout { deployment, at } => {
+            tx.execute(
+                "INSERT INTO rollout_history (deployment, state, ended_at) SELECT deployment, state, ?2 FROM rollouts WHERE deployment = ?1",
+                params![deployment, at],
+            )?;
+            tx.execute("DELETE FROM rollouts WHERE deployment = ?1", [deployment])?;
+        }
         Write::Audit {
             at,
             actor,
@@ -249,7 +264,11 @@ impl Store for SqliteStore {
                     .prepare_cached("SELECT site, revision, hash FROM manifests ORDER BY site")?
                     .query_map([], |r| Ok(ManifestHead { site: r.get(0)?, revision: to_u64(r.get(1)?), hash: r.get(2)? }))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(Snapshot { version, resources, manifests })
+                let rollouts = conn
+                    .prepare_cached("SELECT deployment, state, updated_at FROM rollouts ORDER BY deployment")?
+                    .query_map([], |r| Ok(RolloutRow { deployment: r.get(0)?, state: r.get(1)?, at: r.get(2)? }))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Snapshot { version, resources, manifests, rollouts })
             })();
             conn.execute_batch("COMMIT")?;
             result
@@ -374,6 +393,17 @@ impl Store for SqliteStore {
                 params![row[0], row[1], row[2], row[3]],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn rollout_history(&self, deployment: &str) -> Result<Vec<RolloutRow>> {
+        let deployment = deployment.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT deployment, state, ended_at FROM rollout_history WHERE deployment = ?1 ORDER BY seq")?
+                .query_map([deployment], |r| Ok(RolloutRow { deployment: r.get(0)?, state: r.get(1)?, at: r.get(2)? }))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -24,7 +24,7 @@ use atoll_api::agent::{ReplicaState, ReplicaStatus};
 use atoll_runtime::{Container, State};
 
 use super::backoff::{FAILED_AFTER_RESTARTS, Memory, STABLE_AFTER};
-use super::desired::{LABEL_SPEC_HASH, Replica};
+use super::desired::{LABEL_SPEC_HASH, LABEL_VERSION, Replica};
 use super::plan::match_containers;
 
 /// One status per desired replica, sorted by deployment, service and replica index.
@@ -62,6 +62,7 @@ pub fn status(
                 last_exit_code: None,
                 since: None,
                 message: None,
+                version: replica.spec.labels.get(LABEL_VERSION).cloned(),
                 health: None,
             };
             if let Some(c) = slot.container {
@@ -236,6 +237,7 @@ mod tests {
                 last_exit_code: None,
                 since: Some(STARTED_AT.into()),
                 message: None,
+                version: Some("1.0.0".into()),
                 health: None,
             }
         );
@@ -488,6 +490,7 @@ mod tests {
                 "last_exit_code": 1,
                 "since": FINISHED_AT,
                 "message": "exited with code 1; restarting",
+                "version": "1.0.0",
             })
         );
         let back: Option<ReplicaStatus> = serde_json::from_value(json).ok();
@@ -500,6 +503,7 @@ mod tests {
         let c = container_of(&d[0], "c1", State::Created);
         let mut s = one(&d, &[c], &present(), &Memory::default(), &BTreeMap::new());
         s.message = None;
+        s.version = None;
         let json = serde_json::to_value(&s).unwrap_or_default();
         assert_eq!(
             json,

@@ -6,16 +6,19 @@ use std::collections::BTreeMap;
 
 use atoll_api::{ApplyResult, Manifest, ManifestChange, Outcome};
 use atoll_spec::{Diagnostic, Document, Kind, Origin, Resource};
-use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, Write};
+use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, RolloutRow, Write};
 use serde_json::Value;
 
 use super::compile::{compile_site, content_hash, diagnostics};
+use super::rollout::{self, Command, Event, Phase, Rollout, settled_version};
 use super::state::{Entry, State, Versions};
 
 /// Who asked and when: the shell reads the clock and the caller's identity.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
     pub now: &'a str,
+    /// The same moment, in milliseconds since the epoch, for the rollout machine.
+    pub now_ms: u64,
     pub actor: &'a str,
 }
 
@@ -110,6 +113,11 @@ pub fn plan_apply(
             check_references(&next, versions, d, &doc.origin, &mut invalid);
         }
     }
+    let rollout_writes = if invalid.is_empty() && conflicts.is_empty() {
+        update_rollouts(state, &mut next, versions, req)
+    } else {
+        Vec::new()
+    };
     let manifests = compile_all(&next, versions, &mut invalid);
 
     if !conflicts.is_empty() {
@@ -139,8 +147,144 @@ pub fn plan_apply(
             updated_at: req.now.to_owned(),
         }));
     }
-    finish(&mut plan, manifests, req, "apply", summary);
+    plan.writes.extend(rollout_writes);
+    finish(&mut plan, manifests, req, Some("apply"), summary);
     Ok(plan)
+}
+
+/// Starts a rollout for every deployment whose target version changed (superseding the one
+/// under way), and tells running rollouts about sites that joined or left their placement.
+/// A deployment's first version needs no rollout: there is nothing to protect.
+fn update_rollouts(
+    state: &State,
+    next: &mut State,
+    versions: &Versions,
+    req: &Request<'_>,
+) -> Vec<Write> {
+    let mut writes = Vec::new();
+    let deployments: Vec<_> = next.deployments.values().map(|e| e.value.clone()).collect();
+    for d in deployments {
+        let Some(target) = next.resolve(&d, versions).map(|a| a.version.clone()) else {
+            continue;
+        };
+        let Some(before) = state.deployments.get(&d.name) else {
+            continue;
+        };
+        let old_target = state
+            .resolve(&before.value, versions)
+            .map(|a| a.version.clone());
+        let sites = next.targets(&d);
+        let current = next.rollouts.get(&d.name).cloned();
+        if old_target.as_deref() != Some(target.as_str()) {
+            let from = match &current {
+                Some(r) => {
+                    let (superseded, _) = rollout::step(
+                        r,
+                        &Event::Supersede {
+                            by_version: target.clone(),
+                        },
+                        req.now_ms,
+                    );
+                    writes.push(put_rollout(&superseded, req));
+                    writes.push(Write::ArchiveRollout {
+                        deployment: d.name.clone(),
+                        at: req.now.to_owned(),
+                    });
+                    next.rollouts.remove(&d.name);
+                    settled_version(&superseded).map(str::to_owned)
+                }
+                None => old_target,
+            };
+            // Back to the version everything settled on: no rollout, every site gets it.
+            if from.as_deref() == Some(target.as_str()) {
+                continue;
+            }
+            let (started, _) = rollout::start(
+                &d.name,
+                d.rollout.as_ref(),
+                from.as_deref(),
+                &target,
+                &sites,
+                req.now_ms,
+            );
+            writes.push(put_rollout(&started, req));
+            next.rollouts.insert(d.name.clone(), started);
+        } else if let Some(r) = current.filter(|r| !matches!(r.phase, Phase::Superseded { .. })) {
+            let known: Vec<&String> = r.sites.keys().collect();
+            let now: Vec<&String> = sites.iter().map(|s| &s.name).collect();
+            if known != now {
+                let (moved, _) = rollout::step(&r, &Event::SitesChanged { sites }, req.now_ms);
+                writes.push(put_rollout(&moved, req));
+                next.rollouts.insert(d.name.clone(), moved);
+            }
+        }
+    }
+    writes
+}
+
+fn put_rollout(r: &Rollout, req: &Request<'_>) -> Write {
+    Write::PutRollout(RolloutRow {
+        deployment: r.deployment.clone(),
+        // A rollout is plain data: serializing it cannot fail.
+        state: serde_json::to_string(r).unwrap_or_default(),
+        at: req.now.to_owned(),
+    })
+}
+
+/// Feeds events to a deployment's rollout and plans what follows: the new rollout state and
+/// the manifests of the sites whose version it changed. `actor` is set for an operator's
+/// control, which is audited; the controller's own steps are recorded in the rollout's
+/// history instead.
+pub fn plan_rollout(
+    state: &State,
+    versions: &Versions,
+    deployment: &str,
+    events: &[Event],
+    req: &Request<'_>,
+    audited: bool,
+) -> Result<(Plan, Rollout, Vec<Command>), Refusal> {
+    let Some(current) = state.rollouts.get(deployment) else {
+        return Err(Refusal::NotFound(format!(
+            "deployment {deployment} has no rollout (its first version went to every site at once)"
+        )));
+    };
+    let mut rollout = current.clone();
+    let mut commands = Vec::new();
+    for event in events {
+        let (after, said) = rollout::step(&rollout, event, req.now_ms);
+        rollout = after;
+        commands.extend(said);
+    }
+    let mut plan = Plan::default();
+    if rollout == *current {
+        return Ok((plan, rollout, commands));
+    }
+    let mut next = state.clone();
+    next.rollouts.insert(deployment.to_owned(), rollout.clone());
+    let mut invalid = Vec::new();
+    let manifests = compile_all(&next, versions, &mut invalid);
+    if !invalid.is_empty() {
+        return Err(Refusal::Invalid(invalid));
+    }
+    plan.writes.push(put_rollout(&rollout, req));
+    let notes: Vec<String> = commands
+        .iter()
+        .filter_map(|c| {
+            if let Command::Note(n) = c {
+                Some(n.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    finish(
+        &mut plan,
+        manifests,
+        req,
+        audited.then_some("rollout"),
+        notes,
+    );
+    Ok((plan, rollout, commands))
 }
 
 /// Plans deleting one resource. An application that a deployment still runs is not deleted.
@@ -180,6 +324,7 @@ pub fn plan_delete(
         }
         Kind::Deployment => {
             next.deployments.remove(name);
+            next.rollouts.remove(name);
         }
         Kind::Site => {
             next.sites.remove(name);
@@ -200,11 +345,17 @@ pub fn plan_delete(
             name: name.to_owned(),
         });
     }
+    if kind == Kind::Deployment && state.rollouts.contains_key(name) {
+        plan.writes.push(Write::ArchiveRollout {
+            deployment: name.to_owned(),
+            at: req.now.to_owned(),
+        });
+    }
     finish(
         &mut plan,
         manifests,
         req,
-        "delete",
+        Some("delete"),
         vec![format!("{kind} {name}")],
     );
     Ok(plan)
@@ -214,7 +365,7 @@ fn finish(
     plan: &mut Plan,
     manifests: Vec<Manifest>,
     req: &Request<'_>,
-    action: &str,
+    audit: Option<&str>,
     mut summary: Vec<String>,
 ) {
     for m in manifests {
@@ -231,7 +382,7 @@ fn finish(
             updated_at: req.now.to_owned(),
         }));
     }
-    if !plan.writes.is_empty() {
+    if let Some(action) = audit.filter(|_| !plan.writes.is_empty()) {
         plan.writes.push(Write::Audit {
             at: req.now.to_owned(),
             actor: req.actor.to_owned(),

@@ -2,6 +2,8 @@
 
 pub mod apply;
 pub mod compile;
+pub mod feed;
+pub mod rollout;
 pub mod state;
 
 #[cfg(test)]

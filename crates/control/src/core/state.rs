@@ -6,6 +6,7 @@ use atoll_spec::{Application, Deployment, Kind, Resource, Site};
 use atoll_store::{ManifestHead, ResourceRow, Snapshot};
 
 use super::compile::Placement;
+use super::rollout::{Rollout, SiteInfo, settled_version};
 
 /// A stored resource with its bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub struct State {
     pub deployments: BTreeMap<String, Entry<Deployment>>,
     pub sites: BTreeMap<String, Entry<Site>>,
     pub manifests: BTreeMap<String, ManifestHead>,
+    /// Each deployment's current rollout: which version each of its sites gets.
+    pub rollouts: BTreeMap<String, Rollout>,
 }
 
 /// Application versions by (name, version), for versions that are not the current one.
@@ -43,6 +46,11 @@ impl State {
             .into_iter()
             .map(|m| (m.site.clone(), m))
             .collect();
+        for row in snapshot.rollouts {
+            let rollout: Rollout = serde_json::from_str(&row.state)
+                .map_err(|e| format!("stored rollout of {} cannot be read: {e}", row.deployment))?;
+            state.rollouts.insert(row.deployment, rollout);
+        }
         Ok(state)
     }
 
@@ -95,18 +103,65 @@ impl State {
         }
     }
 
-    /// The application version a deployment gives its sites, if it exists.
+    /// The application version a deployment targets (its pin, or the newest applied), if it
+    /// exists.
     pub fn resolve<'a>(
         &'a self,
         deployment: &Deployment,
         versions: &'a Versions,
     ) -> Option<&'a Application> {
-        let current = &self.applications.get(&deployment.application)?.value;
         match &deployment.version {
-            None => Some(current),
-            Some(pin) if *pin == current.version => Some(current),
-            Some(pin) => versions.get(&(deployment.application.clone(), pin.clone())),
+            None => self
+                .applications
+                .get(&deployment.application)
+                .map(|e| &e.value),
+            Some(pin) => self.version(&deployment.application, pin, versions),
         }
+    }
+
+    /// The application version `site` gets from `deployment`: the one its rollout assigns it,
+    /// or the version the rollout settled on for a site it does not know yet, or (with no
+    /// rollout) the deployment's target.
+    pub fn resolve_at<'a>(
+        &'a self,
+        deployment: &Deployment,
+        site: &str,
+        versions: &'a Versions,
+    ) -> Option<&'a Application> {
+        let Some(rollout) = self.rollouts.get(&deployment.name) else {
+            return self.resolve(deployment, versions);
+        };
+        let version = rollout
+            .assigned(site)
+            .or_else(|| settled_version(rollout))?;
+        self.version(&deployment.application, version, versions)
+    }
+
+    /// One version of an application: the current one, or a kept one from `versions`.
+    pub fn version<'a>(
+        &'a self,
+        app: &str,
+        version: &str,
+        versions: &'a Versions,
+    ) -> Option<&'a Application> {
+        let current = &self.applications.get(app)?.value;
+        if current.version == version {
+            Some(current)
+        } else {
+            versions.get(&(app.to_owned(), version.to_owned()))
+        }
+    }
+
+    /// The sites a deployment's placement selects.
+    pub fn targets(&self, deployment: &Deployment) -> Vec<SiteInfo> {
+        self.sites
+            .values()
+            .filter(|s| deployment.placement.sites.matches(&s.value.labels))
+            .map(|s| SiteInfo {
+                name: s.value.name.clone(),
+                labels: s.value.labels.clone(),
+            })
+            .collect()
     }
 
     /// Every (deployment, application) placed on `site`, in deployment-name order. Deployments
@@ -118,7 +173,7 @@ impl State {
             .filter_map(|d| {
                 Some(Placement {
                     deployment: &d.value,
-                    application: self.resolve(&d.value, versions)?,
+                    application: self.resolve_at(&d.value, &site.name, versions)?,
                 })
             })
             .collect()

@@ -12,6 +12,7 @@ use atoll_spec::Resource;
 
 const NOW: Request<'static> = Request {
     now: "2026-11-22T00:00:00Z",
+    now_ms: 1_795_305_600_000,
     actor: "test",
 };
 
@@ -72,7 +73,10 @@ impl World {
                     };
                     self.state.manifests.insert(m.site.clone(), head);
                 }
-                Write::PutToken(_) | Write::Audit { .. } => {}
+                Write::PutToken(_)
+                | Write::Audit { .. }
+                | Write::PutRollout(_)
+                | Write::ArchiveRollout { .. } => {}
             }
         }
         self.state.version += 1;

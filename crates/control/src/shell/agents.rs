@@ -40,6 +40,8 @@ pub struct Agents {
     fleet: Arc<Fleet>,
     pki: Arc<Pki>,
     signer: Arc<ManifestSigner>,
+    /// Told of every stored report, so running rollouts look at it at once.
+    reported: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Agents {
@@ -67,6 +69,7 @@ impl Agents {
             fleet,
             pki,
             signer,
+            reported: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -332,10 +335,12 @@ impl Agents {
                     .map(|s| serde_json::to_string(&s).unwrap_or_default()),
             })
             .collect();
-        Ok(self
+        let acked = self
             .store
             .record_report(&identity.host, &identity.site, &now_rfc3339(), rows)
-            .await?)
+            .await?;
+        self.reported.notify_one();
+        Ok(acked)
     }
 
     pub async fn hosts(&self) -> Result<Vec<HostView>, Error> {
@@ -374,6 +379,31 @@ impl Agents {
 
     pub fn fleet(&self) -> &Fleet {
         &self.fleet
+    }
+
+    /// Notified whenever a report is stored.
+    pub fn reported(&self) -> Arc<tokio::sync::Notify> {
+        self.reported.clone()
+    }
+
+    /// The newest replica statuses of a site's hosts, for one deployment.
+    pub fn replicas_of<'a>(
+        statuses: &'a BTreeMap<String, HostStatus>,
+        hosts: &'a [HostRow],
+        site: &str,
+        deployment: &str,
+    ) -> Vec<&'a ReplicaStatus> {
+        hosts
+            .iter()
+            .filter(|h| h.site == site)
+            .filter_map(|h| statuses.get(&h.id))
+            .flat_map(|s| &s.replicas)
+            .filter(|r| r.deployment == deployment)
+            .collect()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     pub async fn events(&self, site: &str, limit: u32) -> Result<Vec<EventView>, Error> {

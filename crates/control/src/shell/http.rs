@@ -20,6 +20,7 @@ use super::agent_api;
 use super::agents::Agents;
 use super::auth;
 use super::openapi;
+use super::rollout_api;
 use super::service::{ControlPlane, Error};
 use super::tls::AgentIdentity;
 
@@ -141,6 +142,12 @@ pub fn router(control: ControlPlane, agents: Agents) -> Router {
         .route(
             "/v1/deployments/{name}",
             get(get_deployment).merge(delete_route(Kind::Deployment)),
+        )
+        .route("/v1/deployments/{name}/rollout", get(rollout_api::current))
+        .route("/v1/deployments/{name}/rollouts", get(rollout_api::history))
+        .route(
+            "/v1/deployments/{name}/rollout/{action}",
+            post(rollout_api::control),
         )
         .route("/v1/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));

@@ -8,6 +8,8 @@ pub mod files;
 pub mod fleet;
 pub mod http;
 pub mod openapi;
+mod rollout_api;
+pub mod rollouts;
 pub mod service;
 pub mod signing;
 pub mod tls;
@@ -137,8 +139,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(pki),
         Arc::new(signer),
     );
-    let router = http::router(ControlPlane::new(store, fleet), agents);
+    let control = ControlPlane::new(store, fleet);
+    let router = http::router(control.clone(), agents.clone());
     let (shutdown, stop) = watch::channel(false);
+    tokio::spawn(
+        rollouts::Controller {
+            control,
+            agents,
+            shutdown: stop.clone(),
+        }
+        .run(),
+    );
     let task = tokio::spawn(serve(listener, tls, router, stop));
     tracing::info!(%addr, "control plane serving");
     Ok(Running {

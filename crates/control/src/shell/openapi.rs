@@ -121,6 +121,24 @@ pub const ROUTES: &[Route] = &[
         "A site's newest events, oldest first; `?limit=N`",
         "EventList",
     ),
+    route(
+        "get",
+        "/v1/deployments/{name}/rollout",
+        "The deployment's current rollout: waves, sites, history",
+        "RolloutView",
+    ),
+    route(
+        "get",
+        "/v1/deployments/{name}/rollouts",
+        "The current rollout and the ones before it",
+        "RolloutHistory",
+    ),
+    route(
+        "post",
+        "/v1/deployments/{name}/rollout/{action}",
+        "Control the rollout: action is pause, resume, abort or rollback",
+        "RolloutView",
+    ),
     Route {
         request: Some("EnrollRequest"),
         authenticated: false,
@@ -188,7 +206,7 @@ pub fn document() -> Value {
                 "500": error_response("the control plane failed"),
             },
         });
-        let params: Vec<Value> = ["name", "host"]
+        let params: Vec<Value> = ["name", "host", "action"]
             .iter()
             .filter(|p| r.path.contains(&format!("{{{p}}}")))
             .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
@@ -248,7 +266,7 @@ fn schemas() -> Value {
         }
         json!({ "type": "object", "properties": props })
     };
-    json!({
+    let mut all = json!({
         "Object": { "type": "object" },
         "Resource": {
             "type": "object",
@@ -335,6 +353,20 @@ fn schemas() -> Value {
             "seq": { "type": "integer" }, "at": { "type": "string" }, "actor": { "type": "string" },
             "action": { "type": "string" }, "detail": { "type": "string" },
         } },
+        "DeleteResponse": { "type": "object", "properties": {
+            "kind": { "type": "string" }, "name": { "type": "string" },
+            "manifests": { "type": "array", "items": schema_ref("ManifestChange") },
+        } },
+    });
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), agent_schemas()) {
+        all.extend(more);
+    }
+    all
+}
+
+/// The agent protocol's and rollouts' schemas (one `json!` would be too deep for the macro).
+fn agent_schemas() -> Value {
+    json!({
         "CreateTokenRequest": { "type": "object", "required": ["site"], "properties": {
             "site": { "type": "string" }, "ttl_seconds": { "type": "integer" }, "uses": { "type": "integer" },
         } },
@@ -366,13 +398,18 @@ fn schemas() -> Value {
         "ReportAck": { "type": "object", "properties": { "acked": { "type": "integer" } } },
         "HostList": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object" } } } },
         "EventList": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object" } } } },
+        "RolloutView": { "type": "object", "properties": {
+            "deployment": { "type": "string" }, "from_version": { "type": ["string", "null"] }, "to_version": { "type": "string" },
+            "phase": { "enum": ["running", "paused", "complete", "rolling_back", "rolled_back", "aborted", "superseded"] },
+            "reason": { "type": "string" }, "started_at": { "type": "string" },
+            "waves": { "type": "array", "items": { "type": "object" } }, "history": { "type": "array", "items": { "type": "object" } },
+        } },
+        "RolloutHistory": { "type": "object", "properties": {
+            "current": schema_ref("RolloutView"), "past": { "type": "array", "items": schema_ref("RolloutView") },
+        } },
         "AppStatus": { "type": "object", "properties": {
             "application": { "type": "string" }, "services": { "type": "array", "items": { "type": "string" } },
             "sites": { "type": "array", "items": { "type": "object" } },
-        } },
-        "DeleteResponse": { "type": "object", "properties": {
-            "kind": { "type": "string" }, "name": { "type": "string" },
-            "manifests": { "type": "array", "items": schema_ref("ManifestChange") },
         } },
     })
 }

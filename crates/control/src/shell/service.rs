@@ -15,9 +15,10 @@ use atoll_spec::{Application, Diagnostic, Kind, Resource, Source, parse_sources}
 use atoll_store::{ResourceRow, Store, StoreError};
 use tokio::sync::Mutex;
 
-use super::clock::now_rfc3339;
+use super::clock::{now_ms, now_rfc3339};
 use super::fleet::Fleet;
-use crate::core::apply::{Refusal, Request, plan_apply, plan_delete};
+use crate::core::apply::{Refusal, Request, plan_apply, plan_delete, plan_rollout};
+use crate::core::rollout::{Command, Event, Rollout};
 use crate::core::state::{State, Versions, decode_row};
 
 /// Why an operation did not happen.
@@ -102,6 +103,16 @@ impl ControlPlane {
             if let Some(pin) = &d.value.version {
                 wanted.insert((d.value.application.clone(), pin.clone()));
             }
+            // Both sides of a rollout are needed to compile its sites' manifests, and the
+            // current version stays needed when an apply makes another one current.
+            if let Some(app) = state.applications.get(&d.value.application) {
+                wanted.insert((d.value.application.clone(), app.value.version.clone()));
+            }
+            if let Some(r) = state.rollouts.get(&d.value.name) {
+                for v in r.from_version.iter().chain([&r.to_version]) {
+                    wanted.insert((d.value.application.clone(), v.clone()));
+                }
+            }
         }
         let mut versions = Versions::new();
         for (name, version) in wanted {
@@ -151,7 +162,11 @@ impl ControlPlane {
                 &state,
                 &versions,
                 &parsed.documents,
-                &Request { now: &now, actor },
+                &Request {
+                    now: &now,
+                    now_ms: now_ms(),
+                    actor,
+                },
             );
             if !parsed.is_ok() {
                 // Report the file's own problems first, then whatever compiling found as well.
@@ -195,7 +210,17 @@ impl ControlPlane {
         for _ in 0..COMMIT_ATTEMPTS {
             let (state, versions) = self.load(&[]).await?;
             let now = now_rfc3339();
-            let plan = plan_delete(&state, &versions, kind, name, &Request { now: &now, actor })?;
+            let plan = plan_delete(
+                &state,
+                &versions,
+                kind,
+                name,
+                &Request {
+                    now: &now,
+                    now_ms: now_ms(),
+                    actor,
+                },
+            )?;
             match self
                 .commit(state.version, plan.writes, &plan.manifests)
                 .await
@@ -214,6 +239,93 @@ impl ControlPlane {
         Err(Error::Store(StoreError::Backend(
             "the store kept changing during this delete; try again".into(),
         )))
+    }
+
+    /// Feeds events to a deployment's rollout and commits the new state and the manifests it
+    /// changes. With an `actor`, the events are an operator's control and are audited; a
+    /// control that does not apply (pausing a complete rollout) is refused with its reason.
+    pub async fn drive_rollout(
+        &self,
+        deployment: &str,
+        events: &[Event],
+        actor: Option<&str>,
+    ) -> Result<Rollout, Error> {
+        let _guard = self.writes.lock().await;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let (state, versions) = self.load(&[]).await?;
+            let now = now_rfc3339();
+            let req = Request {
+                now: &now,
+                now_ms: now_ms(),
+                actor: actor.unwrap_or("atoll"),
+            };
+            let (plan, rollout, commands) =
+                plan_rollout(&state, &versions, deployment, events, &req, actor.is_some())?;
+            if let Some(reason) = commands.iter().find_map(|c| {
+                if let Command::Refused(r) = c {
+                    Some(r.clone())
+                } else {
+                    None
+                }
+            }) {
+                return Err(Error::Conflict(vec![Diagnostic {
+                    file: String::new(),
+                    line: 0,
+                    column: 0,
+                    path: format!("Deployment {deployment}: rollout"),
+                    message: reason,
+                    hint: None,
+                }]));
+            }
+            if plan.writes.is_empty() {
+                return Ok(rollout);
+            }
+            match self
+                .commit(state.version, plan.writes, &plan.manifests)
+                .await
+            {
+                Ok(_) => return Ok(rollout),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(StoreError::Backend(
+            "the store kept changing during this rollout step; try again".into(),
+        )))
+    }
+
+    /// Every deployment's current rollout.
+    pub async fn rollouts(&self) -> Result<BTreeMap<String, Rollout>, Error> {
+        Ok(self.load(&[]).await?.0.rollouts)
+    }
+
+    /// A deployment's current rollout and the ones before it, oldest first.
+    pub async fn rollout_history(
+        &self,
+        deployment: &str,
+    ) -> Result<(Option<Rollout>, Vec<Rollout>), Error> {
+        if self
+            .store
+            .resource(Kind::Deployment.as_str(), deployment)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "deployment {deployment} does not exist"
+            )));
+        }
+        let current = self.rollouts().await?.remove(deployment);
+        let past = self
+            .store
+            .rollout_history(deployment)
+            .await?
+            .into_iter()
+            .map(|row| {
+                serde_json::from_str(&row.state)
+                    .map_err(|e| StoreError::Corrupt(format!("rollout of {deployment}: {e}")))
+            })
+            .collect::<Result<Vec<Rollout>, _>>()?;
+        Ok((current, past))
     }
 
     pub async fn sites(&self, only: Option<&str>) -> Result<Vec<SiteView>, Error> {

@@ -1,0 +1,73 @@
+//! The rollout controller's loop: it feeds every running rollout what the sites reported and
+//! the passing of time, and commits whatever the machine decides. It looks when a report
+//! arrives and once a second (soaks end, sites go offline); a step that changes nothing writes
+//! nothing. Everything it needs is in the store, so after a restart it carries on at once.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::agents::Agents;
+use super::service::ControlPlane;
+use crate::core::feed::site_report;
+use crate::core::rollout::{Event, Phase};
+
+#[derive(Debug)]
+pub struct Controller {
+    pub control: ControlPlane,
+    pub agents: Agents,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Controller {
+    pub async fn run(mut self) {
+        let reported = self.agents.reported();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.changed() => return,
+                () = reported.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if let Err(e) = self.round().await {
+                tracing::warn!(error = %e, "rollout controller round failed; retrying");
+            }
+        }
+    }
+
+    async fn round(&self) -> Result<(), super::service::Error> {
+        let rollouts = self.control.rollouts().await?;
+        let active: Vec<_> = rollouts
+            .into_iter()
+            .filter(|(_, r)| {
+                matches!(
+                    r.phase,
+                    Phase::Running | Phase::Paused { .. } | Phase::RollingBack { .. }
+                )
+            })
+            .collect();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let hosts = self.agents.store().hosts().await?;
+        let statuses = self.agents.statuses().await?;
+        for (name, rollout) in active {
+            let mut events: Vec<Event> = rollout
+                .sites
+                .keys()
+                .map(|site| {
+                    let replicas = Agents::replicas_of(&statuses, &hosts, site, &name);
+                    Event::Report(site_report(
+                        site,
+                        &replicas,
+                        self.agents.fleet().site_connected(site),
+                    ))
+                })
+                .collect();
+            events.push(Event::Tick);
+            if let Err(e) = self.control.drive_rollout(&name, &events, None).await {
+                tracing::warn!(deployment = %name, error = %e, "rollout step failed");
+            }
+        }
+        Ok(())
+    }
+}
