@@ -24,6 +24,20 @@ struct Api {
     _dir: tempfile::TempDir,
 }
 
+/// One CA and signing key for every test: making them is the slow part of a case, and once
+/// loaded they live in memory (their folder is gone at once).
+fn keys() -> (Arc<Pki>, Arc<ManifestSigner>) {
+    static KEYS: std::sync::OnceLock<(Arc<Pki>, Arc<ManifestSigner>)> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        (
+            Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap()),
+            Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap()),
+        )
+    })
+    .clone()
+}
+
 async fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("atoll.db")).unwrap();
@@ -38,8 +52,7 @@ async fn api() -> Api {
     store.commit(0, vec![Write::PutToken(row)]).await.unwrap();
     let store: Arc<dyn Store> = Arc::new(store);
     let fleet = Arc::new(Fleet::default());
-    let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
-    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
+    let (pki, signer) = keys();
     let agents = Agents::new(store.clone(), fleet.clone(), pki, signer);
     Api {
         router: http::router(ControlPlane::new(store, fleet), agents),
