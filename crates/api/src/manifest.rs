@@ -22,6 +22,10 @@ pub struct Manifest {
 pub struct ManifestContent {
     /// Sorted by deployment name.
     pub applications: Vec<ManifestApplication>,
+    /// Images to pull ahead of time: a rollout with `prefetch: true` lists the new version's
+    /// images at sites whose wave has not opened yet, so the switch-over takes seconds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefetch: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -51,7 +51,10 @@ pub fn manifest(services: Vec<(&str, ManifestService)>) -> Manifest {
         site: "s1".into(),
         revision: 1,
         hash: "sha256:test".into(),
-        content: ManifestContent { applications },
+        content: ManifestContent {
+            applications,
+            prefetch: Vec::new(),
+        },
     }
 }
 

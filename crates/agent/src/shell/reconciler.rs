@@ -144,6 +144,10 @@ impl Reconciler {
         forget_stable(&mut pass.memory, &observed);
         let plan = core::plan(&desired, &observed, &images, &pass.memory, now_ms());
         if plan.actions.is_empty() {
+            // Nothing to change: time to pull what an upcoming wave will need.
+            if let Some(m) = &manifest {
+                self.prefetch(&m.content.prefetch, pass).await;
+            }
             // Settled: this is the state worth reporting.
             self.probe_targets.send_if_modified(|targets| {
                 let fresh = probe_targets(manifest.as_deref(), &desired, &observed);
@@ -270,6 +274,32 @@ impl Reconciler {
                     Err(e) => event("container", format!("cannot remove {name}: {e}")),
                 }
             }
+        }
+    }
+
+    /// Pulls the images a rollout announced, one at a time, skipping present ones and those
+    /// whose last pull failed recently.
+    async fn prefetch(&self, images: &[String], pass: &mut Pass) {
+        for image in images {
+            let now = now_ms();
+            let waiting = pass
+                .memory
+                .pull_not_before_ms
+                .get(image)
+                .is_some_and(|t| *t > now);
+            if waiting || self.driver.image_present(image).await.unwrap_or(true) {
+                continue;
+            }
+            let happened = self
+                .execute(
+                    &Action::Pull {
+                        image: image.clone(),
+                    },
+                    &[],
+                    pass,
+                )
+                .await;
+            self.queue(pass, vec![happened], None);
         }
     }
 

@@ -475,7 +475,8 @@ fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) 
         let placements = next.placements(site, versions);
         match compile_site(site, &placements) {
             Err(mut e) => failed.append(&mut e),
-            Ok(content) => {
+            Ok(mut content) => {
+                content.prefetch = prefetch(next, versions, &site.name);
                 let hash = content_hash(&content);
                 let head = next.manifests.get(&site.name);
                 if head.is_some_and(|h| h.hash == hash) {
@@ -493,6 +494,26 @@ fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) 
     }
     errors.extend(diagnostics(failed));
     changed
+}
+
+/// The new version's images at a site whose wave has not opened yet, for rollouts that asked
+/// for prefetch: pulled ahead, so the switch-over is quick when the wave opens.
+fn prefetch(next: &State, versions: &Versions, site: &str) -> Vec<String> {
+    let mut images: Vec<String> = next
+        .rollouts
+        .values()
+        .filter(|r| matches!(r.phase, Phase::Running | Phase::Paused { .. }))
+        .filter(|r| r.sites.contains_key(site) && r.assigned(site) != Some(r.to_version.as_str()))
+        .filter_map(|r| {
+            let d = &next.deployments.get(&r.deployment)?.value;
+            d.rollout.as_ref().filter(|spec| spec.prefetch)?;
+            next.version(&d.application, &r.to_version, versions)
+        })
+        .flat_map(|app| app.services.iter().map(|s| s.image.clone()))
+        .collect();
+    images.sort();
+    images.dedup();
+    images
 }
 
 fn to_json(resource: &Resource) -> String {

@@ -93,7 +93,10 @@ pub fn compile_site(
         return Err(errors);
     }
     applications.sort_by(|a, b| a.deployment.cmp(&b.deployment));
-    Ok(ManifestContent { applications })
+    Ok(ManifestContent {
+        applications,
+        prefetch: Vec::new(),
+    })
 }
 
 /// `sha256:` and the hex digest of the content's canonical JSON.

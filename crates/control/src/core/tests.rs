@@ -475,3 +475,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_rollout_with_prefetch_lists_the_new_images_where_the_wave_has_not_opened() {
+    let mut w = World::default();
+    let deployment = "kind: Deployment\nname: pos-prod\napplication: pos\nplacement: { sites: 'customer == acme' }\nrollout: { canary: { sites: 1, soak: 1m }, prefetch: true }\n";
+    let sites: Vec<String> = (0..4)
+        .map(|i| site(&format!("s{i}"), "customer: acme"))
+        .collect();
+    w.apply(&[app("1", "api:1"), deployment.into(), sites.join("---\n")].join("---\n"))
+        .unwrap();
+    let plan = w.apply(&app("2", "api:2")).unwrap();
+    let mut prefetching = Vec::new();
+    let mut updating = Vec::new();
+    for write in &plan.writes {
+        if let Write::PutManifest(m) = write {
+            let manifest: atoll_api::Manifest = serde_json::from_str(&m.body).unwrap();
+            let version = &manifest.content.applications[0].version;
+            if manifest.content.prefetch == ["api:2"] {
+                assert_eq!(
+                    version, "1",
+                    "a site waiting for its wave still runs the old version"
+                );
+                prefetching.push(m.site.clone());
+            } else {
+                assert!(manifest.content.prefetch.is_empty());
+                assert_eq!(version, "2");
+                updating.push(m.site.clone());
+            }
+        }
+    }
+    assert_eq!(
+        (updating.len(), prefetching.len()),
+        (1, 3),
+        "the canary updates, the others prefetch"
+    );
+}
