@@ -12,10 +12,22 @@ use tokio::sync::watch;
 /// request (a long-poll ends and the next begins within a round trip).
 const CONNECTED_GRACE: Duration = Duration::from_secs(45);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fleet {
     revisions: Mutex<HashMap<String, watch::Sender<u64>>>,
     presence: Mutex<HashMap<String, Presence>>,
+    /// When this control plane started: presence is only known from then on.
+    started: Instant,
+}
+
+impl Default for Fleet {
+    fn default() -> Fleet {
+        Fleet {
+            revisions: Mutex::default(),
+            presence: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +105,17 @@ impl Fleet {
             .is_some_and(|p| p.open_polls > 0 || p.last_seen.elapsed() < CONNECTED_GRACE)
     }
 
+    /// Whether a site should be taken as in touch when deciding for it (a rollout): connected,
+    /// or not heard from only because this control plane started less than the grace period
+    /// ago. A restart must not make every site look offline while agents reconnect.
+    pub fn site_presumed_connected(&self, site: &str) -> bool {
+        if self.site_connected(site) {
+            return true;
+        }
+        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        self.started.elapsed() < CONNECTED_GRACE && !presence.values().any(|p| p.site == site)
+    }
+
     pub fn site_connected(&self, site: &str) -> bool {
         let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
         presence.values().any(|p| {
@@ -128,6 +151,18 @@ mod tests {
         assert_eq!(*rx.borrow_and_update(), 2);
         fleet.publish("s", 1);
         assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn after_a_start_sites_not_yet_heard_from_are_presumed_connected_for_the_grace() {
+        let fleet = Fleet::default();
+        assert!(fleet.site_presumed_connected("s"));
+        assert!(!fleet.site_connected("s"), "views say what is known");
+        let old = Fleet {
+            started: Instant::now() - CONNECTED_GRACE,
+            ..Fleet::default()
+        };
+        assert!(!old.site_presumed_connected("s"));
     }
 
     #[test]

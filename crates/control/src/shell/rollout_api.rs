@@ -114,7 +114,7 @@ pub async fn control(
         "resume" => Event::Resume,
         "abort" => Event::Abort,
         "rollback" => Event::Rollback {
-            reason: format!("rolled back by {}", actor.0),
+            reason: actor.0.clone(),
         },
         other => {
             return Err(ApiError::new(

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::agents::Agents;
 use super::service::ControlPlane;
 use crate::core::feed::site_report;
-use crate::core::rollout::{Event, Phase};
+use crate::core::rollout::{Event, Phase, SiteState};
 
 #[derive(Debug)]
 pub struct Controller {
@@ -36,13 +36,24 @@ impl Controller {
 
     async fn round(&self) -> Result<(), super::service::Error> {
         let rollouts = self.control.rollouts().await?;
+        // Running rollouts, and finished ones with sites still to hear from: a site back after
+        // completion still has its outcome recorded, a late one finishes its rollback.
         let active: Vec<_> = rollouts
             .into_iter()
             .filter(|(_, r)| {
                 matches!(
                     r.phase,
                     Phase::Running | Phase::Paused { .. } | Phase::RollingBack { .. }
-                )
+                ) || (!matches!(r.phase, Phase::Superseded { .. })
+                    && r.sites.values().any(|p| {
+                        matches!(
+                            p.state,
+                            SiteState::Pending { .. }
+                                | SiteState::Updating { .. }
+                                | SiteState::Soaking { .. }
+                                | SiteState::Reverting { .. }
+                        )
+                    }))
             })
             .collect();
         if active.is_empty() {
@@ -56,11 +67,10 @@ impl Controller {
                 .keys()
                 .map(|site| {
                     let replicas = Agents::replicas_of(&statuses, &hosts, site, &name);
-                    Event::Report(site_report(
-                        site,
-                        &replicas,
-                        self.agents.fleet().site_connected(site),
-                    ))
+                    // A site with no host cannot be in touch, whatever the grace after a restart.
+                    let enrolled = hosts.iter().any(|h| h.site == *site);
+                    let connected = enrolled && self.agents.fleet().site_presumed_connected(site);
+                    Event::Report(site_report(site, &replicas, connected))
                 })
                 .collect();
             events.push(Event::Tick);
