@@ -105,12 +105,14 @@ impl Reconciler {
     /// One look at the world. Returns whether anything was done, and when the core wants to
     /// look again.
     async fn pass(&mut self, pass: &mut Pass) -> (bool, Option<u64>) {
-        let manifest = self.manifests.borrow().clone();
-        let desired = manifest
-            .as_deref()
-            .map(|m| core::desired(&self.site, m, &self.files_dir))
-            .unwrap_or_default();
-        let applied_revision = manifest.as_ref().map_or(0, |m| m.revision);
+        // No manifest accepted yet (a new or reinstalled agent) means "not known yet", not
+        // "run nothing": planning now would remove the site's running containers, only to
+        // create them again when the manifest arrives.
+        let Some(manifest) = self.manifests.borrow().clone() else {
+            return (false, None);
+        };
+        let desired = core::desired(&self.site, &manifest, &self.files_dir);
+        let applied_revision = manifest.revision;
         let observed = match self
             .driver
             .list(core::desired::LABEL_SITE, &self.site)
@@ -145,12 +147,10 @@ impl Reconciler {
         let plan = core::plan(&desired, &observed, &images, &pass.memory, now_ms());
         if plan.actions.is_empty() {
             // Nothing to change: time to pull what an upcoming wave will need.
-            if let Some(m) = &manifest {
-                self.prefetch(&m.content.prefetch, pass).await;
-            }
+            self.prefetch(&manifest.content.prefetch, pass).await;
             // Settled: this is the state worth reporting.
             self.probe_targets.send_if_modified(|targets| {
-                let fresh = probe_targets(manifest.as_deref(), &desired, &observed);
+                let fresh = probe_targets(&manifest, &desired, &observed);
                 let changed = *targets != fresh;
                 *targets = fresh;
                 changed
@@ -342,14 +342,7 @@ impl Reconciler {
 }
 
 /// The running containers whose service has a health check.
-fn probe_targets(
-    manifest: Option<&Manifest>,
-    desired: &[Replica],
-    observed: &[Container],
-) -> Vec<Target> {
-    let Some(manifest) = manifest else {
-        return Vec::new();
-    };
+fn probe_targets(manifest: &Manifest, desired: &[Replica], observed: &[Container]) -> Vec<Target> {
     desired
         .iter()
         .filter_map(|r| {

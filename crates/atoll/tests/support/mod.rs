@@ -107,9 +107,11 @@ pub struct Process {
     child: Child,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// The threads collecting stdout and stderr; they end at end of file.
+    collectors: Vec<thread::JoinHandle<()>>,
 }
 
-fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
@@ -120,7 +122,7 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
                 Ok(_) => into.lock().unwrap().push_str(&line),
             }
         }
-    });
+    })
 }
 
 impl Process {
@@ -133,12 +135,37 @@ impl Process {
             .unwrap_or_else(|e| panic!("cannot start {ATOLL}: {e}"));
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().unwrap(), stdout.clone());
-        collect(child.stderr.take().unwrap(), stderr.clone());
+        let collectors = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
         Process {
             child,
             stdout,
             stderr,
+            collectors,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (`deadline` at most) for the process to exit, then for its output to be collected
+    /// whole; `None` if it is still running at the deadline.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                for collector in self.collectors.drain(..) {
+                    let _ = collector.join();
+                }
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -227,12 +254,18 @@ impl ControlPlane {
     /// Starts `atoll control --data-dir DIR --listen 127.0.0.1:0` and waits (30 s at most) for
     /// the line saying where it listens.
     pub fn start(dir: &Path) -> ControlPlane {
+        Self::start_on(dir, "127.0.0.1:0")
+    }
+
+    /// Starts `atoll control --data-dir DIR --listen LISTEN`: with the address of a control
+    /// plane that was stopped, the same control plane comes back where its agents look for it.
+    pub fn start_on(dir: &Path, listen: &str) -> ControlPlane {
         let mut cmd = atoll_command(dir);
         cmd.arg("control")
             .arg("--data-dir")
             .arg(dir)
             .arg("--listen")
-            .arg("127.0.0.1:0");
+            .arg(listen);
         let mut process = Process::spawn(cmd);
         const MARK: &str = "atoll control plane listening on ";
         // Output is collected whole lines at a time, so the line is complete once seen.
@@ -252,6 +285,11 @@ impl ControlPlane {
             url,
             process,
         }
+    }
+
+    /// `127.0.0.1:PORT`: where this control plane listens, as `--listen` takes it.
+    pub fn address(&self) -> &str {
+        self.url.strip_prefix("https://").unwrap_or(&self.url)
     }
 
     /// Kills the control plane with SIGKILL and waits for it to be gone.

@@ -1,0 +1,1835 @@
+//! End-to-end tests of the edge agent: the real `atoll` binary as the control plane and as the
+//! agent (separate processes), real TLS, and the local Docker Engine running containers of an
+//! image made of this very binary (`atoll demo image`), so nothing is pulled from a registry.
+//!
+//! Each test owns a site with a unique name, its own control plane, folders and ports, and a
+//! guard that removes every container labelled with its site (and any container it made
+//! itself) however the test ends. Waits poll a condition until a deadline; nothing sleeps for a
+//! fixed time. Without a reachable Docker Engine every test fails, saying so.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use support::{ControlPlane, Out, Process, atoll_command, run};
+
+/// The demo image, built once per test run from the binary under test.
+const IMAGE: &str = "atoll.local/demo:e2e";
+const APP: &str = "demo";
+const DEPLOYMENT: &str = "demo-e2e";
+/// Where the web service's rendered file is mounted.
+const CONFIG_PATH: &str = "/etc/demo/config.toml";
+/// How often a wait looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+// ---------------------------------------------------------------------------------------------
+// Docker
+
+/// Runs the docker CLI to completion.
+fn docker(args: &[&str]) -> Out {
+    let output = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run the docker CLI ({e}): these end-to-end tests need Docker and its CLI"
+            )
+        });
+    Out {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: output.status.code(),
+    }
+}
+
+/// Runs the docker CLI, which must succeed; its standard output, trimmed.
+#[track_caller]
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    out.ok(&format!("docker {}", args.join(" ")));
+    out.stdout.trim().to_owned()
+}
+
+/// Fails the test, saying why, unless a Docker Engine answers.
+fn require_docker() {
+    let out = docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(
+        out.code == Some(0) && !out.stdout.trim().is_empty(),
+        "Docker is unreachable: the agent's end-to-end tests need a local Docker Engine \
+         (DOCKER_HOST, or /var/run/docker.sock). `docker version` said:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// Imports the binary under test as [`IMAGE`], once per test process.
+fn demo_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let home = tempfile::tempdir().unwrap();
+        let mut cmd = atoll_command(home.path());
+        cmd.args(["demo", "image", "--tag", IMAGE]);
+        run(cmd).ok("atoll demo image");
+    });
+}
+
+/// A container as `docker inspect` describes it.
+#[derive(Debug, Clone)]
+struct Ctr {
+    id: String,
+    name: String,
+    running: bool,
+    started_at: String,
+    env: Vec<String>,
+    labels: BTreeMap<String, String>,
+    raw: Value,
+}
+
+impl Ctr {
+    fn from_inspect(v: &Value) -> Ctr {
+        Ctr {
+            id: v["Id"].as_str().unwrap_or_default().to_owned(),
+            name: v["Name"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
+            running: v["State"]["Running"].as_bool().unwrap_or(false),
+            started_at: v["State"]["StartedAt"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            env: v["Config"]["Env"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            labels: v["Config"]["Labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            raw: v.clone(),
+        }
+    }
+
+    fn managed(&self) -> bool {
+        self.labels.get("io.atoll.managed").map(String::as_str) == Some("true")
+    }
+
+    fn label(&self, key: &str) -> &str {
+        self.labels.get(key).map_or("", String::as_str)
+    }
+
+    /// Identity and start time: what "untouched" means.
+    fn fingerprint(&self) -> (String, String, bool) {
+        (self.id.clone(), self.started_at.clone(), self.running)
+    }
+}
+
+/// The container with this id or name, if it exists.
+fn inspect(id: &str) -> Option<Ctr> {
+    let out = docker(&["inspect", "--type", "container", id]);
+    if out.code != Some(0) {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&out.stdout).ok()?;
+    v.as_array()?.first().map(Ctr::from_inspect)
+}
+
+/// Every container labelled `io.atoll.site=SITE`, managed or not, by name.
+fn site_containers(site: &str) -> BTreeMap<String, Ctr> {
+    let ids = docker_ok(&[
+        "ps",
+        "-a",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=io.atoll.site={site}"),
+    ]);
+    ids.split_whitespace()
+        // A container removed between the listing and its inspection is simply not listed.
+        .filter_map(inspect)
+        .map(|c| (c.name.clone(), c))
+        .collect()
+}
+
+/// The containers the agent manages for `site`, by name.
+fn managed(site: &str) -> BTreeMap<String, Ctr> {
+    site_containers(site)
+        .into_iter()
+        .filter(|(_, c)| c.managed())
+        .collect()
+}
+
+/// `docker run -d` of the demo image running `demo tick`, with extra `docker run` options.
+fn run_foreign(name: &str, options: &[&str]) -> String {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&[IMAGE, "demo", "tick", "--every", "1s"]);
+    docker_ok(&args)
+}
+
+/// Removes, however the test ends, every container labelled with its sites and the containers
+/// it started itself. Never panics: it runs while a failed test unwinds.
+#[derive(Debug)]
+struct Cleanup {
+    sites: Vec<String>,
+    extra: Mutex<Vec<String>>,
+}
+
+impl Cleanup {
+    fn add(&self, id: &str) {
+        self.extra.lock().unwrap().push(id.to_owned());
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut ids: Vec<String> = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for site in &self.sites {
+            if let Ok(out) = Command::new("docker")
+                .args(["ps", "-a", "-q", "--no-trunc", "--filter"])
+                .arg(format!("label=io.atoll.site={site}"))
+                .stdin(Stdio::null())
+                .output()
+            {
+                ids.extend(
+                    String::from_utf8_lossy(&out.stdout)
+                        .split_whitespace()
+                        .map(str::to_owned),
+                );
+            }
+        }
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting and small utilities
+
+/// Polls `check` every [`POLL`] until it returns `Ok`, and returns that value. Past `deadline`,
+/// fails with `what` and the last `Err` (a description of what was seen instead).
+#[track_caller]
+fn eventually<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(seen) if start.elapsed() >= deadline => {
+                panic!("{what}: not within {deadline:?}; last seen:\n{seen}")
+            }
+            Err(_) => thread::sleep(POLL),
+        }
+    }
+}
+
+/// A short random lowercase hex string, for unique names.
+fn unique() -> String {
+    let mut bytes = [0u8; 4];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn figure(name: &str, value: Duration) {
+    println!("FIGURE {name}: {:.3} s", value.as_secs_f64());
+}
+
+/// Seconds since the Unix epoch of a `YYYY-MM-DDTHH:MM:SSZ` timestamp.
+#[track_caller]
+fn unix_seconds(rfc3339: &str) -> i64 {
+    let (date, time) = rfc3339
+        .split_once('T')
+        .unwrap_or_else(|| panic!("not an RFC 3339 UTC timestamp: {rfc3339:?}"));
+    let date: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let time = time.trim_end_matches('Z');
+    let time = time.split('.').next().unwrap();
+    let time: Vec<i64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+    let (y, m, d) = (date[0], date[1], date[2]);
+    // Days from civil, after Howard Hinnant.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + time[0] * 3600 + time[1] * 60 + time[2]
+}
+
+/// The wall clock, in seconds: what a join token's expiry is compared with.
+#[allow(clippy::disallowed_methods)] // a test has no clock module to go through
+fn now_unix() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+/// The reports waiting in an agent's outbox, oldest first.
+fn outbox(agent_dir: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(agent_dir.join("outbox")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .filter_map(|n| std::fs::read(agent_dir.join("outbox").join(n)).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+/// `(seq, kind, message)` of every event in `reports`.
+fn events_of(reports: &[Value]) -> Vec<(u64, String, String)> {
+    reports
+        .iter()
+        .flat_map(|r| {
+            let seq = r["seq"].as_u64().unwrap_or(0);
+            r["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |e| {
+                    (
+                        seq,
+                        e["kind"].as_str().unwrap_or_default().to_owned(),
+                        e["message"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The first `n` characters of a container id, as the agent's events show it.
+fn short(id: &str) -> &str {
+    &id[..12]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resources
+
+fn site_yaml(site: &str, run: &str) -> String {
+    "kind: Site
+name: @SITE@
+description: an end-to-end test site
+labels: { run: @RUN@, store_id: \"0042\", region: eu-west }
+variables: { greeting: Hello from @SITE@, currency: EUR }
+"
+    .replace("@SITE@", site)
+    .replace("@RUN@", run)
+}
+
+/// The two-service application at `version`, with `release` in both services' environment (so
+/// that a new release changes both containers), and its deployment on the sites labelled
+/// `run: RUN`.
+fn app_yaml(version: &str, release: &str, run: &str) -> String {
+    "kind: Application
+name: @APP@
+version: \"@VERSION@\"
+description: a web service showing its per-site configuration, and a worker
+services:
+  - name: web
+    image: @IMAGE@
+    args: [demo, serve, --listen, \"0.0.0.0:8080\", --show, @CONFIG@]
+    env:
+      GREETING: \"{{ site.variables.greeting }}\"
+      STORE_ID: \"{{ site.labels.store_id }}\"
+      RELEASE: \"@RELEASE@\"
+    files:
+      - path: @CONFIG@
+        template: |
+          site = \"{{ site.name }}\"
+          region = \"{{ site.labels.region }}\"
+          currency = \"{{ site.variables.currency }}\"
+  - name: worker
+    image: @IMAGE@
+    args: [demo, tick, --every, 1s]
+    env:
+      RELEASE: \"@RELEASE@\"
+---
+kind: Deployment
+name: @DEPLOYMENT@
+application: @APP@
+placement:
+  sites: \"run == @RUN@\"
+"
+    .replace("@APP@", APP)
+    .replace("@VERSION@", version)
+    .replace("@IMAGE@", IMAGE)
+    .replace("@CONFIG@", CONFIG_PATH)
+    .replace("@RELEASE@", release)
+    .replace("@DEPLOYMENT@", DEPLOYMENT)
+    .replace("@RUN@", run)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fixture: a control plane, a site, its agent, and the cleanup guard
+
+/// Fields drop in order: the agent first (so it recreates nothing), then the control plane, then
+/// the guard removes the containers, and last the folders go.
+#[derive(Debug)]
+struct Fixture {
+    agent: Option<Process>,
+    cp: Option<ControlPlane>,
+    cleanup: Cleanup,
+    /// Unique to this test: the site is `e2e-ID`, its `run` label `run-ID`.
+    id: String,
+    site: String,
+    run: String,
+    /// The one-use join token the agent enrolled with.
+    join_token: String,
+    tmp: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let tail = |text: String| {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(80)..].join("\n")
+            };
+            if let Some(agent) = &self.agent {
+                eprintln!("--- agent stderr (tail):\n{}", tail(agent.stderr()));
+            }
+            if let Some(cp) = &self.cp {
+                eprintln!("--- control plane stderr (tail):\n{}", tail(cp.stderr()));
+            }
+        }
+    }
+}
+
+impl Fixture {
+    /// Docker checked, the demo image built, a control plane started; no site yet.
+    fn new() -> Fixture {
+        require_docker();
+        demo_image();
+        let tmp = tempfile::tempdir().unwrap();
+        let id = unique();
+        let site = format!("e2e-{id}");
+        let cleanup = Cleanup {
+            sites: vec![site.clone()],
+            extra: Mutex::new(Vec::new()),
+        };
+        let cp = ControlPlane::start(&tmp.path().join("data"));
+        Fixture {
+            agent: None,
+            cp: Some(cp),
+            cleanup,
+            run: format!("run-{id}"),
+            join_token: String::new(),
+            id,
+            site,
+            tmp,
+        }
+    }
+
+    fn cp(&self) -> &ControlPlane {
+        self.cp.as_ref().expect("the control plane is stopped")
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    fn agent_dir(&self) -> PathBuf {
+        self.tmp.path().join("agent")
+    }
+
+    fn name(&self, service: &str) -> String {
+        format!("atoll_{}_{DEPLOYMENT}_{service}_0", self.site)
+    }
+
+    #[track_caller]
+    fn apply(&self, file: &str, yaml: &str) -> Out {
+        let path = self.tmp.path().join(file);
+        std::fs::write(&path, yaml).unwrap();
+        let out = self.cp().cli(&["apply", "-f", path.to_str().unwrap()]);
+        out.ok(&format!("apply {file}"));
+        out
+    }
+
+    /// `atoll token create --site SITE ARGS...`: the token, and what was said on stderr.
+    #[track_caller]
+    fn token(&self, site: &str, args: &[&str]) -> (String, String) {
+        let mut all = vec!["token", "create", "--site", site];
+        all.extend_from_slice(args);
+        let out = self.cp().cli(&all);
+        out.ok("token create");
+        let token = out.stdout.trim().to_owned();
+        assert!(token.starts_with("atoll1."), "{}", out.stdout);
+        (token, out.stderr)
+    }
+
+    /// `atoll agent --data-dir DIR --interval 2s`, enrolling with `--control` and `--token`
+    /// when given.
+    fn agent_command(&self, dir: &Path, enroll: Option<(&str, &str)>) -> Command {
+        let mut cmd = atoll_command(self.tmp.path());
+        for var in ["ATOLL_CONTROL", "ATOLL_JOIN_TOKEN", "ATOLL_AGENT_DATA_DIR"] {
+            cmd.env_remove(var);
+        }
+        cmd.arg("agent")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--interval", "2s"])
+            .env("ATOLL_LOG", "info");
+        if let Some((url, token)) = enroll {
+            cmd.args(["--control", url, "--token", token]);
+        }
+        cmd
+    }
+
+    /// Starts this site's agent (again): it needs only its data folder once enrolled.
+    fn start_agent(&mut self, enroll: Option<(&str, &str)>) {
+        assert!(self.agent.is_none(), "the agent already runs");
+        let cmd = self.agent_command(&self.agent_dir(), enroll);
+        self.agent = Some(Process::spawn(cmd));
+    }
+
+    /// SIGKILL, as a power cut would.
+    fn kill_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            agent.kill9();
+        }
+    }
+
+    /// Applies the site, creates a join token, starts the agent with it and waits until the
+    /// control plane shows the site connected.
+    fn enroll(&mut self) {
+        self.apply("site.yaml", &site_yaml(&self.site, &self.run));
+        let (token, _) = self.token(&self.site, &[]);
+        let url = self.cp().url.clone();
+        self.start_agent(Some((&url, &token)));
+        self.join_token = token;
+        eventually(
+            "the site shows connected in `get sites`",
+            Duration::from_secs(30),
+            || {
+                let site = self.site_view()?;
+                if site["connected"] == true && site["hosts"] == 1 {
+                    Ok(())
+                } else {
+                    Err(site.to_string())
+                }
+            },
+        );
+    }
+
+    /// Applies the application at `version` and its deployment.
+    fn deploy(&self, version: &str, release: &str) {
+        self.apply(
+            &format!("app-{version}.yaml"),
+            &app_yaml(version, release, &self.run),
+        );
+    }
+
+    /// Enrolls, deploys version 1.0 and waits for both replicas to run; their statuses.
+    fn running_app(&mut self) -> BTreeMap<String, Value> {
+        self.enroll();
+        self.deploy("1.0", "one");
+        eventually(
+            "both replicas running in `atoll status`",
+            Duration::from_secs(60),
+            || self.all_running(&BTreeSet::new()),
+        )
+    }
+
+    /// This site's item of `get sites -o json`.
+    fn site_view(&self) -> Result<Value, String> {
+        let out = self.cp().cli(&["get", "sites", "-o", "json"]);
+        if out.code != Some(0) {
+            return Err(format!("get sites: {}", out.stderr));
+        }
+        out.json()["items"]
+            .as_array()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .find(|i| i["resource"]["name"] == self.site.as_str())
+            })
+            .cloned()
+            .ok_or_else(|| format!("no site {} in {}", self.site, out.stdout))
+    }
+
+    /// This site's replicas in `atoll status APP -o json`, by service (one replica each).
+    fn replicas(&self) -> Result<BTreeMap<String, Value>, String> {
+        let out = self.cp().cli(&["status", APP, "-o", "json"]);
+        if out.code != Some(0) {
+            return Err(format!("atoll status: {}{}", out.stdout, out.stderr));
+        }
+        let status = out.json();
+        let site = status["sites"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["site"] == self.site.as_str()))
+            .ok_or_else(|| format!("no site {} in {status}", self.site))?;
+        let services = site["services"]
+            .as_object()
+            .ok_or_else(|| format!("no services in {site}"))?;
+        services
+            .iter()
+            .map(
+                |(name, replicas)| match replicas.as_array().map(Vec::as_slice) {
+                    Some([one]) => Ok((name.clone(), one.clone())),
+                    _ => Err(format!(
+                        "service {name} has not exactly one replica: {site}"
+                    )),
+                },
+            )
+            .collect()
+    }
+
+    /// Ok when `atoll status` shows web and worker running, with containers not in `not`.
+    fn all_running(&self, not: &BTreeSet<String>) -> Result<BTreeMap<String, Value>, String> {
+        let replicas = self.replicas()?;
+        let ok = ["web", "worker"].iter().all(|s| {
+            replicas.get(*s).is_some_and(|r| {
+                r["state"] == "running"
+                    && r["container_id"]
+                        .as_str()
+                        .is_some_and(|id| !not.contains(id))
+            })
+        });
+        if ok && replicas.len() == 2 {
+            Ok(replicas)
+        } else {
+            Err(format!("{replicas:#?}"))
+        }
+    }
+
+    /// `get events SITE -o json` items.
+    fn events(&self) -> Vec<Value> {
+        let out = self.cp().cli(&["get", "events", &self.site, "-o", "json"]);
+        out.ok("get events");
+        out.json()["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Kills the control plane with SIGKILL; its data folder and address are kept.
+    fn kill_control_plane(&mut self) -> String {
+        let mut cp = self.cp.take().expect("the control plane runs");
+        let address = cp.address().to_owned();
+        cp.kill9();
+        address
+    }
+
+    /// Starts the control plane again on its data folder, at the address its agents know.
+    fn restart_control_plane(&mut self, address: &str) {
+        assert!(self.cp.is_none());
+        let cp = ControlPlane::start_on(&self.data_dir(), address);
+        assert_eq!(cp.address(), address);
+        self.cp = Some(cp);
+    }
+}
+
+fn id_of(replica: &Value) -> String {
+    replica["container_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("replica without a container: {replica}"))
+        .to_owned()
+}
+
+/// `(host, seq, message)` must not repeat across the control plane's events.
+#[track_caller]
+fn assert_no_duplicate_events(events: &[Value]) {
+    let mut seen = BTreeSet::new();
+    for e in events {
+        let triple = (
+            e["host"].as_str().unwrap_or_default().to_owned(),
+            e["seq"].as_u64().unwrap_or_default(),
+            e["message"].as_str().unwrap_or_default().to_owned(),
+        );
+        assert!(
+            seen.insert(triple.clone()),
+            "event {triple:?} stored twice:\n{events:#?}"
+        );
+    }
+}
+
+fn count_messages(events: &[Value], pred: impl Fn(&str) -> bool) -> usize {
+    events
+        .iter()
+        .filter(|e| pred(e["message"].as_str().unwrap_or_default()))
+        .count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A first deployment
+
+#[test]
+fn a_two_service_application_runs_within_10s_with_its_sites_configuration() {
+    let mut f = Fixture::new();
+    f.enroll();
+
+    let started = Instant::now();
+    f.deploy("1.0", "one");
+    let replicas = eventually(
+        "both replicas running in `atoll status`",
+        Duration::from_secs(60),
+        || f.all_running(&BTreeSet::new()),
+    );
+    let elapsed = started.elapsed();
+    figure("apply → both replicas running", elapsed);
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "apply → running took {elapsed:?}, more than 10 s"
+    );
+
+    // What the control plane rendered for this site.
+    let manifest = f.cp().manifest(&f.site);
+    let services = manifest["content"]["applications"][0]["services"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no services in {manifest}"))
+        .clone();
+    let rendered = |name: &str| -> Value {
+        services
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no service {name} in {manifest}"))
+            .clone()
+    };
+    let web_spec = rendered("web");
+    let file = &web_spec["files"][0];
+    assert_eq!(file["path"], CONFIG_PATH, "{web_spec}");
+    let rendered_file = file["content"].as_str().unwrap().to_owned();
+    assert_eq!(
+        rendered_file.trim_end(),
+        format!(
+            "site = \"{}\"\nregion = \"eu-west\"\ncurrency = \"EUR\"",
+            f.site
+        ),
+        "{web_spec}"
+    );
+
+    let on_host = managed(&f.site);
+    assert_eq!(
+        on_host.keys().cloned().collect::<Vec<_>>(),
+        [f.name("web"), f.name("worker")],
+        "{on_host:#?}"
+    );
+    for (service, spec) in [("web", &web_spec), ("worker", &rendered("worker"))] {
+        let c = &on_host[&f.name(service)];
+        assert!(c.running, "{c:#?}");
+        assert_eq!(
+            c.id,
+            id_of(&replicas[service]),
+            "status and docker disagree"
+        );
+        assert_eq!(c.label("io.atoll.site"), f.site);
+        assert_eq!(c.label("io.atoll.deployment"), DEPLOYMENT);
+        assert_eq!(c.label("io.atoll.service"), service);
+        assert_eq!(c.label("io.atoll.replica"), "0");
+        assert!(!c.label("io.atoll.spec-hash").is_empty(), "{:?}", c.labels);
+        // Every variable of the rendered spec is in the container's environment.
+        for (key, value) in spec["env"].as_object().unwrap() {
+            let entry = format!("{key}={}", value.as_str().unwrap());
+            assert!(c.env.contains(&entry), "{entry} not in {:?}", c.env);
+        }
+        assert!(c.env.contains(&"RELEASE=one".to_owned()), "{:?}", c.env);
+    }
+
+    let web = &on_host[&f.name("web")];
+    for expected in [
+        format!("GREETING=Hello from {}", f.site),
+        "STORE_ID=0042".to_owned(),
+    ] {
+        assert!(
+            web.env.contains(&expected),
+            "{expected} not in {:?}",
+            web.env
+        );
+    }
+
+    // The file, as the container sees it, is the one rendered for this site...
+    let out = docker(&[
+        "exec",
+        &web.id,
+        "/usr/local/bin/atoll",
+        "demo",
+        "cat",
+        CONFIG_PATH,
+    ]);
+    out.ok("docker exec atoll demo cat");
+    assert_eq!(out.stdout, rendered_file);
+
+    // ...mounted read-only from the agent's data folder.
+    let mounts = web.raw["Mounts"].as_array().cloned().unwrap_or_default();
+    let mount = mounts
+        .iter()
+        .find(|m| m["Destination"] == CONFIG_PATH)
+        .unwrap_or_else(|| panic!("no mount at {CONFIG_PATH}: {mounts:#?}"));
+    assert_eq!(mount["Type"], "bind", "{mount}");
+    assert_eq!(mount["RW"], false, "{mount}");
+    let source = mount["Source"].as_str().unwrap();
+    assert!(
+        Path::new(source).starts_with(f.agent_dir().join("files")),
+        "{mount}"
+    );
+    assert_eq!(std::fs::read_to_string(source).unwrap(), rendered_file);
+    // The image has no shell to try a write with: the mount's flag above is the check. The
+    // worker has no files, hence no mounts.
+    let worker = &on_host[&f.name("worker")];
+    assert!(
+        worker.raw["Mounts"].as_array().is_none_or(|m| m.is_empty()),
+        "{:#?}",
+        worker.raw["Mounts"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Upgrades and removals touch only the agent's own containers
+
+#[test]
+fn a_new_version_replaces_and_a_deleted_deployment_removes_while_foreign_containers_stay() {
+    let mut f = Fixture::new();
+    let first = f.running_app();
+    let old_ids: BTreeSet<String> = first.values().map(id_of).collect();
+    let old = managed(&f.site);
+
+    // Containers the agent must never touch: one with no label at all, one of another site, and
+    // one that carries this site's label but not the managed one.
+    let id = f.id.clone();
+    let plain = run_foreign(&format!("e2e-plain-{id}"), &[]);
+    f.cleanup.add(&plain);
+    let other_site = run_foreign(
+        &format!("e2e-other-{id}"),
+        &["--label", &format!("io.atoll.site=other-{id}")],
+    );
+    f.cleanup.add(&other_site);
+    let unmanaged = run_foreign(
+        &format!("e2e-unmanaged-{id}"),
+        &[
+            "--label",
+            &format!("io.atoll.site={}", f.site),
+            "--label",
+            "io.atoll.service=web",
+        ],
+    );
+    f.cleanup.add(&unmanaged);
+    let foreign = [plain, other_site, unmanaged];
+    let foreign_before: Vec<_> = foreign
+        .iter()
+        .map(|id| {
+            eventually(
+                "the foreign container runs",
+                Duration::from_secs(10),
+                || {
+                    let c = inspect(id).ok_or("gone")?;
+                    if c.running {
+                        Ok(c.fingerprint())
+                    } else {
+                        Err(format!("{c:#?}"))
+                    }
+                },
+            )
+        })
+        .collect();
+    let foreign_unchanged = || {
+        for (id, before) in foreign.iter().zip(&foreign_before) {
+            let now = inspect(id).unwrap_or_else(|| panic!("foreign container {id} is gone"));
+            assert_eq!(
+                &now.fingerprint(),
+                before,
+                "foreign container {id} was touched"
+            );
+        }
+    };
+
+    // A new version: both services' environments change, so both containers are replaced.
+    let started = Instant::now();
+    f.deploy("1.1", "two");
+    let replaced = eventually(
+        "the site's containers replaced by the new version's",
+        Duration::from_secs(60),
+        || {
+            let now = managed(&f.site);
+            let done = now.len() == 2
+                && now.values().all(|c| {
+                    c.running
+                        && !old_ids.contains(&c.id)
+                        && c.env.contains(&"RELEASE=two".to_owned())
+                });
+            if done {
+                Ok(now)
+            } else {
+                Err(format!(
+                    "{:#?}",
+                    now.values()
+                        .map(|c| (&c.name, &c.id, c.running, &c.env))
+                        .collect::<Vec<_>>()
+                ))
+            }
+        },
+    );
+    let replace_time = started.elapsed();
+    figure("new version → containers replaced", replace_time);
+    for (name, c) in &replaced {
+        assert_eq!(c.label("io.atoll.version"), "1.1", "{name}");
+        assert_ne!(
+            c.label("io.atoll.spec-hash"),
+            old[name].label("io.atoll.spec-hash"),
+            "{name}"
+        );
+    }
+    for id in &old_ids {
+        assert!(
+            inspect(id).is_none(),
+            "the old container {id} is still there"
+        );
+    }
+    let new_ids: BTreeSet<String> = replaced.values().map(|c| c.id.clone()).collect();
+    let now = eventually(
+        "`atoll status` shows the new containers running",
+        Duration::from_secs(30),
+        || f.all_running(&old_ids),
+    );
+    assert_eq!(now.values().map(id_of).collect::<BTreeSet<_>>(), new_ids);
+    foreign_unchanged();
+
+    // Deleting the deployment removes the site's containers, and only them.
+    let started = Instant::now();
+    f.cp()
+        .cli(&["delete", "deployment", DEPLOYMENT])
+        .ok("delete deployment");
+    eventually(
+        "the site's managed containers removed",
+        Duration::from_secs(60),
+        || {
+            let now = managed(&f.site);
+            if now.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{:?}", now.keys().collect::<Vec<_>>()))
+            }
+        },
+    );
+    let remove_time = started.elapsed();
+    figure("delete deployment → containers removed", remove_time);
+    foreign_unchanged();
+    eventually(
+        "the site reports the new revision applied",
+        Duration::from_secs(30),
+        || {
+            let s = f.site_view()?;
+            if s["applied_revision"] == s["revision"] {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    foreign_unchanged();
+
+    assert!(
+        replace_time < Duration::from_secs(10),
+        "the new version's containers replaced the old ones in {replace_time:.1?}, more than \
+         10 s (the old containers are stopped one after the other with a 10 s grace period, and \
+         the demo workload, PID 1 in its container, ignores SIGTERM)"
+    );
+    assert!(
+        remove_time < Duration::from_secs(10),
+        "the deleted deployment's containers were removed in {remove_time:.1?}, more than 10 s"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Crash recovery
+
+#[test]
+fn a_killed_container_is_back_within_2s() {
+    let mut f = Fixture::new();
+    let replicas = f.running_app();
+    let id = id_of(&replicas["web"]);
+    let before = inspect(&id).unwrap();
+    assert!(before.running);
+
+    let started = Instant::now();
+    docker_ok(&["kill", &id]);
+    let after = eventually(
+        "the killed container runs again",
+        Duration::from_secs(30),
+        || {
+            let c = inspect(&id).ok_or("the container is gone")?;
+            if c.running && c.started_at != before.started_at {
+                Ok(c)
+            } else {
+                Err(format!("running {} started {}", c.running, c.started_at))
+            }
+        },
+    );
+    let back = started.elapsed();
+    figure("docker kill → running again", back);
+    assert_eq!(after.id, before.id, "the same container is restarted");
+
+    eventually(
+        "`atoll status` counts one restart",
+        Duration::from_secs(30),
+        || {
+            let r = f.replicas()?;
+            let web = &r["web"];
+            if web["state"] == "running"
+                && web["restarts"] == 1
+                && web["container_id"] == id.as_str()
+            {
+                Ok(())
+            } else {
+                Err(web.to_string())
+            }
+        },
+    );
+    let name = f.name("web");
+    let events = eventually("the restart event", Duration::from_secs(30), || {
+        let events = f.events();
+        if count_messages(&events, |m| m.starts_with(&format!("restarted {name}, "))) > 0 {
+            Ok(events)
+        } else {
+            Err(format!("{events:#?}"))
+        }
+    });
+    assert_eq!(
+        count_messages(&events, |m| m
+            == format!("restarted {name}, which had exited with code 137")),
+        1,
+        "{events:#?}"
+    );
+    assert!(
+        back < Duration::from_secs(2),
+        "the killed container ran again after {back:?}, more than 2 s"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Offline autonomy
+
+#[test]
+fn offline_the_agent_keeps_the_site_running_and_catches_up_after() {
+    let mut f = Fixture::new();
+    f.running_app();
+    let before = managed(&f.site);
+    assert_eq!(before.len(), 2);
+    let address = f.kill_control_plane();
+
+    // A restarted agent adopts what runs: no container is recreated or restarted.
+    f.kill_agent();
+    let next_seq: u64 = std::fs::read_to_string(f.agent_dir().join("outbox/next-seq"))
+        .map(|s| s.trim().parse().unwrap())
+        .unwrap_or(1);
+    f.start_agent(None);
+    let settled = eventually(
+        "the restarted agent reports a settled status (to its outbox)",
+        Duration::from_secs(30),
+        || {
+            let reports = outbox(&f.agent_dir());
+            reports
+                .iter()
+                .find(|r| r["seq"].as_u64().unwrap() >= next_seq && r["status"].is_object())
+                .cloned()
+                .ok_or_else(|| format!("{reports:#?}"))
+        },
+    );
+    let replicas = settled["status"]["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2, "{settled}");
+    for r in replicas {
+        assert_eq!(r["state"], "running", "{settled}");
+        let name = f.name(r["service"].as_str().unwrap());
+        assert_eq!(r["container_id"], before[&name].id.as_str(), "{settled}");
+    }
+    let after_restart = events_of(&outbox(&f.agent_dir()));
+    assert!(
+        after_restart
+            .iter()
+            .all(|(seq, kind, _)| *seq < next_seq || kind != "container"),
+        "the restarted agent acted on containers: {after_restart:#?}"
+    );
+    let now = managed(&f.site);
+    for (name, c) in &before {
+        assert_eq!(
+            now.get(name).map(Ctr::fingerprint),
+            Some(c.fingerprint()),
+            "{name} was not adopted untouched"
+        );
+    }
+
+    // Still offline, a container removed by hand comes back.
+    let web = f.name("web");
+    let old_id = before[&web].id.clone();
+    let started = Instant::now();
+    docker_ok(&["rm", "-f", &old_id]);
+    let recreated = eventually(
+        "the removed container recreated offline",
+        Duration::from_secs(10),
+        || {
+            let c = inspect(&web).ok_or("no container")?;
+            if c.running && c.id != old_id {
+                Ok(c)
+            } else {
+                Err(format!("{c:#?}"))
+            }
+        },
+    );
+    figure("docker rm -f → recreated (offline)", started.elapsed());
+    assert!(recreated.managed());
+    let created = format!("created {web} ({})", short(&recreated.id));
+    eventually(
+        "the recreation waits in the outbox",
+        Duration::from_secs(10),
+        || {
+            let events = events_of(&outbox(&f.agent_dir()));
+            if events.iter().any(|(_, _, m)| *m == created) {
+                Ok(())
+            } else {
+                Err(format!("{events:#?}"))
+            }
+        },
+    );
+    let worker = f.name("worker");
+    assert_eq!(
+        inspect(&worker).map(|c| c.fingerprint()),
+        Some(before[&worker].fingerprint()),
+        "the worker was touched"
+    );
+
+    // The control plane comes back where the agent looks for it.
+    f.restart_control_plane(&address);
+    let started = Instant::now();
+    eventually(
+        "the site connected again, with the desired revision applied and the recreation reported",
+        Duration::from_secs(30),
+        || {
+            let s = f.site_view()?;
+            let events = f.events();
+            let reported = count_messages(&events, |m| m == created) > 0;
+            if s["connected"] == true
+                && s["revision"].is_u64()
+                && s["applied_revision"] == s["revision"]
+                && reported
+            {
+                Ok(())
+            } else {
+                Err(format!("{s}\nreported: {reported}"))
+            }
+        },
+    );
+    figure("control plane back → caught up", started.elapsed());
+    eventually("the outbox is delivered", Duration::from_secs(60), || {
+        let left = outbox(&f.agent_dir());
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:#?}"))
+        }
+    });
+    let events = f.events();
+    assert_eq!(count_messages(&events, |m| m == created), 1, "{events:#?}");
+    assert_eq!(
+        count_messages(&events, |m| m.starts_with(&format!("created {web} ("))),
+        2,
+        "the first creation and the recreation: {events:#?}"
+    );
+    assert_no_duplicate_events(&events);
+    let replicas = f.all_running(&BTreeSet::new()).unwrap();
+    assert_eq!(id_of(&replicas["web"]), recreated.id);
+    assert_eq!(id_of(&replicas["worker"]), before[&worker].id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Refusals
+
+/// A reqwest client presenting the certificate and key an agent keeps in `agent_dir`, and
+/// trusting only the CA it keeps there.
+fn agent_http(agent_dir: &Path) -> reqwest::Client {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let read = |name: &str| std::fs::read(agent_dir.join(name)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&read("ca.pem")) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read("host-cert.pem"))
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&read("host-key.pem")).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// What a fake control plane serves and what it received.
+#[derive(Debug, Default)]
+struct FakeState {
+    /// The body answering every manifest request.
+    manifest: Mutex<String>,
+    manifest_requests: AtomicUsize,
+    /// Every report batch received, in order.
+    batches: Mutex<Vec<Value>>,
+}
+
+/// An HTTPS server that looks like the control plane to an agent: its certificate is issued by
+/// the real CA (so the agent trusts it), it asks for no client certificate, serves whatever
+/// manifest the test sets and records the reports.
+#[derive(Debug)]
+struct FakeControlPlane {
+    url: String,
+    state: Arc<FakeState>,
+}
+
+impl FakeControlPlane {
+    fn start(rt: &tokio::runtime::Runtime, data_dir: &Path) -> FakeControlPlane {
+        use axum::routing::{get, post};
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+        let ca_pem = std::fs::read_to_string(data_dir.join("ca.pem")).unwrap();
+        let ca_key = rcgen::KeyPair::from_pem(
+            &std::fs::read_to_string(data_dir.join("ca-key.pem")).unwrap(),
+        )
+        .unwrap();
+        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der, &ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let chain = vec![cert.der().clone(), ca_der.into_owned()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+        let state = Arc::new(FakeState::default());
+        let router = axum::Router::new()
+            .route(
+                "/v1/sites/{site}/manifest",
+                get(
+                    |axum::extract::State(s): axum::extract::State<Arc<FakeState>>| async move {
+                        s.manifest_requests.fetch_add(1, Ordering::SeqCst);
+                        let body = s.manifest.lock().unwrap().clone();
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            body,
+                        )
+                    },
+                ),
+            )
+            .route(
+                "/v1/sites/{site}/reports",
+                post(
+                    |axum::extract::State(s): axum::extract::State<Arc<FakeState>>,
+                     body: axum::body::Bytes| async move {
+                        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let batches = request["batches"].as_array().cloned().unwrap_or_default();
+                        let acked = batches
+                            .iter()
+                            .filter_map(|b| b["seq"].as_u64())
+                            .max()
+                            .unwrap_or(0);
+                        s.batches.lock().unwrap().extend(batches);
+                        axum::Json(json!({ "acked": acked }))
+                    },
+                ),
+            )
+            .with_state(state.clone());
+
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        rt.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, router) = (acceptor.clone(), router.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(
+                            TokioIo::new(stream),
+                            hyper_util::service::TowerToHyperService::new(router),
+                        )
+                        .await;
+                });
+            }
+        });
+        FakeControlPlane { url, state }
+    }
+
+    fn serve(&self, body: String) {
+        *self.state.manifest.lock().unwrap() = body;
+    }
+
+    fn batches(&self) -> Vec<Value> {
+        self.state.batches.lock().unwrap().clone()
+    }
+}
+
+/// `{payload, signature}` with `payload` signed by `key`.
+fn sign(key: &ring::signature::Ed25519KeyPair, payload: &Value) -> String {
+    use base64::Engine as _;
+    let payload = serde_json::to_string(payload).unwrap();
+    let signature =
+        base64::engine::general_purpose::STANDARD.encode(key.sign(payload.as_bytes()).as_ref());
+    json!({ "payload": payload, "signature": signature }).to_string()
+}
+
+/// Waits until the fake has received, among the batches after the first `from`, a `refused`
+/// event and a status whose `refused` both satisfy `matches`; returns that status.
+#[track_caller]
+fn wait_refusal(
+    fake: &FakeControlPlane,
+    from: usize,
+    what: &str,
+    matches: impl Fn(&str) -> bool,
+) -> Value {
+    eventually(what, Duration::from_secs(90), || {
+        let batches = fake.batches();
+        let fresh = &batches[from.min(batches.len())..];
+        let event = events_of(fresh)
+            .into_iter()
+            .any(|(_, kind, message)| kind == "refused" && matches(&message));
+        let status = fresh
+            .iter()
+            .filter_map(|b| b["status"].as_object())
+            .find(|s| {
+                s.get("refused")
+                    .and_then(Value::as_str)
+                    .is_some_and(&matches)
+            });
+        match (event, status) {
+            (true, Some(s)) => Ok(Value::Object(s.clone())),
+            _ => Err(format!("event: {event}; batches: {fresh:#?}")),
+        }
+    })
+}
+
+#[test]
+fn refusals() {
+    let mut f = Fixture::new();
+    let site_b = format!("{}-b", f.site);
+    f.cleanup.sites.push(site_b.clone());
+    f.apply(
+        "site-b.yaml",
+        &format!(
+            "kind: Site\nname: {site_b}\nlabels: {{ run: other-{} }}\n",
+            f.id
+        ),
+    );
+    let replicas = f.running_app();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = f.cp().url.clone();
+    let site_a = f.site.clone();
+
+    // (a) One site's certificate opens nothing of another site's.
+    let as_a = agent_http(&f.agent_dir());
+    let anonymous = f.cp().http();
+    rt.block_on(async {
+        let own = as_a
+            .get(format!("{url}/v1/sites/{site_a}/manifest?have=0&wait=0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(own.status(), 200, "A's certificate reads A's manifest");
+        let own: Value = own.json().await.unwrap();
+        assert!(own["payload"].is_string() && own["signature"].is_string(), "{own}");
+
+        let response = as_a
+            .get(format!("{url}/v1/sites/{site_b}/manifest?have=0&wait=0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "A's certificate reading B's manifest");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "forbidden", "{body}");
+
+        let response = as_a
+            .post(format!("{url}/v1/sites/{site_b}/reports"))
+            .json(&json!({ "batches": [{ "seq": 1, "at": "2020-01-01T00:00:00Z",
+                "events": [{ "at": "2020-01-01T00:00:00Z", "kind": "container", "message": "forged" }] }] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "A's certificate reporting for B");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "forbidden", "{body}");
+
+        let response = anonymous
+            .get(format!("{url}/v1/sites/{site_a}/manifest?have=0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "no certificate and no token");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        let response = anonymous
+            .post(format!("{url}/v1/sites/{site_a}/reports"))
+            .json(&json!({ "batches": [] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "reporting with no certificate");
+    });
+    let b_events = f.cp().cli(&["get", "events", &site_b, "-o", "json"]);
+    b_events.ok("get events B");
+    assert_eq!(
+        b_events.json()["items"],
+        json!([]),
+        "nothing was stored for B"
+    );
+
+    // (b) Join tokens: used up, unknown, expired.
+    let refused_enrollment = |token: &str, dir: &str| -> String {
+        let cmd = f.agent_command(&f.tmp.path().join(dir), Some((&url, token)));
+        let mut agent = Process::spawn(cmd);
+        let status = agent.wait_exit(Duration::from_secs(30)).unwrap_or_else(|| {
+            panic!(
+                "the agent with token {dir} did not exit:\n{}",
+                agent.stderr()
+            )
+        });
+        assert_eq!(status.code(), Some(1), "{dir}: {}", agent.stderr());
+        assert!(
+            !f.tmp.path().join(dir).join("identity.json").exists(),
+            "{dir}: an identity was kept"
+        );
+        agent.stderr()
+    };
+    // The token site A's agent enrolled with was good for one host.
+    let stderr = refused_enrollment(&f.join_token, "reused");
+    assert!(stderr.contains("used up"), "{stderr}");
+
+    let fingerprint = f.join_token.rsplit('.').next().unwrap();
+    let stderr = refused_enrollment(&format!("atoll1.{}.{fingerprint}", unique()), "unknown");
+    assert!(stderr.contains("unknown join token"), "{stderr}");
+
+    let (short_lived, said) = f.token(&f.site, &["--ttl", "1s"]);
+    let expires_at = said
+        .split("valid until ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|t| t.trim_end_matches('.'))
+        .unwrap_or_else(|| panic!("no expiry in {said:?}"));
+    let expiry = unix_seconds(expires_at);
+    eventually("the token expires", Duration::from_secs(10), || {
+        if now_unix() > expiry {
+            Ok(())
+        } else {
+            Err(format!("now {} ≤ {expiry}", now_unix()))
+        }
+    });
+    let stderr = refused_enrollment(&short_lived, "expired");
+    assert!(stderr.contains("expired"), "{stderr}");
+
+    // (c) Forged, replayed and misaddressed manifests, from a control plane the agent trusts.
+    let before = managed(&f.site);
+    assert_eq!(
+        before
+            .values()
+            .map(|c| c.id.clone())
+            .collect::<BTreeSet<_>>(),
+        replicas.values().map(id_of).collect::<BTreeSet<_>>()
+    );
+    f.kill_agent();
+    let kept_path = f.agent_dir().join("manifest.json");
+    let kept_text = std::fs::read_to_string(&kept_path).unwrap();
+    let kept: Value = serde_json::from_str(&kept_text).unwrap();
+    let payload: Value = serde_json::from_str(kept["payload"].as_str().unwrap()).unwrap();
+    let applied = payload["revision"].as_u64().unwrap();
+    assert_eq!(payload["site"], site_a.as_str());
+
+    let fake = FakeControlPlane::start(&rt, &f.data_dir());
+    let forger = ring::signature::Ed25519KeyPair::from_pkcs8(
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .unwrap()
+            .as_ref(),
+    )
+    .unwrap();
+    let mut forged = payload.clone();
+    forged["revision"] = json!(applied + 1);
+    // Were it accepted, it would remove every container.
+    forged["content"]["applications"] = json!([]);
+    fake.serve(sign(&forger, &forged));
+    let identity_path = f.agent_dir().join("identity.json");
+    let mut identity: Value =
+        serde_json::from_str(&std::fs::read_to_string(&identity_path).unwrap()).unwrap();
+    identity["control_url"] = json!(fake.url);
+    std::fs::write(&identity_path, identity.to_string()).unwrap();
+    f.start_agent(None);
+
+    let untouched = |when: &str| {
+        let now = managed(&f.site);
+        assert_eq!(now.len(), before.len(), "{when}: {now:#?}");
+        for (name, c) in &before {
+            assert_eq!(
+                now.get(name).map(Ctr::fingerprint),
+                Some(c.fingerprint()),
+                "{when}: {name} was touched"
+            );
+        }
+    };
+
+    let status = wait_refusal(&fake, 0, "a forged manifest refused", |m| {
+        m.contains("does not verify") || m.contains("forged")
+    });
+    assert_eq!(status["applied_revision"], applied, "{status}");
+    assert_eq!(
+        std::fs::read_to_string(&kept_path).unwrap(),
+        kept_text,
+        "the forged manifest was kept"
+    );
+    untouched("after the forged manifest");
+
+    // A replay: the agent's own kept manifest, genuinely signed, but not newer.
+    let from = fake.batches().len();
+    fake.serve(kept_text.clone());
+    let status = wait_refusal(&fake, from, "a replayed manifest refused", |m| {
+        m.contains("replayed") || m.contains("not newer")
+    });
+    assert_eq!(status["applied_revision"], applied, "{status}");
+    untouched("after the replayed manifest");
+
+    // Genuinely signed and newer, but for another site.
+    let signer = {
+        let pkcs8 = std::fs::read(f.data_dir().join("signing-key.pk8")).unwrap();
+        ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .or_else(|_| ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8))
+            .unwrap()
+    };
+    let mut elsewhere = payload.clone();
+    elsewhere["site"] = json!(site_b);
+    elsewhere["revision"] = json!(applied + 1);
+    elsewhere["content"]["applications"] = json!([]);
+    let from = fake.batches().len();
+    fake.serve(sign(&signer, &elsewhere));
+    wait_refusal(&fake, from, "a manifest for another site refused", |m| {
+        m.contains(&format!("for site {site_b}"))
+    });
+    assert_eq!(std::fs::read_to_string(&kept_path).unwrap(), kept_text);
+    untouched("after the manifest for another site");
+
+    // The same path accepts a genuine newer manifest: the refusals above were the checks'.
+    let mut genuine = payload.clone();
+    genuine["revision"] = json!(applied + 1);
+    let from = fake.batches().len();
+    fake.serve(sign(&signer, &genuine));
+    eventually(
+        "a genuine newer manifest accepted",
+        Duration::from_secs(90),
+        || {
+            let batches = fake.batches();
+            let fresh = &batches[from.min(batches.len())..];
+            let accepted = events_of(fresh).into_iter().any(|(_, kind, message)| {
+                kind == "manifest"
+                    && message == format!("accepted manifest revision {}", applied + 1)
+            });
+            if accepted {
+                Ok(())
+            } else {
+                Err(format!("{fresh:#?}"))
+            }
+        },
+    );
+    untouched("after a genuine manifest with the same content");
+    assert!(fake.state.manifest_requests.load(Ordering::SeqCst) >= 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The outbox
+
+#[test]
+fn the_outbox_survives_restarts_without_loss_or_duplicates() {
+    let mut f = Fixture::new();
+    let replicas = f.running_app();
+    let worker_id = id_of(&replicas["worker"]);
+    let worker = f.name("worker");
+    eventually(
+        "everything reported so far delivered",
+        Duration::from_secs(30),
+        || {
+            let left = outbox(&f.agent_dir());
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:#?}"))
+            }
+        },
+    );
+    let address = f.kill_control_plane();
+
+    let restarted = format!("restarted {worker}, which had exited with code 137");
+    let mut kills = 0;
+    let mut kill = |f: &Fixture| {
+        let before = inspect(&worker_id).unwrap();
+        assert!(before.running);
+        docker_ok(&["kill", &worker_id]);
+        kills += 1;
+        let expected = kills;
+        eventually(
+            "the killed worker restarted, and the restart queued in the outbox",
+            Duration::from_secs(30),
+            || {
+                let c = inspect(&worker_id).ok_or("the worker is gone")?;
+                let queued = events_of(&outbox(&f.agent_dir()))
+                    .iter()
+                    .filter(|(_, _, m)| *m == restarted)
+                    .count();
+                if c.running && c.started_at != before.started_at && queued == expected {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "running {}, started {}, {queued} restarts queued",
+                        c.running, c.started_at
+                    ))
+                }
+            },
+        );
+    };
+    kill(&f);
+    kill(&f);
+    f.kill_agent();
+    f.start_agent(None);
+    kill(&f);
+    kill(&f);
+    let kills = 4;
+
+    let produced = outbox(&f.agent_dir());
+    let produced_events = events_of(&produced);
+    assert_eq!(
+        produced_events
+            .iter()
+            .filter(|(_, _, m)| *m == restarted)
+            .count(),
+        kills
+    );
+    let seqs: Vec<u64> = produced
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "sequence numbers reused or out of order: {seqs:?}"
+    );
+
+    f.restart_control_plane(&address);
+    eventually(
+        "the outbox delivered after the control plane came back",
+        Duration::from_secs(90),
+        || {
+            let left = outbox(&f.agent_dir());
+            let site = f.site_view()?;
+            if left.is_empty() && site["connected"] == true {
+                Ok(())
+            } else {
+                Err(format!("{} batches left; {site}", left.len()))
+            }
+        },
+    );
+    let events = f.events();
+    assert_no_duplicate_events(&events);
+    for (seq, kind, message) in &produced_events {
+        let stored = events
+            .iter()
+            .filter(|e| {
+                e["seq"] == *seq && e["kind"] == kind.as_str() && e["message"] == message.as_str()
+            })
+            .count();
+        assert_eq!(
+            stored, 1,
+            "event ({seq}, {kind}, {message}) stored {stored} times:\n{events:#?}"
+        );
+    }
+    assert_eq!(
+        count_messages(&events, |m| m == restarted),
+        kills,
+        "one restart event per kill: {events:#?}"
+    );
+    let hosts = f.cp().cli(&["get", "hosts", "-o", "json"]);
+    hosts.ok("get hosts");
+    let host = &hosts.json()["items"][0];
+    assert_eq!(host["status"]["dropped_reports"], 0, "{host}");
+    let r = eventually(
+        "the worker running in `atoll status`",
+        Duration::from_secs(30),
+        || f.all_running(&BTreeSet::new()),
+    );
+    assert_eq!(
+        id_of(&r["worker"]),
+        worker_id,
+        "the worker was restarted, never recreated"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A reinstalled agent
+
+/// A TCP relay to the control plane that forwards the first connection (the enrollment) and
+/// drops the next ones until `open` is set: a control plane that goes out of reach right after
+/// a host enrolled, without racing the agent.
+#[derive(Debug, Default)]
+struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    connections: AtomicUsize,
+    dropped: AtomicUsize,
+}
+
+fn start_gate(rt: &tokio::runtime::Runtime, to: &str) -> (String, Arc<Gate>) {
+    let to = to.to_owned();
+    let gate = Arc::new(Gate::default());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let state = gate.clone();
+    rt.spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            let first = state.connections.fetch_add(1, Ordering::SeqCst) == 0;
+            if !first && !state.open.load(Ordering::SeqCst) {
+                state.dropped.fetch_add(1, Ordering::SeqCst);
+                drop(inbound);
+                continue;
+            }
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (url, gate)
+}
+
+/// The spec hash leaves the agent's data folder out so that a reinstalled agent does not
+/// replace healthy containers (`core/desired.rs`). A host whose agent lost its data folder and
+/// enrolled again must therefore adopt what runs, not remove it while it has no manifest yet.
+#[test]
+fn a_reinstalled_agent_adopts_the_running_containers() {
+    let mut f = Fixture::new();
+    f.running_app();
+    let before = managed(&f.site);
+    let hosts = f.cp().cli(&["get", "hosts", "-o", "json"]);
+    hosts.ok("get hosts");
+    let old_host = hosts.json()["items"][0]["id"].as_str().unwrap().to_owned();
+    let revision = f.site_view().unwrap()["revision"].clone();
+
+    // A reinstall: the agent's data folder is gone, and the host enrolls again; right after
+    // the enrollment the control plane is out of reach for a moment.
+    f.kill_agent();
+    std::fs::remove_dir_all(f.agent_dir()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (url, gate) = start_gate(&rt, f.cp().address());
+    let (token, _) = f.token(&f.site, &[]);
+    f.start_agent(Some((&url, &token)));
+    eventually(
+        "the reinstalled agent enrolled and then failed to reach the control plane twice",
+        Duration::from_secs(30),
+        || {
+            let dropped = gate.dropped.load(Ordering::SeqCst);
+            if f.agent_dir().join("identity.json").exists() && dropped >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{dropped} connections dropped"))
+            }
+        },
+    );
+    gate.open.store(true, Ordering::SeqCst);
+
+    eventually(
+        "the new host reports the site's revision applied, all running",
+        Duration::from_secs(60),
+        || {
+            let hosts = f.cp().cli(&["get", "hosts", "-o", "json"]);
+            if hosts.code != Some(0) {
+                return Err(hosts.stderr);
+            }
+            let hosts = hosts.json();
+            let new = hosts["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["id"] != old_host.as_str())
+                .cloned()
+                .ok_or_else(|| format!("no new host: {hosts}"))?;
+            let status = &new["status"];
+            let replicas = status["replicas"].as_array().cloned().unwrap_or_default();
+            if status["applied_revision"] == revision
+                && replicas.len() == 2
+                && replicas.iter().all(|r| r["state"] == "running")
+            {
+                Ok(())
+            } else {
+                Err(new.to_string())
+            }
+        },
+    );
+    let events = f.events();
+    let acted: Vec<&str> = events
+        .iter()
+        .filter(|e| e["host"] != old_host.as_str() && e["kind"] == "container")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    let now = managed(&f.site);
+    for (name, c) in &before {
+        assert_eq!(
+            now.get(name).map(Ctr::fingerprint),
+            Some(c.fingerprint()),
+            "{name} was not adopted untouched by the reinstalled agent, which did: {acted:#?}"
+        );
+    }
+    assert!(acted.is_empty(), "{acted:#?}");
+}
