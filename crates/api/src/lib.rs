@@ -101,6 +101,13 @@ pub struct SiteView {
     pub applied_revision: Option<u64>,
     #[serde(default)]
     pub last_seen: Option<String>,
+    /// From every replica its hosts reported: healthy, degraded, unhealthy or unknown.
+    #[serde(default = "unknown")]
+    pub health: agent::Health,
+}
+
+fn unknown() -> agent::Health {
+    agent::Health::Unknown
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -156,6 +156,7 @@ async fn get_kind(
                 let mut t = Table::new(&[
                     "NAME",
                     "STATUS",
+                    "HEALTH",
                     "HOSTS",
                     "APPLIED/DESIRED",
                     "APPS",
@@ -179,6 +180,7 @@ async fn get_kind(
                     t.row(vec![
                         s.view.resource.name().into(),
                         status.into(),
+                        s.health.as_str().into(),
                         s.hosts.to_string(),
                         format!("{applied}/{desired}"),
                         s.applications.len().to_string(),

@@ -10,6 +10,7 @@ use atoll_control::shell::signing::ManifestSigner;
 use atoll_control::shell::tls::{AgentIdentity, Pki};
 use atoll_spec::Source;
 use atoll_store::{HostRow, SqliteStore, Store};
+use rustls_pki_types::pem::PemObject as _;
 
 fn site(labels: &str) -> Vec<Source> {
     vec![Source {
@@ -86,4 +87,53 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
         .unwrap();
     assert!(matches!(answer, Poll::Newer(_)), "{answer:?}");
     assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
+}
+
+#[tokio::test]
+async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("atoll.db")).unwrap());
+    let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
+    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
+    let agents = Agents::new(store.clone(), Arc::new(Fleet::default()), pki, signer);
+    let identity = AgentIdentity {
+        site: "s1".into(),
+        host: "h1".into(),
+    };
+    let host = HostRow {
+        id: "h1".into(),
+        site: "s1".into(),
+        hostname: "h1".into(),
+        inventory: "{}".into(),
+        cert_serial: "old".into(),
+        cert_expiry: "2000-01-01T00:00:00Z".into(),
+        enrolled_at: "2000-01-01T00:00:00Z".into(),
+        last_seen: None,
+    };
+    store.put_host(host).await.unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["ignored.example".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let renewed = agents.renew(&identity, &csr).await.unwrap();
+    // The new certificate names the same host and site, whatever the request asked for.
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(renewed.certificate_pem.as_bytes())
+        .unwrap();
+    assert_eq!(
+        AgentIdentity::from_certificate(&der),
+        Some(identity.clone())
+    );
+    let row = store.host("h1").await.unwrap().unwrap();
+    assert_ne!(row.cert_serial, "old");
+    assert_eq!(row.cert_expiry, renewed.certificate_expires_at);
+    assert!(renewed.certificate_expires_at.as_str() > "2026-01-01T00:00:00Z");
+    // A host that is not enrolled cannot renew.
+    let stranger = AgentIdentity {
+        site: "s1".into(),
+        host: "nobody".into(),
+    };
+    assert!(agents.renew(&stranger, &csr).await.is_err());
 }

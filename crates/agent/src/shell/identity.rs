@@ -273,6 +273,40 @@ impl Identity {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(received: &str, expires: &str) -> Identity {
+        Identity {
+            site: "s".into(),
+            host: "h".into(),
+            control_url: "https://x".into(),
+            signing_key: Vec::new(),
+            certificate_expires_at: expires.into(),
+            certificate_received_at: received.into(),
+            key_pem: String::new(),
+            cert_pem: String::new(),
+            ca_pem: String::new(),
+            dir: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn renewal_is_due_when_a_third_of_the_lifetime_is_left() {
+        let at = |t: &str| humantime::parse_rfc3339(t).unwrap();
+        // A 30-day certificate received on the 1st.
+        let id = identity("2026-01-01T00:00:00Z", "2026-01-31T00:00:00Z");
+        assert!(!id.renewal_due(at("2026-01-15T00:00:00Z")));
+        assert!(!id.renewal_due(at("2026-01-20T23:00:00Z")));
+        assert!(id.renewal_due(at("2026-01-21T01:00:00Z")));
+        assert!(id.renewal_due(at("2026-02-15T00:00:00Z")), "expired");
+        assert!(
+            identity("garbage", "2026-01-31T00:00:00Z").renewal_due(at("2026-01-02T00:00:00Z"))
+        );
+    }
+}
+
 fn certificate_request(key: &rcgen::KeyPair) -> Result<String, AgentError> {
     rcgen::CertificateParams::new(Vec::<String>::new())
         .and_then(|p| p.serialize_request(key))

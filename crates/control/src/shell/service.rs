@@ -332,16 +332,12 @@ impl ControlPlane {
         let (state, versions) = self.load(&[]).await?;
         let rows = self.rows(Kind::Site, only).await?;
         let hosts = self.store.hosts().await?;
-        let statuses: BTreeMap<String, u64> = self
+        let statuses: BTreeMap<String, atoll_api::agent::HostStatus> = self
             .store
             .host_statuses()
             .await?
             .into_iter()
-            .filter_map(|row| {
-                let status =
-                    serde_json::from_str::<atoll_api::agent::HostStatus>(&row.status).ok()?;
-                Some((row.host, status.applied_revision))
-            })
+            .filter_map(|row| Some((row.host, serde_json::from_str(&row.status).ok()?)))
             .collect();
         rows.into_iter()
             .map(|row| {
@@ -369,9 +365,15 @@ impl ControlPlane {
                     // A site runs a revision when all of its hosts do.
                     applied_revision: members
                         .iter()
-                        .map(|h| statuses.get(&h.id).copied())
+                        .map(|h| statuses.get(&h.id).map(|s| s.applied_revision))
                         .min()
                         .flatten(),
+                    health: atoll_api::agent::Health::of(
+                        members
+                            .iter()
+                            .filter_map(|h| statuses.get(&h.id))
+                            .flat_map(|s| &s.replicas),
+                    ),
                     last_seen: members.iter().filter_map(|h| h.last_seen.clone()).max(),
                     view,
                 })
