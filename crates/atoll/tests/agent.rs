@@ -11,14 +11,17 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use support::{ControlPlane, Out, Process, atoll_command, run};
+use support::{
+    Cleanup, ControlPlane, Out, Process, connected, demo_image, docker, docker_ok, docker_ps,
+    eventually_every, require_docker, tail, unique, unix_ms,
+};
 
 /// The demo image, built once per test run from the binary under test.
 const IMAGE: &str = "atoll.local/demo:e2e";
@@ -31,55 +34,6 @@ const POLL: Duration = Duration::from_millis(50);
 
 // ---------------------------------------------------------------------------------------------
 // Docker
-
-/// Runs the docker CLI to completion.
-fn docker(args: &[&str]) -> Out {
-    let output = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run the docker CLI ({e}): these end-to-end tests need Docker and its CLI"
-            )
-        });
-    Out {
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        code: output.status.code(),
-    }
-}
-
-/// Runs the docker CLI, which must succeed; its standard output, trimmed.
-#[track_caller]
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    out.ok(&format!("docker {}", args.join(" ")));
-    out.stdout.trim().to_owned()
-}
-
-/// Fails the test, saying why, unless a Docker Engine answers.
-fn require_docker() {
-    let out = docker(&["version", "--format", "{{.Server.Version}}"]);
-    assert!(
-        out.code == Some(0) && !out.stdout.trim().is_empty(),
-        "Docker is unreachable: the agent's end-to-end tests need a local Docker Engine \
-         (DOCKER_HOST, or /var/run/docker.sock). `docker version` said:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
-/// Imports the binary under test as [`IMAGE`], once per test process.
-fn demo_image() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let home = tempfile::tempdir().unwrap();
-        let mut cmd = atoll_command(home.path());
-        cmd.args(["demo", "image", "--tag", IMAGE]);
-        run(cmd).ok("atoll demo image");
-    });
-}
 
 /// A container as `docker inspect` describes it.
 #[derive(Debug, Clone)]
@@ -153,17 +107,10 @@ fn inspect(id: &str) -> Option<Ctr> {
 
 /// Every container labelled `io.atoll.site=SITE`, managed or not, by name.
 fn site_containers(site: &str) -> BTreeMap<String, Ctr> {
-    let ids = docker_ok(&[
-        "ps",
-        "-a",
-        "-q",
-        "--no-trunc",
-        "--filter",
-        &format!("label=io.atoll.site={site}"),
-    ]);
-    ids.split_whitespace()
+    docker_ps(&format!("io.atoll.site={site}"), "{{.ID}}")
+        .iter()
         // A container removed between the listing and its inspection is simply not listed.
-        .filter_map(inspect)
+        .filter_map(|id| inspect(id))
         .map(|c| (c.name.clone(), c))
         .collect()
 }
@@ -184,103 +131,18 @@ fn run_foreign(name: &str, options: &[&str]) -> String {
     docker_ok(&args)
 }
 
-/// Removes, however the test ends, every container labelled with its sites and the containers
-/// it started itself. Never panics: it runs while a failed test unwinds.
-#[derive(Debug)]
-struct Cleanup {
-    sites: Vec<String>,
-    extra: Mutex<Vec<String>>,
-}
-
-impl Cleanup {
-    fn add(&self, id: &str) {
-        self.extra.lock().unwrap().push(id.to_owned());
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let mut ids: Vec<String> = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for site in &self.sites {
-            if let Ok(out) = Command::new("docker")
-                .args(["ps", "-a", "-q", "--no-trunc", "--filter"])
-                .arg(format!("label=io.atoll.site={site}"))
-                .stdin(Stdio::null())
-                .output()
-            {
-                ids.extend(
-                    String::from_utf8_lossy(&out.stdout)
-                        .split_whitespace()
-                        .map(str::to_owned),
-                );
-            }
-        }
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Waiting and small utilities
 
 /// Polls `check` every [`POLL`] until it returns `Ok`, and returns that value. Past `deadline`,
 /// fails with `what` and the last `Err` (a description of what was seen instead).
 #[track_caller]
-fn eventually<T>(
-    what: &str,
-    deadline: Duration,
-    mut check: impl FnMut() -> Result<T, String>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(seen) if start.elapsed() >= deadline => {
-                panic!("{what}: not within {deadline:?}; last seen:\n{seen}")
-            }
-            Err(_) => thread::sleep(POLL),
-        }
-    }
-}
-
-/// A short random lowercase hex string, for unique names.
-fn unique() -> String {
-    let mut bytes = [0u8; 4];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).unwrap();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn eventually<T>(what: &str, deadline: Duration, check: impl FnMut() -> Result<T, String>) -> T {
+    eventually_every(what, deadline, POLL, check)
 }
 
 fn figure(name: &str, value: Duration) {
     println!("FIGURE {name}: {:.3} s", value.as_secs_f64());
-}
-
-/// Seconds since the Unix epoch of a `YYYY-MM-DDTHH:MM:SSZ` timestamp.
-#[track_caller]
-fn unix_seconds(rfc3339: &str) -> i64 {
-    let (date, time) = rfc3339
-        .split_once('T')
-        .unwrap_or_else(|| panic!("not an RFC 3339 UTC timestamp: {rfc3339:?}"));
-    let date: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
-    let time = time.trim_end_matches('Z');
-    let time = time.split('.').next().unwrap();
-    let time: Vec<i64> = time.split(':').map(|p| p.parse().unwrap()).collect();
-    let (y, m, d) = (date[0], date[1], date[2]);
-    // Days from civil, after Howard Hinnant.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days * 86_400 + time[0] * 3600 + time[1] * 60 + time[2]
 }
 
 /// The wall clock, in seconds: what a join token's expiry is compared with.
@@ -419,15 +281,14 @@ struct Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         if thread::panicking() {
-            let tail = |text: String| {
-                let lines: Vec<&str> = text.lines().collect();
-                lines[lines.len().saturating_sub(80)..].join("\n")
-            };
             if let Some(agent) = &self.agent {
-                eprintln!("--- agent stderr (tail):\n{}", tail(agent.stderr()));
+                eprintln!("--- agent stderr (tail):\n{}", tail(&agent.stderr(), 80));
             }
             if let Some(cp) = &self.cp {
-                eprintln!("--- control plane stderr (tail):\n{}", tail(cp.stderr()));
+                eprintln!(
+                    "--- control plane stderr (tail):\n{}",
+                    tail(&cp.stderr(), 80)
+                );
             }
         }
     }
@@ -437,14 +298,11 @@ impl Fixture {
     /// Docker checked, the demo image built, a control plane started; no site yet.
     fn new() -> Fixture {
         require_docker();
-        demo_image();
+        demo_image(IMAGE);
         let tmp = tempfile::tempdir().unwrap();
         let id = unique();
         let site = format!("e2e-{id}");
-        let cleanup = Cleanup {
-            sites: vec![site.clone()],
-            extra: Mutex::new(Vec::new()),
-        };
+        let cleanup = Cleanup::new([site.clone()]);
         let cp = ControlPlane::start(&tmp.path().join("data"));
         Fixture {
             agent: None,
@@ -476,41 +334,19 @@ impl Fixture {
 
     #[track_caller]
     fn apply(&self, file: &str, yaml: &str) -> Out {
-        let path = self.tmp.path().join(file);
-        std::fs::write(&path, yaml).unwrap();
-        let out = self.cp().cli(&["apply", "-f", path.to_str().unwrap()]);
-        out.ok(&format!("apply {file}"));
-        out
+        self.cp().apply_yaml(&self.tmp.path().join(file), yaml)
     }
 
     /// `atoll token create --site SITE ARGS...`: the token, and what was said on stderr.
     #[track_caller]
     fn token(&self, site: &str, args: &[&str]) -> (String, String) {
-        let mut all = vec!["token", "create", "--site", site];
-        all.extend_from_slice(args);
-        let out = self.cp().cli(&all);
-        out.ok("token create");
-        let token = out.stdout.trim().to_owned();
-        assert!(token.starts_with("atoll1."), "{}", out.stdout);
-        (token, out.stderr)
+        self.cp().join_token(site, args)
     }
 
     /// `atoll agent --data-dir DIR --interval 2s`, enrolling with `--control` and `--token`
     /// when given.
     fn agent_command(&self, dir: &Path, enroll: Option<(&str, &str)>) -> Command {
-        let mut cmd = atoll_command(self.tmp.path());
-        for var in ["ATOLL_CONTROL", "ATOLL_JOIN_TOKEN", "ATOLL_AGENT_DATA_DIR"] {
-            cmd.env_remove(var);
-        }
-        cmd.arg("agent")
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--interval", "2s"])
-            .env("ATOLL_LOG", "info");
-        if let Some((url, token)) = enroll {
-            cmd.args(["--control", url, "--token", token]);
-        }
-        cmd
+        support::agent_command(self.tmp.path(), dir, "info", enroll)
     }
 
     /// Starts this site's agent (again): it needs only its data folder once enrolled.
@@ -540,7 +376,7 @@ impl Fixture {
             Duration::from_secs(30),
             || {
                 let site = self.site_view()?;
-                if site["connected"] == true && site["hosts"] == 1 {
+                if connected(&site) {
                     Ok(())
                 } else {
                     Err(site.to_string())
@@ -570,19 +406,12 @@ impl Fixture {
 
     /// This site's item of `get sites -o json`.
     fn site_view(&self) -> Result<Value, String> {
-        let out = self.cp().cli(&["get", "sites", "-o", "json"]);
-        if out.code != Some(0) {
-            return Err(format!("get sites: {}", out.stderr));
-        }
-        out.json()["items"]
-            .as_array()
-            .and_then(|items| {
-                items
-                    .iter()
-                    .find(|i| i["resource"]["name"] == self.site.as_str())
-            })
+        let items = self.cp().sites()?;
+        items
+            .iter()
+            .find(|i| i["resource"]["name"] == self.site.as_str())
             .cloned()
-            .ok_or_else(|| format!("no site {} in {}", self.site, out.stdout))
+            .ok_or_else(|| format!("no site {} in {items:?}", self.site))
     }
 
     /// This site's replicas in `atoll status APP -o json`, by service (one replica each).
@@ -639,18 +468,13 @@ impl Fixture {
 
     /// Kills the control plane with SIGKILL; its data folder and address are kept.
     fn kill_control_plane(&mut self) -> String {
-        let mut cp = self.cp.take().expect("the control plane runs");
-        let address = cp.address().to_owned();
-        cp.kill9();
-        address
+        self.cp.take().expect("the control plane runs").crash()
     }
 
     /// Starts the control plane again on its data folder, at the address its agents know.
     fn restart_control_plane(&mut self, address: &str) {
         assert!(self.cp.is_none());
-        let cp = ControlPlane::start_on(&self.data_dir(), address);
-        assert_eq!(cp.address(), address);
-        self.cp = Some(cp);
+        self.cp = Some(ControlPlane::restart(&self.data_dir(), address));
     }
 }
 
@@ -822,12 +646,12 @@ fn a_new_version_replaces_and_a_deleted_deployment_removes_while_foreign_contain
     // one that carries this site's label but not the managed one.
     let id = f.id.clone();
     let plain = run_foreign(&format!("e2e-plain-{id}"), &[]);
-    f.cleanup.add(&plain);
+    f.cleanup.add_container(&plain);
     let other_site = run_foreign(
         &format!("e2e-other-{id}"),
         &["--label", &format!("io.atoll.site=other-{id}")],
     );
-    f.cleanup.add(&other_site);
+    f.cleanup.add_container(&other_site);
     let unmanaged = run_foreign(
         &format!("e2e-unmanaged-{id}"),
         &[
@@ -837,7 +661,7 @@ fn a_new_version_replaces_and_a_deleted_deployment_removes_while_foreign_contain
             "io.atoll.service=web",
         ],
     );
-    f.cleanup.add(&unmanaged);
+    f.cleanup.add_container(&unmanaged);
     let foreign = [plain, other_site, unmanaged];
     let foreign_before: Vec<_> = foreign
         .iter()
@@ -1359,7 +1183,7 @@ fn wait_refusal(
 fn refusals() {
     let mut f = Fixture::new();
     let site_b = format!("{}-b", f.site);
-    f.cleanup.sites.push(site_b.clone());
+    f.cleanup.add_site(&site_b);
     f.apply(
         "site-b.yaml",
         &format!(
@@ -1461,7 +1285,7 @@ fn refusals() {
         .and_then(|rest| rest.split_whitespace().next())
         .map(|t| t.trim_end_matches('.'))
         .unwrap_or_else(|| panic!("no expiry in {said:?}"));
-    let expiry = unix_seconds(expires_at);
+    let expiry = i64::try_from(unix_ms(expires_at) / 1000).unwrap();
     eventually("the token expires", Duration::from_secs(10), || {
         if now_unix() > expiry {
             Ok(())

@@ -391,7 +391,30 @@ fn an_applied_version_is_immutable_and_a_new_version_rolls_forward() {
         "{}",
         out.stdout
     );
-    let manifest = cp.manifest("store-0042");
+    // pos-prod rolls out with a one-site canary: the canary's manifest moves to 1.4.3 at once,
+    // the other selected site keeps 1.4.2 (and its revision) until its wave opens.
+    let rollout = cp.cli(&["rollout", "status", "pos-prod", "-o", "json"]);
+    rollout.ok("rollout status pos-prod");
+    let rollout = rollout.json();
+    assert_eq!(rollout["phase"], "running", "{rollout}");
+    assert_eq!(
+        (
+            rollout["from_version"].as_str(),
+            rollout["to_version"].as_str()
+        ),
+        (Some("1.4.2"), Some("1.4.3"))
+    );
+    let canary = rollout["waves"][0]["sites"][0]["site"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(rollout["waves"][0]["canary"], true, "{rollout}");
+    let waiting = if canary == "store-0042" {
+        "store-0043"
+    } else {
+        "store-0042"
+    };
+    let manifest = cp.manifest(&canary);
     assert_eq!(manifest["revision"], 2, "{manifest}");
     assert_eq!(
         manifest["content"]["applications"][0]["version"], "1.4.3",
@@ -400,6 +423,12 @@ fn an_applied_version_is_immutable_and_a_new_version_rolls_forward() {
     assert_eq!(
         manifest["content"]["applications"][0]["services"][0]["image"],
         "registry.example.com/pos/api:1.4.2-hotfix",
+        "{manifest}"
+    );
+    let manifest = cp.manifest(waiting);
+    assert_eq!(manifest["revision"], 1, "{manifest}");
+    assert_eq!(
+        manifest["content"]["applications"][0]["version"], "1.4.2",
         "{manifest}"
     );
 

@@ -14,6 +14,7 @@
 //! Without a reachable Docker Engine every test fails, saying so.
 
 mod rollout_support;
+mod support;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,8 +24,9 @@ use std::time::{Duration, Instant};
 use atoll_api::agent::RolloutView;
 use rollout_support::{
     DockerSnap, Fleet, Sample, Sampler, Strategy, ViewExt as _, created_ms, docker_snap,
-    eventually, nothing, phase_is, rollout_order, unix_ms,
+    eventually, nothing, phase_is, rollout_order,
 };
+use support::unix_ms;
 
 const V1: &str = "1.0.0";
 const V2: &str = "2.0.0";

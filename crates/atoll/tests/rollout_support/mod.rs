@@ -1,8 +1,8 @@
 //! Helpers for the rollout end-to-end tests (`tests/rollout.rs`): a fleet of sites, each with
 //! its own `atoll agent` process, one real control plane, the local Docker Engine, and a
-//! sampler that watches Docker and the rollout view side by side.
+//! sampler that watches Docker and the rollout view side by side. What is not about rollouts
+//! (processes, the control plane, agents, Docker, the cleanup guard) is in `tests/support`.
 //!
-//! Self-contained on purpose: it shares no code with `tests/support`, which other tests own.
 //! Every fleet owns unique site names, its temporary folders and its ports; a guard kills its
 //! processes and removes every container labelled with its sites however the test ends. Waits
 //! poll a condition until a deadline; nothing sleeps for a fixed time.
@@ -10,299 +10,25 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use atoll_api::agent::{AppStatus, RolloutView};
 
-/// The binary under test.
-pub const ATOLL: &str = env!("CARGO_BIN_EXE_atoll");
+use crate::support::{
+    Cleanup, ControlPlane, Out, Process, agent_command, connected, demo_image, docker, docker_ps,
+    eventually_every, require_docker, tail, unique, unix_ms,
+};
+
 /// The demo image, imported once per test run from the binary under test; a tag of its own so
 /// that other test files importing theirs at the same time do not race with this one.
 pub const IMAGE: &str = "atoll.local/demo:e2e-rollout";
 /// How often a sampler or a wait looks again.
 pub const POLL: Duration = Duration::from_millis(200);
-/// How long a control plane may take to say where it listens.
-const START_DEADLINE: Duration = Duration::from_secs(30);
-
-/// Environment variables that would change what a child process does.
-const ATOLL_ENV: [&str; 10] = [
-    "ATOLL_CONFIG",
-    "ATOLL_URL",
-    "ATOLL_TOKEN",
-    "ATOLL_CA_FILE",
-    "ATOLL_DATA_DIR",
-    "ATOLL_LISTEN",
-    "ATOLL_LOG",
-    "ATOLL_CONTROL",
-    "ATOLL_JOIN_TOKEN",
-    "ATOLL_AGENT_DATA_DIR",
-];
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-/// What a finished command printed, and how it exited.
-#[derive(Debug, Clone)]
-pub struct Out {
-    pub stdout: String,
-    pub stderr: String,
-    /// `None` when killed by a signal.
-    pub code: Option<i32>,
-}
-
-impl Out {
-    #[track_caller]
-    pub fn expect_code(&self, code: i32, what: &str) -> &Out {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "{what}: expected exit code {code}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    #[track_caller]
-    pub fn ok(&self, what: &str) -> &Out {
-        self.expect_code(0, what)
-    }
-}
-
-/// An `atoll` command with the atoll environment cleared and HOME pointed at `home`.
-pub fn atoll_command(home: &Path) -> Command {
-    let mut cmd = Command::new(ATOLL);
-    for var in ATOLL_ENV {
-        cmd.env_remove(var);
-    }
-    cmd.env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("xdg"));
-    cmd
-}
-
-/// Runs a command to completion with stdin closed.
-pub fn run(mut cmd: Command) -> Out {
-    let program = format!("{:?}", cmd.get_program());
-    let output = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    Out {
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        code: output.status.code(),
-    }
-}
-
-/// A long-running process whose output is collected in the background; killed when dropped.
-#[derive(Debug)]
-pub struct Process {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
-    thread::spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => into
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_str(&line),
-            }
-        }
-    });
-}
-
-impl Process {
-    pub fn spawn(mut cmd: Command) -> Process {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {ATOLL}: {e}"));
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().unwrap(), stdout.clone());
-        collect(child.stderr.take().unwrap(), stderr.clone());
-        Process {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    pub fn stdout(&self) -> String {
-        self.stdout
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Whether the process has exited.
-    pub fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix), then reap.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-// ---------------------------------------------------------------------------------------------
-// The control plane
-
-/// A running `atoll control`, with a CLI environment to talk to it.
-#[derive(Debug)]
-pub struct ControlPlane {
-    pub dir: PathBuf,
-    /// `https://127.0.0.1:PORT`.
-    pub url: String,
-    process: Process,
-}
-
-impl ControlPlane {
-    /// `atoll control --data-dir DIR --listen LISTEN`, once it says where it listens.
-    pub fn start_on(dir: &Path, listen: &str) -> ControlPlane {
-        let mut cmd = atoll_command(dir);
-        cmd.arg("control")
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--listen")
-            .arg(listen);
-        let mut process = Process::spawn(cmd);
-        const MARK: &str = "atoll control plane listening on ";
-        let end = Instant::now() + START_DEADLINE;
-        let url = loop {
-            if let Some(url) = process.stdout().lines().find_map(|l| l.strip_prefix(MARK)) {
-                break url.trim().to_owned();
-            }
-            if process.exited() || Instant::now() >= end {
-                // The collectors may still be draining the pipes.
-                thread::sleep(Duration::from_millis(200));
-                panic!(
-                    "atoll control --listen {listen} did not say where it listens\n--- \
-                     stdout:\n{}\n--- stderr:\n{}",
-                    process.stdout(),
-                    process.stderr()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            url.starts_with("https://127.0.0.1:") && !url.ends_with(":0"),
-            "unexpected URL {url:?}"
-        );
-        ControlPlane {
-            dir: dir.to_owned(),
-            url,
-            process,
-        }
-    }
-
-    /// `127.0.0.1:PORT`, as `--listen` takes it.
-    pub fn address(&self) -> &str {
-        self.url.strip_prefix("https://").unwrap_or(&self.url)
-    }
-
-    pub fn kill9(&mut self) {
-        self.process.kill9();
-    }
-
-    pub fn stderr(&self) -> String {
-        self.process.stderr()
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.join("initial-admin-token"))
-            .expect("initial-admin-token")
-            .trim()
-            .to_owned()
-    }
-
-    /// Runs the CLI against this control plane.
-    pub fn cli(&self, args: &[&str]) -> Out {
-        let mut cmd = atoll_command(&self.dir);
-        cmd.args(args)
-            .env("ATOLL_CONFIG", self.dir.join("test-cli-config.json"))
-            .env("ATOLL_URL", &self.url)
-            .env("ATOLL_TOKEN", self.token())
-            .env("ATOLL_CA_FILE", self.dir.join("ca.pem"));
-        run(cmd)
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Docker
-
-/// Runs the docker CLI to completion.
-pub fn docker(args: &[&str]) -> Out {
-    let mut cmd = Command::new("docker");
-    cmd.args(args);
-    let output = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
-        panic!("cannot run the docker CLI ({e}): the rollout end-to-end tests need Docker")
-    });
-    Out {
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        code: output.status.code(),
-    }
-}
-
-/// Fails the test, saying why, unless a Docker Engine answers.
-pub fn require_docker() {
-    let out = docker(&["version", "--format", "{{.Server.Version}}"]);
-    assert!(
-        out.code == Some(0) && !out.stdout.trim().is_empty(),
-        "Docker is unreachable: the rollout end-to-end tests need a local Docker Engine \
-         (DOCKER_HOST, or /var/run/docker.sock). `docker version` said:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
-/// Imports the binary under test as [`IMAGE`], once per test process.
-pub fn demo_image() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let home = tempfile::tempdir().unwrap();
-        let mut cmd = atoll_command(home.path());
-        cmd.args(["demo", "image", "--tag", IMAGE]);
-        run(cmd).ok("atoll demo image");
-    });
-}
 
 /// One container of a deployment, as `docker ps -a` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,18 +85,12 @@ impl DockerSnap {
 /// `docker ps -a --filter label=io.atoll.deployment=D`: every container of the deployment, by
 /// its `io.atoll.site` label.
 pub fn docker_snap(deployment: &str) -> DockerSnap {
-    let out = docker(&[
-        "ps",
-        "-a",
-        "--no-trunc",
-        "--filter",
-        &format!("label=io.atoll.deployment={deployment}"),
-        "--format",
+    let lines = docker_ps(
+        &format!("io.atoll.deployment={deployment}"),
         "{{.ID}} {{.State}} {{.Label \"io.atoll.site\"}} {{.Label \"io.atoll.version\"}}",
-    ]);
-    out.ok("docker ps");
+    );
     let mut sites: BTreeMap<String, Vec<Ctr>> = BTreeMap::new();
-    for line in out.stdout.lines() {
+    for line in &lines {
         let cells: Vec<&str> = line.split_whitespace().collect();
         let [id, state, site, version] = cells[..] else {
             panic!("unexpected `docker ps` line {line:?}");
@@ -397,79 +117,8 @@ pub fn created_ms(id: &str) -> Option<u64> {
     (out.code == Some(0)).then(|| unix_ms(out.stdout.trim()))
 }
 
-/// Removes every container labelled with one of `sites`, and never panics: it runs while a
-/// failed test unwinds.
-pub fn remove_site_containers(sites: &BTreeSet<String>) {
-    let Ok(out) = Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--no-trunc",
-            "--filter",
-            "label=io.atoll.site",
-            "--format",
-            "{{.ID}} {{.Label \"io.atoll.site\"}}",
-        ])
-        .stdin(Stdio::null())
-        .output()
-    else {
-        return;
-    };
-    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, site)| sites.contains(site.trim()))
-        .map(|(id, _)| id.to_owned())
-        .collect();
-    if !ids.is_empty() {
-        let _ = Command::new("docker")
-            .args(["rm", "-f"])
-            .args(&ids)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// Time and names
-
-/// Milliseconds since the epoch of an RFC 3339 UTC timestamp (`...Z`, any fraction).
-#[track_caller]
-pub fn unix_ms(rfc3339: &str) -> u64 {
-    let bad = || panic!("not an RFC 3339 UTC timestamp: {rfc3339:?}");
-    let Some((date, time)) = rfc3339.split_once('T') else {
-        bad()
-    };
-    let date: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
-    let time = time.trim_end_matches('Z');
-    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
-    let hms: Vec<i64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
-    if date.len() != 3 || hms.len() != 3 {
-        bad();
-    }
-    let millis: i64 = format!("{fraction:0<3}")[..3].parse().unwrap_or(0);
-    let (y, m, d) = (date[0], date[1], date[2]);
-    // Days from civil, after Howard Hinnant.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
-    u64::try_from(secs * 1000 + millis).unwrap()
-}
-
-/// A short random tag that starts with a letter: a DNS-label-safe prefix for names.
-pub fn unique() -> String {
-    let mut bytes = [0u8; 4];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).unwrap();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("r{hex}")
-}
+// Names
 
 /// The order in which a rollout of `deployment` takes `sites`, as the rollout module
 /// documents it: by a stable hash of (deployment, site), SHA-256 over `deployment`, a zero byte
@@ -493,25 +142,15 @@ pub fn rollout_order(deployment: &str, sites: &[String]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Waiting
 
-/// Polls `check` every [`POLL`] until it returns `Ok`; past `deadline`, fails with `what` and
-/// the last `Err`.
+/// Polls `check`, pausing [`POLL`] after each look, until it returns `Ok`; past `deadline`,
+/// fails with `what` and the last `Err`.
 #[track_caller]
 pub fn eventually<T>(
     what: &str,
     deadline: Duration,
-    mut check: impl FnMut() -> Result<T, String>,
+    check: impl FnMut() -> Result<T, String>,
 ) -> T {
-    let start = Instant::now();
-    loop {
-        let round = Instant::now();
-        match check() {
-            Ok(v) => return v,
-            Err(seen) if start.elapsed() >= deadline => {
-                panic!("{what}: not within {deadline:?}; last seen:\n{seen}")
-            }
-            Err(_) => thread::sleep(POLL.saturating_sub(round.elapsed())),
-        }
-    }
+    eventually_every(what, deadline, POLL, check)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -574,19 +213,6 @@ rollout:
 // ---------------------------------------------------------------------------------------------
 // The fleet: a control plane, N sites each with its agent process, and the cleanup guard
 
-/// Removes every container labelled with the fleet's sites, however the test ends (after the
-/// fleet has killed its processes).
-#[derive(Debug)]
-pub struct Cleanup {
-    sites: BTreeSet<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        remove_site_containers(&self.sites);
-    }
-}
-
 /// Fields drop in order: the agents first (so they recreate nothing), then the control plane,
 /// then the guard removes the containers, and last the folders go.
 #[derive(Debug)]
@@ -638,14 +264,13 @@ impl Fleet {
     /// with an agent enrolled and connected.
     pub fn start(n: usize) -> Fleet {
         require_docker();
-        demo_image();
-        let tag = unique();
+        demo_image(IMAGE);
+        // Starts with a letter: a DNS-label-safe prefix for names.
+        let tag = format!("r{}", unique());
         let sites: Vec<String> = (1..=n).map(|i| format!("{tag}-s{i:02}")).collect();
         let tmp = tempfile::tempdir().unwrap();
-        let cleanup = Cleanup {
-            sites: sites.iter().cloned().collect(),
-        };
-        let cp = ControlPlane::start_on(&tmp.path().join("data"), "127.0.0.1:0");
+        let cleanup = Cleanup::new(sites.iter().cloned());
+        let cp = ControlPlane::start(&tmp.path().join("data"));
         let mut fleet = Fleet {
             agents: BTreeMap::new(),
             cp: Some(cp),
@@ -671,10 +296,7 @@ impl Fleet {
         fleet.apply("sites.yaml", &yaml);
         let url = fleet.cp().url.clone();
         for site in fleet.sites.clone() {
-            let out = fleet.cp().cli(&["token", "create", "--site", &site]);
-            out.ok(&format!("token create --site {site}"));
-            let token = out.stdout.trim().to_owned();
-            assert!(token.starts_with("atoll1."), "{}", out.stdout);
+            let (token, _) = fleet.cp().join_token(&site, &[]);
             fleet.start_agent(&site, Some((&url, &token)));
         }
         fleet.wait_connected(Duration::from_secs(60));
@@ -699,15 +321,7 @@ impl Fleet {
             self.agents.get(site).is_none_or(Option::is_none),
             "the agent of {site} already runs"
         );
-        let mut cmd = atoll_command(self.tmp.path());
-        cmd.arg("agent")
-            .arg("--data-dir")
-            .arg(self.agent_dir(site))
-            .args(["--interval", "2s"])
-            .env("ATOLL_LOG", "warn");
-        if let Some((url, token)) = enroll {
-            cmd.args(["--control", url, "--token", token]);
-        }
+        let cmd = agent_command(self.tmp.path(), &self.agent_dir(site), "warn", enroll);
         self.agents
             .insert(site.to_owned(), Some(Process::spawn(cmd)));
     }
@@ -716,18 +330,11 @@ impl Fleet {
     /// containers running but says nothing, as a host that hangs or a process far into its
     /// reconnection backoff would.
     pub fn signal_agent(&self, site: &str, signal: &str) {
-        let pid = self
-            .agents
+        self.agents
             .get(site)
             .and_then(Option::as_ref)
-            .map(|p| p.child.id())
-            .unwrap_or_else(|| panic!("the agent of {site} does not run"));
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
+            .unwrap_or_else(|| panic!("the agent of {site} does not run"))
+            .signal(signal);
     }
 
     /// SIGKILL of `site`'s agent, as a power cut would.
@@ -742,27 +349,21 @@ impl Fleet {
 
     /// SIGKILL of the control plane; its address, for [`Fleet::restart_control_plane`].
     pub fn kill_control_plane(&mut self) -> String {
-        let mut cp = self.cp.take().expect("the control plane runs");
-        let address = cp.address().to_owned();
-        cp.kill9();
-        address
+        self.cp.take().expect("the control plane runs").crash()
     }
 
     /// Starts the control plane again on its data folder, at the address its agents know.
     pub fn restart_control_plane(&mut self, address: &str) {
         assert!(self.cp.is_none(), "the control plane runs");
-        let cp = ControlPlane::start_on(&self.tmp.path().join("data"), address);
-        assert_eq!(cp.address(), address);
-        self.cp = Some(cp);
+        self.cp = Some(ControlPlane::restart(
+            &self.tmp.path().join("data"),
+            address,
+        ));
     }
 
     #[track_caller]
     pub fn apply(&self, file: &str, yaml: &str) -> Out {
-        let path = self.tmp.path().join(file);
-        std::fs::write(&path, yaml).unwrap();
-        let out = self.cli(&["apply", "-f", path.to_str().unwrap()]);
-        out.ok(&format!("apply {file}:\n{yaml}"));
-        out
+        self.cp().apply_yaml(&self.tmp.path().join(file), yaml)
     }
 
     /// Applies the application at `version` (health path `health_path`) and the deployment.
@@ -783,22 +384,14 @@ impl Fleet {
     #[track_caller]
     pub fn wait_connected(&self, deadline: Duration) {
         eventually("every site connected", deadline, || {
-            let out = self.cli(&["get", "sites", "-o", "json"]);
-            if out.code != Some(0) {
-                return Err(format!("get sites: {}", out.stderr));
-            }
-            let list: serde_json::Value =
-                serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
-            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let items = self.cp().sites()?;
             let missing: Vec<&String> = self
                 .sites
                 .iter()
                 .filter(|s| {
-                    !items.iter().any(|i| {
-                        i["resource"]["name"] == s.as_str()
-                            && i["connected"] == true
-                            && i["hosts"] == 1
-                    })
+                    !items
+                        .iter()
+                        .any(|i| i["resource"]["name"] == s.as_str() && connected(i))
                 })
                 .collect();
             if missing.is_empty() {

@@ -1,15 +1,18 @@
 //! Shared helpers for the end-to-end tests: the real `atoll` binary as a control plane (or as
-//! `atoll dev`), the CLI run against it, and an HTTPS client that trusts only its CA.
+//! `atoll dev`) and as agents, the CLI run against it, an HTTPS client that trusts only its CA,
+//! and the local Docker Engine (the demo image, listings by label, a cleanup guard).
 //!
 //! Every test works in its own temporary folder and lets the OS pick ports, so tests run in
 //! parallel. Nothing sleeps for a fixed time: waits poll a condition until a deadline.
 
+// Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,7 +29,7 @@ pub fn examples() -> PathBuf {
 
 /// Environment variables that would change what a child process does; each run clears them
 /// and sets only what it means to.
-const ATOLL_ENV: [&str; 7] = [
+const ATOLL_ENV: [&str; 10] = [
     "ATOLL_CONFIG",
     "ATOLL_URL",
     "ATOLL_TOKEN",
@@ -34,6 +37,9 @@ const ATOLL_ENV: [&str; 7] = [
     "ATOLL_DATA_DIR",
     "ATOLL_LISTEN",
     "ATOLL_LOG",
+    "ATOLL_CONTROL",
+    "ATOLL_JOIN_TOKEN",
+    "ATOLL_AGENT_DATA_DIR",
 ];
 
 /// What a finished command printed, and how it exited.
@@ -88,12 +94,33 @@ pub fn atoll_command(home: &Path) -> Command {
     cmd
 }
 
+/// `atoll agent --data-dir DIR --interval 2s` with `ATOLL_LOG=LOG` and HOME at `home`, enrolling
+/// with `--control URL --token TOKEN` when given (an enrolled agent needs only its folder).
+pub fn agent_command(
+    home: &Path,
+    data_dir: &Path,
+    log: &str,
+    enroll: Option<(&str, &str)>,
+) -> Command {
+    let mut cmd = atoll_command(home);
+    cmd.arg("agent")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--interval", "2s"])
+        .env("ATOLL_LOG", log);
+    if let Some((url, token)) = enroll {
+        cmd.args(["--control", url, "--token", token]);
+    }
+    cmd
+}
+
 /// Runs a command to completion with stdin closed.
 pub fn run(mut cmd: Command) -> Out {
+    let program = cmd.get_program().to_string_lossy().into_owned();
     let output = cmd
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {ATOLL}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     Out {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -111,6 +138,12 @@ pub struct Process {
     collectors: Vec<thread::JoinHandle<()>>,
 }
 
+/// Locks `m`, even if a thread panicked holding it: the guards read it while a failed test
+/// unwinds.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
@@ -119,7 +152,7 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thre
             line.clear();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => return,
-                Ok(_) => into.lock().unwrap().push_str(&line),
+                Ok(_) => lock(&into).push_str(&line),
             }
         }
     })
@@ -170,11 +203,23 @@ impl Process {
     }
 
     pub fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
+        lock(&self.stdout).clone()
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        lock(&self.stderr).clone()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) with `kill -SIGNAL PID`, which must succeed.
+    #[track_caller]
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
     }
 
     /// Waits until standard output contains `needle`; panics with everything printed so far if
@@ -240,6 +285,69 @@ pub fn wait_until<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Op
     }
 }
 
+/// Polls `check` until it returns `Ok`, pausing `pause` after each look, and returns that value.
+/// Past `deadline`, fails with `what` and the last `Err` (a description of what was seen
+/// instead).
+#[track_caller]
+pub fn eventually_every<T>(
+    what: &str,
+    deadline: Duration,
+    pause: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(seen) if start.elapsed() >= deadline => {
+                panic!("{what}: not within {deadline:?}; last seen:\n{seen}")
+            }
+            Err(_) => thread::sleep(pause),
+        }
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A short random lowercase hex string (8 digits), for unique names.
+pub fn unique() -> String {
+    let mut bytes = [0u8; 4];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC timestamp (`...Z`, any fraction).
+#[track_caller]
+pub fn unix_ms(rfc3339: &str) -> u64 {
+    let bad = || panic!("not an RFC 3339 UTC timestamp: {rfc3339:?}");
+    let Some((date, time)) = rfc3339.split_once('T') else {
+        bad()
+    };
+    let date: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let time = time.trim_end_matches('Z');
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let hms: Vec<i64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
+    if date.len() != 3 || hms.len() != 3 {
+        bad();
+    }
+    let millis: i64 = format!("{fraction:0<3}")[..3].parse().unwrap_or(0);
+    let (y, m, d) = (date[0], date[1], date[2]);
+    // Days from civil, after Howard Hinnant.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
+    u64::try_from(secs * 1000 + millis).unwrap()
+}
+
 /// A running `atoll control` on a data folder, with a CLI environment to talk to it.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -292,9 +400,25 @@ impl ControlPlane {
         self.url.strip_prefix("https://").unwrap_or(&self.url)
     }
 
+    /// [`ControlPlane::start_on`] the address of a control plane that was killed, which it
+    /// must get again: where its agents look for it.
+    #[track_caller]
+    pub fn restart(dir: &Path, address: &str) -> ControlPlane {
+        let cp = Self::start_on(dir, address);
+        assert_eq!(cp.address(), address);
+        cp
+    }
+
     /// Kills the control plane with SIGKILL and waits for it to be gone.
     pub fn kill9(&mut self) {
         self.process.kill9();
+    }
+
+    /// Kills the control plane with SIGKILL, as a crash would; the address it listened on, for
+    /// [`ControlPlane::restart`] on its data folder.
+    pub fn crash(mut self) -> String {
+        self.kill9();
+        self.address().to_owned()
     }
 
     pub fn stdout(&self) -> String {
@@ -355,6 +479,39 @@ impl ControlPlane {
         let out = self.cli(&["apply", "-f", examples().to_str().unwrap()]);
         out.ok("apply examples");
         out
+    }
+
+    /// Writes `yaml` to `path` and applies it, which must succeed.
+    #[track_caller]
+    pub fn apply_yaml(&self, path: &Path, yaml: &str) -> Out {
+        std::fs::write(path, yaml).unwrap();
+        let out = self.cli(&["apply", "-f", path.to_str().unwrap()]);
+        out.ok(&format!("apply {}:\n{yaml}", path.display()));
+        out
+    }
+
+    /// `token create --site SITE ARGS...`, which must succeed: the join token, and what was said
+    /// on stderr.
+    #[track_caller]
+    pub fn join_token(&self, site: &str, args: &[&str]) -> (String, String) {
+        let mut all = vec!["token", "create", "--site", site];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        out.ok(&all.join(" "));
+        let token = out.stdout.trim().to_owned();
+        assert!(token.starts_with("atoll1."), "{}", out.stdout);
+        (token, out.stderr)
+    }
+
+    /// The items of `get sites -o json`; `Err` with what was said when it fails.
+    pub fn sites(&self) -> Result<Vec<serde_json::Value>, String> {
+        let out = self.cli(&["get", "sites", "-o", "json"]);
+        if out.code != Some(0) {
+            return Err(format!("get sites: {}", out.stderr));
+        }
+        let list: serde_json::Value = serde_json::from_str(&out.stdout)
+            .map_err(|e| format!("get sites -o json ({e}): {}", out.stdout))?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
     }
 
     /// `get manifest SITE -o json`, which must succeed.
@@ -418,4 +575,147 @@ pub fn item_names(list: &serde_json::Value) -> Vec<String> {
                 .to_owned()
         })
         .collect()
+}
+
+/// Whether an item of `get sites -o json` shows its site connected, with one host.
+pub fn connected(site: &serde_json::Value) -> bool {
+    site["connected"] == true && site["hosts"] == 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docker
+
+/// Runs the docker CLI to completion.
+pub fn docker(args: &[&str]) -> Out {
+    let output = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run the docker CLI ({e}): these end-to-end tests need Docker and its CLI"
+            )
+        });
+    Out {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: output.status.code(),
+    }
+}
+
+/// Runs the docker CLI, which must succeed; its standard output, trimmed.
+#[track_caller]
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    out.ok(&format!("docker {}", args.join(" ")));
+    out.stdout.trim().to_owned()
+}
+
+/// Fails the test, saying why, unless a Docker Engine answers.
+pub fn require_docker() {
+    let out = docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(
+        out.code == Some(0) && !out.stdout.trim().is_empty(),
+        "Docker is unreachable: these end-to-end tests need a local Docker Engine \
+         (DOCKER_HOST, or /var/run/docker.sock). `docker version` said:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// Imports the binary under test as the image `tag`, once per test process. Each test file has
+/// a tag of its own, so that files importing theirs at the same time do not race.
+pub fn demo_image(tag: &str) {
+    static IMPORTED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let mut imported = lock(&IMPORTED);
+    if imported.contains(tag) {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = atoll_command(home.path());
+    cmd.args(["demo", "image", "--tag", tag]);
+    run(cmd).ok("atoll demo image");
+    imported.insert(tag.to_owned());
+}
+
+/// `docker ps -a --no-trunc --filter label=LABEL --format FORMAT`, which must succeed: a line a
+/// container, whatever its state.
+#[track_caller]
+pub fn docker_ps(label: &str, format: &str) -> Vec<String> {
+    docker_ok(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label={label}"),
+        "--format",
+        format,
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Removes, however a test ends, every container labelled with one of its sites
+/// (`io.atoll.site`) and the containers it started itself. Never panics: it runs while a
+/// failed test unwinds. Drop it after the agents that could recreate containers.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    sites: BTreeSet<String>,
+    containers: Mutex<Vec<String>>,
+}
+
+impl Cleanup {
+    pub fn new(sites: impl IntoIterator<Item = String>) -> Cleanup {
+        Cleanup {
+            sites: sites.into_iter().collect(),
+            containers: Mutex::default(),
+        }
+    }
+
+    pub fn add_site(&mut self, site: &str) {
+        self.sites.insert(site.to_owned());
+    }
+
+    /// A container (id or name) to remove too.
+    pub fn add_container(&self, id: &str) {
+        lock(&self.containers).push(id.to_owned());
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let mut ids: Vec<String> = lock(&self.containers).clone();
+        if !self.sites.is_empty()
+            && let Ok(out) = Command::new("docker")
+                .args([
+                    "ps",
+                    "-a",
+                    "--no-trunc",
+                    "--filter",
+                    "label=io.atoll.site",
+                    "--format",
+                    "{{.ID}} {{.Label \"io.atoll.site\"}}",
+                ])
+                .stdin(Stdio::null())
+                .output()
+        {
+            ids.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| l.split_once(' '))
+                    .filter(|(_, site)| self.sites.contains(site.trim()))
+                    .map(|(id, _)| id.to_owned()),
+            );
+        }
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
