@@ -454,6 +454,10 @@ pub async fn rollouts_are_kept_with_the_snapshot_and_archived(store: &dyn Store)
         .await
         .unwrap();
     assert_eq!(store.snapshot().await.unwrap().rollouts[0].state, "second");
+    assert_eq!(
+        store.rollouts().await.unwrap(),
+        store.snapshot().await.unwrap().rollouts
+    );
     let history = store.rollout_history("d").await.unwrap();
     assert_eq!(
         history

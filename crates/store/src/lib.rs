@@ -222,6 +222,8 @@ pub trait Store: Send + Sync + 'static {
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>>;
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditRow>>;
+    /// Every deployment's current rollout (also in the snapshot), without the rest of it.
+    async fn rollouts(&self) -> Result<Vec<RolloutRow>>;
     /// A deployment's finished rollouts, oldest first (the current one is in the snapshot).
     async fn rollout_history(&self, deployment: &str) -> Result<Vec<RolloutRow>>;
 

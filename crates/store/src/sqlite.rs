@@ -264,10 +264,7 @@ impl Store for SqliteStore {
                     .prepare_cached("SELECT site, revision, hash FROM manifests ORDER BY site")?
                     .query_map([], |r| Ok(ManifestHead { site: r.get(0)?, revision: to_u64(r.get(1)?), hash: r.get(2)? }))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                let rollouts = conn
-                    .prepare_cached("SELECT deployment, state, updated_at FROM rollouts ORDER BY deployment")?
-                    .query_map([], |r| Ok(RolloutRow { deployment: r.get(0)?, state: r.get(1)?, at: r.get(2)? }))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let rollouts = rollout_rows(conn)?;
                 Ok(Snapshot { version, resources, manifests, rollouts })
             })();
             conn.execute_batch("COMMIT")?;
@@ -395,6 +392,10 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn rollouts(&self) -> Result<Vec<RolloutRow>> {
+        self.read(rollout_rows).await
     }
 
     async fn rollout_history(&self, deployment: &str) -> Result<Vec<RolloutRow>> {
@@ -591,6 +592,19 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+fn rollout_rows(conn: &Connection) -> Result<Vec<RolloutRow>> {
+    Ok(conn
+        .prepare_cached("SELECT deployment, state, updated_at FROM rollouts ORDER BY deployment")?
+        .query_map([], |r| {
+            Ok(RolloutRow {
+                deployment: r.get(0)?,
+                state: r.get(1)?,
+                at: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use atoll_spec::{Application, Deployment, Kind, Resource, Site};
-use atoll_store::{ManifestHead, ResourceRow, Snapshot};
+use atoll_store::{ManifestHead, ResourceRow, RolloutRow, Snapshot};
 
 use super::compile::Placement;
 use super::rollout::{Rollout, SiteInfo, settled_version};
@@ -47,8 +47,7 @@ impl State {
             .map(|m| (m.site.clone(), m))
             .collect();
         for row in snapshot.rollouts {
-            let rollout: Rollout = serde_json::from_str(&row.state)
-                .map_err(|e| format!("stored rollout of {} cannot be read: {e}", row.deployment))?;
+            let rollout = decode_rollout(&row)?;
             state.rollouts.insert(row.deployment, rollout);
         }
         Ok(state)
@@ -178,6 +177,12 @@ impl State {
             })
             .collect()
     }
+}
+
+/// Reads a stored rollout back into its typed form.
+pub fn decode_rollout(row: &RolloutRow) -> Result<Rollout, String> {
+    serde_json::from_str(&row.state)
+        .map_err(|e| format!("stored rollout of {} cannot be read: {e}", row.deployment))
 }
 
 /// Reads a stored resource row back into its typed form.

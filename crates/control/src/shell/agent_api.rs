@@ -22,35 +22,26 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::agents::Poll;
-use super::http::{Actor, ApiError, ApiResult, AppState, Peer, body_error, checked_name, user};
+use super::http::{
+    Actor, ApiError, ApiResult, AppState, Peer, body_error, checked_name, malformed_json, user,
+};
 use super::tls::AgentIdentity;
 
 fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(body_error)?;
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!(
-                "invalid JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-        )
-    })
+    serde_json::from_slice(&body).map_err(malformed_json)
 }
 
 fn malformed_query(e: QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text())
 }
 
-/// Lets a request through only on a connection with a verified client certificate.
-pub async fn require_agent(req: Request, next: Next) -> Response {
-    let has_identity = req
-        .extensions()
-        .get::<Peer>()
-        .is_some_and(|p| p.0.is_some());
-    if has_identity {
+/// Lets a request through only on a connection with a verified client certificate, and hands
+/// the handler that certificate's identity.
+pub async fn require_agent(mut req: Request, next: Next) -> Response {
+    let identity = req.extensions().get::<Peer>().and_then(|p| p.0.clone());
+    if let Some(identity) = identity {
+        req.extensions_mut().insert(identity);
         next.run(req).await
     } else {
         ApiError::new(
@@ -134,17 +125,10 @@ pub async fn manifest(
 
 pub async fn report(
     State(s): State<AppState>,
-    Extension(peer): Extension<Peer>,
+    Extension(id): Extension<AgentIdentity>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<ReportAck> {
-    let id = peer.0.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "client certificate required",
-        )
-    })?;
     checked_name(&name)?;
     s.agents.authorize(&id, &name, None).await?;
     let req: ReportRequest = json(body)?;
@@ -155,17 +139,10 @@ pub async fn report(
 
 pub async fn renew(
     State(s): State<AppState>,
-    Extension(peer): Extension<Peer>,
+    Extension(id): Extension<AgentIdentity>,
     Path((name, host)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<RenewResponse> {
-    let id = peer.0.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "client certificate required",
-        )
-    })?;
     checked_name(&name)?;
     checked_name(&host)?;
     s.agents.authorize(&id, &name, Some(&host)).await?;

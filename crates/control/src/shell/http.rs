@@ -300,6 +300,19 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
+/// A JSON body that does not parse, said with where.
+pub(super) fn malformed_json(e: serde_json::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "malformed",
+        format!(
+            "invalid JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        ),
+    )
+}
+
 pub(super) fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large()
@@ -340,17 +353,9 @@ async fn apply(
         .trim()
         .to_ascii_lowercase();
     let request = match media.as_str() {
-        "application/json" => serde_json::from_slice::<ApplyRequest>(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!(
-                    "invalid JSON at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        })?,
+        "application/json" => {
+            serde_json::from_slice::<ApplyRequest>(&body).map_err(malformed_json)?
+        }
         "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
             let text = String::from_utf8(body.to_vec()).map_err(|_| {
                 ApiError::new(

@@ -19,7 +19,7 @@ use super::clock::{now_ms, now_rfc3339};
 use super::fleet::Fleet;
 use crate::core::apply::{Refusal, Request, plan_apply, plan_delete, plan_rollout};
 use crate::core::rollout::{Command, Event, Rollout};
-use crate::core::state::{State, Versions, decode_row};
+use crate::core::state::{State, Versions, decode_rollout, decode_row};
 
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -294,9 +294,20 @@ impl ControlPlane {
         )))
     }
 
-    /// Every deployment's current rollout.
+    /// Every deployment's current rollout: only those rows, since the controller asks every
+    /// second, mostly to find there is nothing to do.
     pub async fn rollouts(&self) -> Result<BTreeMap<String, Rollout>, Error> {
-        Ok(self.load(&[]).await?.0.rollouts)
+        self.store
+            .rollouts()
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok((
+                    row.deployment.clone(),
+                    decode_rollout(&row).map_err(StoreError::Corrupt)?,
+                ))
+            })
+            .collect()
     }
 
     /// A deployment's current rollout and the ones before it, oldest first.
@@ -320,10 +331,7 @@ impl ControlPlane {
             .rollout_history(deployment)
             .await?
             .into_iter()
-            .map(|row| {
-                serde_json::from_str(&row.state)
-                    .map_err(|e| StoreError::Corrupt(format!("rollout of {deployment}: {e}")))
-            })
+            .map(|row| decode_rollout(&row).map_err(StoreError::Corrupt))
             .collect::<Result<Vec<Rollout>, _>>()?;
         Ok((current, past))
     }
