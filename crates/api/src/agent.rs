@@ -121,6 +121,10 @@ pub struct EnrollRequest {
     /// A PKCS#10 request for the host's key, which never leaves the host.
     pub csr_pem: String,
     pub inventory: Inventory,
+    /// The host's X25519 public key (base64) that secrets are sealed to. Its private half never
+    /// leaves the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +143,9 @@ pub struct EnrollResponse {
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub csr_pem: String,
+    /// The host's sealing key, for a host enrolled before it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +202,9 @@ pub struct HostStatus {
     /// Reports that did not fit the agent's bounded outbox while offline and were dropped.
     #[serde(default)]
     pub dropped_reports: u64,
+    /// The version of each secret the host has delivered to its services.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,11 +6,15 @@
 
 pub mod agent;
 pub mod manifest;
+pub mod secret;
 
 use atoll_spec::{Diagnostic, Kind, Resource, Source};
 use serde::{Deserialize, Serialize};
 
-pub use manifest::{Manifest, ManifestApplication, ManifestContent, ManifestService, RenderedFile};
+pub use manifest::{
+    Manifest, ManifestApplication, ManifestContent, ManifestSecret, ManifestService, RenderedFile,
+    SealedSecret,
+};
 
 /// The path prefix of every API call.
 pub const API_PREFIX: &str = "/v1";

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use atoll_spec::application::{File, Health, Mode, Port, Requires, Resources, SecretRef, Volume};
+use atoll_spec::application::{
+    File, Health, Mode, OnSecretChange, Port, Requires, Resources, Volume,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +18,40 @@ pub struct Manifest {
     /// `sha256:` and the hex digest of the canonical JSON of `content`.
     pub hash: String,
     pub content: ManifestContent,
+    /// The values of the secrets `content` references, sealed to the site's hosts. Only the
+    /// copy an agent receives carries them (they are sealed when it asks, to the hosts enrolled
+    /// then); they are not part of the hash: a secret's new version shows in `content` as
+    /// the version of the references.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sealed: Vec<SealedSecret>,
+}
+
+/// One secret's values for one site, as a JSON object of key → base64 value, sealed to the
+/// site's hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    pub name: String,
+    /// The secret's version at this site.
+    pub version: u64,
+    pub sealed: Sealed,
+}
+
+/// Bytes sealed to one or more X25519 public keys: a random file key encrypts the payload
+/// (ChaCha20-Poly1305) and is wrapped for each recipient through an ephemeral X25519 agreement
+/// and HKDF-SHA256. All binary fields are base64 (standard, padded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub stanzas: Vec<Stanza>,
+    pub payload: String,
+}
+
+/// The file key wrapped for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stanza {
+    /// The recipient's public key.
+    pub recipient: String,
+    pub ephemeral: String,
+    pub wrapped: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,9 +94,35 @@ pub struct ManifestService {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<RenderedFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<SecretRef>,
+    pub secrets: Vec<ManifestSecret>,
+    #[serde(default, skip_serializing_if = "is_restart")]
+    pub on_secret_change: OnSecretChange,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+}
+
+fn is_restart(o: &OnSecretChange) -> bool {
+    *o == OnSecretChange::Restart
+}
+
+/// A secret a service reads, resolved for the site: which keys, where, and which version. The
+/// values travel sealed beside the content, never in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSecret {
+    pub name: String,
+    /// The one key delivered; without it, every key in `keys` is a file in the folder `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The keys this site has values for, sorted.
+    pub keys: Vec<String>,
+    /// The file (with `key`) or folder in the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The environment variable that holds the value, when the application asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// The newest version among the values this site gets: it grows when one of them changes.
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

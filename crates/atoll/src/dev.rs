@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use atoll_api::secret::{Alphabet, Generate, SecretView, SetSecretRequest};
 use atoll_api::agent::{AppStatus, CreateTokenRequest, CreateTokenResponse, ReplicaState};
 use atoll_api::{ApplyRequest, ApplyResponse};
 use atoll_cli::CliError;
@@ -61,6 +62,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         data_dir: data_dir.join("control"),
         listen: args.listen,
         names: Vec::new(),
+        master_key: atoll_control::MasterKeySource::choose(None),
     };
     let running = atoll_control::start(control)
         .await
@@ -102,6 +104,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         docker_with_demo_image().await
     };
     if !args.no_example {
+        example_secret(&client).await?;
         let sources = EXAMPLE
             .iter()
             .map(|(name, text)| Source {
@@ -227,4 +230,24 @@ async fn show_hello(client: &Client) {
         println!("\n$ atoll status hello");
         print!("{}", atoll_cli::status::render(&status));
     }
+}
+
+/// The example's database password: generated per site on the first start.
+async fn example_secret(client: &Client) -> Result<(), CliError> {
+    let path = "/v1/secrets/pos-db-password";
+    if client.get::<SecretView>(path).await.is_ok() {
+        return Ok(());
+    }
+    let request = SetSecretRequest {
+        value: None,
+        site: None,
+        generate: Some(Generate {
+            length: 24,
+            alphabet: Alphabet::Alphanumeric,
+        }),
+    };
+    let _: SecretView = client
+        .put(&format!("{path}/keys/password"), &request)
+        .await?;
+    Ok(())
 }

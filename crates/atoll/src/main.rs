@@ -45,15 +45,33 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ControlArgs {
+    #[command(subcommand)]
+    action: Option<ControlAction>,
     /// Where the database, the CA and the first admin token live.
-    #[arg(long, env = "ATOLL_DATA_DIR")]
+    #[arg(long, env = "ATOLL_DATA_DIR", global = true)]
     data_dir: PathBuf,
+    /// The master key that encrypts secrets at rest: a file holding 32 random bytes in base64
+    /// (`head -c 32 /dev/urandom | base64`). Without it, ATOLL_MASTER_KEY is read, and without
+    /// that, `master.key` in the data folder (made on first start).
+    #[arg(long, global = true)]
+    master_key_file: Option<PathBuf>,
     /// Address and port for the HTTPS API.
     #[arg(long, env = "ATOLL_LISTEN", default_value = "127.0.0.1:7443")]
     listen: SocketAddr,
     /// Another DNS name or address for the server certificate (repeatable).
     #[arg(long = "name")]
     names: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ControlAction {
+    /// Re-wrap every secret's data key under a new master key, with the control plane stopped.
+    /// The encrypted values are not touched. Start the control plane with the new key after.
+    RotateMasterKey {
+        /// The new master key (32 random bytes in base64).
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,10 +119,23 @@ async fn run(command: Command) -> Result<(), atoll_cli::CliError> {
 }
 
 async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
+    let master_key = atoll_control::MasterKeySource::choose(args.master_key_file);
+    if let Some(ControlAction::RotateMasterKey { new_key_file }) = args.action {
+        let moved = atoll_control::rotate_master_key(&args.data_dir, &master_key, &new_key_file)
+            .await
+            .map_err(atoll_cli::CliError::user)?;
+        println!(
+            "re-wrapped the data keys of {moved} secrets under {}; start the control plane with --master-key-file {}",
+            new_key_file.display(),
+            new_key_file.display()
+        );
+        return Ok(());
+    }
     let config = atoll_control::Config {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         names: args.names,
+        master_key,
     };
     let running = atoll_control::start(config)
         .await

@@ -87,6 +87,10 @@ impl Client {
         self.send(Method::POST, path, Some(body)).await
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
     async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,

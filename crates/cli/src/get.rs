@@ -1,6 +1,7 @@
 //! `atoll get sites|apps|deployments|manifest|audit [NAME] [-o table|yaml|json]`.
 
 use atoll_api::agent::{EventView, HostView};
+use atoll_api::secret::SecretView;
 use atoll_api::{ApplicationView, AuditEntry, DeploymentView, List, Manifest, SiteView};
 use atoll_spec::{Kind, Resource};
 
@@ -11,7 +12,7 @@ use crate::output::{self, Format, Table, age};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// sites, apps, deployments, hosts, manifest SITE, events SITE or audit.
+    /// sites, apps, deployments, hosts, secrets, manifest SITE, events SITE or audit.
     pub what: String,
     pub name: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
@@ -99,6 +100,18 @@ pub async fn run(args: Args) -> Result<()> {
                 Format::Json => output::json(&list)?,
             }
         }
+        "secrets" | "secret" => {
+            let items: Vec<SecretView> = match args.name.as_deref() {
+                Some(name) => vec![client.get(&format!("/v1/secrets/{name}")).await?],
+                None => client.get::<List<SecretView>>("/v1/secrets").await?.items,
+            };
+            match args.output {
+                Format::Table if items.is_empty() => "No secrets.\n".into(),
+                Format::Table => secrets_table(&items),
+                Format::Yaml => output::yaml(&items)?,
+                Format::Json => output::json(&List { items })?,
+            }
+        }
         "audit" => {
             let list: List<AuditEntry> = client.get("/v1/audit").await?;
             match args.output {
@@ -116,7 +129,7 @@ pub async fn run(args: Args) -> Result<()> {
         word => {
             let kind = Kind::from_user(word).ok_or_else(|| {
                 CliError::user(format!(
-                    "cannot get `{word}`: choose sites, apps, deployments, hosts, manifest, events or audit"
+                    "cannot get `{word}`: choose sites, apps, deployments, hosts, secrets, manifest, events or audit"
                 ))
             })?;
             get_kind(&client, kind, args.name.as_deref(), args.output).await?
@@ -124,6 +137,58 @@ pub async fn run(args: Args) -> Result<()> {
     };
     print!("{text}");
     Ok(())
+}
+
+/// One row per secret and key, then per site the version asked for and what its hosts hold.
+fn secrets_table(items: &[SecretView]) -> String {
+    let mut t = Table::new(&[
+        "SECRET",
+        "VERSION",
+        "KEY",
+        "SOURCE",
+        "KEY VERSION",
+        "OWN VALUE AT",
+    ]);
+    for s in items {
+        for k in &s.keys {
+            t.row(vec![
+                s.name.clone(),
+                s.version.to_string(),
+                k.key.clone(),
+                k.source.clone(),
+                k.version.to_string(),
+                if k.sites.is_empty() {
+                    "-".into()
+                } else {
+                    k.sites.join(",")
+                },
+            ]);
+        }
+    }
+    let mut out = t.render();
+    let mut sites = Table::new(&["SECRET", "SITE", "WANTS", "HOSTS HOLD"]);
+    let mut any = false;
+    for s in items {
+        for site in &s.sites {
+            any = true;
+            let held: Vec<String> = site.hosts.iter().map(|(h, v)| format!("{h}={v}")).collect();
+            sites.row(vec![
+                s.name.clone(),
+                site.site.clone(),
+                site.version.to_string(),
+                if held.is_empty() {
+                    "-".into()
+                } else {
+                    held.join(",")
+                },
+            ]);
+        }
+    }
+    if any {
+        out.push('\n');
+        out.push_str(&sites.render());
+    }
+    out
 }
 
 async fn fetch<T: serde::de::DeserializeOwned>(

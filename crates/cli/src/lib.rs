@@ -11,6 +11,7 @@ pub mod get;
 pub mod login;
 pub mod output;
 pub mod rollout;
+pub mod secret;
 pub mod sources;
 pub mod status;
 pub mod token;
@@ -33,6 +34,9 @@ pub enum Command {
     /// Follow and control a deployment's rollout.
     #[command(subcommand)]
     Rollout(rollout::Command),
+    /// Set, generate or remove secrets. Values are write-only: nothing reads them back.
+    #[command(subcommand)]
+    Secret(secret::Command),
     /// Sites × services of an application, as the agents report them.
     Status(status::Args),
     /// Join tokens for new hosts.
@@ -48,6 +52,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Delete(a) => delete::run(a).await,
         Command::Login(a) => login::run(a).await,
         Command::Rollout(c) => rollout::run(c).await,
+        Command::Secret(c) => secret::run(c).await,
         Command::Status(a) => status::run(a).await,
         Command::Token(c) => token::run(c).await,
     }

@@ -6,4 +6,7 @@
 pub mod core;
 pub mod shell;
 
-pub use shell::{CA_FILE, Config, INITIAL_TOKEN_FILE, Running, StartError, start};
+pub use shell::vault::MasterKeySource;
+pub use shell::{
+    CA_FILE, Config, INITIAL_TOKEN_FILE, Running, StartError, rotate_master_key, start,
+};

@@ -8,6 +8,7 @@ use atoll_control::shell::fleet::Fleet;
 use atoll_control::shell::service::ControlPlane;
 use atoll_control::shell::signing::ManifestSigner;
 use atoll_control::shell::tls::Pki;
+use atoll_control::shell::vault::Vault;
 use atoll_control::shell::{auth, http, openapi};
 use atoll_store::{SqliteStore, Store, TokenRow, Write};
 use axum::Router;
@@ -53,9 +54,14 @@ async fn api() -> Api {
     let store: Arc<dyn Store> = Arc::new(store);
     let fleet = Arc::new(Fleet::default());
     let (pki, signer) = keys();
-    let agents = Agents::new(store.clone(), fleet.clone(), pki, signer);
+    let control = ControlPlane::new(
+        store.clone(),
+        fleet.clone(),
+        Arc::new(Vault::from_key([5; 32])),
+    );
+    let agents = Agents::new(store, control.clone(), fleet, pki, signer);
     Api {
-        router: http::router(ControlPlane::new(store, fleet), agents),
+        router: http::router(control, agents),
         token,
         _dir: dir,
     }
@@ -89,6 +95,20 @@ impl Api {
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
+    }
+
+    /// The secret the examples read, generated per site.
+    async fn example_secret(&self) {
+        let (status, body) = self
+            .call(
+                "PUT",
+                "/v1/secrets/pos-db-password/keys/password",
+                Some("application/json"),
+                r#"{"generate": {"length": 24}}"#,
+                true,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
     }
 
     async fn yaml(&self, text: &str) -> (StatusCode, Value) {
@@ -202,6 +222,7 @@ async fn unknown_routes_and_methods_answer_in_json() {
 #[tokio::test]
 async fn apply_get_delete_round() {
     let api = api().await;
+    api.example_secret().await;
     let (status, body) = api.yaml(EXAMPLES).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
@@ -276,6 +297,7 @@ async fn apply_get_delete_round() {
 #[tokio::test]
 async fn dry_runs_store_nothing() {
     let api = api().await;
+    api.example_secret().await;
     let (status, body) = api
         .call(
             "POST",

@@ -2,6 +2,8 @@
 //! the compiler or the examples shows up here as a readable diff.
 
 use atoll_control::core::apply::{Request, plan_apply};
+use atoll_api::secret::{Alphabet, Generate};
+use atoll_control::core::secrets::{self, Change, SecretMeta, SecretValues};
 use atoll_control::core::state::{State, Versions};
 use atoll_spec::{Source, parse_sources};
 use atoll_store::Write;
@@ -24,8 +26,24 @@ fn example_manifests() {
         now_ms: 1_767_225_600_000,
         actor: "test",
     };
+    // The examples read one secret, generated per site.
+    let mut state = State::default();
+    let (meta, _) = secrets::change(
+        &SecretMeta::default(),
+        &SecretValues::default(),
+        "password",
+        Change::Generate {
+            generate: Generate {
+                length: 24,
+                alphabet: Alphabet::Alphanumeric,
+            },
+            seed: vec![0; 32],
+        },
+    )
+    .unwrap();
+    state.secrets.insert("pos-db-password".into(), meta);
     let plan = plan_apply(
-        &State::default(),
+        &state,
         &Versions::new(),
         &parsed.documents,
         &request,

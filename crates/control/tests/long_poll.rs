@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atoll_api::agent::RenewRequest;
 use atoll_control::shell::agents::{Agents, Poll};
 use atoll_control::shell::fleet::Fleet;
 use atoll_control::shell::service::ControlPlane;
 use atoll_control::shell::signing::ManifestSigner;
 use atoll_control::shell::tls::{AgentIdentity, Pki};
+use atoll_control::shell::vault::Vault;
 use atoll_spec::Source;
 use atoll_store::{HostRow, SqliteStore, Store};
 use rustls_pki_types::pem::PemObject as _;
@@ -19,6 +21,17 @@ fn site(labels: &str) -> Vec<Source> {
     }]
 }
 
+fn renewal(csr: &str) -> RenewRequest {
+    RenewRequest {
+        csr_pem: csr.to_owned(),
+        recipient: None,
+    }
+}
+
+fn vault() -> Arc<Vault> {
+    Arc::new(Vault::from_key([5; 32]))
+}
+
 #[tokio::test]
 async fn a_waiting_long_poll_wakes_on_the_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,8 +39,8 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
     let fleet = Arc::new(Fleet::default());
     let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
     let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
-    let agents = Agents::new(store.clone(), fleet.clone(), pki, signer);
-    let control = ControlPlane::new(store.clone(), fleet);
+    let control = ControlPlane::new(store.clone(), fleet.clone(), vault());
+    let agents = Agents::new(store.clone(), control.clone(), fleet, pki, signer);
     let app = "kind: Application\nname: a\nversion: '1'\nservices: [{ name: web, image: x }]\n---\nkind: Deployment\nname: d\napplication: a\nplacement: { sites: 'run == yes' }\n";
     control
         .apply(
@@ -51,6 +64,7 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
             cert_expiry: "2099-01-01T00:00:00Z".into(),
             enrolled_at: "2026-01-01T00:00:00Z".into(),
             last_seen: None,
+            recipient: None,
         })
         .await
         .unwrap();
@@ -95,7 +109,9 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("atoll.db")).unwrap());
     let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
     let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
-    let agents = Agents::new(store.clone(), Arc::new(Fleet::default()), pki, signer);
+    let fleet = Arc::new(Fleet::default());
+    let control = ControlPlane::new(store.clone(), fleet.clone(), vault());
+    let agents = Agents::new(store.clone(), control, fleet, pki, signer);
     let identity = AgentIdentity {
         site: "s1".into(),
         host: "h1".into(),
@@ -109,6 +125,7 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
         cert_expiry: "2000-01-01T00:00:00Z".into(),
         enrolled_at: "2000-01-01T00:00:00Z".into(),
         last_seen: None,
+        recipient: None,
     };
     store.put_host(host).await.unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
@@ -118,7 +135,7 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
         .unwrap()
         .pem()
         .unwrap();
-    let renewed = agents.renew(&identity, &csr).await.unwrap();
+    let renewed = agents.renew(&identity, &renewal(&csr)).await.unwrap();
     // The new certificate names the same host and site, whatever the request asked for.
     let der = rustls_pki_types::CertificateDer::from_pem_slice(renewed.certificate_pem.as_bytes())
         .unwrap();
@@ -135,5 +152,5 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
         site: "s1".into(),
         host: "nobody".into(),
     };
-    assert!(agents.renew(&stranger, &csr).await.is_err());
+    assert!(agents.renew(&stranger, &renewal(&csr)).await.is_err());
 }

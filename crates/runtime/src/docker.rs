@@ -29,8 +29,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    StopContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -315,6 +315,15 @@ impl Driver for DockerDriver {
             Ok(()) => Ok(()),
             Err(e) if status(&e) == Some(404) => Err(Error::NotFound(id.to_string())),
             Err(e) => Err(self.error(&format!("stopping container {id}"), e)),
+        }
+    }
+
+    async fn signal(&self, id: &str, signal: &str) -> Result<()> {
+        let options = KillContainerOptionsBuilder::new().signal(signal).build();
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Err(Error::NotFound(id.to_string())),
+            Err(e) => Err(self.error(&format!("signalling container {id}"), e)),
         }
     }
 

@@ -51,6 +51,8 @@ struct FakeContainer {
     container: Container,
     /// What `exec` answers in this container.
     exec_exit: i64,
+    /// Signals sent with `signal`, oldest first.
+    signals: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -110,6 +112,17 @@ impl FakeDriver {
             c.exec_exit = code;
         }
         Ok(())
+    }
+
+    /// The signals container `id` received, oldest first.
+    pub fn signals(&self, id: &str) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .key(id)
+            .ok()
+            .and_then(|k| inner.containers.get(&k))
+            .map(|c| c.signals.clone())
+            .unwrap_or_default()
     }
 
     /// The spec container `id` was created from, for tests to check what the agent asked for.
@@ -288,6 +301,7 @@ impl Driver for FakeDriver {
                 spec: spec.clone(),
                 container,
                 exec_exit: 0,
+                signals: Vec::new(),
             },
         );
         inner.emit(&id, &spec.labels, "create");
@@ -339,6 +353,18 @@ impl Driver for FakeDriver {
             }
             Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    async fn signal(&self, id: &str, signal: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let key = inner.key(id)?;
+        match inner.containers.get_mut(&key) {
+            Some(c) if c.container.state == State::Running => {
+                c.signals.push(signal.to_owned());
+                Ok(())
+            }
+            _ => Err(Error::Runtime(format!("container {id} is not running"))),
         }
     }
 

@@ -138,6 +138,8 @@ pub trait Driver: Send + Sync + 'static {
     async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
     /// Removes a container, stopping it first if needed.
     async fn remove(&self, id: &str) -> Result<()>;
+    /// Sends a signal such as `SIGHUP` to a running container's main process.
+    async fn signal(&self, id: &str, signal: &str) -> Result<()>;
     /// Runs `command` in a running container and returns its exit code; a command still running
     /// after `timeout` is an error (health checks use this).
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64>;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::decode::{Decoder, Fields};
 use crate::names::{
     check_container_path, check_env_name, check_label_key, check_label_value, check_name,
-    check_version,
+    check_secret_key, check_version,
 };
 use crate::template::{Origin, Template};
 use crate::units::{ByteSize, Cpu, Span};
@@ -50,8 +50,78 @@ pub struct Service {
     pub files: Vec<File>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretRef>,
+    /// What a new version of one of `secrets` does to the running service.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_secret_change: OnSecretChange,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+}
+
+/// What happens to a running service when a secret it reads gets a new version.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OnSecretChange {
+    /// Replace its containers (the default): the new value is read at start-up.
+    #[default]
+    Restart,
+    /// Rewrite the secret files in place and send the containers this signal, such as
+    /// `SIGHUP`. A secret delivered as an environment variable still needs a restart.
+    Signal(String),
+}
+
+impl OnSecretChange {
+    /// The signals a service may ask for.
+    pub const SIGNALS: &[&str] = &[
+        "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGQUIT", "SIGTERM", "SIGWINCH",
+    ];
+
+    pub fn parse(text: &str) -> Result<OnSecretChange, String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words.as_slice() {
+            ["restart"] => Ok(OnSecretChange::Restart),
+            ["signal", sig] => {
+                let sig = sig.to_ascii_uppercase();
+                let sig = if sig.starts_with("SIG") {
+                    sig
+                } else {
+                    format!("SIG{sig}")
+                };
+                if Self::SIGNALS.contains(&sig.as_str()) {
+                    Ok(OnSecretChange::Signal(sig))
+                } else {
+                    Err(format!(
+                        "unknown signal `{}`: one of {}",
+                        words[1],
+                        Self::SIGNALS.join(", ")
+                    ))
+                }
+            }
+            _ => Err(format!(
+                "invalid on_secret_change `{text}`: `restart`, or `signal` and a signal such as `signal SIGHUP`"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for OnSecretChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OnSecretChange::Restart => f.write_str("restart"),
+            OnSecretChange::Signal(sig) => write!(f, "signal {sig}"),
+        }
+    }
+}
+
+impl Serialize for OnSecretChange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for OnSecretChange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        OnSecretChange::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 fn one() -> u32 {
@@ -177,6 +247,10 @@ fn is_file_mode(mode: &u32) -> bool {
 }
 
 /// A reference to a `Secret`, delivered as a file (the default) or, when asked, an env variable.
+///
+/// With `key`, the file holds that key's value; without, `path` is a folder with one file per
+/// key. The path defaults to `/run/secrets/NAME`; a secret with `env` and no `path` is only an
+/// environment variable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
@@ -187,6 +261,17 @@ pub struct SecretRef {
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
+}
+
+impl SecretRef {
+    /// Where the secret appears in the container's filesystem, if it does.
+    pub fn file_path(&self) -> Option<String> {
+        match (&self.path, &self.env) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some(format!("/run/secrets/{}", self.name)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +298,7 @@ const SERVICE_FIELDS: &[&str] = &[
     "health",
     "files",
     "secrets",
+    "on_secret_change",
     "volumes",
 ];
 
@@ -436,6 +522,33 @@ fn decode_service(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Servic
         &format!("{path}.secrets"),
         decode_secret,
     );
+    for (i, secret) in secrets.iter().enumerate() {
+        let Some(p) = secret.file_path() else {
+            continue;
+        };
+        let taken = files.iter().any(|f| f.path == p)
+            || secrets[..i]
+                .iter()
+                .any(|s| s.file_path().as_ref() == Some(&p));
+        if taken {
+            d.error_hint(
+                fields.pos,
+                &format!("{path}.secrets[{i}]"),
+                format!("`{p}` is already used by another file or secret"),
+                "give each secret its own `path` (the default is /run/secrets/NAME)",
+            );
+        }
+    }
+    let on_secret_change = fields
+        .get("on_secret_change")
+        .and_then(|n| {
+            let sub = format!("{path}.on_secret_change");
+            let text = d.string(n, &sub)?;
+            OnSecretChange::parse(&text)
+                .map_err(|e| d.error(n.pos, &sub, e))
+                .ok()
+        })
+        .unwrap_or_default();
     let volumes = decode_list(
         d,
         fields.get("volumes"),
@@ -456,6 +569,7 @@ fn decode_service(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Servic
         health,
         files,
         secrets,
+        on_secret_change,
         volumes,
     })
 }
@@ -721,7 +835,7 @@ fn decode_secret(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<SecretR
     let name = checked(d, name_node, &format!("{path}.name"), check_name)?;
     let key = fields
         .get("key")
-        .and_then(|n| d.string(n, &format!("{path}.key")));
+        .and_then(|n| checked(d, n, &format!("{path}.key"), check_secret_key));
     let file_path = fields
         .get("path")
         .and_then(|n| checked(d, n, &format!("{path}.path"), check_container_path));

@@ -1,6 +1,7 @@
 //! `Deployment`: which sites run an application (a selector over site labels) and how a new
 //! version rolls out to them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -23,6 +24,55 @@ pub struct Deployment {
     pub placement: Placement,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Defaults for `site.variables` at this deployment's sites: a site's own variables win.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    /// Variables for some sites only, over the site's own; see [`Deployment::variables_for`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<Override>,
+}
+
+/// Variables for the sites one selector matches, or for one named site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_selector_text"
+    )]
+    pub sites: Option<Selector>,
+    pub variables: BTreeMap<String, String>,
+}
+
+impl Deployment {
+    /// The variables templates see as `site.variables` at `site` for this deployment. The most
+    /// specific value wins: the deployment's `variables`, then the site's own `variables`,
+    /// then `overrides` whose `sites` selector matches the site (later entries over earlier
+    /// ones), then the override naming the site itself.
+    pub fn variables_for(
+        &self,
+        site: &str,
+        labels: &BTreeMap<String, String>,
+        own: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        let mut out = self.variables.clone();
+        out.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let by_selector = self
+            .overrides
+            .iter()
+            .filter(|o| o.sites.as_ref().is_some_and(|s| s.matches(labels)));
+        let by_name = self
+            .overrides
+            .iter()
+            .filter(|o| o.site.as_deref() == Some(site));
+        for o in by_selector.chain(by_name) {
+            out.extend(o.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +226,8 @@ const DEPLOYMENT_FIELDS: &[&str] = &[
     "version",
     "placement",
     "rollout",
+    "variables",
+    "overrides",
 ];
 
 pub(crate) fn decode(
@@ -197,12 +249,65 @@ pub(crate) fn decode(
     let rollout = fields
         .get("rollout")
         .and_then(|n| decode_rollout(d, n, &format!("{path}.rollout")));
+    let variables = fields
+        .get("variables")
+        .and_then(|n| d.string_map(n, &format!("{path}.variables")))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, (_, v))| (k, v))
+        .collect();
+    let overrides = match fields.get("overrides") {
+        None => Vec::new(),
+        Some(n) => {
+            let opath = format!("{path}.overrides");
+            let items = d.seq(n, &opath).unwrap_or_default();
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| decode_override(d, item, &format!("{opath}[{i}]")))
+                .collect()
+        }
+    };
     Some(Deployment {
         name,
         application: application?,
         version,
         placement: placement?,
         rollout,
+        variables,
+        overrides,
+    })
+}
+
+fn decode_override(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Override> {
+    let fields = d.map(node, path)?;
+    d.deny_unknown(&fields, path, &["site", "sites", "variables"]);
+    let site = fields
+        .get("site")
+        .and_then(|n| checked(d, n, &format!("{path}.site"), check_name));
+    let sites = fields
+        .get("sites")
+        .and_then(|n| selector(d, n, &format!("{path}.sites")));
+    let named =
+        usize::from(fields.get("site").is_some()) + usize::from(fields.get("sites").is_some());
+    if named != 1 {
+        d.error_hint(
+            fields.pos,
+            path,
+            "an override applies to one `site` (a name) or to `sites` (a selector)",
+            "write `site: store-042` or `sites: region == eu`, not both",
+        );
+    }
+    let variables = d
+        .required(&fields, "variables", path)
+        .and_then(|n| d.string_map(n, &format!("{path}.variables")))?
+        .into_iter()
+        .map(|(k, (_, v))| (k, v))
+        .collect();
+    Some(Override {
+        site,
+        sites,
+        variables,
     })
 }
 

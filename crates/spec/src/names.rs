@@ -59,6 +59,24 @@ pub fn check_env_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The keys of a secret: each becomes a file name at the edge.
+pub fn check_secret_key(key: &str) -> Result<(), String> {
+    let ok = !key.is_empty()
+        && key.len() <= 253
+        && key != "."
+        && key != ".."
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid secret key `{key}`: letters, digits, '.', '_' and '-' (it names a file)"
+        ))
+    }
+}
+
 /// Application versions: free-form but safe in a label value and a file name.
 pub fn check_version(version: &str) -> Result<(), String> {
     let ok = !version.is_empty()

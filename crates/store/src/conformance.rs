@@ -4,8 +4,8 @@
 //! fresh, empty store from a scratch folder.
 
 use crate::{
-    AppVersionRow, HostRow, JoinTokenRow, ManifestRow, ReportBatch, ResourceRow, RolloutRow, Store,
-    StoreError, TokenRefusal, TokenRow, Write,
+    AppVersionRow, HostRow, JoinTokenRow, ManifestRow, ReportBatch, ResourceRow, RolloutRow,
+    SecretHead, SecretRow, Store, StoreError, TokenRefusal, TokenRow, Write,
 };
 
 #[macro_export]
@@ -26,6 +26,7 @@ macro_rules! conformance_suite {
             hosts_are_kept_and_listed,
             reports_are_stored_once_and_acknowledged,
             rollouts_are_kept_with_the_snapshot_and_archived,
+            secrets_and_settings_are_kept_with_their_bytes,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -327,6 +328,7 @@ fn host(id: &str, site: &str) -> HostRow {
         cert_expiry: "2027-01-01T00:00:00Z".into(),
         enrolled_at: "2026-01-01T00:00:00Z".into(),
         last_seen: None,
+        recipient: Some(format!("key-of-{id}")),
     }
 }
 
@@ -348,6 +350,16 @@ pub async fn hosts_are_kept_and_listed(store: &dyn Store) {
         ["h1", "h2"]
     );
     assert!(store.host("nope").await.unwrap().is_none());
+    store.put_host(host("h0", "b")).await.unwrap();
+    let b: Vec<String> = store
+        .site_hosts("b")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(b, ["h0", "h2"]);
+    assert!(store.site_hosts("c").await.unwrap().is_empty());
 }
 
 fn batch(seq: u64, events: usize, status: Option<&str>) -> ReportBatch {
@@ -467,4 +479,76 @@ pub async fn rollouts_are_kept_with_the_snapshot_and_archived(store: &dyn Store)
         [("first, further", "t2")]
     );
     assert!(store.rollout_history("other").await.unwrap().is_empty());
+}
+
+fn secret(name: &str, meta: &str, ciphertext: &[u8]) -> SecretRow {
+    SecretRow {
+        name: name.into(),
+        meta: meta.into(),
+        key_id: "k1".into(),
+        wrapped_key: vec![0, 1, 2, 255],
+        ciphertext: ciphertext.to_vec(),
+        updated_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+pub async fn secrets_and_settings_are_kept_with_their_bytes(store: &dyn Store) {
+    let v = store
+        .commit(
+            0,
+            vec![
+                Write::PutSecret(secret("db", r#"{"version":1}"#, &[9, 0, 8])),
+                Write::PutSecret(secret("api", r#"{"version":1}"#, b"x")),
+                Write::PutSetting {
+                    name: "check".into(),
+                    value: "abc".into(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.secret("db").await.unwrap(),
+        Some(secret("db", r#"{"version":1}"#, &[9, 0, 8]))
+    );
+    assert_eq!(
+        store.setting("check").await.unwrap().as_deref(),
+        Some("abc")
+    );
+    assert_eq!(store.setting("other").await.unwrap(), None);
+    let snapshot = store.snapshot().await.unwrap();
+    assert_eq!(
+        snapshot.secrets,
+        vec![
+            SecretHead {
+                name: "api".into(),
+                meta: r#"{"version":1}"#.into()
+            },
+            SecretHead {
+                name: "db".into(),
+                meta: r#"{"version":1}"#.into()
+            },
+        ]
+    );
+    let v = store
+        .commit(
+            v,
+            vec![
+                Write::PutSecret(secret("db", r#"{"version":2}"#, &[7])),
+                Write::DeleteSecret { name: "api".into() },
+                Write::PutSetting {
+                    name: "check".into(),
+                    value: "def".into(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, 2);
+    let all = store.secrets().await.unwrap();
+    assert_eq!(all, vec![secret("db", r#"{"version":2}"#, &[7])]);
+    assert_eq!(
+        store.setting("check").await.unwrap().as_deref(),
+        Some("def")
+    );
 }

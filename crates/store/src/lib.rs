@@ -119,6 +119,40 @@ pub struct HostRow {
     pub cert_expiry: String,
     pub enrolled_at: String,
     pub last_seen: Option<String>,
+    /// The host's X25519 public key (base64) that secrets are sealed to.
+    pub recipient: Option<String>,
+}
+
+/// A secret as stored: its bookkeeping in the clear, its values encrypted.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRow {
+    pub name: String,
+    /// JSON of the keys, versions and sites; never a value.
+    pub meta: String,
+    /// Which master key wraps `wrapped_key`.
+    pub key_id: String,
+    /// This version's data key, encrypted under the master key.
+    pub wrapped_key: Vec<u8>,
+    /// The values, encrypted under the data key.
+    pub ciphertext: Vec<u8>,
+    pub updated_at: String,
+}
+
+impl std::fmt::Debug for SecretRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRow")
+            .field("name", &self.name)
+            .field("meta", &self.meta)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A secret's bookkeeping without its values: what compiling manifests needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretHead {
+    pub name: String,
+    pub meta: String,
 }
 
 /// The newest status a host reported (opaque JSON) and the highest report sequence stored.
@@ -180,6 +214,16 @@ pub enum Write {
     PutToken(TokenRow),
     /// Create or replace a deployment's current rollout.
     PutRollout(RolloutRow),
+    /// Create or replace a secret.
+    PutSecret(SecretRow),
+    DeleteSecret {
+        name: String,
+    },
+    /// Create or replace a setting.
+    PutSetting {
+        name: String,
+        value: String,
+    },
     /// Move a deployment's current rollout to its history (a newer one replaces it, or the
     /// deployment is deleted).
     ArchiveRollout {
@@ -201,6 +245,7 @@ pub struct Snapshot {
     pub resources: Vec<ResourceRow>,
     pub manifests: Vec<ManifestHead>,
     pub rollouts: Vec<RolloutRow>,
+    pub secrets: Vec<SecretHead>,
 }
 
 #[async_trait]
@@ -226,6 +271,10 @@ pub trait Store: Send + Sync + 'static {
     async fn rollouts(&self) -> Result<Vec<RolloutRow>>;
     /// A deployment's finished rollouts, oldest first (the current one is in the snapshot).
     async fn rollout_history(&self, deployment: &str) -> Result<Vec<RolloutRow>>;
+    async fn secret(&self, name: &str) -> Result<Option<SecretRow>>;
+    /// Every secret with its encrypted values, ordered by name.
+    async fn secrets(&self) -> Result<Vec<SecretRow>>;
+    async fn setting(&self, name: &str) -> Result<Option<String>>;
 
     // Enrollment and reports: not versioned, never in a conflict with desired-state commits.
 
@@ -245,6 +294,8 @@ pub trait Store: Send + Sync + 'static {
     async fn host(&self, id: &str) -> Result<Option<HostRow>>;
     /// All hosts, ordered by site then id.
     async fn hosts(&self) -> Result<Vec<HostRow>>;
+    /// The hosts of one site, ordered by id.
+    async fn site_hosts(&self, site: &str) -> Result<Vec<HostRow>>;
     /// Stores the batches of a host's report that are newer than what is stored, in one
     /// transaction: their events, the newest status among them, the host's last-seen time.
     /// Returns the highest sequence now stored, which the agent may forget up to.

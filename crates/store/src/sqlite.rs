@@ -13,14 +13,15 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::{
     AppVersionRow, AuditRow, EventRow, HostRow, HostStatusRow, JoinTokenRow, ManifestHead,
-    ManifestRow, ReportBatch, ResourceRow, Result, RolloutRow, Snapshot, Store, StoreError,
-    TokenRefusal, TokenRow, Write,
+    ManifestRow, ReportBatch, ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot,
+    Store, StoreError, TokenRefusal, TokenRow, Write,
 };
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_agents.sql"),
     include_str!("../migrations/sqlite/0003_rollouts.sql"),
+    include_str!("../migrations/sqlite/0004_secrets.sql"),
 ];
 const READERS: usize = 4;
 
@@ -222,6 +223,22 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
                 params![r.deployment, r.state, r.at],
             )?;
         }
+        Write::PutSecret(s) => {
+            tx.execute(
+                "INSERT INTO secrets (name, meta, key_id, wrapped_key, ciphertext, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (name) DO UPDATE SET meta = ?2, key_id = ?3, wrapped_key = ?4, ciphertext = ?5, updated_at = ?6",
+                params![s.name, s.meta, s.key_id, s.wrapped_key, s.ciphertext, s.updated_at],
+            )?;
+        }
+        Write::DeleteSecret { name } => {
+            tx.execute("DELETE FROM secrets WHERE name = ?1", [name])?;
+        }
+        Write::PutSetting { name, value } => {
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
+                params![name, value],
+            )?;
+        }
         Write::ArchiveRollout { deployment, at } => {
             tx.execute(
                 "INSERT INTO rollout_history (deployment, state, ended_at) SELECT deployment, state, ?2 FROM rollouts WHERE deployment = ?1",
@@ -265,7 +282,11 @@ impl Store for SqliteStore {
                     .query_map([], |r| Ok(ManifestHead { site: r.get(0)?, revision: to_u64(r.get(1)?), hash: r.get(2)? }))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let rollouts = rollout_rows(conn)?;
-                Ok(Snapshot { version, resources, manifests, rollouts })
+                let secrets = conn
+                    .prepare_cached("SELECT name, meta FROM secrets ORDER BY name")?
+                    .query_map([], |r| Ok(SecretHead { name: r.get(0)?, meta: r.get(1)? }))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Snapshot { version, resources, manifests, rollouts, secrets })
             })();
             conn.execute_batch("COMMIT")?;
             result
@@ -409,6 +430,42 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn secret(&self, name: &str) -> Result<Option<SecretRow>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {SECRET_COLUMNS} FROM secrets WHERE name = ?1"
+                ))?
+                .query_row([name], secret_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn secrets(&self) -> Result<Vec<SecretRow>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {SECRET_COLUMNS} FROM secrets ORDER BY name"
+                ))?
+                .query_map([], secret_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM settings WHERE name = ?1")?
+                .query_row([name], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
     async fn create_join_token(&self, t: JoinTokenRow) -> Result<()> {
         self.write(move |conn| {
             conn.execute(
@@ -464,8 +521,8 @@ impl Store for SqliteStore {
     async fn put_host(&self, h: HostRow) -> Result<()> {
         self.write(move |conn| {
             conn.execute(
-                &format!("INSERT OR REPLACE INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-                params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen],
+                &format!("INSERT OR REPLACE INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen, h.recipient],
             )?;
             Ok(())
         })
@@ -490,6 +547,19 @@ impl Store for SqliteStore {
                     "SELECT {HOST_COLUMNS} FROM hosts ORDER BY site, id"
                 ))?
                 .query_map([], host_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn site_hosts(&self, site: &str) -> Result<Vec<HostRow>> {
+        let site = site.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {HOST_COLUMNS} FROM hosts WHERE site = ?1 ORDER BY id"
+                ))?
+                .query_map([site], host_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -617,11 +687,25 @@ fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
         cert_expiry: r.get(5)?,
         enrolled_at: r.get(6)?,
         last_seen: r.get(7)?,
+        recipient: r.get(8)?,
+    })
+}
+
+const SECRET_COLUMNS: &str = "name, meta, key_id, wrapped_key, ciphertext, updated_at";
+
+fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
+    Ok(SecretRow {
+        name: r.get(0)?,
+        meta: r.get(1)?,
+        key_id: r.get(2)?,
+        wrapped_key: r.get(3)?,
+        ciphertext: r.get(4)?,
+        updated_at: r.get(5)?,
     })
 }
 
 const HOST_COLUMNS: &str =
-    "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen";
+    "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen, recipient";
 
 impl SqliteStore {
     async fn write<T: Send + 'static>(

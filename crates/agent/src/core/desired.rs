@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 use atoll_api::manifest::{Manifest, ManifestApplication, ManifestService};
 use atoll_runtime::{Bind, ContainerSpec, NamedVolume, PortBinding};
-use atoll_spec::application::{Mode, Protocol};
+use atoll_spec::application::{Mode, OnSecretChange, Protocol};
+
+use super::secrets::SecretFile;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -75,6 +77,14 @@ pub struct Replica {
     pub spec_hash: String,
     /// Files to write before creating the container; `spec.binds` mounts them read-only.
     pub files: Vec<FileToWrite>,
+    /// Secret values to put on tmpfs before creating the container (see `secrets::attach`).
+    pub secret_files: Vec<SecretFile>,
+    /// The version of each secret the replica gets.
+    pub secret_versions: BTreeMap<String, u64>,
+    /// Secrets the replica reads that this host does not have: it must not be created.
+    pub missing_secrets: Vec<String>,
+    /// The signal the service takes when a secret changes, instead of a new container.
+    pub on_secret_change: Option<String>,
 }
 
 /// A rendered file to put on the host, which a bind mount then shows inside the container.
@@ -195,8 +205,7 @@ fn replica(
         (LABEL_REPLICA.to_owned(), index.to_string()),
         (LABEL_SPEC_HASH.to_owned(), hash.to_owned()),
     ]);
-    // `service.secrets` is ignored for now: secrets arrive sealed to the site in a later issue,
-    // and will then be written to tmpfs, mounted, and folded into the spec hash.
+    // Secrets are added by `secrets::attach`, from the values this host opened.
     let spec = ContainerSpec {
         name,
         image: service.image.clone(),
@@ -215,6 +224,10 @@ fn replica(
         spec,
         spec_hash: hash.to_owned(),
         files,
+        secret_files: Vec::new(),
+        secret_versions: BTreeMap::new(),
+        missing_secrets: Vec::new(),
+        on_secret_change: None,
     }
 }
 
@@ -232,6 +245,20 @@ struct Canonical<'a> {
     cpu_millis: Option<u32>,
     volumes: Vec<CanonicalVolume<'a>>,
     files: Vec<CanonicalFile<'a>>,
+    /// Left out when empty, so that services without secrets keep the hashes they had before
+    /// secrets existed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<CanonicalSecret<'a>>,
+}
+
+/// Which secret goes where; with its version only when a new version needs a new container.
+#[derive(Serialize)]
+struct CanonicalSecret<'a> {
+    name: &'a str,
+    key: Option<&'a str>,
+    path: Option<&'a str>,
+    env: Option<&'a str>,
+    version: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -291,6 +318,18 @@ fn spec_hash(site: &str, app: &ManifestApplication, service: &ManifestService) -
                 path: &f.path,
                 content: &f.content,
                 mode: f.mode,
+            })
+            .collect(),
+        secrets: service
+            .secrets
+            .iter()
+            .map(|s| CanonicalSecret {
+                name: &s.name,
+                key: s.key.as_deref(),
+                path: s.path.as_deref(),
+                env: s.env.as_deref(),
+                version: (service.on_secret_change == OnSecretChange::Restart || s.env.is_some())
+                    .then_some(s.version),
             })
             .collect(),
     };
@@ -694,18 +733,19 @@ mod tests {
     }
 
     #[test]
-    fn spec_hash_ignores_version_health_and_secrets() {
+    fn spec_hash_ignores_the_application_version_and_health() {
         let base = service("web", "nginx:1");
         let m1 = manifest(vec![("shop", base.clone())]);
         let mut m2 = m1.clone();
         m2.content.applications[0].version = "2.0.0".into();
         let mut svc = base;
-        svc.secrets = vec![atoll_spec::application::SecretRef {
-            name: "db".into(),
-            key: None,
-            path: Some("/run/secrets/db".into()),
-            env: None,
-        }];
+        svc.health = Some(atoll_spec::application::Health {
+            check: atoll_spec::application::HealthCheck::Tcp { port: 80 },
+            interval: atoll_spec::units::Span::from_secs(5),
+            timeout: atoll_spec::units::Span::from_secs(1),
+            failures: 3,
+            start_period: atoll_spec::units::Span::from_secs(0),
+        });
         m2.content.applications[0].services[0] = svc;
         let a = desired("s1", &m1, Path::new("/f"));
         let b = desired("s1", &m2, Path::new("/f"));

@@ -27,6 +27,7 @@ pub fn service(name: &str, image: &str) -> ManifestService {
         health: None,
         files: Vec::new(),
         secrets: Vec::new(),
+        on_secret_change: Default::default(),
         volumes: Vec::new(),
     }
 }
@@ -55,6 +56,7 @@ pub fn manifest(services: Vec<(&str, ManifestService)>) -> Manifest {
             applications,
             prefetch: Vec::new(),
         },
+        sealed: Vec::new(),
     }
 }
 

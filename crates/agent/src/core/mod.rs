@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod desired;
 pub mod health;
 pub mod plan;
+pub mod secrets;
 pub mod status;
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ const IDENTITY_FILE: &str = "identity.json";
 const KEY_FILE: &str = "host-key.pem";
 const CERT_FILE: &str = "host-cert.pem";
 const CA_FILE: &str = "ca.pem";
+/// The X25519 key secrets are sealed to, base64.
+const SEALING_KEY_FILE: &str = "sealing-key";
 
 /// What the agent keeps about itself, besides the key and certificates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +44,10 @@ struct Stored {
     certificate_expires_at: String,
     /// When this agent received the certificate: with the expiry, its lifetime.
     certificate_received_at: String,
+    /// Whether the control plane knows the sealing key (a host enrolled before secrets
+    /// existed registers it with its next certificate renewal, which is then due at once).
+    #[serde(default)]
+    sealing_registered: bool,
 }
 
 #[derive(Clone)]
@@ -52,6 +58,9 @@ pub struct Identity {
     pub signing_key: Vec<u8>,
     pub certificate_expires_at: String,
     certificate_received_at: String,
+    /// The private key secrets are sealed to; it never leaves the host.
+    pub sealing: Arc<atoll_seal::Identity>,
+    sealing_registered: bool,
     key_pem: String,
     cert_pem: String,
     ca_pem: String,
@@ -98,7 +107,10 @@ impl Identity {
         let signing_key = base64::engine::general_purpose::STANDARD
             .decode(&stored.signing_key)
             .map_err(|e| AgentError::Local(format!("{}: signing key: {e}", path.display())))?;
+        let (sealing, fresh) = load_sealing_key(dir)?;
         Ok(Some(Identity {
+            sealing: Arc::new(sealing),
+            sealing_registered: stored.sealing_registered && !fresh,
             key_pem: read(KEY_FILE)?,
             cert_pem: read(CERT_FILE)?,
             ca_pem: read(CA_FILE)?,
@@ -123,6 +135,7 @@ impl Identity {
         let key = rcgen::KeyPair::generate()
             .map_err(|e| AgentError::Local(format!("cannot make a host key: {e}")))?;
         let csr = certificate_request(&key)?;
+        let sealing = atoll_seal::Identity::generate();
         let tls = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| AgentError::Local(e.to_string()))?
@@ -137,6 +150,7 @@ impl Identity {
             token: token.to_string(),
             csr_pem: csr,
             inventory,
+            recipient: Some(sealing.recipient()),
         };
         let response: EnrollResponse = super::client::send(
             &http,
@@ -167,6 +181,8 @@ impl Identity {
                 .map_err(|e| AgentError::Protocol(format!("signing key: {e}")))?,
             certificate_expires_at: response.certificate_expires_at,
             certificate_received_at: super::clock::now_rfc3339(),
+            sealing: Arc::new(sealing),
+            sealing_registered: true,
             key_pem: key.serialize_pem(),
             cert_pem: response.certificate_pem,
             ca_pem: response.ca_pem,
@@ -177,7 +193,10 @@ impl Identity {
     }
 
     fn save(&self) -> Result<(), AgentError> {
-        // The key first: a certificate on disk without its key would be useless.
+        // The keys first: a certificate on disk without its key would be useless.
+        let path = self.dir.join(SEALING_KEY_FILE);
+        let sealing = base64::engine::general_purpose::STANDARD.encode(self.sealing.to_bytes());
+        write_atomic(&path, sealing.as_bytes(), 0o600).map_err(io(&path))?;
         let path = self.dir.join(KEY_FILE);
         write_atomic(&path, self.key_pem.as_bytes(), 0o600).map_err(io(&path))?;
         for (name, text) in [(CERT_FILE, &self.cert_pem), (CA_FILE, &self.ca_pem)] {
@@ -191,6 +210,7 @@ impl Identity {
             signing_key: base64::engine::general_purpose::STANDARD.encode(&self.signing_key),
             certificate_expires_at: self.certificate_expires_at.clone(),
             certificate_received_at: self.certificate_received_at.clone(),
+            sealing_registered: self.sealing_registered,
         };
         let path = self.dir.join(IDENTITY_FILE);
         write_atomic(
@@ -230,6 +250,9 @@ impl Identity {
     /// When a third of the certificate's life is left, or less: well before expiry, so that a
     /// site offline for a while still reconnects with a valid certificate.
     pub fn renewal_due(&self, now: std::time::SystemTime) -> bool {
+        if !self.sealing_registered {
+            return true;
+        }
         let parse = |t: &str| humantime::parse_rfc3339(t).ok();
         let (Some(received), Some(expires)) = (
             parse(&self.certificate_received_at),
@@ -250,6 +273,7 @@ impl Identity {
             .map_err(|e| AgentError::Local(format!("cannot make a host key: {e}")))?;
         let request = RenewRequest {
             csr_pem: certificate_request(&key)?,
+            recipient: Some(self.sealing.recipient()),
         };
         let url = format!(
             "{}/v1/sites/{}/hosts/{}/certificate",
@@ -269,6 +293,7 @@ impl Identity {
         self.cert_pem = response.certificate_pem;
         self.certificate_expires_at = response.certificate_expires_at;
         self.certificate_received_at = super::clock::now_rfc3339();
+        self.sealing_registered = true;
         self.save()
     }
 }
@@ -285,6 +310,8 @@ mod tests {
             signing_key: Vec::new(),
             certificate_expires_at: expires.into(),
             certificate_received_at: received.into(),
+            sealing: Arc::new(atoll_seal::Identity::generate()),
+            sealing_registered: true,
             key_pem: String::new(),
             cert_pem: String::new(),
             ca_pem: String::new(),
@@ -301,9 +328,43 @@ mod tests {
         assert!(!id.renewal_due(at("2026-01-20T23:00:00Z")));
         assert!(id.renewal_due(at("2026-01-21T01:00:00Z")));
         assert!(id.renewal_due(at("2026-02-15T00:00:00Z")), "expired");
+        let mut unregistered = identity("2026-01-01T00:00:00Z", "2026-01-31T00:00:00Z");
+        unregistered.sealing_registered = false;
+        assert!(
+            unregistered.renewal_due(at("2026-01-02T00:00:00Z")),
+            "sealing key unknown"
+        );
         assert!(
             identity("garbage", "2026-01-31T00:00:00Z").renewal_due(at("2026-01-02T00:00:00Z"))
         );
+    }
+}
+
+/// The host's sealing key, made (and kept) if the data folder has none yet; `true` when made
+/// now, so the control plane does not know it yet.
+fn load_sealing_key(dir: &Path) -> Result<(atoll_seal::Identity, bool), AgentError> {
+    let path = dir.join(SEALING_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    AgentError::Local(format!(
+                        "{}: not a sealing key; remove the data folder's identity files to enroll again",
+                        path.display()
+                    ))
+                })?;
+            Ok((atoll_seal::Identity::from_bytes(bytes), false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = atoll_seal::Identity::generate();
+            let text = base64::engine::general_purpose::STANDARD.encode(key.to_bytes());
+            write_atomic(&path, text.as_bytes(), 0o600).map_err(io(&path))?;
+            Ok((key, true))
+        }
+        Err(e) => Err(io(&path)(e)),
     }
 }
 

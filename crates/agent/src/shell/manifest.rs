@@ -94,6 +94,7 @@ mod tests {
             revision,
             hash: "sha256:x".into(),
             content: Default::default(),
+            sealed: Vec::new(),
         };
         let payload = serde_json::to_string(&m).unwrap();
         let signature =

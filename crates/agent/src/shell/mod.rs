@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use atoll_api::agent::{JoinToken, RuntimeInventory};
 use atoll_runtime::Driver;
+use sha2::Digest as _;
 use tokio::sync::{Notify, watch};
 
 use self::identity::Identity;
@@ -60,6 +61,10 @@ pub struct Config {
     pub poll_wait: Duration,
     /// Reports kept on disk while offline before the oldest are dropped.
     pub outbox_capacity: usize,
+    /// Where secret values are written for containers to mount: must be on tmpfs. Without
+    /// it, `$RUNTIME_DIRECTORY/secrets` (systemd's `RuntimeDirectory=`) or a folder of its own
+    /// under /dev/shm.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -71,6 +76,7 @@ impl Config {
             interval: Duration::from_secs(10),
             poll_wait: Duration::from_secs(30),
             outbox_capacity: 10_000,
+            secrets_dir: None,
         }
     }
 }
@@ -116,6 +122,11 @@ pub async fn run(
         }
     };
     let site = identity.site.clone();
+    let sealing = identity.sealing.clone();
+    let secrets_dir = config
+        .secrets_dir
+        .clone()
+        .unwrap_or_else(|| default_secrets_dir(dir));
     let kept = Kept::new(dir);
     let manifest = kept.load(&identity.signing_key, &site)?;
     if let Some(m) = &manifest {
@@ -149,6 +160,8 @@ pub async fn run(
             driver,
             site,
             files_dir: dir.join("files"),
+            secrets_dir,
+            sealing,
             manifests: manifest_rx,
             outbox: outbox.clone(),
             report_ready: report_ready.clone(),
@@ -202,4 +215,18 @@ async fn renew(session: Arc<Session>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
     }
+}
+
+/// `$RUNTIME_DIRECTORY/secrets` when systemd made a runtime folder (tmpfs under /run), else a
+/// folder under /dev/shm named after the data folder, so two agents on one machine never share.
+fn default_secrets_dir(data_dir: &std::path::Path) -> PathBuf {
+    if let Some(runtime) = std::env::var_os("RUNTIME_DIRECTORY").filter(|v| !v.is_empty()) {
+        return PathBuf::from(runtime).join("secrets");
+    }
+    let canonical = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let digest = sha2::Sha256::digest(canonical.to_string_lossy().as_bytes());
+    PathBuf::from(format!(
+        "/dev/shm/atoll-agent-{}",
+        &hex::encode(digest)[..12]
+    ))
 }

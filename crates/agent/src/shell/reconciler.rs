@@ -20,7 +20,9 @@ use tokio::sync::{Notify, watch};
 use super::clock::{now_ms, now_rfc3339};
 use super::outbox::Outbox;
 use super::prober::{HealthBook, Target};
+use crate::core::secrets::OpenedSecrets;
 use crate::core::{self, Action, Memory, Replica};
+use base64::Engine as _;
 
 /// A kill signal gets this long before the runtime kills a container outright.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -33,6 +35,10 @@ pub struct Reconciler {
     pub driver: Arc<dyn Driver>,
     pub site: String,
     pub files_dir: PathBuf,
+    /// Where secret values are written (tmpfs) for containers to mount.
+    pub secrets_dir: PathBuf,
+    /// This host's key, which opens the secrets sealed to it.
+    pub sealing: Arc<atoll_seal::Identity>,
     pub manifests: watch::Receiver<Option<Arc<Manifest>>>,
     pub outbox: Arc<Mutex<Outbox>>,
     pub report_ready: Arc<Notify>,
@@ -62,6 +68,10 @@ struct Pass {
     pull_errors: BTreeMap<String, String>,
     last_status: Option<HostStatus>,
     runtime_error: Option<String>,
+    /// The secrets opened from the manifest of this revision.
+    opened: Option<(u64, OpenedSecrets)>,
+    /// The manifest revision whose waiting-for-secrets events were said.
+    held_said: Option<u64>,
 }
 
 impl Reconciler {
@@ -111,7 +121,15 @@ impl Reconciler {
         let Some(manifest) = self.manifests.borrow().clone() else {
             return (false, None);
         };
-        let desired = core::desired(&self.site, &manifest, &self.files_dir);
+        let mut desired = core::desired(&self.site, &manifest, &self.files_dir);
+        let opened = self.open_secrets(&manifest, pass);
+        core::secrets::attach(
+            &self.site,
+            &manifest,
+            &self.secrets_dir,
+            &opened,
+            &mut desired,
+        );
         let applied_revision = manifest.revision;
         let observed = match self
             .driver
@@ -144,7 +162,8 @@ impl Reconciler {
             }
         }
         forget_stable(&mut pass.memory, &observed);
-        let plan = core::plan(&desired, &observed, &images, &pass.memory, now_ms());
+        let mut plan = core::plan(&desired, &observed, &images, &pass.memory, now_ms());
+        self.hold_without_secrets(&mut plan, &desired, applied_revision, pass);
         if plan.actions.is_empty() {
             // Nothing to change: time to pull what an upcoming wave will need.
             self.prefetch(&manifest.content.prefetch, pass).await;
@@ -173,8 +192,16 @@ impl Reconciler {
             {
                 r.health = r.container_id.as_ref().and_then(|id| book.get(id).cloned());
             }
+            let signalled = self.refresh_secrets(&desired, &observed).await;
+            self.queue(pass, signalled, None);
+            collect_secret_garbage(&self.secrets_dir, &self.site, &desired);
             let status = HostStatus {
                 applied_revision,
+                secrets: desired
+                    .iter()
+                    .filter(|r| r.missing_secrets.is_empty())
+                    .flat_map(|r| r.secret_versions.clone())
+                    .collect(),
                 replicas,
                 refused: self
                     .refused
@@ -309,10 +336,14 @@ impl Reconciler {
         self.driver.remove(id).await
     }
 
-    /// Writes the replica's files, then creates and starts its container.
+    /// Writes the replica's files and secrets, then creates and starts its container.
     async fn create(&self, replica: &Replica) -> Result<String, String> {
         for file in &replica.files {
             super::files::write_atomic(&file.host_path, file.content.as_bytes(), file.mode)
+                .map_err(|e| format!("{}: {e}", file.host_path.display()))?;
+        }
+        for file in &replica.secret_files {
+            write_secret(&file.host_path, &file.content)
                 .map_err(|e| format!("{}: {e}", file.host_path.display()))?;
         }
         let id = self
@@ -322,6 +353,146 @@ impl Reconciler {
             .map_err(|e| e.to_string())?;
         self.driver.start(&id).await.map_err(|e| e.to_string())?;
         Ok(id)
+    }
+
+    /// The secrets of the manifest, opened with this host's key (once per revision). A secret
+    /// that does not open is said as an event, without any value; its services wait.
+    fn open_secrets(&self, manifest: &Manifest, pass: &mut Pass) -> OpenedSecrets {
+        if let Some((revision, opened)) = &pass.opened
+            && *revision == manifest.revision
+        {
+            return opened.clone();
+        }
+        let mut opened = OpenedSecrets::new();
+        let mut problems = Vec::new();
+        if !manifest.sealed.is_empty()
+            && let Err(e) = prepare_secrets_dir(&self.secrets_dir)
+        {
+            problems.push(event("secret", e));
+        } else {
+            for sealed in &manifest.sealed {
+                match open_one(&self.sealing, &self.site, sealed) {
+                    Ok(values) => {
+                        opened.insert(
+                            sealed.name.clone(),
+                            core::secrets::Opened {
+                                version: sealed.version,
+                                values,
+                            },
+                        );
+                    }
+                    Err(e) => problems.push(event(
+                        "secret",
+                        format!(
+                            "secret {} version {} cannot be opened here: {e}",
+                            sealed.name, sealed.version
+                        ),
+                    )),
+                }
+            }
+        }
+        for p in &problems {
+            tracing::warn!(message = %p.message, "secret");
+        }
+        self.queue(pass, problems, None);
+        pass.opened = Some((manifest.revision, opened.clone()));
+        opened
+    }
+
+    /// Leaves alone the replicas whose secrets this host does not have: creating them would
+    /// start them without; what runs keeps running. Said once per manifest revision.
+    fn hold_without_secrets(
+        &self,
+        plan: &mut core::Plan,
+        desired: &[Replica],
+        revision: u64,
+        pass: &mut Pass,
+    ) {
+        let held: BTreeMap<&str, &Replica> = desired
+            .iter()
+            .filter(|r| !r.missing_secrets.is_empty())
+            .map(|r| (r.spec.name.as_str(), r))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        plan.actions.retain(|a| match a {
+            Action::Create { replica } | Action::Replace { replica, .. } => {
+                !held.contains_key(replica.spec.name.as_str())
+            }
+            _ => true,
+        });
+        if pass.held_said != Some(revision) {
+            pass.held_said = Some(revision);
+            let said = held
+                .values()
+                .map(|r| {
+                    event(
+                        "secret",
+                        format!(
+                            "{} waits for secret {}, not available on this host",
+                            r.spec.name,
+                            r.missing_secrets.join(", ")
+                        ),
+                    )
+                })
+                .collect();
+            self.queue(pass, said, None);
+        }
+    }
+
+    /// For services that take a signal when a secret changes: rewrites the changed secret
+    /// files in place (the mounts see them) and signals the running containers.
+    async fn refresh_secrets(
+        &self,
+        desired: &[Replica],
+        observed: &[Container],
+    ) -> Vec<AgentEvent> {
+        let mut happened = Vec::new();
+        for r in desired.iter().filter(|r| r.missing_secrets.is_empty()) {
+            let Some(signal) = &r.on_secret_change else {
+                continue;
+            };
+            let Some(running) = observed
+                .iter()
+                .find(|c| c.name == r.spec.name && c.state == State::Running)
+            else {
+                continue;
+            };
+            let mut changed = false;
+            for file in &r.secret_files {
+                match write_secret(&file.host_path, &file.content) {
+                    Ok(wrote) => changed |= wrote,
+                    Err(e) => happened.push(event(
+                        "secret",
+                        format!(
+                            "cannot write a secret of {}: {}: {e}",
+                            r.spec.name,
+                            file.host_path.display()
+                        ),
+                    )),
+                }
+            }
+            if changed {
+                let versions: Vec<String> = r
+                    .secret_versions
+                    .iter()
+                    .map(|(n, v)| format!("{n} version {v}"))
+                    .collect();
+                happened.push(match self.driver.signal(&running.id, signal).await {
+                    Ok(()) => event(
+                        "secret",
+                        format!(
+                            "sent {signal} to {}: its secrets now at {}",
+                            r.spec.name,
+                            versions.join(", ")
+                        ),
+                    ),
+                    Err(e) => event("secret", format!("cannot signal {}: {e}", r.spec.name)),
+                });
+            }
+        }
+        happened
     }
 
     /// Queues events, and the status if it differs from the last one queued.
@@ -392,6 +563,108 @@ fn forget_stable(memory: &mut Memory, observed: &[Container]) {
             && started.is_some_and(|t| core::is_stable(super::clock::millis_since_epoch(t), now))
         {
             memory.forget(&c.name);
+        }
+    }
+}
+
+/// Opens one sealed secret: its values by key.
+fn open_one(
+    sealing: &atoll_seal::Identity,
+    site: &str,
+    sealed: &atoll_api::SealedSecret,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let plain = atoll_seal::open(
+        sealing,
+        &sealed.sealed,
+        &atoll_seal::secret_aad(site, &sealed.name, sealed.version),
+    )
+    .map_err(|e| e.to_string())?;
+    let encoded: BTreeMap<String, String> =
+        serde_json::from_slice(&plain).map_err(|_| "its contents are malformed".to_owned())?;
+    encoded
+        .into_iter()
+        .map(|(k, v)| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map(|bytes| (k, bytes))
+                .map_err(|_| "its contents are malformed".to_owned())
+        })
+        .collect()
+}
+
+/// Linux's tmpfs magic number (`statfs.f_type`).
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Makes the secrets folder (mode 0700) and checks it is on tmpfs: a secret value never
+/// touches a disk.
+fn prepare_secrets_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).map_err(|e| format!("secrets folder {}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("secrets folder {}: {e}", dir.display()))?;
+    let fs =
+        rustix::fs::statfs(dir).map_err(|e| format!("secrets folder {}: {e}", dir.display()))?;
+    #[allow(clippy::unnecessary_cast)]
+    if fs.f_type as i64 != TMPFS_MAGIC {
+        return Err(format!(
+            "secrets folder {} is not on tmpfs: secrets are not written to disk; give --secrets-dir on a tmpfs",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes a secret file (mode 0400) if its content differs; returns whether it did. An
+/// existing file is rewritten in place, so a bind mount of it shows the new value.
+fn write_secret(path: &Path, content: &[u8]) -> std::io::Result<bool> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    if std::fs::read(path).is_ok_and(|old| old == content) {
+        return Ok(false);
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
+    if path.exists() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400))?;
+    } else {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(path)?;
+        f.write_all(content)?;
+    }
+    Ok(true)
+}
+
+/// Removes the secrets of containers no longer desired (an application that left the site).
+fn collect_secret_garbage(secrets_dir: &Path, site: &str, desired: &[Replica]) {
+    let keep: BTreeSet<PathBuf> = desired
+        .iter()
+        .map(|r| core::secrets::replica_dir(secrets_dir, site, r))
+        .collect();
+    let prefix = format!("atoll_{site}_");
+    let Ok(entries) = std::fs::read_dir(secrets_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix));
+        if ours && !keep.contains(&entry.path()) {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }

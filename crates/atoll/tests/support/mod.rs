@@ -476,6 +476,8 @@ impl ControlPlane {
 
     /// `atoll apply -f examples/`, which must succeed.
     pub fn apply_examples(&self) -> Out {
+        self.cli(&["secret", "generate", "pos-db-password", "password"])
+            .ok("the examples' secret");
         let out = self.cli(&["apply", "-f", examples().to_str().unwrap()]);
         out.ok("apply examples");
         out

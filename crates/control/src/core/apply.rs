@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use atoll_api::{ApplyResult, Manifest, ManifestChange, Outcome};
 use atoll_spec::{Diagnostic, Document, Kind, Origin, Resource};
-use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, RolloutRow, Write};
+use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, RolloutRow, SecretRow, Write};
 use serde_json::Value;
 
 use super::compile::{compile_site, content_hash, diagnostics};
 use super::rollout::{self, Command, Event, Phase, Rollout, settled_version};
+use super::secrets::SecretMeta;
 use super::state::{Entry, State, Versions};
 
 /// Who asked and when: the shell reads the clock and the caller's identity.
@@ -361,6 +362,79 @@ pub fn plan_delete(
     Ok(plan)
 }
 
+/// Plans storing a secret's next version (`Some`, with its encrypted row) or deleting it: the
+/// manifests of the sites that use it change with it. A change that leaves a site using the
+/// secret without a value it needs is refused, naming the site; a secret still in use is not
+/// deleted.
+pub fn plan_secret(
+    state: &State,
+    versions: &Versions,
+    name: &str,
+    next_version: Option<(SecretMeta, SecretRow)>,
+    req: &Request<'_>,
+) -> Result<Plan, Refusal> {
+    let mut next = state.clone();
+    let (write, summary) = match next_version {
+        Some((meta, row)) => {
+            let summary = format!("secret {name} version {}", meta.version);
+            next.secrets.insert(name.to_owned(), meta);
+            (Write::PutSecret(row), summary)
+        }
+        None => {
+            if !state.secrets.contains_key(name) {
+                return Err(Refusal::NotFound(format!("secret {name} does not exist")));
+            }
+            let users = secret_users(state, versions, name);
+            if !users.is_empty() {
+                return Err(Refusal::Conflict(vec![Diagnostic {
+                    file: String::new(),
+                    line: 0,
+                    column: 0,
+                    path: format!("Secret {name}"),
+                    message: format!("deployment {} uses this secret", users.join(", ")),
+                    hint: Some("remove it from those applications first".into()),
+                }]));
+            }
+            next.secrets.remove(name);
+            (
+                Write::DeleteSecret {
+                    name: name.to_owned(),
+                },
+                format!("secret {name} deleted"),
+            )
+        }
+    };
+    let mut invalid = Vec::new();
+    let manifests = compile_all(&next, versions, &mut invalid);
+    if !invalid.is_empty() {
+        return Err(Refusal::Invalid(invalid));
+    }
+    let mut plan = Plan::default();
+    plan.writes.push(write);
+    finish(&mut plan, manifests, req, Some("secret"), vec![summary]);
+    Ok(plan)
+}
+
+/// The deployments whose application (at any site's version) reads the secret.
+fn secret_users(state: &State, versions: &Versions, name: &str) -> Vec<String> {
+    state
+        .deployments
+        .values()
+        .filter(|d| {
+            state.sites.values().any(|s| {
+                state
+                    .resolve_at(&d.value, &s.value.name, versions)
+                    .is_some_and(|app| {
+                        app.services
+                            .iter()
+                            .any(|svc| svc.secrets.iter().any(|r| r.name == name))
+                    })
+            })
+        })
+        .map(|d| d.value.name.clone())
+        .collect()
+}
+
 fn finish(
     plan: &mut Plan,
     manifests: Vec<Manifest>,
@@ -473,7 +547,7 @@ fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) 
     for entry in next.sites.values() {
         let site = &entry.value;
         let placements = next.placements(site, versions);
-        match compile_site(site, &placements) {
+        match compile_site(site, &placements, &next.secrets) {
             Err(mut e) => failed.append(&mut e),
             Ok(mut content) => {
                 content.prefetch = prefetch(next, versions, &site.name);
@@ -488,6 +562,7 @@ fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) 
                     revision,
                     hash,
                     content,
+                    sealed: Vec::new(),
                 });
             }
         }

@@ -13,6 +13,8 @@ use atoll_spec::{Application, Deployment, Diagnostic, Origin, Site, Template};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::secrets::{self, SecretMeta};
+
 /// One application placed on a site by one deployment.
 #[derive(Debug, Clone, Copy)]
 pub struct Placement<'a> {
@@ -20,10 +22,12 @@ pub struct Placement<'a> {
     pub application: &'a Application,
 }
 
-/// Compiles one site's manifest content. `placements` may come in any order.
+/// Compiles one site's manifest content. `placements` may come in any order; `secrets` is
+/// every secret's bookkeeping (no value: the values are sealed when the site asks).
 pub fn compile_site(
     site: &Site,
     placements: &[Placement<'_>],
+    secrets: &BTreeMap<String, SecretMeta>,
 ) -> Result<ManifestContent, Vec<RenderError>> {
     let env = atoll_spec::template::environment();
     let mut errors = Vec::new();
@@ -65,6 +69,20 @@ pub fn compile_site(
                     )
                 })
                 .collect();
+            let mut service_secrets = Vec::with_capacity(service.secrets.len());
+            for (s, reference) in service.secrets.iter().enumerate() {
+                match secrets::resolve(secrets, reference, &site.name) {
+                    Ok(resolved) => service_secrets.push(resolved),
+                    Err(message) => errors.push(RenderError {
+                        site: site.name.clone(),
+                        deployment: p.deployment.name.clone(),
+                        application: format!("{}@{}", app.name, app.version),
+                        field: format!("services[{i}].secrets[{s}]"),
+                        origin: None,
+                        problem: Problem::Secret(message),
+                    }),
+                }
+            }
             services.push(ManifestService {
                 name: service.name.clone(),
                 image: service.image.clone(),
@@ -78,7 +96,8 @@ pub fn compile_site(
                 requires: service.requires.clone(),
                 health: service.health.clone(),
                 files,
-                secrets: service.secrets.clone(),
+                secrets: service_secrets,
+                on_secret_change: service.on_secret_change.clone(),
                 volumes: service.volumes.clone(),
             });
         }
@@ -106,9 +125,12 @@ pub fn content_hash(content: &ManifestContent) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
+/// What templates read. `site.variables` is the deployment's view of them: see
+/// [`Deployment::variables_for`].
 fn context(site: &Site, deployment: &Deployment, app: &Application, service: &Service) -> Value {
+    let variables = deployment.variables_for(&site.name, &site.labels, &site.variables);
     json!({
-        "site": { "name": site.name, "labels": site.labels, "variables": site.variables },
+        "site": { "name": site.name, "labels": site.labels, "variables": variables },
         "app": { "name": app.name, "version": app.version },
         "deployment": { "name": deployment.name },
         "service": { "name": service.name },
@@ -133,6 +155,8 @@ pub struct RenderError {
 pub enum Problem {
     /// The template reads a value the site does not have, such as `site.labels.store_id`.
     Missing(String),
+    /// A secret the service reads has no value for the site.
+    Secret(String),
     Other {
         message: String,
         line: Option<usize>,
@@ -248,6 +272,7 @@ fn group_diagnostic(group: Vec<RenderError>) -> Diagnostic {
             }
             (format!("template error for {named}: {message}"), None)
         }
+        Problem::Secret(message) => (format!("for {named}: {message}"), None),
     };
     Diagnostic {
         file,
@@ -271,6 +296,13 @@ mod tests {
         }]);
         assert!(parsed.is_ok(), "{:?}", parsed.diagnostics);
         parsed.documents.into_iter().map(|d| d.resource).collect()
+    }
+
+    fn compile(
+        site: &Site,
+        placements: &[Placement<'_>],
+    ) -> Result<ManifestContent, Vec<RenderError>> {
+        compile_site(site, placements, &BTreeMap::new())
     }
 
     const APP: &str = r#"
@@ -326,7 +358,7 @@ placement:
     fn renders_env_and_files_per_site() {
         let (app, dep) = parts(APP);
         let s = site("store-1", &[("store_id", "0001")]);
-        let content = compile_site(
+        let content = compile(
             &s,
             &[Placement {
                 deployment: &dep,
@@ -348,7 +380,7 @@ placement:
     fn a_missing_label_names_deployment_site_variable_and_line() {
         let (app, dep) = parts(APP);
         let s = site("store-2", &[]);
-        let errors = compile_site(
+        let errors = compile(
             &s,
             &[Placement {
                 deployment: &dep,
@@ -383,7 +415,7 @@ placement:
         for i in 0..8 {
             let s = site(&format!("s{i}"), &[]);
             errors.extend(
-                compile_site(
+                compile(
                     &s,
                     &[Placement {
                         deployment: &dep,
@@ -407,7 +439,7 @@ placement:
     #[test]
     fn hash_is_stable_and_content_sensitive() {
         let (app, dep) = parts(APP);
-        let a = compile_site(
+        let a = compile(
             &site("s", &[("store_id", "1")]),
             &[Placement {
                 deployment: &dep,
@@ -415,7 +447,7 @@ placement:
             }],
         )
         .unwrap();
-        let b = compile_site(
+        let b = compile(
             &site("s", &[("store_id", "1")]),
             &[Placement {
                 deployment: &dep,
@@ -423,7 +455,7 @@ placement:
             }],
         )
         .unwrap();
-        let c = compile_site(
+        let c = compile(
             &site("s", &[("store_id", "2")]),
             &[Placement {
                 deployment: &dep,
@@ -446,7 +478,7 @@ placement:
         let mut dep2 = dep.clone();
         dep2.name = "a-first".into();
         let s = site("s", &[("store_id", "1")]);
-        let content = compile_site(
+        let content = compile(
             &s,
             &[
                 Placement {
@@ -475,7 +507,7 @@ placement:
             "LOOP".into(),
             Template::new("{% for i in range(100000000) %}x{% endfor %}"),
         );
-        let errors = compile_site(
+        let errors = compile(
             &site("s", &[("store_id", "1")]),
             &[Placement {
                 deployment: &dep,

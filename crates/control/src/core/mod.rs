@@ -4,6 +4,7 @@ pub mod apply;
 pub mod compile;
 pub mod feed;
 pub mod rollout;
+pub mod secrets;
 pub mod state;
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use atoll_store::{ManifestHead, ResourceRow, RolloutRow, Snapshot};
 
 use super::compile::Placement;
 use super::rollout::{Rollout, SiteInfo, settled_version};
+use super::secrets::SecretMeta;
 
 /// A stored resource with its bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub struct State {
     pub manifests: BTreeMap<String, ManifestHead>,
     /// Each deployment's current rollout: which version each of its sites gets.
     pub rollouts: BTreeMap<String, Rollout>,
+    /// Every secret's bookkeeping (never a value).
+    pub secrets: BTreeMap<String, SecretMeta>,
 }
 
 /// Application versions by (name, version), for versions that are not the current one.
@@ -49,6 +52,11 @@ impl State {
         for row in snapshot.rollouts {
             let rollout = decode_rollout(&row)?;
             state.rollouts.insert(row.deployment, rollout);
+        }
+        for head in snapshot.secrets {
+            let meta = serde_json::from_str(&head.meta)
+                .map_err(|e| format!("stored secret {} cannot be read: {e}", head.name))?;
+            state.secrets.insert(head.name, meta);
         }
         Ok(state)
     }

@@ -73,7 +73,13 @@ impl World {
                     };
                     self.state.manifests.insert(m.site.clone(), head);
                 }
+                Write::PutSecret(row) => {
+                    let meta = serde_json::from_str(&row.meta).unwrap();
+                    self.state.secrets.insert(row.name.clone(), meta);
+                }
+                Write::DeleteSecret { name } => drop(self.state.secrets.remove(name)),
                 Write::PutToken(_)
+                | Write::PutSetting { .. }
                 | Write::Audit { .. }
                 | Write::PutRollout(_)
                 | Write::ArchiveRollout { .. } => {}

@@ -147,7 +147,7 @@ pub async fn renew(
     checked_name(&host)?;
     s.agents.authorize(&id, &name, Some(&host)).await?;
     let req: RenewRequest = json(body)?;
-    Ok(Json(s.agents.renew(&id, &req.csr_pem).await?))
+    Ok(Json(s.agents.renew(&id, &req).await?))
 }
 
 pub async fn hosts(State(s): State<AppState>) -> ApiResult<List<HostView>> {

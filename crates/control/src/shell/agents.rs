@@ -9,7 +9,7 @@ use atoll_api::Manifest;
 use atoll_api::agent::SignedManifest;
 use atoll_api::agent::{
     AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
-    HostStatus, HostView, Inventory, JoinToken, RenewResponse, ReplicaStatus, Report,
+    HostStatus, HostView, Inventory, JoinToken, RenewRequest, RenewResponse, ReplicaStatus, Report,
     SiteAppStatus,
 };
 use atoll_spec::{Kind, Resource};
@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 use super::clock::now_rfc3339;
 use super::fleet::Fleet;
-use super::service::Error;
+use super::service::{ControlPlane, Error};
 use super::signing::ManifestSigner;
 use super::tls::{AgentIdentity, Pki};
 use crate::core::state::decode_row;
@@ -37,6 +37,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct Agents {
     store: Arc<dyn Store>,
+    /// Seals each site's secrets for its hosts.
+    control: ControlPlane,
     fleet: Arc<Fleet>,
     pki: Arc<Pki>,
     signer: Arc<ManifestSigner>,
@@ -60,12 +62,14 @@ pub enum Poll {
 impl Agents {
     pub fn new(
         store: Arc<dyn Store>,
+        control: ControlPlane,
         fleet: Arc<Fleet>,
         pki: Arc<Pki>,
         signer: Arc<ManifestSigner>,
     ) -> Agents {
         Agents {
             store,
+            control,
             fleet,
             pki,
             signer,
@@ -195,6 +199,9 @@ impl Agents {
                     &format!("the certificate request cannot be signed: {e}"),
                 )
             })?;
+        if let Some(r) = &req.recipient {
+            atoll_seal::parse_recipient(r).map_err(|e| invalid("recipient", &e.to_string()))?;
+        }
         let inventory = serde_json::to_string(&req.inventory).unwrap_or_default();
         self.store
             .put_host(HostRow {
@@ -206,6 +213,7 @@ impl Agents {
                 cert_expiry: rfc3339(not_after),
                 enrolled_at: now.clone(),
                 last_seen: Some(now.clone()),
+                recipient: req.recipient.clone(),
             })
             .await?;
         self.store
@@ -261,8 +269,12 @@ impl Agents {
     pub async fn renew(
         &self,
         identity: &AgentIdentity,
-        csr_pem: &str,
+        req: &RenewRequest,
     ) -> Result<RenewResponse, Error> {
+        let csr_pem = &req.csr_pem;
+        if let Some(r) = &req.recipient {
+            atoll_seal::parse_recipient(r).map_err(|e| invalid("recipient", &e.to_string()))?;
+        }
         let not_after = OffsetDateTime::now_utc() + AGENT_CERT_LIFETIME;
         let issued = self
             .pki
@@ -279,6 +291,9 @@ impl Agents {
             })?;
         host.cert_serial = issued.serial;
         host.cert_expiry = rfc3339(not_after);
+        if req.recipient.is_some() {
+            host.recipient.clone_from(&req.recipient);
+        }
         self.store.put_host(host).await?;
         Ok(RenewResponse {
             certificate_pem: issued.pem,
@@ -304,9 +319,10 @@ impl Agents {
             if let Some(row) = self.store.manifest(&identity.site).await?
                 && row.revision > have
             {
-                let manifest: Manifest = serde_json::from_str(&row.body).map_err(|e| {
+                let mut manifest: Manifest = serde_json::from_str(&row.body).map_err(|e| {
                     StoreError::Corrupt(format!("manifest of site {}: {e}", identity.site))
                 })?;
+                self.seal_secrets(&mut manifest).await?;
                 return Ok(Poll::Newer(self.signer.sign(&manifest)));
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -314,6 +330,32 @@ impl Agents {
                 Ok(Err(_)) | Err(_) => return Ok(Poll::NotModified),
             }
         }
+    }
+
+    /// Attaches the manifest's secrets, sealed to the keys of the site's hosts enrolled now.
+    async fn seal_secrets(&self, manifest: &mut Manifest) -> Result<(), Error> {
+        let uses_secrets = manifest
+            .content
+            .applications
+            .iter()
+            .flat_map(|a| &a.services)
+            .any(|s| !s.secrets.is_empty());
+        if !uses_secrets {
+            return Ok(());
+        }
+        let recipients: Vec<String> = self
+            .store
+            .site_hosts(&manifest.site)
+            .await?
+            .into_iter()
+            .filter_map(|h| h.recipient)
+            .collect();
+        if recipients.is_empty() {
+            tracing::warn!(site = %manifest.site, "no host of this site has a sealing key: its secrets are not sent");
+            return Ok(());
+        }
+        manifest.sealed = self.control.seal_for(manifest, &recipients).await?;
+        Ok(())
     }
 
     pub async fn report(

@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -21,6 +21,7 @@ use super::agents::Agents;
 use super::auth;
 use super::openapi;
 use super::rollout_api;
+use super::secret_api;
 use super::service::{ControlPlane, Error};
 use super::tls::AgentIdentity;
 
@@ -148,6 +149,15 @@ pub fn router(control: ControlPlane, agents: Agents) -> Router {
         .route(
             "/v1/deployments/{name}/rollout/{action}",
             post(rollout_api::control),
+        )
+        .route("/v1/secrets", get(secret_api::list))
+        .route(
+            "/v1/secrets/{name}",
+            get(secret_api::one).delete(secret_api::delete),
+        )
+        .route(
+            "/v1/secrets/{name}/keys/{key}",
+            put(secret_api::set_key).delete(secret_api::unset_key),
         )
         .route("/v1/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));

@@ -10,9 +10,12 @@ pub mod http;
 pub mod openapi;
 mod rollout_api;
 pub mod rollouts;
+mod secret_api;
+pub mod secrets;
 pub mod service;
 pub mod signing;
 pub mod tls;
+pub mod vault;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,7 @@ use self::http::Peer;
 use self::service::ControlPlane;
 use self::signing::ManifestSigner;
 use self::tls::{AgentIdentity, Pki, server_names};
+use self::vault::{MasterKeySource, Vault};
 
 /// The file, in the data folder, that holds the first admin token.
 pub const INITIAL_TOKEN_FILE: &str = "initial-admin-token";
@@ -45,6 +49,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Extra DNS names or addresses for the server certificate.
     pub names: Vec<String>,
+    /// Where the master key that encrypts secrets at rest comes from.
+    pub master_key: MasterKeySource,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,8 @@ pub enum StartError {
     Pki(#[from] tls::PkiError),
     #[error("manifest-signing key: {0}")]
     Signing(String),
+    #[error("{0}")]
+    MasterKey(String),
     #[error(
         "cannot listen on {addr}: {source}; is another control plane running there? pick another with --listen"
     )]
@@ -117,7 +125,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("atoll.db"))?);
+    let vault = Vault::load(&config.master_key, dir).map_err(StartError::MasterKey)?;
+    // A wrong key is refused before anything is written: the first start's commit happens
+    // only on an empty store, which has no check value to disagree with.
     let initial_token = first_start(dir, store.as_ref()).await?;
+    vault
+        .check(store.as_ref())
+        .await
+        .map_err(StartError::MasterKey)?;
     let pki = Pki::load_or_create(dir, &server_names(&config.listen, &config.names))?;
     let signer = ManifestSigner::load_or_create(dir).map_err(StartError::Signing)?;
     let tls = TlsAcceptor::from(pki.server_config()?);
@@ -133,13 +148,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let fleet = Arc::new(Fleet::default());
+    let control = ControlPlane::new(store.clone(), fleet.clone(), Arc::new(vault));
     let agents = Agents::new(
-        store.clone(),
-        fleet.clone(),
+        store,
+        control.clone(),
+        fleet,
         Arc::new(pki),
         Arc::new(signer),
     );
-    let control = ControlPlane::new(store, fleet);
     let router = http::router(control.clone(), agents.clone());
     let (shutdown, stop) = watch::channel(false);
     tokio::spawn(
@@ -159,6 +175,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         task,
     })
+}
+
+/// Re-wraps every secret's data key from the current master key to the one in `new_key_file`,
+/// with the control plane stopped. Returns how many secrets moved.
+pub async fn rotate_master_key(
+    data_dir: &Path,
+    current: &MasterKeySource,
+    new_key_file: &Path,
+) -> Result<usize, String> {
+    let db = data_dir.join("atoll.db");
+    if !db.exists() {
+        return Err(format!("{}: no control plane data here", db.display()));
+    }
+    let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
+    let old = Vault::load(current, data_dir)?;
+    let new = Vault::load(&MasterKeySource::File(new_key_file.to_owned()), data_dir)?;
+    vault::rotate(&store, &old, &new).await
 }
 
 /// On the first start of a data folder, makes the admin token: its hash goes to the store, the

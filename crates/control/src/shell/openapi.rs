@@ -180,6 +180,39 @@ pub const ROUTES: &[Route] = &[
     },
     route(
         "get",
+        "/v1/secrets",
+        "List secrets: keys, versions, and which version each site and host holds (never a value)",
+        "SecretList",
+    ),
+    route(
+        "get",
+        "/v1/secrets/{name}",
+        "One secret (never a value)",
+        "SecretView",
+    ),
+    route(
+        "delete",
+        "/v1/secrets/{name}",
+        "Delete a secret that no deployment uses",
+        "SecretDeleted",
+    ),
+    Route {
+        request: Some("SetSecretRequest"),
+        ..route(
+            "put",
+            "/v1/secrets/{name}/keys/{key}",
+            "Set a key: a value for every site, a value for one site (`site`), or generated per site; write-only",
+            "SecretView",
+        )
+    },
+    route(
+        "delete",
+        "/v1/secrets/{name}/keys/{key}",
+        "Remove a key, or with `?site=S` that site's own value",
+        "SecretView",
+    ),
+    route(
+        "get",
         "/v1/audit",
         "The newest audit entries (mutating calls), newest first; `?limit=N`",
         "AuditList",
@@ -407,6 +440,24 @@ fn agent_schemas() -> Value {
         "RolloutHistory": { "type": "object", "properties": {
             "current": schema_ref("RolloutView"), "past": { "type": "array", "items": schema_ref("RolloutView") },
         } },
+        "SetSecretRequest": { "type": "object", "properties": {
+            "value": { "type": "string", "description": "base64" }, "site": { "type": "string" },
+            "generate": { "type": "object", "required": ["length"], "properties": {
+                "length": { "type": "integer" }, "alphabet": { "enum": ["alphanumeric", "hex", "base64url", "printable"] },
+            } },
+        } },
+        "SecretView": { "type": "object", "properties": {
+            "name": { "type": "string" }, "version": { "type": "integer" }, "updated_at": { "type": "string" },
+            "keys": { "type": "array", "items": { "type": "object", "properties": {
+                "key": { "type": "string" }, "source": { "enum": ["shared", "generated", "per-site"] }, "version": { "type": "integer" },
+                "generate": { "type": "object" }, "sites": { "type": "array", "items": { "type": "string" } },
+            } } },
+            "sites": { "type": "array", "items": { "type": "object", "properties": {
+                "site": { "type": "string" }, "version": { "type": "integer" }, "hosts": { "type": "object" },
+            } } },
+        } },
+        "SecretList": { "type": "object", "properties": { "items": { "type": "array", "items": schema_ref("SecretView") } } },
+        "SecretDeleted": { "type": "object", "properties": { "name": { "type": "string" } } },
         "AppStatus": { "type": "object", "properties": {
             "application": { "type": "string" }, "services": { "type": "array", "items": { "type": "string" } },
             "sites": { "type": "array", "items": { "type": "object" } },

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 
 use super::clock::{now_ms, now_rfc3339};
 use super::fleet::Fleet;
+use super::vault::Vault;
 use crate::core::apply::{Refusal, Request, plan_apply, plan_delete, plan_rollout};
 use crate::core::rollout::{Command, Event, Rollout};
 use crate::core::state::{State, Versions, decode_rollout, decode_row};
@@ -50,13 +51,14 @@ impl From<Refusal> for Error {
     }
 }
 
-const COMMIT_ATTEMPTS: usize = 5;
+pub(super) const COMMIT_ATTEMPTS: usize = 5;
 
 #[derive(Clone)]
 pub struct ControlPlane {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     fleet: Arc<Fleet>,
-    writes: Arc<Mutex<()>>,
+    pub(super) vault: Arc<Vault>,
+    pub(super) writes: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -66,10 +68,11 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn new(store: Arc<dyn Store>, fleet: Arc<Fleet>) -> ControlPlane {
+    pub fn new(store: Arc<dyn Store>, fleet: Arc<Fleet>, vault: Arc<Vault>) -> ControlPlane {
         ControlPlane {
             store,
             fleet,
+            vault,
             writes: Arc::new(Mutex::new(())),
         }
     }
@@ -80,7 +83,7 @@ impl ControlPlane {
 
     /// Commits a plan's writes and, once they are durable, wakes the long-polls of the sites
     /// whose manifests changed.
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         base: u64,
         writes: Vec<atoll_store::Write>,
@@ -95,7 +98,10 @@ impl ControlPlane {
 
     /// The current state, with every stored application version that deployments pin or that
     /// `extra` names.
-    async fn load(&self, extra: &[(String, String)]) -> Result<(State, Versions), Error> {
+    pub(super) async fn load(
+        &self,
+        extra: &[(String, String)],
+    ) -> Result<(State, Versions), Error> {
         let snapshot = self.store.snapshot().await?;
         let state = State::from_snapshot(snapshot).map_err(StoreError::Corrupt)?;
         let mut wanted: BTreeSet<(String, String)> = extra.iter().cloned().collect();

@@ -75,6 +75,7 @@ mod tests {
             revision: 3,
             hash: "sha256:x".into(),
             content: Default::default(),
+            sealed: Vec::new(),
         };
         let signed = signer.sign(&manifest);
         let b64 = base64::engine::general_purpose::STANDARD;
