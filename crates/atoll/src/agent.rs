@@ -25,6 +25,10 @@ pub struct Args {
     /// How often to reconcile when nothing signals a change, such as 10s.
     #[arg(long, default_value = "10s")]
     interval: String,
+    /// Where secrets are written for containers to mount; must be on tmpfs. By default
+    /// `$RUNTIME_DIRECTORY/secrets` (systemd), else a folder under /dev/shm.
+    #[arg(long, env = "ATOLL_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
@@ -37,6 +41,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     config.control_url = args.control;
     config.token = args.token;
     config.interval = interval.0.max(Duration::from_secs(1));
+    config.secrets_dir = args.secrets_dir;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(atoll_agent::shell::run(config, Arc::new(driver), stopped));
     tokio::select! {

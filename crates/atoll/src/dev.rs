@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_api::secret::{Alphabet, Generate, SecretView, SetSecretRequest};
 use atoll_api::agent::{AppStatus, CreateTokenRequest, CreateTokenResponse, ReplicaState};
+use atoll_api::secret::{Alphabet, Generate, SecretView, SetSecretRequest};
 use atoll_api::{ApplyRequest, ApplyResponse};
 use atoll_cli::CliError;
 use atoll_cli::client::Client;

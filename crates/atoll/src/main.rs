@@ -48,12 +48,12 @@ struct ControlArgs {
     #[command(subcommand)]
     action: Option<ControlAction>,
     /// Where the database, the CA and the first admin token live.
-    #[arg(long, env = "ATOLL_DATA_DIR", global = true)]
+    #[arg(long, env = "ATOLL_DATA_DIR")]
     data_dir: PathBuf,
     /// The master key that encrypts secrets at rest: a file holding 32 random bytes in base64
     /// (`head -c 32 /dev/urandom | base64`). Without it, ATOLL_MASTER_KEY is read, and without
     /// that, `master.key` in the data folder (made on first start).
-    #[arg(long, global = true)]
+    #[arg(long)]
     master_key_file: Option<PathBuf>,
     /// Address and port for the HTTPS API.
     #[arg(long, env = "ATOLL_LISTEN", default_value = "127.0.0.1:7443")]
@@ -65,8 +65,9 @@ struct ControlArgs {
 
 #[derive(Debug, Subcommand)]
 enum ControlAction {
-    /// Re-wrap every secret's data key under a new master key, with the control plane stopped.
-    /// The encrypted values are not touched. Start the control plane with the new key after.
+    /// Re-wrap every secret's data key under a new master key, with the control plane stopped
+    /// (`atoll control --data-dir D [--master-key-file OLD] rotate-master-key --new-key-file
+    /// NEW`). The encrypted values are not touched. Start the control plane with the new key.
     RotateMasterKey {
         /// The new master key (32 random bytes in base64).
         #[arg(long)]
@@ -203,4 +204,14 @@ fn init_tracing(default: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -1,8 +1,8 @@
 //! The bundled examples compiled into each site's manifest, kept as snapshots: a change to
 //! the compiler or the examples shows up here as a readable diff.
 
-use atoll_control::core::apply::{Request, plan_apply};
 use atoll_api::secret::{Alphabet, Generate};
+use atoll_control::core::apply::{Request, plan_apply};
 use atoll_control::core::secrets::{self, Change, SecretMeta, SecretValues};
 use atoll_control::core::state::{State, Versions};
 use atoll_spec::{Source, parse_sources};
@@ -42,13 +42,7 @@ fn example_manifests() {
     )
     .unwrap();
     state.secrets.insert("pos-db-password".into(), meta);
-    let plan = plan_apply(
-        &state,
-        &Versions::new(),
-        &parsed.documents,
-        &request,
-    )
-    .unwrap();
+    let plan = plan_apply(&state, &Versions::new(), &parsed.documents, &request).unwrap();
     let mut count = 0;
     for write in plan.writes {
         if let Write::PutManifest(m) = write {

@@ -29,7 +29,7 @@ pub fn examples() -> PathBuf {
 
 /// Environment variables that would change what a child process does; each run clears them
 /// and sets only what it means to.
-const ATOLL_ENV: [&str; 10] = [
+const ATOLL_ENV: [&str; 12] = [
     "ATOLL_CONFIG",
     "ATOLL_URL",
     "ATOLL_TOKEN",
@@ -40,6 +40,8 @@ const ATOLL_ENV: [&str; 10] = [
     "ATOLL_CONTROL",
     "ATOLL_JOIN_TOKEN",
     "ATOLL_AGENT_DATA_DIR",
+    "ATOLL_SECRETS_DIR",
+    "ATOLL_MASTER_KEY",
 ];
 
 /// What a finished command printed, and how it exited.
@@ -368,12 +370,18 @@ impl ControlPlane {
     /// Starts `atoll control --data-dir DIR --listen LISTEN`: with the address of a control
     /// plane that was stopped, the same control plane comes back where its agents look for it.
     pub fn start_on(dir: &Path, listen: &str) -> ControlPlane {
+        Self::start_with(dir, listen, &[])
+    }
+
+    /// `start_on` with more arguments for `atoll control`.
+    pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> ControlPlane {
         let mut cmd = atoll_command(dir);
         cmd.arg("control")
             .arg("--data-dir")
             .arg(dir)
             .arg("--listen")
-            .arg(listen);
+            .arg(listen)
+            .args(extra);
         let mut process = Process::spawn(cmd);
         const MARK: &str = "atoll control plane listening on ";
         // Output is collected whole lines at a time, so the line is complete once seen.

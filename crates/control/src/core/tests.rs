@@ -6,7 +6,13 @@ use atoll_spec::{Kind, Source, parse_sources};
 use atoll_store::{ManifestHead, ResourceRow, Write};
 use proptest::prelude::*;
 
-use super::apply::{Plan, Refusal, Request, plan_apply, plan_delete};
+use std::collections::BTreeMap;
+
+use atoll_store::SecretRow;
+
+use super::apply::{Plan, Refusal, Request, plan_apply, plan_delete, plan_secret};
+use super::compile::compile_site;
+use super::secrets::{self, Change, SecretMeta, SecretValues};
 use super::state::{Entry, State, Versions, decode_row};
 use atoll_spec::Resource;
 
@@ -516,4 +522,197 @@ fn a_rollout_with_prefetch_lists_the_new_images_where_the_wave_has_not_opened() 
         (1, 3),
         "the canary updates, the others prefetch"
     );
+}
+
+/// Sets one key of a secret the way the shell does: the next version's bookkeeping and values,
+/// then the plan that stores it with the manifests it changes.
+fn set_secret(
+    w: &mut World,
+    kept: &mut BTreeMap<String, (SecretMeta, SecretValues)>,
+    name: &str,
+    key: &str,
+    change: Change,
+) {
+    let (meta, values) = kept.get(name).cloned().unwrap_or_default();
+    let (meta, values) = secrets::change(&meta, &values, key, change).unwrap();
+    let row = SecretRow {
+        name: name.into(),
+        meta: serde_json::to_string(&meta).unwrap(),
+        key_id: "test".into(),
+        wrapped_key: Vec::new(),
+        ciphertext: Vec::new(),
+        updated_at: NOW.now.into(),
+    };
+    let plan = plan_secret(&w.state, &w.versions, name, Some((meta.clone(), row)), &NOW).unwrap();
+    w.commit(&plan);
+    kept.insert(name.to_owned(), (meta, values));
+}
+
+fn secret_app(name: &str, secret: &str) -> String {
+    format!(
+        "kind: Application\nname: {name}\nversion: '1'\nservices:\n  - name: svc\n    image: {name}:1\n    secrets: [{{ name: {secret}, key: value, path: /run/secrets/{secret} }}]\n"
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// No byte of a secret that only application A reads reaches a site that does not run A:
+    /// not its manifest (the content and what is stored), not the values sealed for it.
+    #[test]
+    fn a_secret_reaches_only_the_sites_that_run_an_application_reading_it(
+        placements in proptest::collection::vec((any::<bool>(), any::<bool>()), 1..12),
+        own_values in proptest::collection::vec(any::<bool>(), 12),
+    ) {
+        let mut w = World::default();
+        let mut kept = BTreeMap::new();
+        let a_value = "A-only-value-7f3e9a";
+        let b_value = "B-only-value-2c81d4";
+        set_secret(&mut w, &mut kept, "sa", "value", Change::Shared(a_value.as_bytes().to_vec()));
+        set_secret(&mut w, &mut kept, "sb", "value", Change::Shared(b_value.as_bytes().to_vec()));
+        let mut docs = vec![
+            secret_app("app-a", "sa"),
+            secret_app("app-b", "sb"),
+            "kind: Deployment\nname: da\napplication: app-a\nplacement: { sites: 'a == yes' }\n".into(),
+            "kind: Deployment\nname: db\napplication: app-b\nplacement: { sites: 'b == yes' }\n".into(),
+        ];
+        for (i, (a, b)) in placements.iter().enumerate() {
+            docs.push(format!(
+                "kind: Site\nname: s{i}\nlabels: {{ a: '{}', b: '{}' }}\n",
+                if *a { "yes" } else { "no" },
+                if *b { "yes" } else { "no" }
+            ));
+        }
+        w.apply(&docs.join("---\n")).unwrap();
+        // Some sites get values of their own, which must stay theirs too.
+        for (i, own) in own_values.iter().enumerate().take(placements.len()) {
+            if *own {
+                let value = format!("A-own-s{i}-91bd");
+                set_secret(&mut w, &mut kept, "sa", "value", Change::Site { site: format!("s{i}"), value: value.into_bytes() });
+            }
+        }
+        let mut plans_bytes = Vec::new();
+        for (i, (runs_a, _)) in placements.iter().enumerate() {
+            let name = format!("s{i}");
+            let site = &w.state.sites[&name].value;
+            let content = compile_site(site, &w.state.placements(site, &w.versions), &w.state.secrets).unwrap();
+            let manifest_json = serde_json::to_string(&content).unwrap();
+            let sealed = secrets::payloads(&content, &name, &kept);
+            let delivered: Vec<u8> = sealed.iter().flat_map(|p| p.values.values().flatten().copied()).collect();
+            let delivered = String::from_utf8_lossy(&delivered).into_owned();
+            prop_assert!(!manifest_json.contains(a_value) && !manifest_json.contains(b_value));
+            prop_assert!(!manifest_json.contains("-own-"));
+            if *runs_a {
+                prop_assert!(sealed.iter().any(|p| p.name == "sa"));
+                let expected = if own_values[i] { format!("A-own-s{i}-91bd") } else { a_value.to_owned() };
+                prop_assert!(delivered.contains(&expected));
+            } else {
+                prop_assert!(!manifest_json.contains("\"sa\""), "site {name} does not run A: {manifest_json}");
+                prop_assert!(sealed.iter().all(|p| p.name != "sa"));
+                prop_assert!(!delivered.contains(a_value) && !delivered.contains("A-own-"));
+            }
+            // Another site's own value never reaches this one.
+            for j in (0..placements.len()).filter(|j| *j != i) {
+                let other = format!("A-own-s{j}-91bd");
+                prop_assert!(!delivered.contains(&other));
+            }
+        }
+        // The stored rows of the plans hold bookkeeping only.
+        for (meta, _) in kept.values() {
+            plans_bytes.push(serde_json::to_string(meta).unwrap());
+        }
+        for text in plans_bytes {
+            prop_assert!(!text.contains(a_value) && !text.contains(b_value) && !text.contains("-own-"));
+        }
+    }
+}
+
+#[test]
+fn a_rotation_changes_the_manifests_of_the_sites_using_the_secret_and_no_other() {
+    let mut w = World::default();
+    let mut kept = BTreeMap::new();
+    set_secret(
+        &mut w,
+        &mut kept,
+        "sa",
+        "value",
+        Change::Shared(b"one".to_vec()),
+    );
+    w.apply(
+        &[
+            secret_app("app-a", "sa"),
+            "kind: Deployment\nname: da\napplication: app-a\nplacement: { sites: 'a == yes' }\n"
+                .into(),
+            "kind: Site\nname: s1\nlabels: { a: 'yes' }\n".into(),
+            "kind: Site\nname: s2\nlabels: { a: 'no' }\n".into(),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let (r1, r2) = (w.revision("s1"), w.revision("s2"));
+    set_secret(
+        &mut w,
+        &mut kept,
+        "sa",
+        "value",
+        Change::Shared(b"two".to_vec()),
+    );
+    assert_eq!((w.revision("s1"), w.revision("s2")), (r1 + 1, r2));
+    // A site's own value changes only that site.
+    w.apply("kind: Site\nname: s2\nlabels: { a: 'yes' }\n")
+        .unwrap();
+    let r2 = w.revision("s2");
+    let r1 = w.revision("s1");
+    set_secret(
+        &mut w,
+        &mut kept,
+        "sa",
+        "value",
+        Change::Site {
+            site: "s2".into(),
+            value: b"mine".to_vec(),
+        },
+    );
+    assert_eq!((w.revision("s1"), w.revision("s2")), (r1, r2 + 1));
+    // A secret in use is not deleted; a missing value refuses the apply, naming the site.
+    let Err(Refusal::Conflict(d)) = plan_secret(&w.state, &w.versions, "sa", None, &NOW) else {
+        panic!("deleted a secret in use")
+    };
+    assert!(d[0].message.contains("deployment da"), "{d:?}");
+    let Err(Refusal::Invalid(d)) =
+        w.apply(&secret_app("app-a", "nope").replace("version: '1'", "version: '2'"))
+    else {
+        panic!("applied an application reading a secret that does not exist")
+    };
+    assert!(
+        d[0].message.contains("sites s1, s2") && d[0].message.contains("`nope` does not exist"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn deployment_variables_give_way_to_the_more_specific() {
+    let mut w = World::default();
+    w.apply(
+        "kind: Application\nname: v\nversion: '1'\nservices:\n  - name: svc\n    image: v:1\n    env: { A: '{{ site.variables.a }}', B: '{{ site.variables.b }}', C: '{{ site.variables.c }}' }\n---\n\
+kind: Deployment\nname: dv\napplication: v\nplacement: { sites: 'all == yes' }\nvariables: { a: dep, b: dep, c: dep }\noverrides:\n  - { sites: 'region == eu', variables: { b: eu, c: eu } }\n  - { site: s2, variables: { c: s2-only } }\n---\n\
+kind: Site\nname: s1\nlabels: { all: 'yes', region: eu }\nvariables: { a: site-own, b: site-own }\n---\n\
+kind: Site\nname: s2\nlabels: { all: 'yes', region: eu }\n---\n\
+kind: Site\nname: s3\nlabels: { all: 'yes', region: us }\n",
+    )
+    .unwrap();
+    let env = |name: &str| {
+        let site = &w.state.sites[name].value;
+        let content = compile_site(
+            site,
+            &w.state.placements(site, &w.versions),
+            &w.state.secrets,
+        )
+        .unwrap();
+        let e = &content.applications[0].services[0].env;
+        (e["A"].clone(), e["B"].clone(), e["C"].clone())
+    };
+    assert_eq!(env("s1"), ("site-own".into(), "eu".into(), "eu".into()));
+    assert_eq!(env("s2"), ("dep".into(), "eu".into(), "s2-only".into()));
+    assert_eq!(env("s3"), ("dep".into(), "dep".into(), "dep".into()));
 }
