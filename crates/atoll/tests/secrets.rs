@@ -298,7 +298,7 @@ fn secrets_reach_only_their_sites_files_rotate_and_leave_with_the_application() 
             if c == worker_a && seen != token_a {
                 Ok(seen)
             } else {
-                Err(format!("{c}"))
+                Err(c)
             }
         },
     );
