@@ -48,7 +48,10 @@ pub struct Config {
     /// How long the agent's long-poll is held (the agent's `poll_wait`).
     pub poll_wait: Time,
     /// A connected site must run the newest revision within this long of its publication (or of
-    /// the end of the last fault that touched it).
+    /// the end of the last fault that touched it). Three minutes: coming back from a fault, an
+    /// agent's backoff may be at its 60 s cap, and a 503 while the control plane sheds load
+    /// (a fleet-wide change, a storm) does not reset it, so it may wait the cap twice; the
+    /// third minute is for the queues.
     pub bound: Time,
     /// Every storm site must run the newest revision within this long of the storm.
     pub storm_bound: Time,
@@ -117,7 +120,7 @@ impl Config {
             flappy_every: 30 * SECOND,
             status_every: 15 * minute,
             poll_wait: 30 * SECOND,
-            bound: 2 * minute,
+            bound: 3 * minute,
             storm_bound: minute,
             control: Capacity::default(),
             rules: Rules::default(),
