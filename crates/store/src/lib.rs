@@ -9,6 +9,7 @@
 //! Backends: SQLite (embedded, the default). Every backend must pass the conformance suite in
 //! `conformance.rs`, written against the trait only.
 
+mod report;
 mod sqlite;
 
 #[cfg(test)]
@@ -17,6 +18,7 @@ mod conformance;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use report::ReportCursor;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -13,8 +13,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::{
     AppVersionRow, AuditRow, EventRow, HostRow, HostStatusRow, JoinTokenRow, ManifestHead,
-    ManifestRow, ReportBatch, ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot,
-    Store, StoreError, TokenRefusal, TokenRow, Write,
+    ManifestRow, ReportBatch, ReportCursor, ResourceRow, Result, RolloutRow, SecretHead, SecretRow,
+    Snapshot, Store, StoreError, TokenRefusal, TokenRow, Write,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -578,9 +578,10 @@ impl Store for SqliteStore {
             let stored: Option<(i64, String)> = tx
                 .query_row("SELECT seq, status FROM host_status WHERE host = ?1", [&host], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            let (mut seq, mut status) = stored.map_or((0, String::from("{}")), |(s, st)| (to_u64(s), st));
+            let (seq, mut status) = stored.map_or((0, String::from("{}")), |(s, st)| (to_u64(s), st));
+            let mut cursor = ReportCursor::new(seq);
             for batch in batches {
-                if batch.seq <= seq {
+                if !cursor.admit(batch.seq) {
                     continue;
                 }
                 for (idx, (at, kind, message)) in batch.events.into_iter().enumerate() {
@@ -592,8 +593,8 @@ impl Store for SqliteStore {
                 if let Some(s) = batch.status {
                     status = s;
                 }
-                seq = batch.seq;
             }
+            let seq = cursor.acked();
             tx.execute(
                 "INSERT INTO host_status (host, site, seq, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (host) DO UPDATE SET site = ?2, seq = ?3, status = ?4, updated_at = ?5",

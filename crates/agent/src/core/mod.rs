@@ -11,13 +11,21 @@
 //! 4. (shell) execute the actions, update the [`backoff::Memory`] of restarts and failed pulls.
 //! 5. [`status::status`]: what each replica is doing, as the wire's
 //!    [`atoll_api::agent::ReplicaStatus`], for the report to the control plane.
+//!
+//! Beside the reconcile pass, the rules of talking to the control plane: [`sync`] (which
+//! revision may replace the applied one; the pause after each long-poll), [`retry`] (backoff
+//! with jitter) and [`outbox`] (report sequence numbers, drops and acknowledgements). The
+//! simulator in `atoll-sim` runs these same functions for many virtual sites.
 
 pub mod backoff;
 pub mod desired;
 pub mod health;
+pub mod outbox;
 pub mod plan;
+pub mod retry;
 pub mod secrets;
 pub mod status;
+pub mod sync;
 
 #[cfg(test)]
 mod fixtures;

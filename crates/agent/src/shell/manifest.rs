@@ -11,6 +11,7 @@ use ring::signature::{ED25519, UnparsedPublicKey};
 
 use super::AgentError;
 use super::files::write_atomic;
+use crate::core::sync::check_revision;
 
 const MANIFEST_FILE: &str = "manifest.json";
 
@@ -35,12 +36,7 @@ pub fn verify(
             manifest.site
         ));
     }
-    if manifest.revision <= applied {
-        return Err(format!(
-            "the manifest's revision {} is not newer than the applied revision {applied} (replayed or stale)",
-            manifest.revision
-        ));
-    }
+    check_revision(manifest.revision, applied)?;
     Ok(manifest)
 }
 

@@ -15,7 +15,6 @@ pub mod outbox;
 mod prober;
 mod reconciler;
 mod reporter;
-mod retry;
 mod session;
 mod sync;
 

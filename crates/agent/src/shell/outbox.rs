@@ -1,11 +1,13 @@
 //! Reports waiting to reach the control plane, kept on disk so that nothing is lost while the
 //! site is offline or the agent restarts.
 //!
-//! Each batch gets the next sequence number and its own file. The control plane acknowledges
-//! the highest sequence it has stored; batches up to it are deleted. A resent batch (its ack was
-//! lost) is ignored by the control plane, so a report is delivered exactly once. The next
-//! sequence number is persisted before the batch that uses it: a number is never reused, even
-//! after a crash, because the control plane would take a reused number for a resend.
+//! Each batch gets the next sequence number and its own file; `core::outbox::Queue` decides
+//! the numbers, the drops and what an acknowledgement lets go, and this module keeps the files
+//! in step. The control plane acknowledges the highest sequence it has stored; batches up to
+//! it are deleted. A resent batch (its ack was lost) is ignored by the control plane, so a
+//! report is delivered exactly once. The next sequence number is persisted before the batch
+//! that uses it: a number is never reused, even after a crash, because the control plane would
+//! take a reused number for a resend.
 //!
 //! The outbox is bounded: past `capacity` batches the oldest are dropped and counted, and the
 //! count travels in every status so the loss is visible.
@@ -16,6 +18,7 @@ use atoll_api::agent::{AgentEvent, HostStatus, Report};
 
 use super::AgentError;
 use super::files::write_atomic;
+use crate::core::outbox::Queue;
 
 const NEXT_SEQ: &str = "next-seq";
 const DROPPED: &str = "dropped";
@@ -23,11 +26,9 @@ const DROPPED: &str = "dropped";
 #[derive(Debug)]
 pub struct Outbox {
     dir: PathBuf,
-    next_seq: u64,
-    dropped: u64,
-    capacity: usize,
-    /// Sequence numbers of the batches on disk, oldest first.
-    queued: Vec<u64>,
+    /// Which batches are on disk and what the next one is numbered: `core::outbox` decides,
+    /// this module keeps the files in step.
+    queue: Queue,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
@@ -48,7 +49,7 @@ fn read_number(path: &Path) -> Result<u64, AgentError> {
 impl Outbox {
     pub fn open(dir: &Path, capacity: usize) -> Result<Outbox, AgentError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut queued: Vec<u64> = std::fs::read_dir(dir)
+        let queued: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io(dir))?
             .filter_map(|e| {
                 e.ok()?
@@ -59,17 +60,11 @@ impl Outbox {
                     .ok()
             })
             .collect();
-        queued.sort_unstable();
-        let next_seq = read_number(&dir.join(NEXT_SEQ))?
-            .max(queued.last().map_or(1, |s| s + 1))
-            .max(1);
+        let next_seq = read_number(&dir.join(NEXT_SEQ))?;
         let dropped = read_number(&dir.join(DROPPED))?;
         Ok(Outbox {
             dir: dir.to_owned(),
-            next_seq,
-            dropped,
-            capacity: capacity.max(1),
-            queued,
+            queue: Queue::restore(queued, next_seq, dropped, capacity),
         })
     }
 
@@ -80,31 +75,34 @@ impl Outbox {
         events: Vec<AgentEvent>,
         status: Option<HostStatus>,
     ) -> Result<u64, AgentError> {
-        // Make room first, so the batch's status counts every drop, its own included.
-        while self.queued.len() >= self.capacity {
-            let oldest = self.queued.remove(0);
-            let path = self.path(oldest);
+        let pushed = self.queue.push();
+        for oldest in &pushed.dropped {
+            let path = self.path(*oldest);
             std::fs::remove_file(&path).map_err(io(&path))?;
-            self.dropped += 1;
+        }
+        if !pushed.dropped.is_empty() {
             let counter = self.dir.join(DROPPED);
-            write_atomic(&counter, self.dropped.to_string().as_bytes(), 0o600)
+            write_atomic(&counter, self.queue.dropped().to_string().as_bytes(), 0o600)
                 .map_err(io(&counter))?;
         }
-        let seq = self.next_seq;
         let counter = self.dir.join(NEXT_SEQ);
-        write_atomic(&counter, (seq + 1).to_string().as_bytes(), 0o600).map_err(io(&counter))?;
-        self.next_seq = seq + 1;
+        write_atomic(
+            &counter,
+            self.queue.next_seq().to_string().as_bytes(),
+            0o600,
+        )
+        .map_err(io(&counter))?;
         let status = status.map(|mut s| {
-            s.dropped_reports = self.dropped;
+            s.dropped_reports = self.queue.dropped();
             s
         });
         let report = Report {
-            seq,
+            seq: pushed.seq,
             at,
             events,
             status,
         };
-        let path = self.path(seq);
+        let path = self.path(pushed.seq);
         write_atomic(
             &path,
             serde_json::to_string(&report)
@@ -113,8 +111,7 @@ impl Outbox {
             0o600,
         )
         .map_err(io(&path))?;
-        self.queued.push(seq);
-        Ok(seq)
+        Ok(pushed.seq)
     }
 
     /// Up to `limit` queued batches, oldest first. A batch that cannot be read (a damaged file)
@@ -122,7 +119,7 @@ impl Outbox {
     pub fn pending(&mut self, limit: usize) -> Vec<Report> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        for &seq in self.queued.iter().take(limit) {
+        for seq in self.queue.pending(limit) {
             match std::fs::read(self.path(seq))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Report>(&b).ok())
@@ -133,39 +130,37 @@ impl Outbox {
         }
         for seq in damaged {
             let _ = std::fs::remove_file(self.path(seq));
-            self.queued.retain(|s| *s != seq);
-            self.dropped += 1;
+            self.queue.lose(seq);
         }
         out
     }
 
     /// Forgets every batch up to and including `seq`, which the control plane has stored.
     pub fn acknowledge(&mut self, seq: u64) -> Result<(), AgentError> {
-        while let Some(&oldest) = self.queued.first() {
-            if oldest > seq {
-                break;
-            }
+        let mut result = Ok(());
+        for oldest in self.queue.acknowledge(seq) {
             let path = self.path(oldest);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&path)(e)),
+                // A file left behind is sent again after a restart, and the control plane,
+                // having stored it, ignores it.
+                Err(e) => result = result.and(Err(io(&path)(e))),
             }
-            self.queued.remove(0);
         }
-        Ok(())
+        result
     }
 
     pub fn len(&self) -> usize {
-        self.queued.len()
+        self.queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queued.is_empty()
+        self.queue.is_empty()
     }
 
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.queue.dropped()
     }
 
     fn path(&self, seq: u64) -> PathBuf {

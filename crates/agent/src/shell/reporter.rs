@@ -2,16 +2,13 @@
 //! what may be forgotten. While the control plane is away, batches wait on disk.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
 use super::outbox::Outbox;
-use super::retry::Backoff;
 use super::session::Session;
-
-/// Batches sent per request.
-const BATCH_LIMIT: usize = 100;
+use crate::core::outbox::BATCH_LIMIT;
+use crate::core::retry::Backoff;
 
 pub struct Reporter {
     pub session: Arc<Session>,
@@ -28,7 +25,7 @@ impl std::fmt::Debug for Reporter {
 
 impl Reporter {
     pub async fn run(mut self) {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut backoff = Backoff::agent();
         loop {
             let pending = self
                 .outbox
@@ -59,12 +56,13 @@ impl Reporter {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "reports not delivered; will retry");
+                    let pause = backoff.next(&mut rand::thread_rng());
                     // A new batch or the sync loop reaching the control plane again cuts the
                     // wait short.
                     tokio::select! {
                         _ = self.shutdown.changed() => return,
                         _ = self.report_ready.notified() => {}
-                        _ = tokio::time::sleep(backoff.next()) => {}
+                        _ = tokio::time::sleep(pause) => {}
                     }
                 }
             }

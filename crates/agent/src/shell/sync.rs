@@ -13,8 +13,9 @@ use super::AgentError;
 use super::clock::now_rfc3339;
 use super::manifest::{Kept, verify};
 use super::outbox::Outbox;
-use super::retry::Backoff;
 use super::session::Session;
+use crate::core::retry::Backoff;
+use crate::core::sync::{Polled, pause_after};
 
 pub struct Sync {
     pub session: Arc<Session>,
@@ -35,7 +36,7 @@ impl std::fmt::Debug for Sync {
 
 impl Sync {
     pub async fn run(mut self) {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut backoff = Backoff::agent();
         let mut offline = false;
         loop {
             let have = self.manifests.borrow().as_ref().map_or(0, |m| m.revision);
@@ -43,9 +44,8 @@ impl Sync {
                 _ = self.shutdown.changed() => return,
                 r = self.session.poll_manifest(have, self.wait) => r,
             };
-            let pause = match result {
+            let polled = match result {
                 Ok(answer) => {
-                    backoff.reset();
                     if offline {
                         // Back in touch: reports waiting out a backoff can go now.
                         tracing::info!("control plane reachable again");
@@ -53,8 +53,14 @@ impl Sync {
                         offline = false;
                     }
                     match answer {
-                        None => None,
-                        Some(signed) => self.accept(signed, have).then(|| backoff.next()),
+                        None => Polled::NotModified,
+                        Some(signed) => {
+                            if self.accept(signed, have) {
+                                Polled::Refused
+                            } else {
+                                Polled::Accepted
+                            }
+                        }
                     }
                 }
                 Err(AgentError::Unreachable(e)) => {
@@ -62,13 +68,14 @@ impl Sync {
                         tracing::warn!(error = %e, "control plane unreachable; carrying on with the kept manifest");
                         offline = true;
                     }
-                    Some(backoff.next())
+                    Polled::Unreachable
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the control plane refused this host's manifest request");
-                    Some(backoff.next().max(Duration::from_secs(10)))
+                    Polled::Rejected
                 }
             };
+            let pause = pause_after(polled, &mut backoff, &mut rand::thread_rng());
             if let Some(pause) = pause {
                 tokio::select! {
                     _ = self.shutdown.changed() => return,

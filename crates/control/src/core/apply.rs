@@ -10,6 +10,7 @@ use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, RolloutRow, SecretRow
 use serde_json::Value;
 
 use super::compile::{compile_site, content_hash, diagnostics};
+use super::revision;
 use super::rollout::{self, Command, Event, Phase, Rollout, settled_version};
 use super::secrets::SecretMeta;
 use super::state::{Entry, State, Versions};
@@ -553,10 +554,11 @@ fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) 
                 content.prefetch = prefetch(next, versions, &site.name);
                 let hash = content_hash(&content);
                 let head = next.manifests.get(&site.name);
-                if head.is_some_and(|h| h.hash == hash) {
+                let Some(revision) =
+                    revision::next(head.map(|h| (h.revision, h.hash.as_str())), &hash)
+                else {
                     continue;
-                }
-                let revision = head.map_or(1, |h| h.revision + 1);
+                };
                 changed.push(Manifest {
                     site: site.name.clone(),
                     revision,

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod compile;
 pub mod feed;
+pub mod revision;
 pub mod rollout;
 pub mod secrets;
 pub mod state;

@@ -24,6 +24,7 @@ use super::fleet::Fleet;
 use super::service::{ControlPlane, Error};
 use super::signing::ManifestSigner;
 use super::tls::{AgentIdentity, Pki};
+use crate::core::revision;
 use crate::core::state::decode_row;
 
 /// How long an agent certificate is valid. Agents renew when a third of it is left, so a site
@@ -317,7 +318,7 @@ impl Agents {
             // the read and the wait still wakes this poll.
             changes.borrow_and_update();
             if let Some(row) = self.store.manifest(&identity.site).await?
-                && row.revision > have
+                && revision::answers(row.revision, have)
             {
                 let mut manifest: Manifest = serde_json::from_str(&row.body).map_err(|e| {
                     StoreError::Corrupt(format!("manifest of site {}: {e}", identity.site))

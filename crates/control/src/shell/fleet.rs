@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::core;
+
 /// A host counts as connected while it holds a long-poll open, or for this long after its last
 /// request (a long-poll ends and the next begins within a round trip).
 const CONNECTED_GRACE: Duration = Duration::from_secs(45);
@@ -44,7 +46,7 @@ impl Fleet {
         match revisions.get(site) {
             Some(tx) => {
                 tx.send_if_modified(|r| {
-                    let newer = revision > *r;
+                    let newer = core::revision::answers(revision, *r);
                     if newer {
                         *r = revision;
                     }

@@ -1,9 +1,12 @@
-//! Exponential backoff with full jitter, so a thousand sites that lost the control plane at the
+//! Exponential backoff with jitter, so a thousand sites that lost the control plane at the
 //! same moment do not all come back at the same moment.
+//!
+//! The randomness comes in as an argument: the agent passes the thread's generator, the
+//! simulator (`atoll-sim`) a seeded one, so both run this same rule.
 
 use std::time::Duration;
 
-use rand::Rng as _;
+use rand::Rng;
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -21,8 +24,14 @@ impl Backoff {
         }
     }
 
-    /// The next wait: a random time up to `first * 2^attempt`, capped at `max`.
-    pub fn next(&mut self) -> Duration {
+    /// The backoff the agent's sync and reporter loops use: 1 s doubling up to 60 s.
+    pub fn agent() -> Backoff {
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    /// The next wait: a random time between half and all of `first * 2^attempt`, capped at
+    /// `max`.
+    pub fn next(&mut self, rng: &mut impl Rng) -> Duration {
         let ceiling = self
             .first
             .saturating_mul(1u32 << self.attempt.min(16))
@@ -31,7 +40,7 @@ impl Backoff {
         let millis = u64::try_from(ceiling.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        Duration::from_millis(rand::thread_rng().gen_range(millis / 2..=millis))
+        Duration::from_millis(rng.gen_range(millis / 2..=millis))
     }
 
     pub fn reset(&mut self) {
@@ -45,12 +54,13 @@ mod tests {
 
     #[test]
     fn grows_to_the_cap_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let waits: Vec<Duration> = (0..10).map(|_| b.next()).collect();
+        let rng = &mut rand::thread_rng();
+        let mut b = Backoff::agent();
+        let waits: Vec<Duration> = (0..10).map(|_| b.next(rng)).collect();
         assert!(waits[0] >= Duration::from_millis(500) && waits[0] <= Duration::from_secs(1));
         assert!(waits.iter().all(|w| *w <= Duration::from_secs(60)));
         assert!(waits[9] >= Duration::from_secs(30));
         b.reset();
-        assert!(b.next() <= Duration::from_secs(1));
+        assert!(b.next(rng) <= Duration::from_secs(1));
     }
 }

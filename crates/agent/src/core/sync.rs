@@ -1,0 +1,86 @@
+//! The rules of following the manifest: which revision may replace the applied one, and how
+//! long the sync loop pauses after each long-poll. The shell's `sync` and `manifest` modules
+//! do the IO around them; the simulator (`atoll-sim`) runs these same rules for many sites.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::retry::Backoff;
+
+/// The least pause after the control plane refused the request itself (a 4xx): such an answer
+/// will not change within a second, and retrying faster only adds load.
+pub const REFUSED_PAUSE: Duration = Duration::from_secs(10);
+
+/// A manifest may replace the applied one only if its revision is newer: an equal or older one
+/// is a replay or a stale answer, and applying it would take the site back in time.
+pub fn check_revision(revision: u64, applied: u64) -> Result<(), String> {
+    if revision <= applied {
+        return Err(format!(
+            "the manifest's revision {revision} is not newer than the applied revision {applied} (replayed or stale)"
+        ));
+    }
+    Ok(())
+}
+
+/// How one long-poll ended, as far as the sync loop's pacing is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Polled {
+    /// Nothing newer within the wait (304).
+    NotModified,
+    /// A newer manifest, verified, kept and handed over.
+    Accepted,
+    /// A manifest this agent refused (signature, site or revision).
+    Refused,
+    /// No answer: connection failed, timed out, or the control plane was overloaded (5xx, 429).
+    Unreachable,
+    /// The control plane refused the request (4xx other than 429).
+    Rejected,
+}
+
+/// The pause before the next long-poll, if any, updating the backoff. An answer resets the
+/// backoff and the next poll goes at once; a refused manifest pauses briefly so a bad answer
+/// does not spin; failures back off with jitter, so sites that lost the control plane together
+/// spread out when it returns.
+pub fn pause_after(polled: Polled, backoff: &mut Backoff, rng: &mut impl Rng) -> Option<Duration> {
+    match polled {
+        Polled::NotModified | Polled::Accepted => {
+            backoff.reset();
+            None
+        }
+        Polled::Refused => {
+            backoff.reset();
+            Some(backoff.next(rng))
+        }
+        Polled::Unreachable => Some(backoff.next(rng)),
+        Polled::Rejected => Some(backoff.next(rng).max(REFUSED_PAUSE)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_newer_revision_replaces_the_applied_one() {
+        assert!(check_revision(3, 2).is_ok());
+        assert!(check_revision(1, 0).is_ok());
+        assert!(check_revision(2, 2).unwrap_err().contains("not newer"));
+        assert!(check_revision(1, 2).unwrap_err().contains("replayed"));
+    }
+
+    #[test]
+    fn answers_poll_again_at_once_and_failures_back_off() {
+        let rng = &mut rand::thread_rng();
+        let mut b = Backoff::agent();
+        for _ in 0..5 {
+            assert!(pause_after(Polled::Unreachable, &mut b, rng).is_some());
+        }
+        assert!(pause_after(Polled::Unreachable, &mut b, rng).unwrap() >= Duration::from_secs(16));
+        assert_eq!(pause_after(Polled::NotModified, &mut b, rng), None);
+        assert!(pause_after(Polled::Unreachable, &mut b, rng).unwrap() <= Duration::from_secs(1));
+        assert_eq!(pause_after(Polled::Accepted, &mut b, rng), None);
+        assert!(pause_after(Polled::Refused, &mut b, rng).unwrap() <= Duration::from_secs(1));
+        assert!(pause_after(Polled::Rejected, &mut b, rng).unwrap() >= REFUSED_PAUSE);
+    }
+}
