@@ -154,3 +154,64 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
     };
     assert!(agents.renew(&stranger, &renewal(&csr)).await.is_err());
 }
+
+#[tokio::test]
+async fn a_host_joining_a_site_whose_templates_read_its_hosts_gets_a_new_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("atoll.db")).unwrap());
+    let fleet = Arc::new(Fleet::default());
+    let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
+    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
+    let control = ControlPlane::new(store.clone(), fleet.clone(), vault());
+    let agents = Agents::new(store.clone(), control.clone(), fleet, pki.clone(), signer);
+    let app = "kind: Application\nname: a\nversion: '1'\nservices:\n  - name: web\n    image: x\n    env: { ARCH: \"{{ site.hosts | map(attribute='arch') | join(',') }}\" }\n---\nkind: Deployment\nname: d\napplication: a\nplacement: { sites: 'run == yes' }\n";
+    let sources = [
+        Source {
+            name: "a.yaml".into(),
+            text: app.into(),
+        },
+        site("run: 'yes'").remove(0),
+    ];
+    control.apply(&sources, false, "t").await.unwrap();
+    let before = control.manifest("s1").await.unwrap();
+    assert_eq!(before.content.applications[0].services[0].env["ARCH"], "");
+    let token = agents
+        .create_token(
+            &atoll_api::agent::CreateTokenRequest {
+                site: "s1".into(),
+                ttl_seconds: None,
+                uses: None,
+            },
+            "t",
+        )
+        .await
+        .unwrap()
+        .token;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["x.example".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let inventory: atoll_api::agent::Inventory = serde_json::from_value(serde_json::json!({
+        "hostname": "till-1", "arch": "riscv64", "os": "Debian", "kernel": "6.1", "cpus": 2,
+        "cpu_model": "x", "memory_bytes": 1, "disk_bytes": 1, "runtime": { "name": "docker", "version": "28" },
+    }))
+    .unwrap();
+    agents
+        .enroll(&atoll_api::agent::EnrollRequest {
+            token,
+            csr_pem: csr,
+            inventory,
+            recipient: None,
+        })
+        .await
+        .unwrap();
+    let after = control.manifest("s1").await.unwrap();
+    assert_eq!(after.revision, before.revision + 1);
+    assert_eq!(
+        after.content.applications[0].services[0].env["ARCH"],
+        "riscv64"
+    );
+}

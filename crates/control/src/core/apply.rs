@@ -416,6 +416,30 @@ pub fn plan_secret(
     Ok(plan)
 }
 
+/// Plans recompiling one site after its hosts changed (a host enrolled): its manifest changes
+/// only if a template reads `site.hosts`. A template that now fails leaves the manifest as it
+/// was and says why.
+pub fn plan_host_change(
+    state: &State,
+    versions: &Versions,
+    site: &str,
+    req: &Request<'_>,
+) -> Result<Plan, Refusal> {
+    let Some(entry) = state.sites.get(site) else {
+        return Err(Refusal::NotFound(format!("site {site} does not exist")));
+    };
+    let mut only = state.clone();
+    only.sites = BTreeMap::from([(site.to_owned(), entry.clone())]);
+    let mut invalid = Vec::new();
+    let manifests = compile_all(&only, versions, &mut invalid);
+    if !invalid.is_empty() {
+        return Err(Refusal::Invalid(invalid));
+    }
+    let mut plan = Plan::default();
+    finish(&mut plan, manifests, req, None, Vec::new());
+    Ok(plan)
+}
+
 /// The deployments whose application (at any site's version) reads the secret.
 fn secret_users(state: &State, versions: &Versions, name: &str) -> Vec<String> {
     state
@@ -548,7 +572,8 @@ fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) 
     for entry in next.sites.values() {
         let site = &entry.value;
         let placements = next.placements(site, versions);
-        match compile_site(site, &placements, &next.secrets) {
+        let hosts = next.hosts.get(&site.name).map_or(&[][..], Vec::as_slice);
+        match compile_site(site, &placements, &next.secrets, hosts) {
             Err(mut e) => failed.append(&mut e),
             Ok(mut content) => {
                 content.prefetch = prefetch(next, versions, &site.name);

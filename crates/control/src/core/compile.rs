@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::secrets::{self, SecretMeta};
+use super::state::HostFacts;
 
 /// One application placed on a site by one deployment.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,7 @@ pub fn compile_site(
     site: &Site,
     placements: &[Placement<'_>],
     secrets: &BTreeMap<String, SecretMeta>,
+    hosts: &[HostFacts],
 ) -> Result<ManifestContent, Vec<RenderError>> {
     let env = atoll_spec::template::environment();
     let mut errors = Vec::new();
@@ -36,7 +38,7 @@ pub fn compile_site(
         let app = p.application;
         let mut services = Vec::with_capacity(app.services.len());
         for (i, service) in app.services.iter().enumerate() {
-            let ctx = context(site, p.deployment, app, service);
+            let ctx = context(site, hosts, p.deployment, app, service);
             let mut render = |template: &Template, field: &str| -> String {
                 match render_one(&env, template, &ctx) {
                     Ok(text) => text,
@@ -127,10 +129,16 @@ pub fn content_hash(content: &ManifestContent) -> String {
 
 /// What templates read. `site.variables` is the deployment's view of them: see
 /// [`Deployment::variables_for`].
-fn context(site: &Site, deployment: &Deployment, app: &Application, service: &Service) -> Value {
+fn context(
+    site: &Site,
+    hosts: &[HostFacts],
+    deployment: &Deployment,
+    app: &Application,
+    service: &Service,
+) -> Value {
     let variables = deployment.variables_for(&site.name, &site.labels, &site.variables);
     json!({
-        "site": { "name": site.name, "labels": site.labels, "variables": variables },
+        "site": { "name": site.name, "labels": site.labels, "variables": variables, "hosts": hosts },
         "app": { "name": app.name, "version": app.version },
         "deployment": { "name": deployment.name },
         "service": { "name": service.name },
@@ -259,7 +267,8 @@ fn group_diagnostic(group: Vec<RenderError>) -> Diagnostic {
                 Some(Some(("variables", key))) => {
                     format!("add `{key}` to the variables of {named}, or give a default: {{{{ {var} | default(\"...\") }}}}")
                 }
-                _ => "templates can read site.name, site.labels, site.variables, app, deployment and service".to_owned(),
+                Some(Some(("hosts", _))) | Some(None) if var.contains("hosts") => format!("{named} may have no enrolled host yet: guard with {{% if site.hosts %}} or use a default"),
+                _ => "templates can read site.name, site.labels, site.variables, site.hosts, app, deployment and service".to_owned(),
             };
             (
                 format!("template variable `{var}` is not defined for {named}"),
@@ -302,7 +311,7 @@ mod tests {
         site: &Site,
         placements: &[Placement<'_>],
     ) -> Result<ManifestContent, Vec<RenderError>> {
-        compile_site(site, placements, &BTreeMap::new())
+        compile_site(site, placements, &BTreeMap::new(), &[])
     }
 
     const APP: &str = r#"

@@ -10,9 +10,12 @@ use std::collections::BTreeMap;
 
 use atoll_store::SecretRow;
 
-use super::apply::{Plan, Refusal, Request, plan_apply, plan_delete, plan_secret};
+use super::apply::{
+    Plan, Refusal, Request, plan_apply, plan_delete, plan_host_change, plan_secret,
+};
 use super::compile::compile_site;
 use super::secrets::{self, Change, SecretMeta, SecretValues};
+use super::state::HostFacts;
 use super::state::{Entry, State, Versions, decode_row};
 use atoll_spec::Resource;
 
@@ -595,7 +598,7 @@ proptest! {
         for (i, (runs_a, _)) in placements.iter().enumerate() {
             let name = format!("s{i}");
             let site = &w.state.sites[&name].value;
-            let content = compile_site(site, &w.state.placements(site, &w.versions), &w.state.secrets).unwrap();
+            let content = compile_site(site, &w.state.placements(site, &w.versions), &w.state.secrets, &[]).unwrap();
             let manifest_json = serde_json::to_string(&content).unwrap();
             let sealed = secrets::payloads(&content, &name, &kept);
             let delivered: Vec<u8> = sealed.iter().flat_map(|p| p.values.values().flatten().copied()).collect();
@@ -707,6 +710,7 @@ kind: Site\nname: s3\nlabels: { all: 'yes', region: us }\n",
             site,
             &w.state.placements(site, &w.versions),
             &w.state.secrets,
+            &[],
         )
         .unwrap();
         let e = &content.applications[0].services[0].env;
@@ -715,4 +719,53 @@ kind: Site\nname: s3\nlabels: { all: 'yes', region: us }\n",
     assert_eq!(env("s1"), ("site-own".into(), "eu".into(), "eu".into()));
     assert_eq!(env("s2"), ("dep".into(), "eu".into(), "s2-only".into()));
     assert_eq!(env("s3"), ("dep".into(), "dep".into(), "dep".into()));
+}
+
+#[test]
+fn templates_read_the_facts_of_the_sites_hosts_and_a_new_host_recompiles_only_its_site() {
+    let mut w = World::default();
+    w.apply(
+        "kind: Application\nname: h\nversion: '1'\nservices:\n  - name: svc\n    image: h:1\n    env:\n      ARCH: \"{% if site.hosts %}{{ site.hosts[0].arch }}{% else %}none{% endif %}\"\n      CAMERAS: \"{{ site.hosts | map(attribute='devices') | map('selectattr', 'kind', 'eq', 'camera') | map('list') | map('length') | sum }}\"\n---\n\
+kind: Deployment\nname: dh\napplication: h\nplacement: { sites: 'all == yes' }\n---\n\
+kind: Site\nname: s1\nlabels: { all: 'yes' }\n---\n\
+kind: Site\nname: s2\nlabels: { all: 'yes' }\n",
+    )
+    .unwrap();
+    assert!(w.state.templates_read_hosts(&w.versions));
+    let env = |w: &World, name: &str| {
+        let site = &w.state.sites[name].value;
+        let hosts = w.state.hosts.get(name).cloned().unwrap_or_default();
+        let content = compile_site(
+            site,
+            &w.state.placements(site, &w.versions),
+            &w.state.secrets,
+            &hosts,
+        )
+        .unwrap();
+        content.applications[0].services[0].env.clone()
+    };
+    assert_eq!(env(&w, "s1")["ARCH"], "none");
+    let (r1, r2) = (w.revision("s1"), w.revision("s2"));
+    let inventory: atoll_api::agent::Inventory = serde_json::from_value(serde_json::json!({
+        "hostname": "till-1", "arch": "aarch64", "os": "Debian 12", "kernel": "6.1", "cpus": 4,
+        "cpu_model": "Cortex-A72", "memory_bytes": 4_000_000_000_u64, "disk_bytes": 32_000_000_000_u64,
+        "runtime": { "name": "docker", "version": "28.2" },
+        "devices": [{ "kind": "camera", "path": "/dev/video0" }, { "kind": "serial", "path": "/dev/ttyUSB0" }],
+    }))
+    .unwrap();
+    w.state.hosts.insert(
+        "s1".into(),
+        vec![HostFacts::from_inventory("till-1", &inventory)],
+    );
+    let plan = plan_host_change(&w.state, &w.versions, "s1", &NOW).unwrap();
+    w.commit(&plan);
+    assert_eq!((w.revision("s1"), w.revision("s2")), (r1 + 1, r2));
+    let e = env(&w, "s1");
+    assert_eq!(
+        (e["ARCH"].as_str(), e["CAMERAS"].as_str()),
+        ("aarch64", "1")
+    );
+    // Nothing changed for the site: no new revision.
+    let again = plan_host_change(&w.state, &w.versions, "s1", &NOW).unwrap();
+    assert!(again.writes.is_empty());
 }

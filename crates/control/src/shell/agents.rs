@@ -226,6 +226,19 @@ impl Agents {
             )
             .await?;
         self.fleet.seen(&identity.host, &identity.site);
+        // A template reading the site's hosts sees this one in the next manifest. The host is
+        // enrolled either way: a template failing for it is said, not a refusal.
+        if let Err(e) = self.control.hosts_changed(&identity.site).await {
+            let error = match &e {
+                Error::Invalid(d) => d
+                    .iter()
+                    .map(|d| d.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                other => other.to_string(),
+            };
+            tracing::warn!(site = %identity.site, %error, "the site's manifest does not follow its new host");
+        }
         Ok(EnrollResponse {
             site: identity.site,
             host: identity.host,

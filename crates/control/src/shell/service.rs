@@ -18,9 +18,11 @@ use tokio::sync::Mutex;
 use super::clock::{now_ms, now_rfc3339};
 use super::fleet::Fleet;
 use super::vault::Vault;
-use crate::core::apply::{Refusal, Request, plan_apply, plan_delete, plan_rollout};
+use crate::core::apply::{
+    Refusal, Request, plan_apply, plan_delete, plan_host_change, plan_rollout,
+};
 use crate::core::rollout::{Command, Event, Rollout};
-use crate::core::state::{State, Versions, decode_rollout, decode_row};
+use crate::core::state::{HostFacts, State, Versions, decode_rollout, decode_row};
 
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,9 @@ pub struct ControlPlane {
     fleet: Arc<Fleet>,
     pub(super) vault: Arc<Vault>,
     pub(super) writes: Arc<Mutex<()>>,
+    /// Whether a template in use reads `site.hosts`, as of the last load: enrollments
+    /// recompile their site only then. Presumed after a start or a commit, until a load says.
+    templates_read_hosts: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -74,6 +79,7 @@ impl ControlPlane {
             fleet,
             vault,
             writes: Arc::new(Mutex::new(())),
+            templates_read_hosts: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -90,6 +96,9 @@ impl ControlPlane {
         manifests: &[atoll_api::ManifestChange],
     ) -> Result<u64, StoreError> {
         let version = self.store.commit(base, writes).await?;
+        // What templates read may have changed: the next load says again.
+        self.templates_read_hosts
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         for m in manifests {
             self.fleet.publish(&m.site, m.revision);
         }
@@ -103,7 +112,18 @@ impl ControlPlane {
         extra: &[(String, String)],
     ) -> Result<(State, Versions), Error> {
         let snapshot = self.store.snapshot().await?;
-        let state = State::from_snapshot(snapshot).map_err(StoreError::Corrupt)?;
+        let mut state = State::from_snapshot(snapshot).map_err(StoreError::Corrupt)?;
+        for host in self.store.hosts().await? {
+            // An inventory that cannot be read (a newer agent's) gives no facts rather than
+            // stopping every apply.
+            if let Ok(inventory) = serde_json::from_str(&host.inventory) {
+                state
+                    .hosts
+                    .entry(host.site.clone())
+                    .or_default()
+                    .push(HostFacts::from_inventory(&host.id, &inventory));
+            }
+        }
         let mut wanted: BTreeSet<(String, String)> = extra.iter().cloned().collect();
         for d in state.deployments.values() {
             if let Some(pin) = &d.value.version {
@@ -140,6 +160,10 @@ impl ControlPlane {
                 versions.insert((name, version), app);
             }
         }
+        self.templates_read_hosts.store(
+            state.templates_read_hosts(&versions),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok((state, versions))
     }
 
@@ -244,6 +268,42 @@ impl ControlPlane {
         }
         Err(Error::Store(StoreError::Backend(
             "the store kept changing during this delete; try again".into(),
+        )))
+    }
+
+    /// A host joined `site` (or its facts changed): recompiles that site's manifest when a
+    /// template reads `site.hosts`. Nothing to do, and no store read, otherwise.
+    pub async fn hosts_changed(&self, site: &str) -> Result<(), Error> {
+        if !self
+            .templates_read_hosts
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        let _guard = self.writes.lock().await;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let (state, versions) = self.load(&[]).await?;
+            let now = now_rfc3339();
+            let req = Request {
+                now: &now,
+                now_ms: now_ms(),
+                actor: "atoll",
+            };
+            let plan = plan_host_change(&state, &versions, site, &req)?;
+            if plan.writes.is_empty() {
+                return Ok(());
+            }
+            match self
+                .commit(state.version, plan.writes, &plan.manifests)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(StoreError::Backend(
+            "the store kept changing while recompiling a site for its hosts".into(),
         )))
     }
 
