@@ -320,6 +320,23 @@ fn secrets_reach_only_their_sites_files_rotate_and_leave_with_the_application() 
         },
     );
 
+    // A reboot empties tmpfs and leaves the containers: the agent puts the secrets back before
+    // it starts them again (else the runtime would mount an empty folder in the file's place).
+    std::fs::remove_dir_all(&sites[0].secrets_dir).unwrap();
+    docker(&["kill", &new_web_a]);
+    eventually(
+        "site a's web started again, reading its secret",
+        Duration::from_secs(20),
+        || {
+            let (c, seen) = read(&a, "web", "/run/secrets/db")?;
+            if seen == rotated {
+                Ok(c)
+            } else {
+                Err(format!("{c} reads {} bytes", seen.len()))
+            }
+        },
+    );
+
     // Status: which version each site's hosts hold.
     let view = eventually(
         "get secrets shows what the hosts hold",

@@ -131,6 +131,18 @@ impl Reconciler {
             &mut desired,
         );
         let applied_revision = manifest.revision;
+        // After a reboot tmpfs is empty while the containers remain: put their secrets back
+        // before anything starts them, or the runtime would mount an empty folder instead.
+        for file in desired
+            .iter()
+            .filter(|r| r.missing_secrets.is_empty())
+            .flat_map(|r| &r.secret_files)
+            .filter(|f| !f.host_path.exists())
+        {
+            if let Err(e) = write_secret(&file.host_path, &file.content) {
+                tracing::warn!(path = %file.host_path.display(), error = %e, "cannot write a secret file");
+            }
+        }
         let observed = match self
             .driver
             .list(core::desired::LABEL_SITE, &self.site)
