@@ -3,7 +3,9 @@
 //!
 //! rusqlite is synchronous; every call runs on tokio's blocking pool. One connection writes
 //! (SQLite allows one writer at a time anyway, and a single connection makes that queue explicit);
-//! a few more serve reads, which WAL lets run beside the writer.
+//! a few more serve reads, which WAL lets run beside the writer. Desired-state commits take the
+//! writer directly; the small writes of agent traffic share transactions through the group
+//! writer (`group.rs`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use crate::group::GroupWriter;
 use crate::{
     AppVersionRow, AuditRow, EventRow, HostRow, HostStatusRow, JoinTokenRow, ManifestHead,
     ManifestRow, ReportBatch, ResourceRow, Result, RolloutRow, Snapshot, Store, StoreError,
@@ -27,6 +30,7 @@ const READERS: usize = 4;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
+    group: GroupWriter,
     readers: Arc<Vec<Mutex<Connection>>>,
 }
 
@@ -47,8 +51,10 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
+        let writer = Arc::new(Mutex::new(writer));
         Ok(SqliteStore {
-            writer: Arc::new(Mutex::new(writer)),
+            group: GroupWriter::start(writer.clone())?,
+            writer,
             readers: Arc::new(readers),
         })
     }
@@ -384,14 +390,15 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, at: &str, actor: &str, action: &str, detail: &str) -> Result<()> {
         let row = [at, actor, action, detail].map(str::to_owned);
-        self.write(move |conn| {
-            conn.execute(
-                "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![row[0], row[1], row[2], row[3]],
-            )?;
-            Ok(())
-        })
-        .await
+        self.group
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                    params![row[0], row[1], row[2], row[3]],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn rollouts(&self) -> Result<Vec<RolloutRow>> {
@@ -410,7 +417,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_join_token(&self, t: JoinTokenRow) -> Result<()> {
-        self.write(move |conn| {
+        self.group.write(move |conn| {
             conn.execute(
                 "INSERT INTO join_tokens (id, hash, site, uses_left, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![t.id, t.hash, t.site, t.uses_left, t.expires_at, t.created_at],
@@ -426,9 +433,8 @@ impl Store for SqliteStore {
         now: &str,
     ) -> Result<Result<JoinTokenRow, TokenRefusal>> {
         let (hash, now) = (hash.to_owned(), now.to_owned());
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let row = tx
+        self.group.write(move |conn| {
+            let row = conn
                 .query_row(
                     "SELECT id, hash, site, uses_left, expires_at, created_at FROM join_tokens WHERE hash = ?1",
                     [&hash],
@@ -450,19 +456,18 @@ impl Store for SqliteStore {
                 Some(t) if t.expires_at.as_str() <= now.as_str() => Err(TokenRefusal::Expired),
                 Some(t) if t.uses_left == 0 => Err(TokenRefusal::UsedUp),
                 Some(mut t) => {
-                    tx.execute("UPDATE join_tokens SET uses_left = uses_left - 1 WHERE id = ?1", [&t.id])?;
+                    conn.execute("UPDATE join_tokens SET uses_left = uses_left - 1 WHERE id = ?1", [&t.id])?;
                     t.uses_left -= 1;
                     Ok(t)
                 }
             };
-            tx.commit()?;
             Ok(outcome)
         })
         .await
     }
 
     async fn put_host(&self, h: HostRow) -> Result<()> {
-        self.write(move |conn| {
+        self.group.write(move |conn| {
             conn.execute(
                 &format!("INSERT OR REPLACE INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
                 params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen],
@@ -503,9 +508,8 @@ impl Store for SqliteStore {
         batches: Vec<ReportBatch>,
     ) -> Result<u64> {
         let (host, site, now) = (host.to_owned(), site.to_owned(), now.to_owned());
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let stored: Option<(i64, String)> = tx
+        self.group.write(move |conn| {
+            let stored: Option<(i64, String)> = conn
                 .query_row("SELECT seq, status FROM host_status WHERE host = ?1", [&host], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let (mut seq, mut status) = stored.map_or((0, String::from("{}")), |(s, st)| (to_u64(s), st));
@@ -514,7 +518,7 @@ impl Store for SqliteStore {
                     continue;
                 }
                 for (idx, (at, kind, message)) in batch.events.into_iter().enumerate() {
-                    tx.execute(
+                    conn.execute(
                         "INSERT OR IGNORE INTO events (host, seq, idx, site, at, kind, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                         params![host, to_i64(batch.seq), idx as i64, site, at, kind, message],
                     )?;
@@ -524,13 +528,12 @@ impl Store for SqliteStore {
                 }
                 seq = batch.seq;
             }
-            tx.execute(
+            conn.execute(
                 "INSERT INTO host_status (host, site, seq, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (host) DO UPDATE SET site = ?2, seq = ?3, status = ?4, updated_at = ?5",
                 params![host, site, to_i64(seq), status, now],
             )?;
-            tx.execute("UPDATE hosts SET last_seen = ?2 WHERE id = ?1", params![host, now])?;
-            tx.commit()?;
+            conn.execute("UPDATE hosts SET last_seen = ?2 WHERE id = ?1", params![host, now])?;
             Ok(seq)
         })
         .await
@@ -622,20 +625,6 @@ fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
 
 const HOST_COLUMNS: &str =
     "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen";
-
-impl SqliteStore {
-    async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let writer = self.writer.clone();
-        blocking(move || {
-            let mut conn = writer.lock().map_err(|_| poisoned())?;
-            f(&mut conn)
-        })
-        .await
-    }
-}
 
 #[cfg(test)]
 mod tests {
