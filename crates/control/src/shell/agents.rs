@@ -287,7 +287,8 @@ impl Agents {
     }
 
     /// Answers at once if the site's manifest is newer than `have`, else when it becomes newer,
-    /// else after `wait` with "not modified".
+    /// else after `wait` with "not modified". The fleet knows every site's current revision, so
+    /// a poll reads the store only when there is something newer to send.
     pub async fn poll_manifest(
         &self,
         identity: &AgentIdentity,
@@ -300,8 +301,8 @@ impl Agents {
         loop {
             // Mark the current value seen before reading the store, so a commit landing between
             // the read and the wait still wakes this poll.
-            changes.borrow_and_update();
-            if let Some(row) = self.store.manifest(&identity.site).await?
+            if *changes.borrow_and_update() > have
+                && let Some(row) = self.store.manifest(&identity.site).await?
                 && row.revision > have
             {
                 let manifest: Manifest = serde_json::from_str(&row.body).map_err(|e| {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use atoll_store::{Store, StoreError};
 use tokio::sync::watch;
 
 /// A host counts as connected while it holds a long-poll open, or for this long after its last
@@ -38,6 +39,16 @@ struct Presence {
 }
 
 impl Fleet {
+    /// A fleet that knows every stored manifest's revision, as a starting control plane must:
+    /// long-polls read the store only when the fleet says there is something newer.
+    pub async fn from_store(store: &dyn Store) -> Result<Fleet, StoreError> {
+        let fleet = Fleet::default();
+        for head in store.snapshot().await?.manifests {
+            fleet.publish(&head.site, head.revision);
+        }
+        Ok(fleet)
+    }
+
     /// A site's manifest is now at `revision`: wake everyone waiting for it.
     pub fn publish(&self, site: &str, revision: u64) {
         let mut revisions = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
