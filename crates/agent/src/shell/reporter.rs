@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+use super::AgentError;
 use super::outbox::Outbox;
-use super::retry::Backoff;
+use super::retry::{self, Backoff};
 use super::session::Session;
 
 /// Batches sent per request.
@@ -55,6 +56,13 @@ impl Reporter {
                             highest,
                             "the control plane stored fewer reports than were sent"
                         );
+                    }
+                }
+                Err(AgentError::Busy { retry_after }) => {
+                    // Asked to wait: a new batch does not cut this short.
+                    tokio::select! {
+                        _ = self.shutdown.changed() => return,
+                        _ = tokio::time::sleep(retry::after_busy(retry_after)) => {}
                     }
                 }
                 Err(e) => {

@@ -13,7 +13,7 @@ use super::AgentError;
 use super::clock::now_rfc3339;
 use super::manifest::{Kept, verify};
 use super::outbox::Outbox;
-use super::retry::Backoff;
+use super::retry::{self, Backoff};
 use super::session::Session;
 
 pub struct Sync {
@@ -57,6 +57,7 @@ impl Sync {
                         Some(signed) => self.accept(signed, have).then(|| backoff.next()),
                     }
                 }
+                Err(AgentError::Busy { retry_after }) => Some(retry::after_busy(retry_after)),
                 Err(AgentError::Unreachable(e)) => {
                     if !offline {
                         tracing::warn!(error = %e, "control plane unreachable; carrying on with the kept manifest");
