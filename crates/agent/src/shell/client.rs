@@ -10,14 +10,15 @@ use serde::de::DeserializeOwned;
 
 use super::AgentError;
 
-/// Sends a request; `Ok(None)` is "304 Not Modified".
+/// Sends a request that must be answered within `timeout`; `Ok(None)` is "304 Not Modified".
 pub async fn send<B: Serialize, T: DeserializeOwned>(
     http: &reqwest::Client,
     method: Method,
     url: &str,
     body: Option<&B>,
+    timeout: Duration,
 ) -> Result<Option<T>, AgentError> {
-    let mut request = http.request(method, url);
+    let mut request = http.request(method, url).timeout(timeout);
     if let Some(body) = body {
         request = request.json(body);
     }

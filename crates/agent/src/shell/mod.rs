@@ -143,7 +143,7 @@ pub async fn run(
     )?));
     let report_ready = Arc::new(Notify::new());
     let refused = Arc::new(Mutex::new(None));
-    let session = Arc::new(Session::new(identity, config.poll_wait)?);
+    let session = Arc::new(Session::new(identity)?);
     let (probe_targets, targets) = watch::channel(Vec::new());
     let health = prober::HealthBook::default();
     let health_changed = Arc::new(Notify::new());
