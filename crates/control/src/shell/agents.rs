@@ -1,8 +1,8 @@
 //! The control plane's side of the agent protocol: join tokens, enrollment, certificate
 //! renewal, manifest long-polls and reports; and the fleet views built from them.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use atoll_api::Manifest;
@@ -42,6 +42,10 @@ pub struct Agents {
     signer: Arc<ManifestSigner>,
     /// Told of every stored report, so running rollouts look at it at once.
     reported: Arc<tokio::sync::Notify>,
+    /// Hosts known to be enrolled, and their site, so that authorizing an agent's request
+    /// reads the store only for a host not seen since start. An entry cannot go stale: a host
+    /// never changes site and is never removed.
+    enrolled: Arc<RwLock<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for Agents {
@@ -70,7 +74,15 @@ impl Agents {
             pki,
             signer,
             reported: Arc::new(tokio::sync::Notify::new()),
+            enrolled: Arc::default(),
         }
+    }
+
+    fn remember_enrolled(&self, identity: &AgentIdentity) {
+        self.enrolled
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(identity.host.clone(), identity.site.clone());
     }
 
     pub async fn create_token(
@@ -216,6 +228,7 @@ impl Agents {
                 &format!("host {} joined site {}", identity.host, identity.site),
             )
             .await?;
+        self.remember_enrolled(&identity);
         self.fleet.seen(&identity.host, &identity.site);
         Ok(EnrollResponse {
             site: identity.site,
@@ -246,8 +259,19 @@ impl Agents {
                 )
             )));
         }
+        let known = self
+            .enrolled
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&identity.host)
+            .is_some_and(|s| *s == identity.site);
+        if known {
+            self.fleet.seen(&identity.host, &identity.site);
+            return Ok(());
+        }
         match self.store.host(&identity.host).await? {
             Some(h) if h.site == identity.site => {
+                self.remember_enrolled(identity);
                 self.fleet.seen(&identity.host, &identity.site);
                 Ok(())
             }
@@ -301,14 +325,26 @@ impl Agents {
         loop {
             // Mark the current value seen before reading the store, so a commit landing between
             // the read and the wait still wakes this poll.
-            if *changes.borrow_and_update() > have
-                && let Some(row) = self.store.manifest(&identity.site).await?
-                && row.revision > have
-            {
-                let manifest: Manifest = serde_json::from_str(&row.body).map_err(|e| {
-                    StoreError::Corrupt(format!("manifest of site {}: {e}", identity.site))
-                })?;
-                return Ok(Poll::Newer(self.signer.sign(&manifest)));
+            let current = *changes.borrow_and_update();
+            if current > have {
+                // The manifest a commit just published is in memory; the store is read only
+                // for one committed before this process started.
+                let (revision, body) = match self.fleet.manifest(&identity.site) {
+                    Some((revision, body)) if revision >= current => (revision, body),
+                    _ => self
+                        .store
+                        .manifest(&identity.site)
+                        .await?
+                        .map_or((0, Arc::from("")), |row| {
+                            (row.revision, Arc::from(row.body))
+                        }),
+                };
+                if revision > have {
+                    let manifest: Manifest = serde_json::from_str(&body).map_err(|e| {
+                        StoreError::Corrupt(format!("manifest of site {}: {e}", identity.site))
+                    })?;
+                    return Ok(Poll::Newer(self.signer.sign(&manifest)));
+                }
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
