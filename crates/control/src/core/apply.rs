@@ -9,7 +9,7 @@ use atoll_spec::{Diagnostic, Document, Kind, Origin, Resource};
 use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, RolloutRow, Write};
 use serde_json::Value;
 
-use super::compile::{compile_site, content_hash, diagnostics};
+use super::compile::{Templates, compile_site_with, content_hash, diagnostics};
 use super::rollout::{self, Command, Event, Phase, Rollout, settled_version};
 use super::state::{Entry, State, Versions};
 
@@ -470,10 +470,11 @@ fn check_references(
 fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) -> Vec<Manifest> {
     let mut changed = Vec::new();
     let mut failed = Vec::new();
+    let mut templates = Templates::default();
     for entry in next.sites.values() {
         let site = &entry.value;
         let placements = next.placements(site, versions);
-        match compile_site(site, &placements) {
+        match compile_site_with(&mut templates, site, &placements) {
             Err(mut e) => failed.append(&mut e),
             Ok(mut content) => {
                 content.prefetch = prefetch(next, versions, &site.name);
