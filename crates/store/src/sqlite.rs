@@ -197,11 +197,8 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
         }
         Write::PutManifest(m) => {
             let stored: Option<i64> = tx
-                .query_row(
-                    "SELECT revision FROM manifests WHERE site = ?1",
-                    [&m.site],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT revision FROM manifests WHERE site = ?1")?
+                .query_row([&m.site], |r| r.get(0))
                 .optional()?;
             if let Some(stored) = stored.filter(|s| to_u64(*s) >= m.revision) {
                 return Err(StoreError::Corrupt(format!(
@@ -209,11 +206,11 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
                     m.site, m.revision
                 )));
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO manifests (site, revision, hash, body, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (site) DO UPDATE SET revision = ?2, hash = ?3, body = ?4, updated_at = ?5",
-                params![m.site, to_i64(m.revision), m.hash, m.body, m.updated_at],
-            )?;
+            )?
+            .execute(params![m.site, to_i64(m.revision), m.hash, m.body, m.updated_at])?;
         }
         Write::PutToken(t) => {
             tx.execute(
@@ -510,7 +507,8 @@ impl Store for SqliteStore {
         let (host, site, now) = (host.to_owned(), site.to_owned(), now.to_owned());
         self.group.write(move |conn| {
             let stored: Option<(i64, String)> = conn
-                .query_row("SELECT seq, status FROM host_status WHERE host = ?1", [&host], |r| Ok((r.get(0)?, r.get(1)?)))
+                .prepare_cached("SELECT seq, status FROM host_status WHERE host = ?1")?
+                .query_row([&host], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let (mut seq, mut status) = stored.map_or((0, String::from("{}")), |(s, st)| (to_u64(s), st));
             for batch in batches {
@@ -518,22 +516,23 @@ impl Store for SqliteStore {
                     continue;
                 }
                 for (idx, (at, kind, message)) in batch.events.into_iter().enumerate() {
-                    conn.execute(
+                    conn.prepare_cached(
                         "INSERT OR IGNORE INTO events (host, seq, idx, site, at, kind, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![host, to_i64(batch.seq), idx as i64, site, at, kind, message],
-                    )?;
+                    )?
+                    .execute(params![host, to_i64(batch.seq), idx as i64, site, at, kind, message])?;
                 }
                 if let Some(s) = batch.status {
                     status = s;
                 }
                 seq = batch.seq;
             }
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO host_status (host, site, seq, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (host) DO UPDATE SET site = ?2, seq = ?3, status = ?4, updated_at = ?5",
-                params![host, site, to_i64(seq), status, now],
-            )?;
-            conn.execute("UPDATE hosts SET last_seen = ?2 WHERE id = ?1", params![host, now])?;
+            )?
+            .execute(params![host, site, to_i64(seq), status, now])?;
+            conn.prepare_cached("UPDATE hosts SET last_seen = ?2 WHERE id = ?1")?
+                .execute(params![host, now])?;
             Ok(seq)
         })
         .await

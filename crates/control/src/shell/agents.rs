@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use atoll_api::Manifest;
 use atoll_api::agent::SignedManifest;
 use atoll_api::agent::{
     AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
@@ -340,10 +339,9 @@ impl Agents {
                         }),
                 };
                 if revision > have {
-                    let manifest: Manifest = serde_json::from_str(&body).map_err(|e| {
-                        StoreError::Corrupt(format!("manifest of site {}: {e}", identity.site))
-                    })?;
-                    return Ok(Poll::Newer(self.signer.sign(&manifest)));
+                    // The body is the manifest's JSON as the compiler serialized it, so it is
+                    // signed as it is.
+                    return Ok(Poll::Newer(self.signer.sign_payload(body.to_string())));
                 }
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
