@@ -271,6 +271,7 @@ async fn drive(
                 .all(|(s, r)| s.accepted().0 >= *r)
         })
         .await?;
+        let held = Mark::now(cp.pid, &counters);
         let mut latencies: Vec<Duration> = sites
             .slots
             .iter()
@@ -296,6 +297,7 @@ async fn drive(
             100.0 * within(Duration::from_secs(2)) as f64 / n as f64,
             100.0 * within(Duration::from_secs(5)) as f64 / n as f64,
         );
+        println!("  until every site held it: {}", between(&start, &held));
         wait_for(&sites, "every site's report of the new manifest", || {
             sites
                 .slots

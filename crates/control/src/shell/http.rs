@@ -119,8 +119,10 @@ pub struct Peer(pub Option<AgentIdentity>);
 /// `Retry-After` (agents wait that long, with jitter) rather than queued: under a storm (every
 /// site enrolling, or reconnecting after an outage) the control plane keeps answering quickly
 /// instead of collapsing under a queue it cannot serve in time. Waiting long-polls do not count:
-/// holding one costs nothing but its connection.
-pub const MAX_IN_FLIGHT: usize = 256;
+/// holding one costs nothing but its connection. Reports waiting for their group commit do,
+/// and cost little, so the bound is well above the few thousand a fleet-wide change sets off
+/// at once at ten thousand sites (256 turned a fifth of them away, each to come back later).
+pub const MAX_IN_FLIGHT: usize = 2048;
 /// What a refused request is told to wait, in seconds.
 const RETRY_AFTER_SECONDS: &str = "2";
 
