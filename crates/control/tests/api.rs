@@ -40,6 +40,10 @@ fn keys() -> (Arc<Pki>, Arc<ManifestSigner>) {
 }
 
 async fn api() -> Api {
+    api_with_limit(http::MAX_IN_FLIGHT).await
+}
+
+async fn api_with_limit(in_flight: usize) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("atoll.db")).unwrap();
     let token = auth::generate();
@@ -61,7 +65,7 @@ async fn api() -> Api {
     );
     let agents = Agents::new(store, control.clone(), fleet, pki, signer);
     Api {
-        router: http::router(control, agents),
+        router: http::router_with_limit(control, agents, in_flight),
         token,
         _dir: dir,
     }
@@ -412,4 +416,40 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// Past the bound on requests worked on at once, requests are refused with 503 and a time to
+/// come back, not queued; health checks and the API document are always answered.
+#[tokio::test]
+async fn a_busy_control_plane_answers_503_with_retry_after() {
+    let api = api_with_limit(0).await;
+    for (method, path, body, auth) in [
+        ("GET", "/v1/sites", "", true),
+        ("POST", "/v1/enroll", "{}", false),
+        ("POST", "/v1/sites/s/reports", "{}", false),
+    ] {
+        let mut req = Request::builder().method(method).uri(path);
+        if auth {
+            req = req.header("authorization", format!("Bearer {}", api.token));
+        }
+        let response = api
+            .router
+            .clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(response.headers()["retry-after"], "2", "{path}");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"]["code"], "busy", "{path}");
+    }
+    assert_eq!(
+        api.call("GET", "/healthz", None, "", false).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call("GET", "/v1/openapi.json", None, "", false).await.0,
+        StatusCode::OK
+    );
 }

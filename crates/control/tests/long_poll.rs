@@ -103,6 +103,59 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
     assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
 }
 
+/// A control plane that starts on a store with manifests learns their revisions from it, since
+/// long-polls read the store only when the fleet says there is something newer.
+#[tokio::test]
+async fn after_a_restart_polls_are_answered_from_the_stored_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("atoll.db")).unwrap());
+    let control = ControlPlane::new(store.clone(), Arc::new(Fleet::default()), vault());
+    let app = "kind: Application\nname: a\nversion: '1'\nservices: [{ name: web, image: x }]\n---\nkind: Deployment\nname: d\napplication: a\nplacement: { sites: 'run == yes' }\n";
+    for text in [app.to_owned(), site("run: 'yes'")[0].text.clone()] {
+        let source = Source {
+            name: "a.yaml".into(),
+            text,
+        };
+        control.apply(&[source], false, "t").await.unwrap();
+    }
+    store
+        .put_host(HostRow {
+            id: "h1".into(),
+            site: "s1".into(),
+            hostname: "h1".into(),
+            inventory: "{}".into(),
+            cert_serial: "1".into(),
+            cert_expiry: "2099-01-01T00:00:00Z".into(),
+            enrolled_at: "2026-01-01T00:00:00Z".into(),
+            last_seen: None,
+            recipient: None,
+        })
+        .await
+        .unwrap();
+    let revision = store.manifest("s1").await.unwrap().unwrap().revision;
+    // What a restart does: a new fleet from the store.
+    let fleet = Arc::new(Fleet::from_store(store.as_ref()).await.unwrap());
+    let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
+    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
+    let control = ControlPlane::new(store.clone(), fleet.clone(), vault());
+    let agents = Agents::new(store.clone(), control, fleet, pki, signer);
+    let identity = AgentIdentity {
+        site: "s1".into(),
+        host: "h1".into(),
+    };
+    let fresh = tokio::time::timeout(
+        Duration::from_secs(5),
+        agents.poll_manifest(&identity, 0, Duration::from_secs(30)),
+    )
+    .await
+    .expect("a poll for an older revision waited");
+    assert!(matches!(fresh, Ok(Poll::Newer(_))), "{fresh:?}");
+    let current = agents
+        .poll_manifest(&identity, revision, Duration::from_millis(50))
+        .await;
+    assert!(matches!(current, Ok(Poll::NotModified)), "{current:?}");
+}
+
 #[tokio::test]
 async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,6 +25,7 @@ macro_rules! conformance_suite {
             join_tokens_are_used_up_and_expire,
             hosts_are_kept_and_listed,
             reports_are_stored_once_and_acknowledged,
+            concurrent_reports_and_enrollments_are_each_answered_exactly,
             rollouts_are_kept_with_the_snapshot_and_archived,
             secrets_and_settings_are_kept_with_their_bytes,
         );
@@ -436,6 +437,55 @@ pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
         3
     );
     assert_eq!(store.events("s", 2).await.unwrap().len(), 2);
+}
+
+/// Many hosts at once (a fleet coming back): every report gets its own acknowledgement, and a
+/// join token's uses are consumed exactly, however the backend batches the writes.
+pub async fn concurrent_reports_and_enrollments_are_each_answered_exactly(store: &dyn Store) {
+    let hosts = 40;
+    for i in 0..hosts {
+        store.put_host(host(&format!("h{i}"), "s")).await.unwrap();
+    }
+    store
+        .create_join_token(join_token("few", 5, "2027-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    let now = "2026-01-01T00:01:00Z";
+    let reports = (0..hosts).map(|i| {
+        let batches = (1..=i % 4 + 1)
+            .map(|seq| batch(seq, 1, Some(&format!("h{i}@{seq}"))))
+            .collect();
+        async move {
+            (
+                i,
+                store
+                    .record_report(&format!("h{i}"), "s", now, batches)
+                    .await
+                    .unwrap(),
+            )
+        }
+    });
+    let uses = (0..20).map(|_| async { store.use_join_token("hash-few", now).await.unwrap() });
+    let (acks, uses) = tokio::join!(
+        futures_util::future::join_all(reports),
+        futures_util::future::join_all(uses)
+    );
+    for (i, acked) in acks {
+        assert_eq!(acked, i % 4 + 1, "host h{i}");
+    }
+    assert_eq!(uses.iter().filter(|u| u.is_ok()).count(), 5);
+    assert!(
+        uses.iter()
+            .filter_map(|u| u.as_ref().err())
+            .all(|e| *e == TokenRefusal::UsedUp)
+    );
+    let statuses = store.host_statuses().await.unwrap();
+    assert_eq!(statuses.len(), hosts as usize);
+    for s in statuses {
+        let i: u64 = s.host[1..].parse().unwrap();
+        assert_eq!(s.status, format!("h{i}@{}", i % 4 + 1));
+    }
+    assert_eq!(store.events("s", 1000).await.unwrap().len(), 100);
 }
 
 pub async fn rollouts_are_kept_with_the_snapshot_and_archived(store: &dyn Store) {

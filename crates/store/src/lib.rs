@@ -9,6 +9,7 @@
 //! Backends: SQLite (embedded, the default). Every backend must pass the conformance suite in
 //! `conformance.rs`, written against the trait only.
 
+mod group;
 mod report;
 mod sqlite;
 

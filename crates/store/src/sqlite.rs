@@ -3,7 +3,9 @@
 //!
 //! rusqlite is synchronous; every call runs on tokio's blocking pool. One connection writes
 //! (SQLite allows one writer at a time anyway, and a single connection makes that queue explicit);
-//! a few more serve reads, which WAL lets run beside the writer.
+//! a few more serve reads, which WAL lets run beside the writer. Desired-state commits take the
+//! writer directly; the small writes of agent traffic share transactions through the group
+//! writer (`group.rs`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use crate::group::GroupWriter;
 use crate::{
     AppVersionRow, AuditRow, EventRow, HostRow, HostStatusRow, JoinTokenRow, ManifestHead,
     ManifestRow, ReportBatch, ReportCursor, ResourceRow, Result, RolloutRow, SecretHead, SecretRow,
@@ -28,6 +31,7 @@ const READERS: usize = 4;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
+    group: GroupWriter,
     readers: Arc<Vec<Mutex<Connection>>>,
 }
 
@@ -48,8 +52,10 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
+        let writer = Arc::new(Mutex::new(writer));
         Ok(SqliteStore {
-            writer: Arc::new(Mutex::new(writer)),
+            group: GroupWriter::start(writer.clone())?,
+            writer,
             readers: Arc::new(readers),
         })
     }
@@ -192,11 +198,8 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
         }
         Write::PutManifest(m) => {
             let stored: Option<i64> = tx
-                .query_row(
-                    "SELECT revision FROM manifests WHERE site = ?1",
-                    [&m.site],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT revision FROM manifests WHERE site = ?1")?
+                .query_row([&m.site], |r| r.get(0))
                 .optional()?;
             if let Some(stored) = stored.filter(|s| to_u64(*s) >= m.revision) {
                 return Err(StoreError::Corrupt(format!(
@@ -204,11 +207,11 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
                     m.site, m.revision
                 )));
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO manifests (site, revision, hash, body, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (site) DO UPDATE SET revision = ?2, hash = ?3, body = ?4, updated_at = ?5",
-                params![m.site, to_i64(m.revision), m.hash, m.body, m.updated_at],
-            )?;
+            )?
+            .execute(params![m.site, to_i64(m.revision), m.hash, m.body, m.updated_at])?;
         }
         Write::PutToken(t) => {
             tx.execute(
@@ -405,14 +408,15 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, at: &str, actor: &str, action: &str, detail: &str) -> Result<()> {
         let row = [at, actor, action, detail].map(str::to_owned);
-        self.write(move |conn| {
-            conn.execute(
-                "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![row[0], row[1], row[2], row[3]],
-            )?;
-            Ok(())
-        })
-        .await
+        self.group
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                    params![row[0], row[1], row[2], row[3]],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn rollouts(&self) -> Result<Vec<RolloutRow>> {
@@ -467,7 +471,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_join_token(&self, t: JoinTokenRow) -> Result<()> {
-        self.write(move |conn| {
+        self.group.write(move |conn| {
             conn.execute(
                 "INSERT INTO join_tokens (id, hash, site, uses_left, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![t.id, t.hash, t.site, t.uses_left, t.expires_at, t.created_at],
@@ -483,9 +487,8 @@ impl Store for SqliteStore {
         now: &str,
     ) -> Result<Result<JoinTokenRow, TokenRefusal>> {
         let (hash, now) = (hash.to_owned(), now.to_owned());
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let row = tx
+        self.group.write(move |conn| {
+            let row = conn
                 .query_row(
                     "SELECT id, hash, site, uses_left, expires_at, created_at FROM join_tokens WHERE hash = ?1",
                     [&hash],
@@ -507,19 +510,18 @@ impl Store for SqliteStore {
                 Some(t) if t.expires_at.as_str() <= now.as_str() => Err(TokenRefusal::Expired),
                 Some(t) if t.uses_left == 0 => Err(TokenRefusal::UsedUp),
                 Some(mut t) => {
-                    tx.execute("UPDATE join_tokens SET uses_left = uses_left - 1 WHERE id = ?1", [&t.id])?;
+                    conn.execute("UPDATE join_tokens SET uses_left = uses_left - 1 WHERE id = ?1", [&t.id])?;
                     t.uses_left -= 1;
                     Ok(t)
                 }
             };
-            tx.commit()?;
             Ok(outcome)
         })
         .await
     }
 
     async fn put_host(&self, h: HostRow) -> Result<()> {
-        self.write(move |conn| {
+        self.group.write(move |conn| {
             conn.execute(
                 &format!("INSERT OR REPLACE INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
                 params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen, h.recipient],
@@ -573,10 +575,10 @@ impl Store for SqliteStore {
         batches: Vec<ReportBatch>,
     ) -> Result<u64> {
         let (host, site, now) = (host.to_owned(), site.to_owned(), now.to_owned());
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let stored: Option<(i64, String)> = tx
-                .query_row("SELECT seq, status FROM host_status WHERE host = ?1", [&host], |r| Ok((r.get(0)?, r.get(1)?)))
+        self.group.write(move |conn| {
+            let stored: Option<(i64, String)> = conn
+                .prepare_cached("SELECT seq, status FROM host_status WHERE host = ?1")?
+                .query_row([&host], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let (seq, mut status) = stored.map_or((0, String::from("{}")), |(s, st)| (to_u64(s), st));
             let mut cursor = ReportCursor::new(seq);
@@ -585,23 +587,23 @@ impl Store for SqliteStore {
                     continue;
                 }
                 for (idx, (at, kind, message)) in batch.events.into_iter().enumerate() {
-                    tx.execute(
+                    conn.prepare_cached(
                         "INSERT OR IGNORE INTO events (host, seq, idx, site, at, kind, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![host, to_i64(batch.seq), idx as i64, site, at, kind, message],
-                    )?;
+                    )?
+                    .execute(params![host, to_i64(batch.seq), idx as i64, site, at, kind, message])?;
                 }
                 if let Some(s) = batch.status {
                     status = s;
                 }
             }
             let seq = cursor.acked();
-            tx.execute(
+            conn.prepare_cached(
                 "INSERT INTO host_status (host, site, seq, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (host) DO UPDATE SET site = ?2, seq = ?3, status = ?4, updated_at = ?5",
-                params![host, site, to_i64(seq), status, now],
-            )?;
-            tx.execute("UPDATE hosts SET last_seen = ?2 WHERE id = ?1", params![host, now])?;
-            tx.commit()?;
+            )?
+            .execute(params![host, site, to_i64(seq), status, now])?;
+            conn.prepare_cached("UPDATE hosts SET last_seen = ?2 WHERE id = ?1")?
+                .execute(params![host, now])?;
             Ok(seq)
         })
         .await
@@ -707,20 +709,6 @@ fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
 
 const HOST_COLUMNS: &str =
     "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen, recipient";
-
-impl SqliteStore {
-    async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let writer = self.writer.clone();
-        blocking(move || {
-            let mut conn = writer.lock().map_err(|_| poisoned())?;
-            f(&mut conn)
-        })
-        .await
-    }
-}
 
 #[cfg(test)]
 mod tests {

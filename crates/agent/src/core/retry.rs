@@ -48,9 +48,27 @@ impl Backoff {
     }
 }
 
+/// How long to wait when the control plane answered 503 with `Retry-After`: that long and up
+/// to as long again, so that the sites it turned away at the same moment do not come back at
+/// the same moment.
+pub fn after_busy(retry_after: Duration, rng: &mut impl Rng) -> Duration {
+    let millis = u64::try_from(retry_after.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_millis(rng.gen_range(millis..=millis.saturating_mul(2)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_answer_is_honoured_with_jitter() {
+        for _ in 0..100 {
+            let wait = after_busy(Duration::from_secs(2), &mut rand::thread_rng());
+            assert!(wait >= Duration::from_secs(2) && wait <= Duration::from_secs(4));
+        }
+    }
 
     #[test]
     fn grows_to_the_cap_with_jitter_and_resets() {

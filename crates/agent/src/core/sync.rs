@@ -32,8 +32,10 @@ pub enum Polled {
     Accepted,
     /// A manifest this agent refused (signature, site or revision).
     Refused,
-    /// No answer: connection failed, timed out, or the control plane was overloaded (5xx, 429).
+    /// No answer: connection failed, timed out, or the control plane failed (5xx, 429).
     Unreachable,
+    /// The control plane is busy (503): try again after `Retry-After`, with jitter.
+    Busy(Duration),
     /// The control plane refused the request (4xx other than 429).
     Rejected,
 }
@@ -53,6 +55,11 @@ pub fn pause_after(polled: Polled, backoff: &mut Backoff, rng: &mut impl Rng) ->
             Some(backoff.next(rng))
         }
         Polled::Unreachable => Some(backoff.next(rng)),
+        // An answer, even a busy one, says the control plane is there: the backoff starts over.
+        Polled::Busy(retry_after) => {
+            backoff.reset();
+            Some(super::retry::after_busy(retry_after, rng))
+        }
         Polled::Rejected => Some(backoff.next(rng).max(REFUSED_PAUSE)),
     }
 }
@@ -60,6 +67,19 @@ pub fn pause_after(polled: Polled, backoff: &mut Backoff, rng: &mut impl Rng) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_control_plane_is_waited_out_as_it_asked_and_the_backoff_starts_over() {
+        let rng = &mut rand::thread_rng();
+        let mut backoff = Backoff::agent();
+        for _ in 0..5 {
+            pause_after(Polled::Unreachable, &mut backoff, rng);
+        }
+        let pause = pause_after(Polled::Busy(Duration::from_secs(3)), &mut backoff, rng).unwrap();
+        assert!(pause >= Duration::from_secs(3) && pause <= Duration::from_secs(6));
+        let next = pause_after(Polled::Unreachable, &mut backoff, rng).unwrap();
+        assert!(next <= Duration::from_secs(1), "{next:?}");
+    }
 
     #[test]
     fn only_a_newer_revision_replaces_the_applied_one() {

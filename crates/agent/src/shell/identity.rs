@@ -32,6 +32,8 @@ const CERT_FILE: &str = "host-cert.pem";
 const CA_FILE: &str = "ca.pem";
 /// The X25519 key secrets are sealed to, base64.
 const SEALING_KEY_FILE: &str = "sealing-key";
+/// How long an enrollment or a renewal may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the agent keeps about itself, besides the key and certificates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,7 +147,7 @@ impl Identity {
                 provider: provider(),
             }))
             .with_no_client_auth();
-        let http = http_client(tls, Duration::from_secs(30))?;
+        let http = http_client(tls)?;
         let request = EnrollRequest {
             token: token.to_string(),
             csr_pem: csr,
@@ -157,6 +159,7 @@ impl Identity {
             reqwest::Method::POST,
             &format!("{}/v1/enroll", url.trim_end_matches('/')),
             Some(&request),
+            REQUEST_TIMEOUT,
         )
         .await?
         .ok_or_else(|| {
@@ -224,8 +227,9 @@ impl Identity {
     }
 
     /// An HTTPS client that presents this host's certificate and trusts only the control
-    /// plane's CA. `timeout` bounds each request (long-polls need more than their wait).
-    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, AgentError> {
+    /// plane's CA. Each request says how long it may take (long-polls need more than their
+    /// wait).
+    pub fn client(&self) -> Result<reqwest::Client, AgentError> {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             let cert = cert.map_err(|e| AgentError::Local(format!("ca.pem: {e}")))?;
@@ -244,7 +248,7 @@ impl Identity {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .map_err(|e| AgentError::Local(format!("host certificate: {e}")))?;
-        http_client(tls, timeout)
+        http_client(tls)
     }
 
     /// When a third of the certificate's life is left, or less: well before expiry, so that a
@@ -280,10 +284,11 @@ impl Identity {
             self.control_url, self.site, self.host
         );
         let response: RenewResponse = super::client::send(
-            &self.client(Duration::from_secs(30))?,
+            &self.client()?,
             reqwest::Method::POST,
             &url,
             Some(&request),
+            REQUEST_TIMEOUT,
         )
         .await?
         .ok_or_else(|| {
@@ -375,14 +380,14 @@ fn certificate_request(key: &rcgen::KeyPair) -> Result<String, AgentError> {
         .map_err(|e| AgentError::Local(format!("cannot make a certificate request: {e}")))
 }
 
-fn http_client(
-    tls: rustls::ClientConfig,
-    timeout: Duration,
-) -> Result<reqwest::Client, AgentError> {
+/// The agent's HTTP client. HTTP/2 when the control plane offers it: the manifest long-poll
+/// and the reports then share one connection, so a site costs the control plane one
+/// connection (and one handshake) instead of two.
+fn http_client(mut tls: rustls::ClientConfig) -> Result<reqwest::Client, AgentError> {
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(Duration::from_secs(10))
-        .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .map_err(|e| AgentError::Local(format!("HTTP client: {e}")))

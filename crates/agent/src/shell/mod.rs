@@ -40,6 +40,9 @@ pub enum AgentError {
     /// The control plane could not be reached, or failed; try again later.
     #[error("control plane unreachable: {0}")]
     Unreachable(String),
+    /// The control plane is shedding load and asked to be asked again after this long.
+    #[error("the control plane is busy; asked to retry in {} s", retry_after.as_secs())]
+    Busy { retry_after: Duration },
     /// The control plane said no.
     #[error("refused by the control plane ({status}): {message}")]
     Refused { status: u16, message: String },
@@ -115,7 +118,20 @@ pub async fn run(
                     version: runtime.version,
                 },
             );
-            let identity = Identity::enroll(dir, url, &token, inventory).await?;
+            let identity = loop {
+                match Identity::enroll(dir, url, &token, inventory.clone()).await {
+                    Err(AgentError::Busy { retry_after }) => {
+                        let pause =
+                            crate::core::retry::after_busy(retry_after, &mut rand::thread_rng());
+                        tracing::info!(?pause, "the control plane is busy; enrolling later");
+                        tokio::select! {
+                            _ = shutdown.changed() => return Ok(()),
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                    other => break other?,
+                }
+            };
             tracing::info!(site = %identity.site, host = %identity.host, "enrolled");
             identity
         }
@@ -138,7 +154,7 @@ pub async fn run(
     )?));
     let report_ready = Arc::new(Notify::new());
     let refused = Arc::new(Mutex::new(None));
-    let session = Arc::new(Session::new(identity, config.poll_wait)?);
+    let session = Arc::new(Session::new(identity)?);
     let (probe_targets, targets) = watch::channel(Vec::new());
     let health = prober::HealthBook::default();
     let health_changed = Arc::new(Notify::new());

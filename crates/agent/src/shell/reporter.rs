@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
+use super::AgentError;
 use super::outbox::Outbox;
 use super::session::Session;
 use crate::core::outbox::BATCH_LIMIT;
-use crate::core::retry::Backoff;
+use crate::core::retry::{self, Backoff};
 
 pub struct Reporter {
     pub session: Arc<Session>,
@@ -52,6 +53,13 @@ impl Reporter {
                             highest,
                             "the control plane stored fewer reports than were sent"
                         );
+                    }
+                }
+                Err(AgentError::Busy { retry_after }) => {
+                    // Asked to wait: a new batch does not cut this short.
+                    tokio::select! {
+                        _ = self.shutdown.changed() => return,
+                        _ = tokio::time::sleep(retry::after_busy(retry_after, &mut rand::thread_rng())) => {}
                     }
                 }
                 Err(e) => {

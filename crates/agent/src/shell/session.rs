@@ -1,5 +1,5 @@
-//! The agent's authenticated link to the control plane: its identity and the HTTPS clients
-//! that present it. Renewing the certificate swaps both at once; requests in flight finish on
+//! The agent's authenticated link to the control plane: its identity and the HTTPS client
+//! that presents it. Renewing the certificate swaps both at once; requests in flight finish on
 //! the old ones.
 
 use std::sync::{Arc, RwLock};
@@ -14,14 +14,17 @@ use super::identity::Identity;
 
 struct Link {
     identity: Arc<Identity>,
-    /// For long-polls: its timeout is the poll's wait plus a margin.
-    poll: reqwest::Client,
-    short: reqwest::Client,
+    /// One client, so that over HTTP/2 the long-poll and the reports share a connection.
+    http: reqwest::Client,
 }
+
+/// How long a report may take.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a long-poll may take beyond its wait.
+const POLL_MARGIN: Duration = Duration::from_secs(30);
 
 pub struct Session {
     link: RwLock<Arc<Link>>,
-    poll_wait: Duration,
 }
 
 impl std::fmt::Debug for Session {
@@ -33,17 +36,15 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub fn new(identity: Identity, poll_wait: Duration) -> Result<Session, AgentError> {
+    pub fn new(identity: Identity) -> Result<Session, AgentError> {
         Ok(Session {
-            link: RwLock::new(Arc::new(Self::link(identity, poll_wait)?)),
-            poll_wait,
+            link: RwLock::new(Arc::new(Self::link(identity)?)),
         })
     }
 
-    fn link(identity: Identity, poll_wait: Duration) -> Result<Link, AgentError> {
+    fn link(identity: Identity) -> Result<Link, AgentError> {
         Ok(Link {
-            poll: identity.client(poll_wait + Duration::from_secs(30))?,
-            short: identity.client(Duration::from_secs(30))?,
+            http: identity.client()?,
             identity: Arc::new(identity),
         })
     }
@@ -71,7 +72,7 @@ impl Session {
             id.site,
             wait.as_secs()
         );
-        send::<(), SignedManifest>(&link.poll, Method::GET, &url, None).await
+        send::<(), SignedManifest>(&link.http, Method::GET, &url, None, wait + POLL_MARGIN).await
     }
 
     /// Sends batches; returns the highest sequence number the control plane has stored.
@@ -80,10 +81,11 @@ impl Session {
         let id = &link.identity;
         let url = format!("{}/v1/sites/{}/reports", id.control_url, id.site);
         let ack: Option<ReportAck> = send(
-            &link.short,
+            &link.http,
             Method::POST,
             &url,
             Some(&ReportRequest { batches }),
+            REPORT_TIMEOUT,
         )
         .await?;
         ack.map(|a| a.acked)
@@ -98,7 +100,7 @@ impl Session {
         }
         let mut identity = (*link.identity).clone();
         identity.renew().await?;
-        let fresh = Arc::new(Self::link(identity, self.poll_wait)?);
+        let fresh = Arc::new(Self::link(identity)?);
         *self.link.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(true)
     }

@@ -63,6 +63,7 @@ impl Sync {
                         }
                     }
                 }
+                Err(AgentError::Busy { retry_after }) => Polled::Busy(retry_after),
                 Err(AgentError::Unreachable(e)) => {
                     if !offline {
                         tracing::warn!(error = %e, "control plane unreachable; carrying on with the kept manifest");

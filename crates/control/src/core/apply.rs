@@ -9,7 +9,7 @@ use atoll_spec::{Diagnostic, Document, Kind, Origin, Resource};
 use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, RolloutRow, SecretRow, Write};
 use serde_json::Value;
 
-use super::compile::{compile_site, content_hash, diagnostics};
+use super::compile::{Templates, compile_site_with, content_hash, diagnostics};
 use super::revision;
 use super::rollout::{self, Command, Event, Phase, Rollout, settled_version};
 use super::secrets::SecretMeta;
@@ -569,11 +569,12 @@ fn check_references(
 fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) -> Vec<Manifest> {
     let mut changed = Vec::new();
     let mut failed = Vec::new();
+    let mut templates = Templates::default();
     for entry in next.sites.values() {
         let site = &entry.value;
         let placements = next.placements(site, versions);
         let hosts = next.hosts.get(&site.name).map_or(&[][..], Vec::as_slice);
-        match compile_site(site, &placements, &next.secrets, hosts) {
+        match compile_site_with(&mut templates, site, &placements, &next.secrets, hosts) {
             Err(mut e) => failed.append(&mut e),
             Ok(mut content) => {
                 content.prefetch = prefetch(next, versions, &site.name);

@@ -23,15 +23,47 @@ pub struct Placement<'a> {
     pub application: &'a Application,
 }
 
+/// The templates of one compile, each parsed once however many sites render it: a fleet-wide
+/// apply renders the same few templates for every site, and parsing them (and making the
+/// environment) for each site was most of an apply's time at ten thousand sites.
+pub struct Templates<'a> {
+    env: minijinja::Environment<'a>,
+}
+
+impl std::fmt::Debug for Templates<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates").finish_non_exhaustive()
+    }
+}
+
+impl Default for Templates<'_> {
+    fn default() -> Self {
+        Templates {
+            env: atoll_spec::template::environment(),
+        }
+    }
+}
+
 /// Compiles one site's manifest content. `placements` may come in any order; `secrets` is
-/// every secret's bookkeeping (no value: the values are sealed when the site asks).
+/// every secret's bookkeeping (no value: the values are sealed when the site asks); `hosts` are
+/// the facts of the site's enrolled hosts.
 pub fn compile_site(
     site: &Site,
     placements: &[Placement<'_>],
     secrets: &BTreeMap<String, SecretMeta>,
     hosts: &[HostFacts],
 ) -> Result<ManifestContent, Vec<RenderError>> {
-    let env = atoll_spec::template::environment();
+    compile_site_with(&mut Templates::default(), site, placements, secrets, hosts)
+}
+
+/// [`compile_site`] with templates shared across the sites of one compile.
+pub fn compile_site_with<'a>(
+    templates: &mut Templates<'a>,
+    site: &Site,
+    placements: &[Placement<'a>],
+    secrets: &BTreeMap<String, SecretMeta>,
+    hosts: &[HostFacts],
+) -> Result<ManifestContent, Vec<RenderError>> {
     let mut errors = Vec::new();
     let mut applications = Vec::with_capacity(placements.len());
     for p in placements {
@@ -39,8 +71,8 @@ pub fn compile_site(
         let mut services = Vec::with_capacity(app.services.len());
         for (i, service) in app.services.iter().enumerate() {
             let ctx = context(site, hosts, p.deployment, app, service);
-            let mut render = |template: &Template, field: &str| -> String {
-                match render_one(&env, template, &ctx) {
+            let mut render = |template: &'a Template, field: &str| -> String {
+                match render_one(templates, template, &ctx) {
                     Ok(text) => text,
                     Err(problem) => {
                         errors.push(RenderError {
@@ -171,18 +203,30 @@ pub enum Problem {
     },
 }
 
-fn render_one(
-    env: &minijinja::Environment<'static>,
-    template: &Template,
+fn render_one<'a>(
+    templates: &mut Templates<'a>,
+    template: &'a Template,
     ctx: &Value,
 ) -> Result<String, Problem> {
     if template.is_literal() {
         return Ok(template.source.clone());
     }
-    let compiled = env
-        .template_from_str(&template.source)
+    let source = template.source.as_str();
+    // A template is known by its text: the same text is the same template.
+    if templates.env.get_template(source).is_err() {
+        templates
+            .env
+            .add_template(source, source)
+            .map_err(|e| Problem::Other {
+                message: e.detail().unwrap_or("syntax error").to_owned(),
+                line: e.line(),
+            })?;
+    }
+    let compiled = templates
+        .env
+        .get_template(source)
         .map_err(|e| Problem::Other {
-            message: e.detail().unwrap_or("syntax error").to_owned(),
+            message: e.detail().map_or_else(|| e.to_string(), str::to_owned),
             line: e.line(),
         })?;
     compiled.render(minijinja::value::Serde(ctx)).map_err(|e| {
@@ -361,6 +405,38 @@ placement:
                 .collect(),
             variables: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn templates_shared_across_sites_render_each_site_its_own_values() {
+        let (app, dep) = parts(APP);
+        let placements = [Placement {
+            deployment: &dep,
+            application: &app,
+        }];
+        let mut templates = Templates::default();
+        for (name, id) in [
+            ("store-1", "0001"),
+            ("store-2", "0002"),
+            ("store-3", "0003"),
+        ] {
+            let s = site(name, &[("store_id", id)]);
+            let shared =
+                compile_site_with(&mut templates, &s, &placements, &BTreeMap::new(), &[]).unwrap();
+            assert_eq!(shared, compile(&s, &placements).unwrap());
+            assert_eq!(shared.applications[0].services[0].env["STORE_ID"], id);
+        }
+        // A site missing a label fails alone, and the next one still renders.
+        let missing = compile_site_with(
+            &mut templates,
+            &site("store-4", &[]),
+            &placements,
+            &BTreeMap::new(),
+            &[],
+        );
+        assert!(missing.is_err());
+        let s = site("store-5", &[("store_id", "0005")]);
+        assert!(compile_site_with(&mut templates, &s, &placements, &BTreeMap::new(), &[]).is_ok());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The control plane's side of the agent protocol: join tokens, enrollment, certificate
 //! renewal, manifest long-polls and reports; and the fleet views built from them.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use atoll_api::Manifest;
@@ -45,6 +45,10 @@ pub struct Agents {
     signer: Arc<ManifestSigner>,
     /// Told of every stored report, so running rollouts look at it at once.
     reported: Arc<tokio::sync::Notify>,
+    /// Hosts known to be enrolled, and their site, so that authorizing an agent's request
+    /// reads the store only for a host not seen since start. An entry cannot go stale: a host
+    /// never changes site and is never removed.
+    enrolled: Arc<RwLock<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for Agents {
@@ -75,7 +79,15 @@ impl Agents {
             pki,
             signer,
             reported: Arc::new(tokio::sync::Notify::new()),
+            enrolled: Arc::default(),
         }
+    }
+
+    fn remember_enrolled(&self, identity: &AgentIdentity) {
+        self.enrolled
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(identity.host.clone(), identity.site.clone());
     }
 
     pub async fn create_token(
@@ -225,6 +237,7 @@ impl Agents {
                 &format!("host {} joined site {}", identity.host, identity.site),
             )
             .await?;
+        self.remember_enrolled(&identity);
         self.fleet.seen(&identity.host, &identity.site);
         // A template reading the site's hosts sees this one in the next manifest. The host is
         // enrolled either way: a template failing for it is said, not a refusal.
@@ -268,8 +281,19 @@ impl Agents {
                 )
             )));
         }
+        let known = self
+            .enrolled
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&identity.host)
+            .is_some_and(|s| *s == identity.site);
+        if known {
+            self.fleet.seen(&identity.host, &identity.site);
+            return Ok(());
+        }
         match self.store.host(&identity.host).await? {
             Some(h) if h.site == identity.site => {
+                self.remember_enrolled(identity);
                 self.fleet.seen(&identity.host, &identity.site);
                 Ok(())
             }
@@ -316,7 +340,8 @@ impl Agents {
     }
 
     /// Answers at once if the site's manifest is newer than `have`, else when it becomes newer,
-    /// else after `wait` with "not modified".
+    /// else after `wait` with "not modified". The fleet knows every site's current revision, so
+    /// a poll reads the store only when there is something newer to send.
     pub async fn poll_manifest(
         &self,
         identity: &AgentIdentity,
@@ -329,15 +354,33 @@ impl Agents {
         loop {
             // Mark the current value seen before reading the store, so a commit landing between
             // the read and the wait still wakes this poll.
-            changes.borrow_and_update();
-            if let Some(row) = self.store.manifest(&identity.site).await?
-                && revision::answers(row.revision, have)
-            {
-                let mut manifest: Manifest = serde_json::from_str(&row.body).map_err(|e| {
-                    StoreError::Corrupt(format!("manifest of site {}: {e}", identity.site))
-                })?;
-                self.seal_secrets(&mut manifest).await?;
-                return Ok(Poll::Newer(self.signer.sign(&manifest)));
+            let current = *changes.borrow_and_update();
+            if revision::answers(current, have) {
+                // The manifest a commit just published is in memory; the store is read only
+                // for one committed before this process started.
+                let (revision, body) = match self.fleet.manifest(&identity.site) {
+                    Some((revision, body)) if revision >= current => (revision, body),
+                    _ => self
+                        .store
+                        .manifest(&identity.site)
+                        .await?
+                        .map_or((0, Arc::from("")), |row| {
+                            (row.revision, Arc::from(row.body))
+                        }),
+                };
+                if revision::answers(revision, have) {
+                    // The body is the manifest's JSON as the compiler serialized it, so it is
+                    // signed as it is, unless it reads secrets: those are sealed to the site's
+                    // hosts now and travel with it.
+                    if !body.contains("\"secrets\":") {
+                        return Ok(Poll::Newer(self.signer.sign_payload(body.to_string())));
+                    }
+                    let mut manifest: Manifest = serde_json::from_str(&body).map_err(|e| {
+                        StoreError::Corrupt(format!("manifest of site {}: {e}", identity.site))
+                    })?;
+                    self.seal_secrets(&mut manifest).await?;
+                    return Ok(Poll::Newer(self.signer.sign(&manifest)));
+                }
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,

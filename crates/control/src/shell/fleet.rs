@@ -1,11 +1,13 @@
 //! What the control plane knows, in memory, about agents right now: which manifest revision
 //! each site should have (so waiting long-polls wake the moment it changes, without polling the
-//! store), and which hosts are in touch.
+//! store), the manifests committed since start (so the long-polls a commit wakes, every site at
+//! once after a fleet-wide change, do not all read the store), and which hosts are in touch.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use atoll_store::{Store, StoreError};
 use tokio::sync::watch;
 
 use crate::core;
@@ -17,6 +19,8 @@ const CONNECTED_GRACE: Duration = Duration::from_secs(45);
 #[derive(Debug)]
 pub struct Fleet {
     revisions: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Each site's newest manifest committed by this process: revision and body.
+    manifests: Mutex<HashMap<String, (u64, Arc<str>)>>,
     presence: Mutex<HashMap<String, Presence>>,
     /// When this control plane started: presence is only known from then on.
     started: Instant,
@@ -26,6 +30,7 @@ impl Default for Fleet {
     fn default() -> Fleet {
         Fleet {
             revisions: Mutex::default(),
+            manifests: Mutex::default(),
             presence: Mutex::default(),
             started: Instant::now(),
         }
@@ -40,6 +45,16 @@ struct Presence {
 }
 
 impl Fleet {
+    /// A fleet that knows every stored manifest's revision, as a starting control plane must:
+    /// long-polls read the store only when the fleet says there is something newer.
+    pub async fn from_store(store: &dyn Store) -> Result<Fleet, StoreError> {
+        let fleet = Fleet::default();
+        for head in store.snapshot().await?.manifests {
+            fleet.publish(&head.site, head.revision);
+        }
+        Ok(fleet)
+    }
+
     /// A site's manifest is now at `revision`: wake everyone waiting for it.
     pub fn publish(&self, site: &str, revision: u64) {
         let mut revisions = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
@@ -57,6 +72,25 @@ impl Fleet {
                 revisions.insert(site.to_owned(), watch::channel(revision).0);
             }
         }
+    }
+
+    /// A site's manifest was committed at `revision` with `body`: keep it, and wake everyone
+    /// waiting for it.
+    pub fn publish_manifest(&self, site: &str, revision: u64, body: Arc<str>) {
+        {
+            let mut manifests = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+            let newer = manifests.get(site).is_none_or(|(r, _)| *r < revision);
+            if newer {
+                manifests.insert(site.to_owned(), (revision, body));
+            }
+        }
+        self.publish(site, revision);
+    }
+
+    /// The site's newest manifest committed by this process, if any: revision and body.
+    pub fn manifest(&self, site: &str) -> Option<(u64, Arc<str>)> {
+        let manifests = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
+        manifests.get(site).cloned()
     }
 
     /// A receiver that changes whenever the site's revision grows.
@@ -153,6 +187,16 @@ mod tests {
         assert_eq!(*rx.borrow_and_update(), 2);
         fleet.publish("s", 1);
         assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_published_manifest_is_kept_until_a_newer_one() {
+        let fleet = Fleet::default();
+        assert!(fleet.manifest("s").is_none());
+        fleet.publish_manifest("s", 2, Arc::from("two"));
+        fleet.publish_manifest("s", 1, Arc::from("one"));
+        assert_eq!(fleet.manifest("s"), Some((2, Arc::from("two"))));
+        assert_eq!(*fleet.watch("s").borrow(), 2);
     }
 
     #[test]

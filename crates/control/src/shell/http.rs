@@ -3,6 +3,8 @@
 //! Handlers take their inputs as `Result`s of extraction and map every rejection themselves,
 //! so a malformed request gets a JSON error naming what to fix, never axum's plain text.
 
+use std::sync::Arc;
+
 use atoll_api::{ApplyRequest, ErrorBody, ErrorInfo, List, MAX_BODY_BYTES};
 use atoll_spec::{Diagnostic, Kind, Source, names::check_name};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -15,6 +17,7 @@ use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use super::agent_api;
 use super::agents::Agents;
@@ -113,16 +116,34 @@ pub(super) struct AppState {
 #[derive(Debug, Clone, Default)]
 pub struct Peer(pub Option<AgentIdentity>);
 
+/// Requests that may be worked on at once. Past this, a request is refused at once with 503 and
+/// `Retry-After` (agents wait that long, with jitter) rather than queued: under a storm (every
+/// site enrolling, or reconnecting after an outage) the control plane keeps answering quickly
+/// instead of collapsing under a queue it cannot serve in time. Waiting long-polls do not count:
+/// holding one costs nothing but its connection. Reports waiting for their group commit do,
+/// and cost little, so the bound is well above the few thousand a fleet-wide change sets off
+/// at once at ten thousand sites (256 turned a fifth of them away, each to come back later).
+pub const MAX_IN_FLIGHT: usize = 2048;
+/// What a refused request is told to wait, in seconds.
+const RETRY_AFTER_SECONDS: &str = "2";
+
 /// The user API, with authentication, limits and error mapping applied.
 pub fn router(control: ControlPlane, agents: Agents) -> Router {
+    router_with_limit(control, agents, MAX_IN_FLIGHT)
+}
+
+/// [`router`] with another bound on the requests worked on at once.
+pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize) -> Router {
     let state = AppState { control, agents };
+    let in_flight = Arc::new(Semaphore::new(in_flight));
     let agent = Router::new()
         .route("/v1/sites/{name}/reports", post(agent_api::report))
         .route(
             "/v1/sites/{name}/hosts/{host}/certificate",
             post(agent_api::renew),
         )
-        .route_layer(middleware::from_fn(agent_api::require_agent));
+        .route_layer(middleware::from_fn(agent_api::require_agent))
+        .route("/v1/enroll", post(agent_api::enroll));
     let user = Router::new()
         .route("/v1/apply", post(apply))
         .route("/v1/sites", get(list_sites))
@@ -169,9 +190,10 @@ pub fn router(control: ControlPlane, agents: Agents) -> Router {
             get(|| async { Json(openapi::document()) }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/v1/enroll", post(agent_api::enroll))
-        .merge(user)
-        .merge(agent)
+        .merge(
+            user.merge(agent)
+                .route_layer(middleware::from_fn_with_state(in_flight, limit)),
+        )
         .merge(either)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -247,6 +269,24 @@ fn with_close(error: ApiError) -> Response {
         header::HeaderValue::from_static("close"),
     );
     response
+}
+
+/// Lets a request through if fewer than the limit are being worked on, else answers 503.
+async fn limit(State(in_flight): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = in_flight.try_acquire() else {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the control plane is busy; retry after the time in Retry-After",
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+        return response;
+    };
+    next.run(req).await
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {

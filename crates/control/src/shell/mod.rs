@@ -147,7 +147,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr: config.listen,
         source,
     })?;
-    let fleet = Arc::new(Fleet::default());
+    let fleet = Arc::new(Fleet::from_store(store.as_ref()).await?);
     let control = ControlPlane::new(store.clone(), fleet.clone(), Arc::new(vault));
     let agents = Agents::new(
         store,

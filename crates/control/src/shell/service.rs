@@ -4,7 +4,7 @@
 //! would refuse a lost race anyway; the lock only avoids wasted work), and retried when another
 //! writer committed in between.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use atoll_api::{
@@ -95,12 +95,27 @@ impl ControlPlane {
         writes: Vec<atoll_store::Write>,
         manifests: &[atoll_api::ManifestChange],
     ) -> Result<u64, StoreError> {
+        let bodies: HashMap<(String, u64), Arc<str>> = writes
+            .iter()
+            .filter_map(|w| match w {
+                atoll_store::Write::PutManifest(row) => Some((
+                    (row.site.clone(), row.revision),
+                    Arc::from(row.body.as_str()),
+                )),
+                _ => None,
+            })
+            .collect();
         let version = self.store.commit(base, writes).await?;
         // What templates read may have changed: the next load says again.
         self.templates_read_hosts
             .store(true, std::sync::atomic::Ordering::Relaxed);
         for m in manifests {
-            self.fleet.publish(&m.site, m.revision);
+            match bodies.get(&(m.site.clone(), m.revision)) {
+                Some(body) => self
+                    .fleet
+                    .publish_manifest(&m.site, m.revision, body.clone()),
+                None => self.fleet.publish(&m.site, m.revision),
+            }
         }
         Ok(version)
     }

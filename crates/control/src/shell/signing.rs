@@ -50,7 +50,12 @@ impl ManifestSigner {
 
     pub fn sign(&self, manifest: &Manifest) -> SignedManifest {
         // A manifest is plain data: serializing it cannot fail.
-        let payload = serde_json::to_string(manifest).unwrap_or_default();
+        self.sign_payload(serde_json::to_string(manifest).unwrap_or_default())
+    }
+
+    /// Signs a manifest already serialized, as the store keeps it: sending a stored manifest
+    /// needs no parsing and serializing again.
+    pub fn sign_payload(&self, payload: String) -> SignedManifest {
         let signature = self.key.sign(payload.as_bytes());
         SignedManifest {
             payload,

@@ -220,6 +220,11 @@ impl Pki {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.server_chain.clone(), self.server_key.clone_key())?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Agents reconnecting (after a restart of either side, or for a report once their idle
+        // connection closed) resume their session with a ticket instead of a full handshake
+        // with certificate checks. Tickets are stateless, so ten thousand sites cost no memory
+        // here; the resumed session keeps the client certificate, so identities hold.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
         Ok(Arc::new(config))
     }
 }

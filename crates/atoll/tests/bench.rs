@@ -1,0 +1,40 @@
+//! `atoll bench sites` end to end, small: twenty virtual sites against a control plane the
+//! command starts itself, and every figure the scale targets are about printed.
+
+use std::process::Command;
+
+#[test]
+fn a_small_fleet_bench_prints_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args(["bench", "sites", "--count", "20", "--changes", "2"])
+        .args(["--steady", "3s", "--poll-wait", "1s", "--data-dir"])
+        .arg(dir.path().join("control"))
+        .env("ATOLL_LOG", "warn")
+        .env_remove("ATOLL_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for figure in [
+        "enrollment: 20 sites in",
+        "propagation, change 1: apply answered in",
+        "propagation, change 2: apply answered in",
+        "p50",
+        "p99",
+        "control plane at steady state:",
+        "% of one core, RSS",
+        "requests per second served at steady state:",
+        "KB per site per hour",
+        "summary for 20 sites",
+    ] {
+        assert!(
+            stdout.contains(figure),
+            "{figure:?} missing from:\n{stdout}"
+        );
+    }
+}
