@@ -93,10 +93,16 @@ fn main() -> ExitCode {
         Command::Control(_) | Command::Dev(_) | Command::Agent(_)
     );
     init_tracing(if serving { "info" } else { "warn" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The edge agent mostly waits (a long-poll, a reconcile pass every few seconds): one thread
+    // serves it, and each thread more costs resident memory (its stack, its malloc arena) on
+    // hosts where the agent should weigh next to nothing (14.5 MB idle, against 15.2 MB on the
+    // multi-threaded runtime).
+    let mut builder = if matches!(cli.command, Command::Agent(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

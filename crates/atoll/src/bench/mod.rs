@@ -106,9 +106,9 @@ async fn sites(args: SitesArgs) -> Result<()> {
             "warning: --steady shorter than two --poll-wait sees too few long-polls end for the idle figures to mean much"
         );
     }
-    // Each site holds one connection, and the control plane the other end; twice that leaves
-    // room for reconnections.
-    let wanted = u64::try_from(n).unwrap_or(u64::MAX) * 2 + 1024;
+    // Each site holds one connection, and the control plane the other end; enrollments under
+    // way and reconnections need a few more.
+    let wanted = u64::try_from(n).unwrap_or(u64::MAX) + 2048;
     let open_files = raise_open_files(wanted);
     if open_files < wanted {
         eprintln!(

@@ -247,6 +247,11 @@ async fn serve(
                 }
             },
         };
+        // Answers are small and must leave at once: a manifest's headers and body must not wait
+        // for the acknowledgement of the previous segment.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot disable Nagle's algorithm");
+        }
         let (tls, router) = (tls.clone(), router.clone());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
