@@ -28,6 +28,21 @@ fn renewal(csr: &str) -> RenewRequest {
     }
 }
 
+/// Host h1 of site s1, with this certificate serial and expiry.
+fn host_row(serial: &str, expiry: &str) -> HostRow {
+    HostRow {
+        id: "h1".into(),
+        site: "s1".into(),
+        hostname: "h1".into(),
+        inventory: "{}".into(),
+        cert_serial: serial.into(),
+        cert_expiry: expiry.into(),
+        enrolled_at: "2026-01-01T00:00:00Z".into(),
+        last_seen: None,
+        recipient: None,
+    }
+}
+
 fn vault() -> Arc<Vault> {
     Arc::new(Vault::from_key([5; 32]))
 }
@@ -55,17 +70,7 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
         .unwrap();
     control.apply(&site("run: 'no'"), false, "t").await.unwrap();
     store
-        .put_host(HostRow {
-            id: "h1".into(),
-            site: "s1".into(),
-            hostname: "h1".into(),
-            inventory: "{}".into(),
-            cert_serial: "1".into(),
-            cert_expiry: "2099-01-01T00:00:00Z".into(),
-            enrolled_at: "2026-01-01T00:00:00Z".into(),
-            last_seen: None,
-            recipient: None,
-        })
+        .put_host(host_row("1", "2099-01-01T00:00:00Z"))
         .await
         .unwrap();
     let identity = AgentIdentity {
@@ -119,17 +124,7 @@ async fn after_a_restart_polls_are_answered_from_the_stored_revisions() {
         control.apply(&[source], false, "t").await.unwrap();
     }
     store
-        .put_host(HostRow {
-            id: "h1".into(),
-            site: "s1".into(),
-            hostname: "h1".into(),
-            inventory: "{}".into(),
-            cert_serial: "1".into(),
-            cert_expiry: "2099-01-01T00:00:00Z".into(),
-            enrolled_at: "2026-01-01T00:00:00Z".into(),
-            last_seen: None,
-            recipient: None,
-        })
+        .put_host(host_row("1", "2099-01-01T00:00:00Z"))
         .await
         .unwrap();
     let revision = store.manifest("s1").await.unwrap().unwrap().revision;
@@ -169,18 +164,10 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
         site: "s1".into(),
         host: "h1".into(),
     };
-    let host = HostRow {
-        id: "h1".into(),
-        site: "s1".into(),
-        hostname: "h1".into(),
-        inventory: "{}".into(),
-        cert_serial: "old".into(),
-        cert_expiry: "2000-01-01T00:00:00Z".into(),
-        enrolled_at: "2000-01-01T00:00:00Z".into(),
-        last_seen: None,
-        recipient: None,
-    };
-    store.put_host(host).await.unwrap();
+    store
+        .put_host(host_row("old", "2000-01-01T00:00:00Z"))
+        .await
+        .unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let csr = rcgen::CertificateParams::new(vec!["ignored.example".to_owned()])
         .unwrap()

@@ -215,9 +215,7 @@ impl State {
             .values()
             .map(|e| &e.value)
             .chain(versions.values())
-            .flat_map(|app| &app.services)
-            .flat_map(|s| s.env.values().chain(s.files.iter().map(|f| &f.template)))
-            .any(|t| t.source.contains("hosts"))
+            .any(reads_hosts)
     }
 
     /// The sites a deployment's placement selects.
@@ -246,6 +244,15 @@ impl State {
             })
             .collect()
     }
+}
+
+/// Whether one of the application's templates reads `site.hosts` (judged by its text, so that
+/// the answer never depends on the data).
+pub fn reads_hosts(app: &Application) -> bool {
+    app.services
+        .iter()
+        .flat_map(|s| s.env.values().chain(s.files.iter().map(|f| &f.template)))
+        .any(|t| t.source.contains("hosts"))
 }
 
 /// Reads a stored rollout back into its typed form.

@@ -391,15 +391,6 @@ impl Agents {
 
     /// Attaches the manifest's secrets, sealed to the keys of the site's hosts enrolled now.
     async fn seal_secrets(&self, manifest: &mut Manifest) -> Result<(), Error> {
-        let uses_secrets = manifest
-            .content
-            .applications
-            .iter()
-            .flat_map(|a| &a.services)
-            .any(|s| !s.secrets.is_empty());
-        if !uses_secrets {
-            return Ok(());
-        }
         let recipients: Vec<String> = self
             .store
             .site_hosts(&manifest.site)
@@ -462,17 +453,10 @@ impl Agents {
 
     /// The newest status of every host that reported.
     pub async fn statuses(&self) -> Result<BTreeMap<String, HostStatus>, Error> {
-        Ok(self
-            .store
-            .host_statuses()
+        Ok(reported(self.store.as_ref())
             .await?
             .into_iter()
-            .filter_map(|row| {
-                Some((
-                    row.host,
-                    serde_json::from_str::<HostStatus>(&row.status).ok()?,
-                ))
-            })
+            .map(|(host, _, status)| (host, status))
             .collect())
     }
 
@@ -577,6 +561,19 @@ impl Agents {
             sites,
         })
     }
+}
+
+/// Every host's newest reported status, decoded, as (host, site, status). A status this
+/// version cannot read is left out rather than failing the view.
+pub(super) async fn reported(
+    store: &dyn Store,
+) -> Result<Vec<(String, String, HostStatus)>, StoreError> {
+    Ok(store
+        .host_statuses()
+        .await?
+        .into_iter()
+        .filter_map(|row| Some((row.host, row.site, serde_json::from_str(&row.status).ok()?)))
+        .collect())
 }
 
 fn invalid(field: &str, message: &str) -> Error {

@@ -13,9 +13,8 @@ use atoll_store::StoreError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::clock::{now_ms, now_rfc3339};
-use super::service::{COMMIT_ATTEMPTS, ControlPlane, Error};
-use crate::core::apply::{Request, plan_secret};
+use super::service::{ControlPlane, Error};
+use crate::core::apply::plan_secret;
 use crate::core::secrets::{self, Change, SecretMeta, SecretValues};
 
 /// The largest value one key may hold.
@@ -99,63 +98,32 @@ impl ControlPlane {
         actor: &str,
     ) -> Result<SecretView, Error> {
         let _guard = self.writes.lock().await;
-        for _ in 0..COMMIT_ATTEMPTS {
-            let (state, versions) = self.load(&[]).await?;
-            let (meta, values) = match self.store.secret(name).await? {
-                Some(row) => self.vault.open(&row)?,
-                None if matches!(change, Change::UnsetSite(_) | Change::Remove) => {
-                    return Err(Error::NotFound(format!("secret {name} does not exist")));
-                }
-                None => (SecretMeta::default(), SecretValues::default()),
-            };
-            let (meta, values) = secrets::change(&meta, &values, key, change.clone())
-                .map_err(|e| invalid(format!("Secret {name}: key {key}"), e, None))?;
-            let now = now_rfc3339();
-            let row = self.vault.seal(name, &meta, &values, &now);
-            let req = Request {
-                now: &now,
-                now_ms: now_ms(),
-                actor,
-            };
-            let plan = plan_secret(&state, &versions, name, Some((meta, row)), &req)?;
-            match self
-                .commit(state.version, plan.writes, &plan.manifests)
-                .await
-            {
-                Ok(_) => return self.secret_view(name).await,
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+        // Read under the lock: no other change to this secret can come in between.
+        let (meta, values) = match self.store.secret(name).await? {
+            Some(row) => self.vault.open(&row)?,
+            None if matches!(change, Change::UnsetSite(_) | Change::Remove) => {
+                return Err(Error::NotFound(format!("secret {name} does not exist")));
             }
-        }
-        Err(Error::Store(StoreError::Backend(
-            "the store kept changing during this change; try again".into(),
-        )))
+            None => (SecretMeta::default(), SecretValues::default()),
+        };
+        let (meta, values) = secrets::change(&meta, &values, key, change)
+            .map_err(|e| invalid(format!("Secret {name}: key {key}"), e, None))?;
+        self.commit_planned("change", actor, |state, versions, req| {
+            let row = self.vault.seal(name, &meta, &values, req.now);
+            let plan = plan_secret(state, versions, name, Some((meta.clone(), row)), req)?;
+            Ok((plan, ()))
+        })
+        .await?;
+        self.secret_view(name).await
     }
 
     /// Deletes a secret that no deployment uses any more.
     pub async fn delete_secret(&self, name: &str, actor: &str) -> Result<(), Error> {
         let _guard = self.writes.lock().await;
-        for _ in 0..COMMIT_ATTEMPTS {
-            let (state, versions) = self.load(&[]).await?;
-            let now = now_rfc3339();
-            let req = Request {
-                now: &now,
-                now_ms: now_ms(),
-                actor,
-            };
-            let plan = plan_secret(&state, &versions, name, None, &req)?;
-            match self
-                .commit(state.version, plan.writes, &plan.manifests)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Store(StoreError::Backend(
-            "the store kept changing during this delete; try again".into(),
-        )))
+        self.commit_planned("delete", actor, |state, versions, req| {
+            Ok((plan_secret(state, versions, name, None, req)?, ()))
+        })
+        .await
     }
 
     pub async fn secret_view(&self, name: &str) -> Result<SecretView, Error> {
@@ -170,18 +138,12 @@ impl ControlPlane {
     pub async fn secret_views(&self, only: Option<&str>) -> Result<Vec<SecretView>, Error> {
         let (state, versions) = self.load(&[]).await?;
         let rows = self.store.secrets().await?;
-        let statuses: BTreeMap<String, (String, HostStatus)> = self
-            .store
-            .host_statuses()
-            .await?
-            .into_iter()
-            .filter_map(|row| {
-                Some((
-                    row.host,
-                    (row.site, serde_json::from_str(&row.status).ok()?),
-                ))
-            })
-            .collect();
+        let statuses: BTreeMap<String, (String, HostStatus)> =
+            super::agents::reported(self.store.as_ref())
+                .await?
+                .into_iter()
+                .map(|(host, site, status)| (host, (site, status)))
+                .collect();
         let mut out = Vec::new();
         for row in rows.iter().filter(|r| only.is_none_or(|o| o == r.name)) {
             let meta = state.secrets.get(&row.name).cloned().unwrap_or_default();

@@ -19,10 +19,10 @@ use super::clock::{now_ms, now_rfc3339};
 use super::fleet::Fleet;
 use super::vault::Vault;
 use crate::core::apply::{
-    Refusal, Request, plan_apply, plan_delete, plan_host_change, plan_rollout,
+    Plan, Refusal, Request, plan_apply, plan_delete, plan_host_change, plan_rollout,
 };
 use crate::core::rollout::{Command, Event, Rollout};
-use crate::core::state::{HostFacts, State, Versions, decode_rollout, decode_row};
+use crate::core::state::{HostFacts, State, Versions, decode_rollout, decode_row, reads_hosts};
 
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,7 @@ impl From<Refusal> for Error {
     }
 }
 
-pub(super) const COMMIT_ATTEMPTS: usize = 5;
+const COMMIT_ATTEMPTS: usize = 5;
 
 #[derive(Clone)]
 pub struct ControlPlane {
@@ -126,19 +126,18 @@ impl ControlPlane {
         &self,
         extra: &[(String, String)],
     ) -> Result<(State, Versions), Error> {
+        self.load_for(extra, false).await
+    }
+
+    /// [`Self::load`]; the hosts' facts are read too when a stored template reads them, or
+    /// when `reading_hosts` says one about to be applied does.
+    async fn load_for(
+        &self,
+        extra: &[(String, String)],
+        reading_hosts: bool,
+    ) -> Result<(State, Versions), Error> {
         let snapshot = self.store.snapshot().await?;
         let mut state = State::from_snapshot(snapshot).map_err(StoreError::Corrupt)?;
-        for host in self.store.hosts().await? {
-            // An inventory that cannot be read (a newer agent's) gives no facts rather than
-            // stopping every apply.
-            if let Ok(inventory) = serde_json::from_str(&host.inventory) {
-                state
-                    .hosts
-                    .entry(host.site.clone())
-                    .or_default()
-                    .push(HostFacts::from_inventory(&host.id, &inventory));
-            }
-        }
         let mut wanted: BTreeSet<(String, String)> = extra.iter().cloned().collect();
         for d in state.deployments.values() {
             if let Some(pin) = &d.value.version {
@@ -175,10 +174,22 @@ impl ControlPlane {
                 versions.insert((name, version), app);
             }
         }
-        self.templates_read_hosts.store(
-            state.templates_read_hosts(&versions),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let read_hosts = state.templates_read_hosts(&versions);
+        self.templates_read_hosts
+            .store(read_hosts, std::sync::atomic::Ordering::Relaxed);
+        if read_hosts || reading_hosts {
+            for host in self.store.hosts().await? {
+                // An inventory that cannot be read (a newer agent's) gives no facts rather
+                // than stopping every apply.
+                if let Ok(inventory) = serde_json::from_str(&host.inventory) {
+                    state
+                        .hosts
+                        .entry(host.site.clone())
+                        .or_default()
+                        .push(HostFacts::from_inventory(&host.id, &inventory));
+                }
+            }
+        }
         Ok((state, versions))
     }
 
@@ -199,9 +210,13 @@ impl ControlPlane {
                 _ => None,
             })
             .collect();
+        let reading_hosts = parsed
+            .documents
+            .iter()
+            .any(|d| matches!(&d.resource, Resource::Application(a) if reads_hosts(a)));
         let _guard = self.writes.lock().await;
         for _ in 0..COMMIT_ATTEMPTS {
-            let (state, versions) = self.load(&names).await?;
+            let (state, versions) = self.load_for(&names, reading_hosts).await?;
             let now = now_rfc3339();
             let planned = plan_apply(
                 &state,
@@ -252,38 +267,51 @@ impl ControlPlane {
         actor: &str,
     ) -> Result<DeleteResponse, Error> {
         let _guard = self.writes.lock().await;
+        self.commit_planned("delete", actor, |state, versions, req| {
+            let plan = plan_delete(state, versions, kind, name, req)?;
+            let response = DeleteResponse {
+                kind,
+                name: name.to_owned(),
+                manifests: plan.manifests.clone(),
+            };
+            Ok((plan, response))
+        })
+        .await
+    }
+
+    /// Loads the state, lets `plan` decide, and commits what it wrote (waking the long-polls of
+    /// the sites whose manifests changed); starts over when another writer committed in
+    /// between. Call it holding `self.writes`. `what` names the operation if it gives up.
+    pub(super) async fn commit_planned<T>(
+        &self,
+        what: &str,
+        actor: &str,
+        mut plan: impl FnMut(&State, &Versions, &Request<'_>) -> Result<(Plan, T), Error>,
+    ) -> Result<T, Error> {
         for _ in 0..COMMIT_ATTEMPTS {
             let (state, versions) = self.load(&[]).await?;
             let now = now_rfc3339();
-            let plan = plan_delete(
-                &state,
-                &versions,
-                kind,
-                name,
-                &Request {
-                    now: &now,
-                    now_ms: now_ms(),
-                    actor,
-                },
-            )?;
+            let req = Request {
+                now: &now,
+                now_ms: now_ms(),
+                actor,
+            };
+            let (planned, out) = plan(&state, &versions, &req)?;
+            if planned.writes.is_empty() {
+                return Ok(out);
+            }
             match self
-                .commit(state.version, plan.writes, &plan.manifests)
+                .commit(state.version, planned.writes, &planned.manifests)
                 .await
             {
-                Ok(_) => {
-                    return Ok(DeleteResponse {
-                        kind,
-                        name: name.to_owned(),
-                        manifests: plan.manifests,
-                    });
-                }
+                Ok(_) => return Ok(out),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Store(StoreError::Backend(
-            "the store kept changing during this delete; try again".into(),
-        )))
+        Err(Error::Store(StoreError::Backend(format!(
+            "the store kept changing during this {what}; try again"
+        ))))
     }
 
     /// A host joined `site` (or its facts changed): recompiles that site's manifest when a
@@ -296,30 +324,12 @@ impl ControlPlane {
             return Ok(());
         }
         let _guard = self.writes.lock().await;
-        for _ in 0..COMMIT_ATTEMPTS {
-            let (state, versions) = self.load(&[]).await?;
-            let now = now_rfc3339();
-            let req = Request {
-                now: &now,
-                now_ms: now_ms(),
-                actor: "atoll",
-            };
-            let plan = plan_host_change(&state, &versions, site, &req)?;
-            if plan.writes.is_empty() {
-                return Ok(());
-            }
-            match self
-                .commit(state.version, plan.writes, &plan.manifests)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Store(StoreError::Backend(
-            "the store kept changing while recompiling a site for its hosts".into(),
-        )))
+        self.commit_planned(
+            "recompile for its hosts",
+            "atoll",
+            |state, versions, req| Ok((plan_host_change(state, versions, site, req)?, ())),
+        )
+        .await
     }
 
     /// Feeds events to a deployment's rollout and commits the new state and the manifests it
@@ -332,16 +342,10 @@ impl ControlPlane {
         actor: Option<&str>,
     ) -> Result<Rollout, Error> {
         let _guard = self.writes.lock().await;
-        for _ in 0..COMMIT_ATTEMPTS {
-            let (state, versions) = self.load(&[]).await?;
-            let now = now_rfc3339();
-            let req = Request {
-                now: &now,
-                now_ms: now_ms(),
-                actor: actor.unwrap_or("atoll"),
-            };
+        let who = actor.unwrap_or("atoll");
+        self.commit_planned("rollout step", who, |state, versions, req| {
             let (plan, rollout, commands) =
-                plan_rollout(&state, &versions, deployment, events, &req, actor.is_some())?;
+                plan_rollout(state, versions, deployment, events, req, actor.is_some())?;
             if let Some(reason) = commands.iter().find_map(|c| {
                 if let Command::Refused(r) = c {
                     Some(r.clone())
@@ -358,21 +362,9 @@ impl ControlPlane {
                     hint: None,
                 }]));
             }
-            if plan.writes.is_empty() {
-                return Ok(rollout);
-            }
-            match self
-                .commit(state.version, plan.writes, &plan.manifests)
-                .await
-            {
-                Ok(_) => return Ok(rollout),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Store(StoreError::Backend(
-            "the store kept changing during this rollout step; try again".into(),
-        )))
+            Ok((plan, rollout))
+        })
+        .await
     }
 
     /// Every deployment's current rollout: only those rows, since the controller asks every
@@ -421,13 +413,12 @@ impl ControlPlane {
         let (state, versions) = self.load(&[]).await?;
         let rows = self.rows(Kind::Site, only).await?;
         let hosts = self.store.hosts().await?;
-        let statuses: BTreeMap<String, atoll_api::agent::HostStatus> = self
-            .store
-            .host_statuses()
-            .await?
-            .into_iter()
-            .filter_map(|row| Some((row.host, serde_json::from_str(&row.status).ok()?)))
-            .collect();
+        let statuses: BTreeMap<String, atoll_api::agent::HostStatus> =
+            super::agents::reported(self.store.as_ref())
+                .await?
+                .into_iter()
+                .map(|(host, _, status)| (host, status))
+                .collect();
         rows.into_iter()
             .map(|row| {
                 let view = view(&row)?;
