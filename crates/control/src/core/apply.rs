@@ -175,7 +175,6 @@ fn update_rollouts(
         let old_target = state
             .resolve(&before.value, versions)
             .map(|a| a.version.clone());
-        let sites = next.targets(&d);
         let current = next.rollouts.get(&d.name).cloned();
         if old_target.as_deref() != Some(target.as_str()) {
             let from = match &current {
@@ -201,6 +200,7 @@ fn update_rollouts(
             if from.as_deref() == Some(target.as_str()) {
                 continue;
             }
+            let sites = next.targets(&d);
             let (started, _) = rollout::start(
                 &d.name,
                 d.rollout.as_ref(),
@@ -212,6 +212,7 @@ fn update_rollouts(
             writes.push(put_rollout(&started, req));
             next.rollouts.insert(d.name.clone(), started);
         } else if let Some(r) = current.filter(|r| !matches!(r.phase, Phase::Superseded { .. })) {
+            let sites = next.targets(&d);
             let known: Vec<&String> = r.sites.keys().collect();
             let now: Vec<&String> = sites.iter().map(|s| &s.name).collect();
             if known != now {

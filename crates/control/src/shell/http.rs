@@ -105,10 +105,22 @@ impl From<Error> for ApiError {
 
 pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// What handlers share, behind one reference count: axum clones the state for every request
+/// and layer, and cloning each service's handles each time showed in profiles.
 #[derive(Clone)]
-pub(super) struct AppState {
+pub(super) struct AppState(Arc<Services>);
+
+pub(super) struct Services {
     pub(super) control: ControlPlane,
     pub(super) agents: Agents,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
 }
 
 /// The agent identity of the connection a request came on: the verified client certificate's,
@@ -134,7 +146,7 @@ pub fn router(control: ControlPlane, agents: Agents) -> Router {
 
 /// [`router`] with another bound on the requests worked on at once.
 pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize) -> Router {
-    let state = AppState { control, agents };
+    let state = AppState(Arc::new(Services { control, agents }));
     let in_flight = Arc::new(Semaphore::new(in_flight));
     let agent = Router::new()
         .route("/v1/sites/{name}/reports", post(agent_api::report))
