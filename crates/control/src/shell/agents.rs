@@ -472,13 +472,11 @@ impl Agents {
     /// The newest replica statuses of a site's hosts, for one deployment.
     pub fn replicas_of<'a>(
         statuses: &'a BTreeMap<String, HostStatus>,
-        hosts: &'a [HostRow],
-        site: &str,
+        site_hosts: &[&HostRow],
         deployment: &str,
     ) -> Vec<&'a ReplicaStatus> {
-        hosts
+        site_hosts
             .iter()
-            .filter(|h| h.site == site)
             .filter_map(|h| statuses.get(&h.id))
             .flat_map(|s| &s.replicas)
             .filter(|r| r.deployment == deployment)
@@ -530,6 +528,7 @@ impl Agents {
         };
         let hosts = self.store.hosts().await?;
         let statuses = self.statuses().await?;
+        let connectivity = self.fleet.connectivity();
         let mut sites = Vec::new();
         for (site, deployment, version) in placements {
             let mut by_service: BTreeMap<String, Vec<ReplicaStatus>> = BTreeMap::new();
@@ -548,7 +547,7 @@ impl Agents {
                 }
             }
             sites.push(SiteAppStatus {
-                connected: self.fleet.site_connected(&site),
+                connected: connectivity.connected(&site),
                 site,
                 deployment,
                 version,

@@ -3,7 +3,7 @@
 //! store), the manifests committed since start (so the long-polls a commit wakes, every site at
 //! once after a fleet-wide change, do not all read the store), and which hosts are in touch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,22 +141,45 @@ impl Fleet {
             .is_some_and(|p| p.open_polls > 0 || p.last_seen.elapsed() < CONNECTED_GRACE)
     }
 
+    /// Which sites are in touch now, in one pass over every host: for deciding about many
+    /// sites at once (a rollout step).
+    pub fn connectivity(&self) -> Connectivity {
+        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        let mut view = Connectivity {
+            connected: HashSet::new(),
+            heard_from: HashSet::new(),
+            starting: self.started.elapsed() < CONNECTED_GRACE,
+        };
+        for p in presence.values() {
+            if p.open_polls > 0 || p.last_seen.elapsed() < CONNECTED_GRACE {
+                view.connected.insert(p.site.clone());
+            }
+            view.heard_from.insert(p.site.clone());
+        }
+        view
+    }
+}
+
+/// The sites in touch at one moment; see [`Fleet::connectivity`].
+#[derive(Debug, Clone)]
+pub struct Connectivity {
+    connected: HashSet<String>,
+    heard_from: HashSet<String>,
+    /// This control plane started less than the grace period ago.
+    starting: bool,
+}
+
+impl Connectivity {
+    /// A host of the site holds a long-poll open, or made a request within the grace period.
+    pub fn connected(&self, site: &str) -> bool {
+        self.connected.contains(site)
+    }
+
     /// Whether a site should be taken as in touch when deciding for it (a rollout): connected,
     /// or not heard from only because this control plane started less than the grace period
     /// ago. A restart must not make every site look offline while agents reconnect.
-    pub fn site_presumed_connected(&self, site: &str) -> bool {
-        if self.site_connected(site) {
-            return true;
-        }
-        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        self.started.elapsed() < CONNECTED_GRACE && !presence.values().any(|p| p.site == site)
-    }
-
-    pub fn site_connected(&self, site: &str) -> bool {
-        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        presence.values().any(|p| {
-            p.site == site && (p.open_polls > 0 || p.last_seen.elapsed() < CONNECTED_GRACE)
-        })
+    pub fn presumed_connected(&self, site: &str) -> bool {
+        self.connected(site) || (self.starting && !self.heard_from.contains(site))
     }
 }
 
@@ -202,24 +225,46 @@ mod tests {
     #[test]
     fn after_a_start_sites_not_yet_heard_from_are_presumed_connected_for_the_grace() {
         let fleet = Fleet::default();
-        assert!(fleet.site_presumed_connected("s"));
-        assert!(!fleet.site_connected("s"), "views say what is known");
+        assert!(fleet.connectivity().presumed_connected("s"));
+        assert!(
+            !fleet.connectivity().connected("s"),
+            "views say what is known"
+        );
         let old = Fleet {
             started: Instant::now() - CONNECTED_GRACE,
             ..Fleet::default()
         };
-        assert!(!old.site_presumed_connected("s"));
+        assert!(!old.connectivity().presumed_connected("s"));
+        old.seen("h", "s");
+        assert!(old.connectivity().presumed_connected("s"));
     }
 
     #[test]
     fn presence_follows_open_polls() {
         let fleet = Fleet::default();
-        assert!(!fleet.site_connected("s"));
+        assert!(!fleet.connectivity().connected("s"));
         {
             let _poll = fleet.polling("h", "s");
-            assert!(fleet.host_connected("h") && fleet.site_connected("s"));
+            assert!(fleet.host_connected("h") && fleet.connectivity().connected("s"));
         }
         assert!(fleet.host_connected("h"), "still within the grace period");
-        assert!(!fleet.site_connected("other"));
+        assert!(!fleet.connectivity().connected("other"));
+        let started_long_ago = Fleet {
+            started: Instant::now() - CONNECTED_GRACE,
+            ..Fleet::default()
+        };
+        started_long_ago.seen("h", "s");
+        started_long_ago
+            .presence
+            .lock()
+            .unwrap()
+            .get_mut("h")
+            .unwrap()
+            .last_seen = Instant::now() - CONNECTED_GRACE;
+        let view = started_long_ago.connectivity();
+        assert!(
+            !view.connected("s") && !view.presumed_connected("s"),
+            "silent too long"
+        );
     }
 }

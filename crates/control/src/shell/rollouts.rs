@@ -3,8 +3,10 @@
 //! arrives and once a second (soaks end, sites go offline); a step that changes nothing writes
 //! nothing. Everything it needs is in the store, so after a restart it carries on at once.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use atoll_store::HostRow;
 use tokio::sync::watch;
 
 use super::agents::Agents;
@@ -61,15 +63,22 @@ impl Controller {
         }
         let hosts = self.agents.store().hosts().await?;
         let statuses = self.agents.statuses().await?;
+        // Indexed once per pass: at ten thousand sites, looking each site's hosts and presence
+        // up by scanning every host made a pass quadratic.
+        let mut by_site: HashMap<&str, Vec<&HostRow>> = HashMap::new();
+        for h in &hosts {
+            by_site.entry(h.site.as_str()).or_default().push(h);
+        }
+        let connectivity = self.agents.fleet().connectivity();
         for (name, rollout) in active {
             let mut events: Vec<Event> = rollout
                 .sites
                 .keys()
                 .map(|site| {
-                    let replicas = Agents::replicas_of(&statuses, &hosts, site, &name);
+                    let site_hosts = by_site.get(site.as_str()).map_or(&[][..], Vec::as_slice);
+                    let replicas = Agents::replicas_of(&statuses, site_hosts, &name);
                     // A site with no host cannot be in touch, whatever the grace after a restart.
-                    let enrolled = hosts.iter().any(|h| h.site == *site);
-                    let connected = enrolled && self.agents.fleet().site_presumed_connected(site);
+                    let connected = !site_hosts.is_empty() && connectivity.presumed_connected(site);
                     Event::Report(site_report(site, &replicas, connected))
                 })
                 .collect();

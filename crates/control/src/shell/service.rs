@@ -419,6 +419,7 @@ impl ControlPlane {
                 .into_iter()
                 .map(|(host, _, status)| (host, status))
                 .collect();
+        let connectivity = self.fleet.connectivity();
         rows.into_iter()
             .map(|row| {
                 let view = view(&row)?;
@@ -441,7 +442,7 @@ impl ControlPlane {
                     revision: state.manifests.get(&row.name).map(|m| m.revision),
                     applications,
                     hosts: u32::try_from(members.len()).unwrap_or(u32::MAX),
-                    connected: self.fleet.site_connected(&row.name),
+                    connected: connectivity.connected(&row.name),
                     // A site runs a revision when all of its hosts do.
                     applied_revision: members
                         .iter()
