@@ -232,20 +232,12 @@ async fn drive(
     // Every site holds a manifest and has reported the status of running it.
     let first = targets(&sites, &setup)?;
     wait_for(&sites, "every site holding its first manifest", || {
-        sites
-            .slots
-            .iter()
-            .zip(&first)
-            .all(|(s, r)| s.accepted().0 >= *r)
+        sites.all_accepted(&first)
     })
     .await?;
     let holding = Mark::now(cp.pid, &counters);
     wait_for(&sites, "every site's first report", || {
-        sites
-            .slots
-            .iter()
-            .zip(&first)
-            .all(|(s, r)| s.reported() >= *r)
+        sites.all_reported(&first)
     })
     .await?;
     let settled = Mark::now(cp.pid, &counters);
@@ -264,11 +256,7 @@ async fn drive(
         let applied = start.at.elapsed();
         let targets = targets(&sites, &response)?;
         wait_for(&sites, "every site holding the new manifest", || {
-            sites
-                .slots
-                .iter()
-                .zip(&targets)
-                .all(|(s, r)| s.accepted().0 >= *r)
+            sites.all_accepted(&targets)
         })
         .await?;
         let held = Mark::now(cp.pid, &counters);
@@ -299,11 +287,7 @@ async fn drive(
         );
         println!("  until every site held it: {}", between(&start, &held));
         wait_for(&sites, "every site's report of the new manifest", || {
-            sites
-                .slots
-                .iter()
-                .zip(&targets)
-                .all(|(s, r)| s.reported() >= *r)
+            sites.all_reported(&targets)
         })
         .await?;
         let reported = Mark::now(cp.pid, &counters);

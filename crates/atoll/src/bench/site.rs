@@ -46,6 +46,24 @@ pub struct Sites {
     pub sources: Vec<IpAddr>,
 }
 
+impl Sites {
+    /// Whether every site accepted at least its revision in `targets` (by slot).
+    pub fn all_accepted(&self, targets: &[u64]) -> bool {
+        self.slots
+            .iter()
+            .zip(targets)
+            .all(|(s, r)| s.accepted().0 >= *r)
+    }
+
+    /// Whether every site's report of at least its revision in `targets` was acknowledged.
+    pub fn all_reported(&self, targets: &[u64]) -> bool {
+        self.slots
+            .iter()
+            .zip(targets)
+            .all(|(s, r)| s.reported() >= *r)
+    }
+}
+
 /// What the bench reads of one site.
 #[derive(Debug)]
 pub struct Slot {

@@ -371,7 +371,9 @@ impl Agents {
                 if revision::answers(revision, have) {
                     // The body is the manifest's JSON as the compiler serialized it, so it is
                     // signed as it is, unless it reads secrets: those are sealed to the site's
-                    // hosts now and travel with it.
+                    // hosts now and travel with it. The text only rules the parse out (a
+                    // service's `secrets` is left out when empty); sealing looks at the
+                    // parsed manifest.
                     if !body.contains("\"secrets\":") {
                         return Ok(Poll::Newer(self.signer.sign_payload(body.to_string())));
                     }
@@ -391,6 +393,15 @@ impl Agents {
 
     /// Attaches the manifest's secrets, sealed to the keys of the site's hosts enrolled now.
     async fn seal_secrets(&self, manifest: &mut Manifest) -> Result<(), Error> {
+        let uses_secrets = manifest
+            .content
+            .applications
+            .iter()
+            .flat_map(|a| &a.services)
+            .any(|s| !s.secrets.is_empty());
+        if !uses_secrets {
+            return Ok(());
+        }
         let recipients: Vec<String> = self
             .store
             .site_hosts(&manifest.site)
@@ -453,11 +464,7 @@ impl Agents {
 
     /// The newest status of every host that reported.
     pub async fn statuses(&self) -> Result<BTreeMap<String, HostStatus>, Error> {
-        Ok(reported(self.store.as_ref())
-            .await?
-            .into_iter()
-            .map(|(host, _, status)| (host, status))
-            .collect())
+        Ok(statuses(self.store.as_ref()).await?)
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -572,6 +579,17 @@ pub(super) async fn reported(
         .await?
         .into_iter()
         .filter_map(|row| Some((row.host, row.site, serde_json::from_str(&row.status).ok()?)))
+        .collect())
+}
+
+/// The newest status of every host that reported, by host; see [`reported`].
+pub(super) async fn statuses(
+    store: &dyn Store,
+) -> Result<BTreeMap<String, HostStatus>, StoreError> {
+    Ok(reported(store)
+        .await?
+        .into_iter()
+        .map(|(host, _, status)| (host, status))
         .collect())
 }
 

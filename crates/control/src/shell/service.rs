@@ -4,7 +4,7 @@
 //! would refuse a lost race anyway; the lock only avoids wasted work), and retried when another
 //! writer committed in between.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use atoll_api::{
@@ -88,20 +88,14 @@ impl ControlPlane {
     }
 
     /// Commits a plan's writes and, once they are durable, wakes the long-polls of the sites
-    /// whose manifests changed.
-    pub(super) async fn commit(
-        &self,
-        base: u64,
-        writes: Vec<atoll_store::Write>,
-        manifests: &[atoll_api::ManifestChange],
-    ) -> Result<u64, StoreError> {
-        let bodies: HashMap<(String, u64), Arc<str>> = writes
+    /// whose manifests they store, handing the fleet each new manifest.
+    async fn commit(&self, base: u64, writes: Vec<atoll_store::Write>) -> Result<u64, StoreError> {
+        let manifests: Vec<(String, u64, Arc<str>)> = writes
             .iter()
             .filter_map(|w| match w {
-                atoll_store::Write::PutManifest(row) => Some((
-                    (row.site.clone(), row.revision),
-                    Arc::from(row.body.as_str()),
-                )),
+                atoll_store::Write::PutManifest(row) => {
+                    Some((row.site.clone(), row.revision, Arc::from(row.body.as_str())))
+                }
                 _ => None,
             })
             .collect();
@@ -109,13 +103,8 @@ impl ControlPlane {
         // What templates read may have changed: the next load says again.
         self.templates_read_hosts
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        for m in manifests {
-            match bodies.get(&(m.site.clone(), m.revision)) {
-                Some(body) => self
-                    .fleet
-                    .publish_manifest(&m.site, m.revision, body.clone()),
-                None => self.fleet.publish(&m.site, m.revision),
-            }
+        for (site, revision, body) in manifests {
+            self.fleet.publish_manifest(&site, revision, body);
         }
         Ok(version)
     }
@@ -215,49 +204,42 @@ impl ControlPlane {
             .iter()
             .any(|d| matches!(&d.resource, Resource::Application(a) if reads_hosts(a)));
         let _guard = self.writes.lock().await;
-        for _ in 0..COMMIT_ATTEMPTS {
-            let (state, versions) = self.load_for(&names, reading_hosts).await?;
-            let now = now_rfc3339();
-            let planned = plan_apply(
-                &state,
-                &versions,
-                &parsed.documents,
-                &Request {
-                    now: &now,
-                    now_ms: now_ms(),
-                    actor,
-                },
-            );
-            if !parsed.is_ok() {
-                // Report the file's own problems first, then whatever compiling found as well.
-                let mut all = parsed.diagnostics.clone();
-                if let Err(Refusal::Invalid(more) | Refusal::Conflict(more)) = planned {
-                    all.extend(more);
+        self.commit_planned_reading(
+            "apply",
+            actor,
+            &names,
+            reading_hosts,
+            |state, versions, req| {
+                let planned = plan_apply(state, versions, &parsed.documents, req);
+                if !parsed.is_ok() {
+                    // Report the file's own problems first, then whatever compiling found too.
+                    let mut all = parsed.diagnostics.clone();
+                    if let Err(Refusal::Invalid(more) | Refusal::Conflict(more)) = planned {
+                        all.extend(more);
+                    }
+                    all.sort_by(|a, b| {
+                        (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column))
+                    });
+                    return Err(Error::Invalid(all));
                 }
-                all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-                return Err(Error::Invalid(all));
-            }
-            let plan = planned?;
-            let response = ApplyResponse {
-                dry_run,
-                results: plan.results,
-                manifests: plan.manifests,
-            };
-            if dry_run || plan.writes.is_empty() {
-                return Ok(response);
-            }
-            match self
-                .commit(state.version, plan.writes, &response.manifests)
-                .await
-            {
-                Ok(_) => return Ok(response),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Store(StoreError::Backend(
-            "the store kept changing during this apply; try again".into(),
-        )))
+                let plan = planned?;
+                let response = ApplyResponse {
+                    dry_run,
+                    results: plan.results,
+                    manifests: plan.manifests,
+                };
+                // A dry run commits nothing.
+                let writes = if dry_run { Vec::new() } else { plan.writes };
+                Ok((
+                    Plan {
+                        writes,
+                        ..Plan::default()
+                    },
+                    response,
+                ))
+            },
+        )
+        .await
     }
 
     pub async fn delete(
@@ -286,10 +268,24 @@ impl ControlPlane {
         &self,
         what: &str,
         actor: &str,
+        plan: impl FnMut(&State, &Versions, &Request<'_>) -> Result<(Plan, T), Error>,
+    ) -> Result<T, Error> {
+        self.commit_planned_reading(what, actor, &[], false, plan)
+            .await
+    }
+
+    /// [`Self::commit_planned`], loading the state as [`Self::load_for`] does with `extra` and
+    /// `reading_hosts`.
+    async fn commit_planned_reading<T>(
+        &self,
+        what: &str,
+        actor: &str,
+        extra: &[(String, String)],
+        reading_hosts: bool,
         mut plan: impl FnMut(&State, &Versions, &Request<'_>) -> Result<(Plan, T), Error>,
     ) -> Result<T, Error> {
         for _ in 0..COMMIT_ATTEMPTS {
-            let (state, versions) = self.load(&[]).await?;
+            let (state, versions) = self.load_for(extra, reading_hosts).await?;
             let now = now_rfc3339();
             let req = Request {
                 now: &now,
@@ -300,10 +296,7 @@ impl ControlPlane {
             if planned.writes.is_empty() {
                 return Ok(out);
             }
-            match self
-                .commit(state.version, planned.writes, &planned.manifests)
-                .await
-            {
+            match self.commit(state.version, planned.writes).await {
                 Ok(_) => return Ok(out),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -413,12 +406,7 @@ impl ControlPlane {
         let (state, versions) = self.load(&[]).await?;
         let rows = self.rows(Kind::Site, only).await?;
         let hosts = self.store.hosts().await?;
-        let statuses: BTreeMap<String, atoll_api::agent::HostStatus> =
-            super::agents::reported(self.store.as_ref())
-                .await?
-                .into_iter()
-                .map(|(host, _, status)| (host, status))
-                .collect();
+        let statuses = super::agents::statuses(self.store.as_ref()).await?;
         let connectivity = self.fleet.connectivity();
         rows.into_iter()
             .map(|row| {
