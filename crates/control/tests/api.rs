@@ -62,8 +62,9 @@ async fn api_with_limit(in_flight: usize) -> Api {
         store.clone(),
         fleet.clone(),
         Arc::new(Vault::from_key([5; 32])),
+        signer,
     );
-    let agents = Agents::new(store, control.clone(), fleet, pki, signer);
+    let agents = Agents::new(store, control.clone(), fleet, pki);
     Api {
         router: http::router_with_limit(control, agents, in_flight),
         token,

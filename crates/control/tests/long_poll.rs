@@ -54,8 +54,8 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
     let fleet = Arc::new(Fleet::default());
     let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
     let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
-    let control = ControlPlane::new(store.clone(), fleet.clone(), vault());
-    let agents = Agents::new(store.clone(), control.clone(), fleet, pki, signer);
+    let control = ControlPlane::new(store.clone(), fleet.clone(), vault(), signer);
+    let agents = Agents::new(store.clone(), control.clone(), fleet, pki);
     let app = "kind: Application\nname: a\nversion: '1'\nservices: [{ name: web, image: x }]\n---\nkind: Deployment\nname: d\napplication: a\nplacement: { sites: 'run == yes' }\n";
     control
         .apply(
@@ -114,7 +114,13 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
 async fn after_a_restart_polls_are_answered_from_the_stored_revisions() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("atoll.db")).unwrap());
-    let control = ControlPlane::new(store.clone(), Arc::new(Fleet::default()), vault());
+    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
+    let control = ControlPlane::new(
+        store.clone(),
+        Arc::new(Fleet::default()),
+        vault(),
+        signer.clone(),
+    );
     let app = "kind: Application\nname: a\nversion: '1'\nservices: [{ name: web, image: x }]\n---\nkind: Deployment\nname: d\napplication: a\nplacement: { sites: 'run == yes' }\n";
     for text in [app.to_owned(), site("run: 'yes'")[0].text.clone()] {
         let source = Source {
@@ -131,9 +137,8 @@ async fn after_a_restart_polls_are_answered_from_the_stored_revisions() {
     // What a restart does: a new fleet from the store.
     let fleet = Arc::new(Fleet::from_store(store.as_ref()).await.unwrap());
     let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
-    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
-    let control = ControlPlane::new(store.clone(), fleet.clone(), vault());
-    let agents = Agents::new(store.clone(), control, fleet, pki, signer);
+    let control = ControlPlane::new(store.clone(), fleet.clone(), vault(), signer);
+    let agents = Agents::new(store.clone(), control, fleet, pki);
     let identity = AgentIdentity {
         site: "s1".into(),
         host: "h1".into(),
@@ -158,8 +163,8 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
     let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
     let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
     let fleet = Arc::new(Fleet::default());
-    let control = ControlPlane::new(store.clone(), fleet.clone(), vault());
-    let agents = Agents::new(store.clone(), control, fleet, pki, signer);
+    let control = ControlPlane::new(store.clone(), fleet.clone(), vault(), signer);
+    let agents = Agents::new(store.clone(), control, fleet, pki);
     let identity = AgentIdentity {
         site: "s1".into(),
         host: "h1".into(),
@@ -202,8 +207,8 @@ async fn a_host_joining_a_site_whose_templates_read_its_hosts_gets_a_new_manifes
     let fleet = Arc::new(Fleet::default());
     let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
     let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
-    let control = ControlPlane::new(store.clone(), fleet.clone(), vault());
-    let agents = Agents::new(store.clone(), control.clone(), fleet, pki.clone(), signer);
+    let control = ControlPlane::new(store.clone(), fleet.clone(), vault(), signer);
+    let agents = Agents::new(store.clone(), control.clone(), fleet, pki.clone());
     let app = "kind: Application\nname: a\nversion: '1'\nservices:\n  - name: web\n    image: x\n    env: { ARCH: \"{{ site.hosts | map(attribute='arch') | join(',') }}\" }\n---\nkind: Deployment\nname: d\napplication: a\nplacement: { sites: 'run == yes' }\n";
     let sources = [
         Source {

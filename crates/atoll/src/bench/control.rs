@@ -45,7 +45,7 @@ impl ControlPlane {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--listen", "127.0.0.1:0"])
-            .env("ATOLL_LOG", "warn")
+            .env("ATOLL_LOG", "warn,atoll_control::shell::service=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use atoll_api::{ApplyResult, Manifest, ManifestChange, Outcome};
-use atoll_spec::{Diagnostic, Document, Kind, Origin, Resource};
+use atoll_spec::{Diagnostic, Document, Kind, Origin, Resource, Site};
 use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, RolloutRow, SecretRow, Write};
 use serde_json::Value;
 
-use super::compile::{Templates, compile_site_with, content_hash, diagnostics};
+use super::compile::{RenderError, Templates, compile_site_with, content_hash, diagnostics};
 use super::revision;
 use super::rollout::{self, Command, Event, Phase, Rollout, settled_version};
 use super::secrets::SecretMeta;
@@ -120,7 +120,7 @@ pub fn plan_apply(
     } else {
         Vec::new()
     };
-    let manifests = compile_all(&next, versions, &mut invalid);
+    let manifests = compile_all(&next, versions, req.now, &mut invalid);
 
     if !conflicts.is_empty() {
         conflicts.extend(invalid);
@@ -265,7 +265,7 @@ pub fn plan_rollout(
     let mut next = state.clone();
     next.rollouts.insert(deployment.to_owned(), rollout.clone());
     let mut invalid = Vec::new();
-    let manifests = compile_all(&next, versions, &mut invalid);
+    let manifests = compile_all(&next, versions, req.now, &mut invalid);
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
@@ -334,7 +334,7 @@ pub fn plan_delete(
         }
     }
     let mut invalid = Vec::new();
-    let manifests = compile_all(&next, versions, &mut invalid);
+    let manifests = compile_all(&next, versions, req.now, &mut invalid);
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
@@ -407,7 +407,7 @@ pub fn plan_secret(
         }
     };
     let mut invalid = Vec::new();
-    let manifests = compile_all(&next, versions, &mut invalid);
+    let manifests = compile_all(&next, versions, req.now, &mut invalid);
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
@@ -432,7 +432,7 @@ pub fn plan_host_change(
     let mut only = state.clone();
     only.sites = BTreeMap::from([(site.to_owned(), entry.clone())]);
     let mut invalid = Vec::new();
-    let manifests = compile_all(&only, versions, &mut invalid);
+    let manifests = compile_all(&only, versions, req.now, &mut invalid);
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
@@ -463,7 +463,7 @@ fn secret_users(state: &State, versions: &Versions, name: &str) -> Vec<String> {
 
 fn finish(
     plan: &mut Plan,
-    manifests: Vec<Manifest>,
+    manifests: Vec<ManifestRow>,
     req: &Request<'_>,
     audit: Option<&str>,
     mut summary: Vec<String>,
@@ -474,13 +474,7 @@ fn finish(
             site: m.site.clone(),
             revision: m.revision,
         });
-        plan.writes.push(Write::PutManifest(ManifestRow {
-            site: m.site.clone(),
-            revision: m.revision,
-            hash: m.hash.clone(),
-            body: serde_json::to_string(&m).unwrap_or_default(),
-            updated_at: req.now.to_owned(),
-        }));
+        plan.writes.push(Write::PutManifest(m));
     }
     if let Some(action) = audit.filter(|_| !plan.writes.is_empty()) {
         plan.writes.push(Write::Audit {
@@ -567,12 +561,58 @@ fn check_references(
 
 /// Compiles every site's manifest in `next`; returns those whose content changed, with their
 /// next revision.
-fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) -> Vec<Manifest> {
+fn compile_all(
+    next: &State,
+    versions: &Versions,
+    now: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<ManifestRow> {
+    let sites: Vec<&Site> = next.sites.values().map(|e| &e.value).collect();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let per_thread = sites.len().div_ceil(threads).max(SITES_PER_THREAD);
+    // A fleet-wide change compiles every site, and the long-polls it wakes wait for it: the
+    // sites are shared out over the cores, in order, so the result is the same as on one.
+    let parts: Vec<(Vec<ManifestRow>, Vec<RenderError>)> = if sites.len() <= per_thread {
+        vec![compile_sites(next, versions, now, &sites)]
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = sites
+                .chunks(per_thread)
+                .map(|chunk| scope.spawn(move || compile_sites(next, versions, now, chunk)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+    let mut changed = Vec::new();
+    let mut failed = Vec::new();
+    for (mut rows, mut problems) in parts {
+        changed.append(&mut rows);
+        failed.append(&mut problems);
+    }
+    errors.extend(diagnostics(failed));
+    changed
+}
+
+/// Below this many sites for each core, a compile stays on one thread.
+const SITES_PER_THREAD: usize = 500;
+
+/// The manifests of `sites` whose content changed, as stored, and what failed to compile.
+fn compile_sites(
+    next: &State,
+    versions: &Versions,
+    now: &str,
+    sites: &[&Site],
+) -> (Vec<ManifestRow>, Vec<RenderError>) {
     let mut changed = Vec::new();
     let mut failed = Vec::new();
     let mut templates = Templates::default();
-    for entry in next.sites.values() {
-        let site = &entry.value;
+    for site in sites {
         let placements = next.placements(site, versions);
         let hosts = next.hosts.get(&site.name).map_or(&[][..], Vec::as_slice);
         match compile_site_with(&mut templates, site, &placements, &next.secrets, hosts) {
@@ -586,18 +626,25 @@ fn compile_all(next: &State, versions: &Versions, errors: &mut Vec<Diagnostic>) 
                 else {
                     continue;
                 };
-                changed.push(Manifest {
+                let manifest = Manifest {
                     site: site.name.clone(),
                     revision,
                     hash,
                     content,
                     sealed: Vec::new(),
+                };
+                changed.push(ManifestRow {
+                    // A manifest is plain data: serializing it cannot fail.
+                    body: serde_json::to_string(&manifest).unwrap_or_default(),
+                    site: manifest.site,
+                    revision,
+                    hash: manifest.hash,
+                    updated_at: now.to_owned(),
                 });
             }
         }
     }
-    errors.extend(diagnostics(failed));
-    changed
+    (changed, failed)
 }
 
 /// The new version's images at a site whose wave has not opened yet, for rollouts that asked

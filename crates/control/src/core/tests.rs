@@ -363,6 +363,59 @@ fn one_failing_site_of_fifty_rejects_the_whole_apply() {
     assert_eq!(w.state, before);
 }
 
+/// Enough sites that a compile is shared out over threads (on a machine with more than one
+/// core): the result is what one thread would give, in site order, and one failing site of
+/// thousands is named once.
+#[test]
+fn a_compile_shared_out_over_threads_gives_every_site_its_own_manifest_in_order() {
+    let mut w = World::default();
+    let docs: Vec<String> = (0..2_500)
+        .map(|i| site(&format!("s{i:04}"), "customer: acme, region: eu-north"))
+        .collect();
+    w.apply(&docs.join("---\n")).unwrap();
+    let plan = w
+        .apply(&[app("1", "api:1"), DEPLOYMENT.into()].join("---\n"))
+        .unwrap();
+    let stored: Vec<&atoll_store::ManifestRow> = plan
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::PutManifest(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let sites: Vec<&String> = w.state.sites.keys().collect();
+    assert_eq!(stored.iter().map(|m| &m.site).collect::<Vec<_>>(), sites);
+    for m in &stored {
+        let site = &w.state.sites[&m.site].value;
+        let content = compile_site(
+            site,
+            &w.state.placements(site, &w.versions),
+            &w.state.secrets,
+            &[],
+        )
+        .unwrap();
+        let body: atoll_api::Manifest = serde_json::from_str(&m.body).unwrap();
+        assert_eq!(body.content, content, "site {}", m.site);
+        assert_eq!(
+            (body.site.as_str(), body.revision),
+            (m.site.as_str(), m.revision)
+        );
+    }
+
+    let mut docs = docs;
+    docs[1_937] = "kind: Site\nname: s1937\nlabels: { customer: acme, region: eu-north }\n".into();
+    let mut broken = World::default();
+    broken.apply(&docs.join("---\n")).unwrap();
+    let Err(Refusal::Invalid(d)) =
+        broken.apply(&[app("1", "api:1"), DEPLOYMENT.into()].join("---\n"))
+    else {
+        panic!()
+    };
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0].message.ends_with("for site s1937"), "{d:?}");
+}
+
 #[test]
 fn deleting() {
     let mut w = World::default();

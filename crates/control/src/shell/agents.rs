@@ -6,7 +6,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use atoll_api::Manifest;
-use atoll_api::agent::SignedManifest;
 use atoll_api::agent::{
     AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
     HostStatus, HostView, Inventory, JoinToken, RenewRequest, RenewResponse, ReplicaStatus, Report,
@@ -15,14 +14,14 @@ use atoll_api::agent::{
 use atoll_spec::{Kind, Resource};
 use atoll_store::{HostRow, JoinTokenRow, ReportBatch, Store, StoreError, TokenRefusal};
 use base64::Engine as _;
+use bytes::Bytes;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::clock::now_rfc3339;
-use super::fleet::Fleet;
+use super::fleet::{Fleet, Published};
 use super::service::{ControlPlane, Error};
-use super::signing::ManifestSigner;
 use super::tls::{AgentIdentity, Pki};
 use crate::core::revision;
 use crate::core::state::decode_row;
@@ -42,7 +41,6 @@ pub struct Agents {
     control: ControlPlane,
     fleet: Arc<Fleet>,
     pki: Arc<Pki>,
-    signer: Arc<ManifestSigner>,
     /// Told of every stored report, so running rollouts look at it at once.
     reported: Arc<tokio::sync::Notify>,
     /// Hosts known to be enrolled, and their site, so that authorizing an agent's request
@@ -60,7 +58,8 @@ impl std::fmt::Debug for Agents {
 /// What a long-poll found.
 #[derive(Debug)]
 pub enum Poll {
-    Newer(SignedManifest),
+    /// The body of the answer: the manifest signed, as JSON.
+    Newer(Bytes),
     NotModified,
 }
 
@@ -70,14 +69,12 @@ impl Agents {
         control: ControlPlane,
         fleet: Arc<Fleet>,
         pki: Arc<Pki>,
-        signer: Arc<ManifestSigner>,
     ) -> Agents {
         Agents {
             store,
             control,
             fleet,
             pki,
-            signer,
             reported: Arc::new(tokio::sync::Notify::new()),
             enrolled: Arc::default(),
         }
@@ -258,7 +255,7 @@ impl Agents {
             certificate_pem: issued.pem,
             certificate_expires_at: rfc3339(not_after),
             ca_pem: self.pki.ca_pem.clone(),
-            signing_key: self.signer.public_key(),
+            signing_key: self.control.signer().public_key(),
         })
     }
 
@@ -358,30 +355,21 @@ impl Agents {
             if revision::answers(current, have) {
                 // The manifest a commit just published is in memory; the store is read only
                 // for one committed before this process started.
-                let (revision, body) = match self.fleet.manifest(&identity.site) {
-                    Some((revision, body)) if revision >= current => (revision, body),
+                let (revision, published) = match self.fleet.manifest(&identity.site) {
+                    Some((revision, published)) if revision >= current => (revision, published),
                     _ => self
                         .store
                         .manifest(&identity.site)
                         .await?
-                        .map_or((0, Arc::from("")), |row| {
-                            (row.revision, Arc::from(row.body))
+                        .map_or((0, Published::Unsealed(Arc::from(""))), |row| {
+                            (row.revision, Published::Unsealed(Arc::from(row.body)))
                         }),
                 };
                 if revision::answers(revision, have) {
-                    // The body is the manifest's JSON as the compiler serialized it, so it is
-                    // signed as it is, unless it reads secrets: those are sealed to the site's
-                    // hosts now and travel with it. The text only rules the parse out (a
-                    // service's `secrets` is left out when empty); sealing looks at the
-                    // parsed manifest.
-                    if !body.contains("\"secrets\":") {
-                        return Ok(Poll::Newer(self.signer.sign_payload(body.to_string())));
-                    }
-                    let mut manifest: Manifest = serde_json::from_str(&body).map_err(|e| {
-                        StoreError::Corrupt(format!("manifest of site {}: {e}", identity.site))
-                    })?;
-                    self.seal_secrets(&mut manifest).await?;
-                    return Ok(Poll::Newer(self.signer.sign(&manifest)));
+                    return match published {
+                        Published::Signed(answer) => Ok(Poll::Newer(answer)),
+                        Published::Unsealed(body) => self.sign(&identity.site, &body).await,
+                    };
                 }
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -389,6 +377,20 @@ impl Agents {
                 Ok(Err(_)) | Err(_) => return Ok(Poll::NotModified),
             }
         }
+    }
+
+    /// Signs a stored manifest's JSON as it is, unless it reads secrets: those are sealed to the
+    /// site's hosts now and travel with it. The text only rules the parse out (a service's
+    /// `secrets` is left out when empty); sealing looks at the parsed manifest.
+    async fn sign(&self, site: &str, body: &str) -> Result<Poll, Error> {
+        let signer = self.control.signer();
+        if !body.contains("\"secrets\":") {
+            return Ok(Poll::Newer(signer.sign_payload(body.to_owned())));
+        }
+        let mut manifest: Manifest = serde_json::from_str(body)
+            .map_err(|e| StoreError::Corrupt(format!("manifest of site {site}: {e}")))?;
+        self.seal_secrets(&mut manifest).await?;
+        Ok(Poll::Newer(signer.sign(&manifest)))
     }
 
     /// Attaches the manifest's secrets, sealed to the keys of the site's hosts enrolled now.

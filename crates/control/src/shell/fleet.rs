@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atoll_store::{Store, StoreError};
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::core;
@@ -19,8 +20,9 @@ const CONNECTED_GRACE: Duration = Duration::from_secs(45);
 #[derive(Debug)]
 pub struct Fleet {
     revisions: Mutex<HashMap<String, watch::Sender<u64>>>,
-    /// Each site's newest manifest committed by this process: revision and body.
-    manifests: Mutex<HashMap<String, (u64, Arc<str>)>>,
+    /// Each site's newest manifest committed by this process: revision and how a long-poll
+    /// answers it.
+    manifests: Mutex<HashMap<String, (u64, Published)>>,
     presence: Mutex<HashMap<String, Presence>>,
     /// When this control plane started: presence is only known from then on.
     started: Instant,
@@ -35,6 +37,16 @@ impl Default for Fleet {
             started: Instant::now(),
         }
     }
+}
+
+/// A committed manifest, ready for the long-polls it wakes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// Signed when it was committed: the answer's body, as it goes out.
+    Signed(Bytes),
+    /// Its services read secrets, sealed to the site's hosts when asked for: the manifest's
+    /// JSON, to be sealed and signed then.
+    Unsealed(Arc<str>),
 }
 
 #[derive(Debug, Clone)]
@@ -74,21 +86,21 @@ impl Fleet {
         }
     }
 
-    /// A site's manifest was committed at `revision` with `body`: keep it, and wake everyone
-    /// waiting for it.
-    pub fn publish_manifest(&self, site: &str, revision: u64, body: Arc<str>) {
+    /// A site's manifest was committed at `revision`: keep it, and wake everyone waiting for
+    /// it.
+    pub fn publish_manifest(&self, site: &str, revision: u64, manifest: Published) {
         {
             let mut manifests = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
             let newer = manifests.get(site).is_none_or(|(r, _)| *r < revision);
             if newer {
-                manifests.insert(site.to_owned(), (revision, body));
+                manifests.insert(site.to_owned(), (revision, manifest));
             }
         }
         self.publish(site, revision);
     }
 
-    /// The site's newest manifest committed by this process, if any: revision and body.
-    pub fn manifest(&self, site: &str) -> Option<(u64, Arc<str>)> {
+    /// The site's newest manifest committed by this process, if any.
+    pub fn manifest(&self, site: &str) -> Option<(u64, Published)> {
         let manifests = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
         manifests.get(site).cloned()
     }
@@ -216,9 +228,12 @@ mod tests {
     fn a_published_manifest_is_kept_until_a_newer_one() {
         let fleet = Fleet::default();
         assert!(fleet.manifest("s").is_none());
-        fleet.publish_manifest("s", 2, Arc::from("two"));
-        fleet.publish_manifest("s", 1, Arc::from("one"));
-        assert_eq!(fleet.manifest("s"), Some((2, Arc::from("two"))));
+        fleet.publish_manifest("s", 2, Published::Unsealed(Arc::from("two")));
+        fleet.publish_manifest("s", 1, Published::Signed(Bytes::from_static(b"one")));
+        assert_eq!(
+            fleet.manifest("s"),
+            Some((2, Published::Unsealed(Arc::from("two"))))
+        );
         assert_eq!(*fleet.watch("s").borrow(), 2);
     }
 

@@ -148,14 +148,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let fleet = Arc::new(Fleet::from_store(store.as_ref()).await?);
-    let control = ControlPlane::new(store.clone(), fleet.clone(), Arc::new(vault));
-    let agents = Agents::new(
-        store,
-        control.clone(),
-        fleet,
-        Arc::new(pki),
+    let control = ControlPlane::new(
+        store.clone(),
+        fleet.clone(),
+        Arc::new(vault),
         Arc::new(signer),
     );
+    let agents = Agents::new(store, control.clone(), fleet, Arc::new(pki));
     let router = http::router(control.clone(), agents.clone());
     let (shutdown, stop) = watch::channel(false);
     tokio::spawn(

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use atoll_api::{
     ApplicationView, ApplyResponse, DeleteResponse, DeploymentView, Manifest, Placed, ResourceView,
@@ -16,7 +17,8 @@ use atoll_store::{ResourceRow, Store, StoreError};
 use tokio::sync::Mutex;
 
 use super::clock::{now_ms, now_rfc3339};
-use super::fleet::Fleet;
+use super::fleet::{Fleet, Published};
+use super::signing::ManifestSigner;
 use super::vault::Vault;
 use crate::core::apply::{
     Plan, Refusal, Request, plan_apply, plan_delete, plan_host_change, plan_rollout,
@@ -60,6 +62,7 @@ pub struct ControlPlane {
     pub(super) store: Arc<dyn Store>,
     fleet: Arc<Fleet>,
     pub(super) vault: Arc<Vault>,
+    signer: Arc<ManifestSigner>,
     pub(super) writes: Arc<Mutex<()>>,
     /// Whether a template in use reads `site.hosts`, as of the last load: enrollments
     /// recompile their site only then. Presumed after a start or a commit, until a load says.
@@ -73,11 +76,17 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn new(store: Arc<dyn Store>, fleet: Arc<Fleet>, vault: Arc<Vault>) -> ControlPlane {
+    pub fn new(
+        store: Arc<dyn Store>,
+        fleet: Arc<Fleet>,
+        vault: Arc<Vault>,
+        signer: Arc<ManifestSigner>,
+    ) -> ControlPlane {
         ControlPlane {
             store,
             fleet,
             vault,
+            signer,
             writes: Arc::new(Mutex::new(())),
             templates_read_hosts: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
@@ -87,24 +96,49 @@ impl ControlPlane {
         &self.store
     }
 
+    /// The manifest-signing key.
+    pub fn signer(&self) -> &ManifestSigner {
+        &self.signer
+    }
+
     /// Commits a plan's writes and, once they are durable, wakes the long-polls of the sites
     /// whose manifests they store, handing the fleet each new manifest.
     async fn commit(&self, base: u64, writes: Vec<atoll_store::Write>) -> Result<u64, StoreError> {
-        let manifests: Vec<(String, u64, Arc<str>)> = writes
+        let manifests: Vec<(String, u64, String)> = writes
             .iter()
             .filter_map(|w| match w {
                 atoll_store::Write::PutManifest(row) => {
-                    Some((row.site.clone(), row.revision, Arc::from(row.body.as_str())))
+                    Some((row.site.clone(), row.revision, row.body.clone()))
                 }
                 _ => None,
             })
             .collect();
+        // The manifests are signed on another core while the store commits, so the long-polls
+        // the commit wakes answer with bytes made already. A manifest whose services read
+        // secrets is sealed to its site's hosts, and signed, when asked for.
+        let signer = self.signer.clone();
+        let signing = tokio::task::spawn_blocking(move || {
+            manifests
+                .into_iter()
+                .map(|(site, revision, body)| {
+                    let published = if body.contains("\"secrets\":") {
+                        Published::Unsealed(Arc::from(body))
+                    } else {
+                        Published::Signed(signer.sign_payload(body))
+                    };
+                    (site, revision, published)
+                })
+                .collect::<Vec<_>>()
+        });
         let version = self.store.commit(base, writes).await?;
+        let published = signing
+            .await
+            .map_err(|e| StoreError::Backend(format!("signing the manifests: {e}")))?;
         // What templates read may have changed: the next load says again.
         self.templates_read_hosts
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        for (site, revision, body) in manifests {
-            self.fleet.publish_manifest(&site, revision, body);
+        for (site, revision, manifest) in published {
+            self.fleet.publish_manifest(&site, revision, manifest);
         }
         Ok(version)
     }
@@ -285,7 +319,9 @@ impl ControlPlane {
         mut plan: impl FnMut(&State, &Versions, &Request<'_>) -> Result<(Plan, T), Error>,
     ) -> Result<T, Error> {
         for _ in 0..COMMIT_ATTEMPTS {
+            let started = Instant::now();
             let (state, versions) = self.load_for(extra, reading_hosts).await?;
+            let loaded = started.elapsed();
             let now = now_rfc3339();
             let req = Request {
                 now: &now,
@@ -296,8 +332,22 @@ impl ControlPlane {
             if planned.writes.is_empty() {
                 return Ok(out);
             }
+            let writes = planned.writes.len();
+            let planned_in = started.elapsed() - loaded;
             match self.commit(state.version, planned.writes).await {
-                Ok(_) => return Ok(out),
+                Ok(version) => {
+                    tracing::info!(
+                        what,
+                        actor,
+                        version,
+                        writes,
+                        load_ms = loaded.as_millis(),
+                        plan_ms = planned_in.as_millis(),
+                        commit_ms = (started.elapsed() - loaded - planned_in).as_millis(),
+                        "committed"
+                    );
+                    return Ok(out);
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -9,6 +9,7 @@ use std::path::Path;
 use atoll_api::Manifest;
 use atoll_api::agent::SignedManifest;
 use base64::Engine as _;
+use bytes::Bytes;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use super::files::write_atomic;
@@ -48,19 +49,22 @@ impl ManifestSigner {
         base64::engine::general_purpose::STANDARD.encode(self.key.public_key().as_ref())
     }
 
-    pub fn sign(&self, manifest: &Manifest) -> SignedManifest {
+    /// A long-poll's answer: the manifest's JSON and its signature, as JSON.
+    pub fn sign(&self, manifest: &Manifest) -> Bytes {
         // A manifest is plain data: serializing it cannot fail.
         self.sign_payload(serde_json::to_string(manifest).unwrap_or_default())
     }
 
-    /// Signs a manifest already serialized, as the store keeps it: sending a stored manifest
-    /// needs no parsing and serializing again.
-    pub fn sign_payload(&self, payload: String) -> SignedManifest {
+    /// [`Self::sign`] for a manifest already serialized, as the store keeps it: sending a
+    /// stored manifest needs no parsing and serializing again.
+    pub fn sign_payload(&self, payload: String) -> Bytes {
         let signature = self.key.sign(payload.as_bytes());
-        SignedManifest {
+        let signed = SignedManifest {
             payload,
             signature: base64::engine::general_purpose::STANDARD.encode(signature.as_ref()),
-        }
+        };
+        // Two strings: serializing cannot fail.
+        Bytes::from(serde_json::to_vec(&signed).unwrap_or_default())
     }
 }
 
@@ -82,7 +86,7 @@ mod tests {
             content: Default::default(),
             sealed: Vec::new(),
         };
-        let signed = signer.sign(&manifest);
+        let signed: SignedManifest = serde_json::from_slice(&signer.sign(&manifest)).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD;
         let public = b64.decode(signer.public_key()).unwrap();
         let signature = b64.decode(&signed.signature).unwrap();
