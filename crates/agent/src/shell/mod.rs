@@ -14,7 +14,7 @@ pub mod manifest;
 pub mod outbox;
 mod prober;
 mod reconciler;
-mod reporter;
+pub mod reporter;
 mod session;
 mod sync;
 

@@ -2,6 +2,7 @@
 //! what may be forgotten. While the control plane is away, batches wait on disk.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
@@ -10,6 +11,12 @@ use super::outbox::Outbox;
 use super::session::Session;
 use crate::core::outbox::BATCH_LIMIT;
 use crate::core::retry::{self, Backoff};
+
+/// How long a batch written while nothing waited is held for the ones that follow it, so
+/// that a change costs the control plane one report from each host rather than one for each
+/// step of its reconcile, and the reports of a fleet-wide change do not compete with its
+/// delivery. Status reaches the control plane this much later.
+pub const GATHER: Duration = Duration::from_secs(1);
 
 pub struct Reporter {
     pub session: Arc<Session>,
@@ -36,7 +43,13 @@ impl Reporter {
             if pending.is_empty() {
                 tokio::select! {
                     _ = self.shutdown.changed() => return,
-                    _ = self.report_ready.notified() => continue,
+                    _ = self.report_ready.notified() => {}
+                }
+                // What follows a batch within the moment goes with it: the status after a
+                // manifest's reconcile with the event of its acceptance.
+                tokio::select! {
+                    _ = self.shutdown.changed() => return,
+                    _ = tokio::time::sleep(GATHER) => continue,
                 }
             }
             let highest = pending.last().map_or(0, |b| b.seq);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use atoll_agent::core::{Memory, desired, status};
 use atoll_agent::shell::clock::now_rfc3339;
 use atoll_agent::shell::manifest::verify;
+use atoll_agent::shell::reporter::GATHER;
 use atoll_api::Manifest;
 use atoll_api::agent::{
     AgentEvent, EnrollRequest, EnrollResponse, HostStatus, Inventory, Report, ReportAck,
@@ -369,6 +370,8 @@ async fn report(
 ) {
     let mut seq = 0;
     while status_rx.changed().await.is_ok() {
+        // As the agent's reporter does: what follows within the moment goes with it.
+        tokio::time::sleep(GATHER).await;
         let Some(status) = status_rx.borrow_and_update().clone() else {
             continue;
         };

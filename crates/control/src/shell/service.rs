@@ -26,6 +26,37 @@ use crate::core::apply::{
 use crate::core::rollout::{Command, Event, Rollout};
 use crate::core::state::{HostFacts, State, Versions, decode_rollout, decode_row, reads_hosts};
 
+/// Below this many manifests for each core, signing stays on one thread.
+const SIGNED_PER_THREAD: usize = 500;
+
+/// Signs manifests as long-polls will answer them, shared out over the cores.
+fn sign_all(
+    signer: &Arc<ManifestSigner>,
+    mut manifests: Vec<(String, u64, String)>,
+) -> Vec<tokio::task::JoinHandle<Vec<(String, u64, Published)>>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let per_thread = manifests.len().div_ceil(threads).max(SIGNED_PER_THREAD);
+    let mut parts = Vec::new();
+    while !manifests.is_empty() {
+        let rest = manifests.split_off(per_thread.min(manifests.len()));
+        let part = std::mem::replace(&mut manifests, rest);
+        let signer = signer.clone();
+        parts.push(tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .map(|(site, revision, body)| {
+                    let published = if body.contains("\"secrets\":") {
+                        Published::Unsealed(Arc::from(body))
+                    } else {
+                        Published::Signed(signer.sign_payload(body))
+                    };
+                    (site, revision, published)
+                })
+                .collect()
+        }));
+    }
+    parts
+}
+
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -113,27 +144,18 @@ impl ControlPlane {
                 _ => None,
             })
             .collect();
-        // The manifests are signed on another core while the store commits, so the long-polls
-        // the commit wakes answer with bytes made already. A manifest whose services read
-        // secrets is sealed to its site's hosts, and signed, when asked for.
-        let signer = self.signer.clone();
-        let signing = tokio::task::spawn_blocking(move || {
-            manifests
-                .into_iter()
-                .map(|(site, revision, body)| {
-                    let published = if body.contains("\"secrets\":") {
-                        Published::Unsealed(Arc::from(body))
-                    } else {
-                        Published::Signed(signer.sign_payload(body))
-                    };
-                    (site, revision, published)
-                })
-                .collect::<Vec<_>>()
-        });
+        // The manifests are signed on the other cores while the store commits, so the
+        // long-polls the commit wakes answer with bytes made already. A manifest whose
+        // services read secrets is sealed to its site's hosts, and signed, when asked for.
+        let signing = sign_all(&self.signer, manifests);
         let version = self.store.commit(base, writes).await?;
-        let published = signing
-            .await
-            .map_err(|e| StoreError::Backend(format!("signing the manifests: {e}")))?;
+        let mut published = Vec::new();
+        for part in signing {
+            published.extend(
+                part.await
+                    .map_err(|e| StoreError::Backend(format!("signing the manifests: {e}")))?,
+            );
+        }
         // What templates read may have changed: the next load says again.
         self.templates_read_hosts
             .store(true, std::sync::atomic::Ordering::Relaxed);
