@@ -4,7 +4,7 @@
 //! outbox `Queue`. The IO timings around them follow the agent's shell: a long-poll's client
 //! times out after the wait plus 30 s, a report's after 30 s, a connection attempt after 10 s.
 
-use atoll_agent::core::outbox::{BATCH_LIMIT, Queue};
+use atoll_agent::core::outbox::{BATCH_LIMIT, GATHER, Queue};
 use atoll_agent::core::retry::Backoff;
 use atoll_agent::core::sync::{Polled, pause_after};
 use rand::Rng;
@@ -42,6 +42,8 @@ pub enum ReportReply {
 enum Reporter {
     /// Waiting for a new batch or the sync loop's "reachable again".
     Idle,
+    /// Holding a new batch for the ones that follow it, until the wake with this token.
+    Gathering(u64),
     Sending(u64),
     /// Backing off after a failure, until the wake with this token (or a notification).
     Sleeping(u64),
@@ -245,7 +247,16 @@ impl World {
         let s = &mut self.sites[site as usize];
         match s.reporter {
             Reporter::Sending(_) => s.permit = true,
-            Reporter::Idle | Reporter::Sleeping(_) => self.send_reports(site),
+            Reporter::Gathering(_) => {}
+            Reporter::Sleeping(_) => self.send_reports(site),
+            Reporter::Idle => {
+                let token = self.next_id();
+                self.sites[site as usize].reporter = Reporter::Gathering(token);
+                self.agenda.after(
+                    crate::time::from_duration(GATHER),
+                    Event::ReportWake { site, token },
+                );
+            }
         }
     }
 
@@ -317,7 +328,9 @@ impl World {
 
     pub(crate) fn report_wake(&mut self, site: u32, token: u64) {
         let s = &self.sites[site as usize];
-        if s.up && s.reporter == Reporter::Sleeping(token) {
+        if s.up
+            && matches!(s.reporter, Reporter::Sleeping(t) | Reporter::Gathering(t) if t == token)
+        {
             self.send_reports(site);
         }
     }

@@ -8,9 +8,17 @@
 //! counted, so a loss is visible in every later status instead of silent.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 /// Batches sent per report request.
 pub const BATCH_LIMIT: usize = 100;
+
+/// How long a batch written while the reporter had nothing to send is held for the ones that
+/// follow it, so that a change costs the control plane one report from each host rather than
+/// one for each step of its reconcile (the event of the manifest's acceptance, then the status
+/// once its containers run), and the reports of a fleet-wide change do not compete with its
+/// delivery. Status reaches the control plane this much later.
+pub const GATHER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queue {

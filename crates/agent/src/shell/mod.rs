@@ -14,7 +14,7 @@ pub mod manifest;
 pub mod outbox;
 mod prober;
 mod reconciler;
-pub mod reporter;
+mod reporter;
 mod session;
 mod sync;
 

@@ -2,21 +2,14 @@
 //! what may be forgotten. While the control plane is away, batches wait on disk.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
 use super::AgentError;
 use super::outbox::Outbox;
 use super::session::Session;
-use crate::core::outbox::BATCH_LIMIT;
+use crate::core::outbox::{BATCH_LIMIT, GATHER};
 use crate::core::retry::{self, Backoff};
-
-/// How long a batch written while nothing waited is held for the ones that follow it, so
-/// that a change costs the control plane one report from each host rather than one for each
-/// step of its reconcile, and the reports of a fleet-wide change do not compete with its
-/// delivery. Status reaches the control plane this much later.
-pub const GATHER: Duration = Duration::from_secs(1);
 
 pub struct Reporter {
     pub session: Arc<Session>,

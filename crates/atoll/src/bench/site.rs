@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use atoll_agent::core::outbox::GATHER;
 use atoll_agent::core::{Memory, desired, status};
 use atoll_agent::shell::clock::now_rfc3339;
 use atoll_agent::shell::manifest::verify;
-use atoll_agent::shell::reporter::GATHER;
 use atoll_api::Manifest;
 use atoll_api::agent::{
     AgentEvent, EnrollRequest, EnrollResponse, HostStatus, Inventory, Report, ReportAck,
