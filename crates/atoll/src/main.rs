@@ -4,7 +4,6 @@
 //! lives in its own crate or module.
 
 mod agent;
-mod bench;
 mod demo;
 mod dev;
 
@@ -32,9 +31,6 @@ enum Command {
     /// Run the edge agent on this host: enroll once, then keep the site's containers as its
     /// manifest says, with or without the control plane.
     Agent(agent::Args),
-    /// Load generators for the scale figures in docs/benchmarks.md.
-    #[command(subcommand, hide = true)]
-    Bench(bench::Command),
     /// A small workload for examples and tests (the `atoll.local/demo` image runs it).
     #[command(subcommand, hide = true)]
     Demo(demo::Command),
@@ -122,7 +118,6 @@ async fn run(command: Command) -> Result<(), atoll_cli::CliError> {
     match command {
         Command::Control(args) => control(args).await,
         Command::Agent(args) => agent::run(args).await,
-        Command::Bench(command) => bench::run(command).await,
         Command::Demo(command) => demo::run(command).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Validate(args) => validate(&args),

@@ -1,13 +1,14 @@
-//! `atoll bench sites` end to end, small: twenty virtual sites against a control plane the
-//! command starts itself, and every figure the scale targets are about printed.
+//! `atoll-bench sites` end to end, small: twenty virtual sites against a control plane the
+//! command starts itself (the `atoll` built beside it), and every figure the scale targets are
+//! about printed.
 
 use std::process::Command;
 
 #[test]
 fn a_small_fleet_bench_prints_every_figure() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_atoll"))
-        .args(["bench", "sites", "--count", "20", "--changes", "2"])
+    let out = Command::new(env!("CARGO_BIN_EXE_atoll-bench"))
+        .args(["sites", "--count", "20", "--changes", "2"])
         .args(["--steady", "3s", "--poll-wait", "1s", "--data-dir"])
         .arg(dir.path().join("control"))
         .env("ATOLL_LOG", "warn")

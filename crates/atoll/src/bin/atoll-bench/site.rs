@@ -28,7 +28,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::{Semaphore, watch};
 
-use super::wire::{Answer, Connection, Endpoint};
+use crate::wire::{Answer, Connection, Endpoint};
 
 /// What every virtual site shares.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! `atoll bench sites`: many virtual sites in this process against a real control plane in
+//! `atoll-bench sites`: many virtual sites in this process against a real control plane in
 //! another, over the real protocol and real TLS, and the figures the scale targets are about.
 //!
 //! The run: apply N sites and an application placed on all of them; make a join token per
@@ -6,11 +6,8 @@
 //! until each holds its first manifest and has reported; apply changes that reach every site
 //! and time each site's new manifest from the moment the apply was sent; then leave the fleet
 //! idle and read the control plane's CPU time, memory and the traffic. The control plane is a
-//! child process (this binary's `atoll control`) so that `/proc` tells its usage apart.
-
-mod control;
-mod site;
-mod wire;
+//! child process (`atoll control`, from the `atoll` binary beside this one) so that `/proc`
+//! tells its usage apart.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
@@ -21,15 +18,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use atoll_api::agent::{CreateTokenRequest, CreateTokenResponse};
 use atoll_api::{ApplyRequest, ApplyResponse};
-use atoll_cli::CliError;
 use atoll_spec::Source;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::Semaphore;
 
-use self::control::{ControlPlane, Usage, raise_open_files, usage};
-use self::site::{Sites, Slot};
-use self::wire::{Counters, Endpoint};
+use crate::control::{ControlPlane, Usage, raise_open_files, usage};
+use crate::site::{self, Sites, Slot};
+use crate::wire::{Counters, Endpoint};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -74,11 +70,9 @@ pub struct SitesArgs {
     poll_wait: String,
 }
 
-pub async fn run(command: Command) -> Result<(), CliError> {
+pub async fn run(command: Command) -> Result<()> {
     let Command::Sites(args) = command;
-    sites(args)
-        .await
-        .map_err(|e| CliError::user(format!("bench: {e:#}")))
+    sites(args).await
 }
 
 /// The image the bench application names; no site runs it, the runtime is fake.
@@ -181,7 +175,7 @@ async fn drive(
 ) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
     println!(
-        "atoll bench sites: {n} virtual sites, control plane {} (pid {}), {cores} CPUs shared with this generator",
+        "atoll-bench sites: {n} virtual sites, control plane {} (pid {}), {cores} CPUs shared with this generator",
         cp.url,
         cp.pid
             .map_or_else(|| "unknown".to_owned(), |p| p.to_string())

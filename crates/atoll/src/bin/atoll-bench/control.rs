@@ -24,7 +24,8 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts `atoll control` from this very binary on `data_dir` (a scratch folder if None).
+    /// Starts `atoll control` from the `atoll` binary beside this one, on `data_dir` (a scratch
+    /// folder if None).
     pub async fn spawn(data_dir: Option<PathBuf>) -> Result<ControlPlane> {
         let (dir, scratch) = match data_dir {
             Some(dir) => (dir, None),
@@ -40,7 +41,16 @@ impl ControlPlane {
         std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
         let log = std::fs::File::create(dir.join("control.log"))
             .with_context(|| format!("{}", dir.join("control.log").display()))?;
-        let mut child = Command::new(std::env::current_exe().context("this binary's path")?)
+        let atoll = std::env::current_exe()
+            .context("this binary's path")?
+            .with_file_name("atoll");
+        if !atoll.exists() {
+            bail!(
+                "no atoll binary at {}: the control plane is run from the atoll built beside atoll-bench (cargo build --release -p atoll)",
+                atoll.display()
+            );
+        }
+        let mut child = Command::new(&atoll)
             .arg("control")
             .arg("--data-dir")
             .arg(&dir)
