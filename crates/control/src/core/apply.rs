@@ -568,8 +568,7 @@ fn compile_all(
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<ManifestRow> {
     let sites: Vec<&Site> = next.sites.values().map(|e| &e.value).collect();
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let per_thread = sites.len().div_ceil(threads).max(SITES_PER_THREAD);
+    let per_thread = super::per_thread(sites.len(), SITES_PER_THREAD);
     // A fleet-wide change compiles every site, and the long-polls it wakes wait for it: the
     // sites are shared out over the cores, in order, so the result is the same as on one.
     let parts: Vec<(Vec<ManifestRow>, Vec<RenderError>)> = if sites.len() <= per_thread {

@@ -128,6 +128,19 @@ impl World {
         }
     }
 
+    /// The content `site`'s manifest compiles to now, with its hosts' facts.
+    fn compiled(&self, site: &str) -> atoll_api::ManifestContent {
+        let entry = &self.state.sites[site].value;
+        let hosts = self.state.hosts.get(site).map_or(&[][..], Vec::as_slice);
+        compile_site(
+            entry,
+            &self.state.placements(entry, &self.versions),
+            &self.state.secrets,
+            hosts,
+        )
+        .unwrap()
+    }
+
     fn revision(&self, site: &str) -> u64 {
         self.state.manifests.get(site).map_or(0, |m| m.revision)
     }
@@ -387,14 +400,7 @@ fn a_compile_shared_out_over_threads_gives_every_site_its_own_manifest_in_order(
     let sites: Vec<&String> = w.state.sites.keys().collect();
     assert_eq!(stored.iter().map(|m| &m.site).collect::<Vec<_>>(), sites);
     for m in &stored {
-        let site = &w.state.sites[&m.site].value;
-        let content = compile_site(
-            site,
-            &w.state.placements(site, &w.versions),
-            &w.state.secrets,
-            &[],
-        )
-        .unwrap();
+        let content = w.compiled(&m.site);
         let body: atoll_api::Manifest = serde_json::from_str(&m.body).unwrap();
         assert_eq!(body.content, content, "site {}", m.site);
         assert_eq!(
@@ -650,8 +656,7 @@ proptest! {
         let mut plans_bytes = Vec::new();
         for (i, (runs_a, _)) in placements.iter().enumerate() {
             let name = format!("s{i}");
-            let site = &w.state.sites[&name].value;
-            let content = compile_site(site, &w.state.placements(site, &w.versions), &w.state.secrets, &[]).unwrap();
+            let content = w.compiled(&name);
             let manifest_json = serde_json::to_string(&content).unwrap();
             let sealed = secrets::payloads(&content, &name, &kept);
             let delivered: Vec<u8> = sealed.iter().flat_map(|p| p.values.values().flatten().copied()).collect();
@@ -758,14 +763,7 @@ kind: Site\nname: s3\nlabels: { all: 'yes', region: us }\n",
     )
     .unwrap();
     let env = |name: &str| {
-        let site = &w.state.sites[name].value;
-        let content = compile_site(
-            site,
-            &w.state.placements(site, &w.versions),
-            &w.state.secrets,
-            &[],
-        )
-        .unwrap();
+        let content = w.compiled(name);
         let e = &content.applications[0].services[0].env;
         (e["A"].clone(), e["B"].clone(), e["C"].clone())
     };
@@ -786,15 +784,7 @@ kind: Site\nname: s2\nlabels: { all: 'yes' }\n",
     .unwrap();
     assert!(w.state.templates_read_hosts(&w.versions));
     let env = |w: &World, name: &str| {
-        let site = &w.state.sites[name].value;
-        let hosts = w.state.hosts.get(name).cloned().unwrap_or_default();
-        let content = compile_site(
-            site,
-            &w.state.placements(site, &w.versions),
-            &w.state.secrets,
-            &hosts,
-        )
-        .unwrap();
+        let content = w.compiled(name);
         content.applications[0].services[0].env.clone()
     };
     assert_eq!(env(&w, "s1")["ARCH"], "none");

@@ -13,7 +13,7 @@ use atoll_api::agent::{
 };
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -107,14 +107,9 @@ pub async fn manifest(
                     .poll_manifest(&id, query.have.unwrap_or(0), wait)
                     .await?
                 {
-                    Poll::Newer(signed) => Ok((
-                        [(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        )],
-                        signed,
-                    )
-                        .into_response()),
+                    Poll::Newer(signed) => {
+                        Ok(([(header::CONTENT_TYPE, "application/json")], signed).into_response())
+                    }
                     Poll::NotModified => Ok(StatusCode::NOT_MODIFIED.into_response()),
                 }
             }

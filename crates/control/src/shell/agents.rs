@@ -362,13 +362,15 @@ impl Agents {
                         .manifest(&identity.site)
                         .await?
                         .map_or((0, Published::Unsealed(Arc::from(""))), |row| {
-                            (row.revision, Published::Unsealed(Arc::from(row.body)))
+                            (row.revision, self.control.signer().publish(row.body))
                         }),
                 };
                 if revision::answers(revision, have) {
                     return match published {
                         Published::Signed(answer) => Ok(Poll::Newer(answer)),
-                        Published::Unsealed(body) => self.sign(&identity.site, &body).await,
+                        Published::Unsealed(body) => {
+                            self.seal_and_sign(&identity.site, &body).await
+                        }
                     };
                 }
             }
@@ -379,18 +381,12 @@ impl Agents {
         }
     }
 
-    /// Signs a stored manifest's JSON as it is, unless it reads secrets: those are sealed to the
-    /// site's hosts now and travel with it. The text only rules the parse out (a service's
-    /// `secrets` is left out when empty); sealing looks at the parsed manifest.
-    async fn sign(&self, site: &str, body: &str) -> Result<Poll, Error> {
-        let signer = self.control.signer();
-        if !body.contains("\"secrets\":") {
-            return Ok(Poll::Newer(signer.sign_payload(body.to_owned())));
-        }
+    /// Answers with a manifest whose secrets are sealed now to the site's hosts, signed.
+    async fn seal_and_sign(&self, site: &str, body: &str) -> Result<Poll, Error> {
         let mut manifest: Manifest = serde_json::from_str(body)
             .map_err(|e| StoreError::Corrupt(format!("manifest of site {site}: {e}")))?;
         self.seal_secrets(&mut manifest).await?;
-        Ok(Poll::Newer(signer.sign(&manifest)))
+        Ok(Poll::Newer(self.control.signer().sign(&manifest)))
     }
 
     /// Attaches the manifest's secrets, sealed to the keys of the site's hosts enrolled now.

@@ -29,28 +29,20 @@ use crate::core::state::{HostFacts, State, Versions, decode_rollout, decode_row,
 /// Below this many manifests for each core, signing stays on one thread.
 const SIGNED_PER_THREAD: usize = 500;
 
-/// Signs manifests as long-polls will answer them, shared out over the cores.
+/// Readies manifests for the long-polls that will ask for them ([`ManifestSigner::publish`]),
+/// shared out over the cores.
 fn sign_all(
     signer: &Arc<ManifestSigner>,
     mut manifests: Vec<(String, u64, String)>,
 ) -> Vec<tokio::task::JoinHandle<Vec<(String, u64, Published)>>> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let per_thread = manifests.len().div_ceil(threads).max(SIGNED_PER_THREAD);
+    let per_thread = crate::core::per_thread(manifests.len(), SIGNED_PER_THREAD);
     let mut parts = Vec::new();
     while !manifests.is_empty() {
-        let rest = manifests.split_off(per_thread.min(manifests.len()));
-        let part = std::mem::replace(&mut manifests, rest);
+        let part = manifests.split_off(manifests.len().saturating_sub(per_thread));
         let signer = signer.clone();
         parts.push(tokio::task::spawn_blocking(move || {
             part.into_iter()
-                .map(|(site, revision, body)| {
-                    let published = if body.contains("\"secrets\":") {
-                        Published::Unsealed(Arc::from(body))
-                    } else {
-                        Published::Signed(signer.sign_payload(body))
-                    };
-                    (site, revision, published)
-                })
+                .map(|(site, revision, body)| (site, revision, signer.publish(body)))
                 .collect()
         }));
     }
@@ -145,8 +137,7 @@ impl ControlPlane {
             })
             .collect();
         // The manifests are signed on the other cores while the store commits, so the
-        // long-polls the commit wakes answer with bytes made already. A manifest whose
-        // services read secrets is sealed to its site's hosts, and signed, when asked for.
+        // long-polls the commit wakes answer with bytes made already.
         let signing = sign_all(&self.signer, manifests);
         let version = self.store.commit(base, writes).await?;
         let mut published = Vec::new();

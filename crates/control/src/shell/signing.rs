@@ -5,6 +5,7 @@
 //! The key is made on first start and kept in the data folder, readable by the owner only.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use atoll_api::Manifest;
 use atoll_api::agent::SignedManifest;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use super::files::write_atomic;
+use super::fleet::Published;
 
 pub const SIGNING_KEY_FILE: &str = "signing-key.pk8";
 
@@ -53,6 +55,18 @@ impl ManifestSigner {
     pub fn sign(&self, manifest: &Manifest) -> Bytes {
         // A manifest is plain data: serializing it cannot fail.
         self.sign_payload(serde_json::to_string(manifest).unwrap_or_default())
+    }
+
+    /// How long-polls will answer a manifest serialized as the store keeps it: signed now,
+    /// unless its services read secrets, which are sealed to the site's hosts (and the whole
+    /// signed) when asked for. The text only rules sealing out (a service's `secrets` is left
+    /// out when empty); sealing looks at the parsed manifest.
+    pub fn publish(&self, body: String) -> Published {
+        if body.contains("\"secrets\":") {
+            Published::Unsealed(Arc::from(body))
+        } else {
+            Published::Signed(self.sign_payload(body))
+        }
     }
 
     /// [`Self::sign`] for a manifest already serialized, as the store keeps it: sending a
