@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::decode::{Decoder, Fields};
 use crate::names::{
     check_container_path, check_env_name, check_label_key, check_label_value, check_name,
-    check_secret_key, check_version,
+    check_no_nul, check_secret_key, check_version,
 };
 use crate::template::{Origin, Template};
 use crate::units::{ByteSize, Cpu, Span};
@@ -135,6 +135,11 @@ fn is_one(n: &u32) -> bool {
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
+
+/// The most replicas of one service at one site. A site is a handful of hosts, and every replica
+/// is a container the agent creates, watches and reports on; a number far past what a site can
+/// run (a typo, `replicas: 1000000`) would only fail there, so it is refused at apply.
+pub const MAX_REPLICAS: u32 = 100;
 
 /// How many replicas run at a site: `replicas` of them, or one on every host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -415,6 +420,12 @@ fn decode_service(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Servic
             &format!("{path}.image"),
             "an image reference has no spaces",
         );
+    } else if let Err(e) = check_no_nul(&image, "an image reference") {
+        d.error(
+            fields.get("image").map_or(fields.pos, |n| n.pos),
+            &format!("{path}.image"),
+            e,
+        );
     }
     let command = fields
         .get("command")
@@ -436,14 +447,32 @@ fn decode_service(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Servic
                 continue;
             }
             if let Some(t) = template(d, value, &vpath) {
-                env.insert((*key).to_owned(), t);
+                match check_no_nul(&t.source, "an environment value") {
+                    Ok(()) => {
+                        env.insert((*key).to_owned(), t);
+                    }
+                    Err(e) => d.error(value.pos, &vpath, e),
+                }
             }
         }
     }
 
     let replicas = fields
         .get("replicas")
-        .and_then(|n| d.u32(n, &format!("{path}.replicas")))
+        .and_then(|n| {
+            let rpath = format!("{path}.replicas");
+            let replicas = d.u32(n, &rpath)?;
+            if replicas > MAX_REPLICAS {
+                d.error_hint(
+                    n.pos,
+                    &rpath,
+                    format!("{replicas} replicas per site is more than the most, {MAX_REPLICAS}"),
+                    "a site is a few hosts: run more sites, or `mode: every-host` for one replica per host",
+                );
+                return None;
+            }
+            Some(replicas)
+        })
         .unwrap_or(1);
     let mode = match fields.get("mode") {
         None => Mode::Replicated,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::diag::{Diagnostic, did_you_mean};
+use crate::names::check_no_nul;
 use crate::yaml::{Node, Pos, Value};
 
 /// Where diagnostics go, and which file they are about.
@@ -197,13 +198,18 @@ impl Decoder<'_> {
     }
 
     /// A list of scalars; a single scalar is refused so that `command: sh -c x` is not silently
-    /// taken as one word.
+    /// taken as one word. Every list of words ends up as an argument vector at the edge
+    /// (commands, args, device names), so a NUL byte in one is refused here.
     pub fn strings(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
         let items = self.seq(node, path)?;
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            if let Some(s) = self.string(item, &format!("{path}[{i}]")) {
-                out.push(s);
+            let ipath = format!("{path}[{i}]");
+            if let Some(s) = self.string(item, &ipath) {
+                match check_no_nul(&s, "a command-line word") {
+                    Ok(()) => out.push(s),
+                    Err(e) => self.error(item.pos, &ipath, e),
+                }
             }
         }
         Some(out)

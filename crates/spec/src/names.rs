@@ -93,6 +93,20 @@ pub fn check_version(version: &str) -> Result<(), String> {
     }
 }
 
+/// Text that reaches the edge as a C string (an environment entry, an argument, an image
+/// reference): the kernel and the container runtime end such a string at its first NUL byte, so
+/// one written here would be cut or refused at every site, for ever. `what` names the field's
+/// role in the message.
+pub fn check_no_nul(text: &str, what: &str) -> Result<(), String> {
+    match text.chars().position(|c| c == '\0') {
+        None => Ok(()),
+        Some(at) => Err(format!(
+            "contains a NUL byte at character {}: {what} cannot carry one; remove it",
+            at + 1
+        )),
+    }
+}
+
 /// An absolute path inside a container, without `..` or empty segments.
 pub fn check_container_path(path: &str) -> Result<(), String> {
     let ok = path.starts_with('/')
@@ -122,6 +136,14 @@ mod tests {
         for bad in ["", "-a", "a-", "Store", "a_b", "a.b", &"x".repeat(64)] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_nul_byte_is_refused_with_its_position() {
+        assert!(check_no_nul("plain text", "an env value").is_ok());
+        let e = check_no_nul("ab\0c", "an env value").unwrap_err();
+        assert!(e.contains("character 3"), "{e}");
+        assert!(e.contains("an env value"), "{e}");
     }
 
     #[test]

@@ -177,6 +177,65 @@ fn service_level_rules() {
 }
 
 #[test]
+fn a_nul_byte_in_env_is_refused_at_apply() {
+    // Issue 12: a NUL in an env value was accepted and failed at the edge for ever.
+    let d = one(&format!(
+        "{APP_HEAD}  - name: web\n    image: x\n    env: {{ A: \"ab\\0c\" }}\n"
+    ));
+    assert_eq!((d.line, d.column), (7, 15), "{d:?}");
+    assert_eq!(d.path, "Application a.services[0].env.A");
+    assert!(
+        d.message.contains("NUL byte at character 3"),
+        "{}",
+        d.message
+    );
+    // The other places a NUL cannot reach a container: its command line and its image.
+    let svc = |body: &str| one(&format!("{APP_HEAD}  - name: web\n{body}"));
+    let d = svc("    image: x\n    command: [sh, \"-c\\0\"]\n");
+    assert_eq!(d.path, "Application a.services[0].command[1]");
+    assert!(d.message.contains("NUL byte"), "{}", d.message);
+    let d = svc("    image: x\n    args: [\"\\0\"]\n");
+    assert_eq!(d.path, "Application a.services[0].args[0]");
+    let d = diags(&format!(
+        "{APP_HEAD}  - name: web\n    image: x\n    health: {{ command: [\"a\\0\"] }}\n"
+    ));
+    assert!(
+        d.iter()
+            .any(|d| d.path == "Application a.services[0].health.command[0]"),
+        "{d:?}"
+    );
+    let d = svc("    image: \"x\\0\"\n");
+    assert_eq!(d.path, "Application a.services[0].image");
+    let d = svc("    image: x\n    files: [{ path: \"/etc/a\\0\", template: y }]\n");
+    assert!(d.message.contains("absolute path"), "{}", d.message);
+    // Labels and env names already refuse every control character.
+    assert!(!diags("kind: Site\nname: s\nlabels: { a: \"x\\0\" }\n").is_empty());
+    assert!(
+        !diags(&format!(
+            "{APP_HEAD}  - name: web\n    image: x\n    env: {{ \"A\\0\": x }}\n"
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn replicas_past_the_bound_are_refused() {
+    // Issue 12: `replicas: 1000000` was accepted.
+    let d = one(&format!(
+        "{APP_HEAD}  - name: web\n    image: x\n    replicas: 1000000\n"
+    ));
+    assert_eq!(d.path, "Application a.services[0].replicas");
+    assert_eq!((d.line, d.column), (7, 15));
+    assert!(d.message.contains("most, 100"), "{}", d.message);
+    assert!(
+        diags(&format!(
+            "{APP_HEAD}  - name: web\n    image: x\n    replicas: 100\n"
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
 fn rollout_rules() {
     let dep = |rollout: &str| {
         diags(&format!(
