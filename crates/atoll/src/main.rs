@@ -83,7 +83,10 @@ struct ValidateArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
     let serving = matches!(
         cli.command,
         Command::Control(_) | Command::Dev(_) | Command::Agent(_)
@@ -111,6 +114,17 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(u8::try_from(e.code()).unwrap_or(2))
         }
+    }
+}
+
+/// Help and version go to stdout and exit 0; any other parse error is the user's (exit 1, as
+/// `CliError::user`), never 2, which says the control plane could not be reached.
+fn usage(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(atoll_cli::Exit::User as u8)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

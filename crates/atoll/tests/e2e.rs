@@ -518,6 +518,32 @@ fn exit_codes_tell_user_errors_from_an_unreachable_control_plane() {
     out.expect_code(1, "get the deleted deployment");
 }
 
+/// Issue 12, item 16: a bad flag exited 2, the code that says the control plane could not be
+/// reached.
+#[test]
+fn a_usage_error_exits_1_not_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["get", "sites", "--no-such-flag"][..],
+        &["get"],
+        &["no-such-verb"],
+        &["agent", "--interval"],
+    ] {
+        let mut cmd = support::atoll_command(tmp.path());
+        cmd.args(args);
+        let out = support::run(cmd);
+        out.expect_code(1, &args.join(" "));
+        assert!(out.stderr.contains("error:"), "{}", out.stderr);
+    }
+    for args in [&["--help"][..], &["--version"], &["get", "--help"]] {
+        let mut cmd = support::atoll_command(tmp.path());
+        cmd.args(args);
+        let out = support::run(cmd);
+        out.ok(&args.join(" "));
+        assert!(!out.stdout.is_empty(), "{}", out.stderr);
+    }
+}
+
 #[test]
 fn atoll_dev_logs_the_cli_in_and_applies_the_example_idempotently() {
     let tmp = tempfile::tempdir().unwrap();
