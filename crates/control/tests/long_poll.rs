@@ -70,7 +70,7 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
         .unwrap();
     control.apply(&site("run: 'no'"), false, "t").await.unwrap();
     store
-        .put_host(host_row("1", "2099-01-01T00:00:00Z"))
+        .enroll_host(host_row("1", "2099-01-01T00:00:00Z"))
         .await
         .unwrap();
     let identity = AgentIdentity {
@@ -130,7 +130,7 @@ async fn after_a_restart_polls_are_answered_from_the_stored_revisions() {
         control.apply(&[source], false, "t").await.unwrap();
     }
     store
-        .put_host(host_row("1", "2099-01-01T00:00:00Z"))
+        .enroll_host(host_row("1", "2099-01-01T00:00:00Z"))
         .await
         .unwrap();
     let revision = store.manifest("s1").await.unwrap().unwrap().revision;
@@ -170,7 +170,7 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
         host: "h1".into(),
     };
     store
-        .put_host(host_row("old", "2000-01-01T00:00:00Z"))
+        .enroll_host(host_row("old", "2000-01-01T00:00:00Z"))
         .await
         .unwrap();
     let key = rcgen::KeyPair::generate().unwrap();

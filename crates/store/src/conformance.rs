@@ -24,6 +24,7 @@ macro_rules! conformance_suite {
             a_failed_batch_changes_nothing,
             join_tokens_are_used_up_and_expire,
             hosts_are_kept_and_listed,
+            host_ids_collide_an_enrollment_never_replaces_another_host,
             reports_are_stored_once_and_acknowledged,
             concurrent_reports_and_enrollments_are_each_answered_exactly,
             rollouts_are_kept_with_the_snapshot_and_archived,
@@ -334,8 +335,8 @@ fn host(id: &str, site: &str) -> HostRow {
 }
 
 pub async fn hosts_are_kept_and_listed(store: &dyn Store) {
-    store.put_host(host("h2", "b")).await.unwrap();
-    store.put_host(host("h1", "a")).await.unwrap();
+    store.enroll_host(host("h2", "b")).await.unwrap();
+    store.enroll_host(host("h1", "a")).await.unwrap();
     let mut renewed = host("h1", "a");
     renewed.cert_serial = "02".into();
     store.put_host(renewed.clone()).await.unwrap();
@@ -351,7 +352,7 @@ pub async fn hosts_are_kept_and_listed(store: &dyn Store) {
         ["h1", "h2"]
     );
     assert!(store.host("nope").await.unwrap().is_none());
-    store.put_host(host("h0", "b")).await.unwrap();
+    store.enroll_host(host("h0", "b")).await.unwrap();
     let b: Vec<String> = store
         .site_hosts("b")
         .await
@@ -361,6 +362,19 @@ pub async fn hosts_are_kept_and_listed(store: &dyn Store) {
         .collect();
     assert_eq!(b, ["h0", "h2"]);
     assert!(store.site_hosts("c").await.unwrap().is_empty());
+}
+
+/// Issue 12, item 19: an enrollment that drew an id already taken wrote `INSERT OR REPLACE`
+/// and took over the other host's site, certificate serial and sealing key.
+pub async fn host_ids_collide_an_enrollment_never_replaces_another_host(store: &dyn Store) {
+    let first = host("till-1", "a");
+    assert!(store.enroll_host(first.clone()).await.unwrap());
+    let mut clone = host("till-1", "b");
+    clone.cert_serial = "ff".into();
+    clone.recipient = Some("key-of-the-clone".into());
+    assert!(!store.enroll_host(clone).await.unwrap());
+    assert_eq!(store.host("till-1").await.unwrap(), Some(first));
+    assert!(store.site_hosts("b").await.unwrap().is_empty());
 }
 
 fn batch(seq: u64, events: usize, status: Option<&str>) -> ReportBatch {
@@ -380,7 +394,7 @@ fn batch(seq: u64, events: usize, status: Option<&str>) -> ReportBatch {
 }
 
 pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
-    store.put_host(host("h1", "s")).await.unwrap();
+    store.enroll_host(host("h1", "s")).await.unwrap();
     let now = "2026-01-01T00:01:00Z";
     assert_eq!(
         store
@@ -444,7 +458,10 @@ pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
 pub async fn concurrent_reports_and_enrollments_are_each_answered_exactly(store: &dyn Store) {
     let hosts = 40;
     for i in 0..hosts {
-        store.put_host(host(&format!("h{i}"), "s")).await.unwrap();
+        store
+            .enroll_host(host(&format!("h{i}"), "s"))
+            .await
+            .unwrap();
     }
     store
         .create_join_token(join_token("few", 5, "2027-01-01T00:00:00Z"))

@@ -292,7 +292,10 @@ pub trait Store: Send + Sync + 'static {
         hash: &str,
         now: &str,
     ) -> Result<Result<JoinTokenRow, TokenRefusal>>;
-    /// Creates or replaces a host.
+    /// Enrolls a new host: an insert that never replaces a row. `Ok(false)` when a host with
+    /// this id exists already (its record untouched): the caller draws another id.
+    async fn enroll_host(&self, host: HostRow) -> Result<bool>;
+    /// Replaces an enrolled host's record (a renewal); nothing when no host has its id.
     async fn put_host(&self, host: HostRow) -> Result<()>;
     async fn host(&self, id: &str) -> Result<Option<HostRow>>;
     /// All hosts, ordered by site then id.

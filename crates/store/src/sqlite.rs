@@ -520,10 +520,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn enroll_host(&self, h: HostRow) -> Result<bool> {
+        self.group.write(move |conn| {
+            // `ON CONFLICT DO NOTHING`, never `OR REPLACE`: an id drawn twice must not take
+            // over another host's site, certificate and sealing key.
+            let inserted = conn.execute(
+                &format!("INSERT INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING"),
+                params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen, h.recipient],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
     async fn put_host(&self, h: HostRow) -> Result<()> {
         self.group.write(move |conn| {
             conn.execute(
-                &format!("INSERT OR REPLACE INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                "UPDATE hosts SET site = ?2, hostname = ?3, inventory = ?4, cert_serial = ?5, cert_expiry = ?6, enrolled_at = ?7, last_seen = ?8, recipient = ?9 WHERE id = ?1",
                 params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen, h.recipient],
             )?;
             Ok(())

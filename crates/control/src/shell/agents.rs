@@ -31,6 +31,8 @@ use crate::core::state::decode_row;
 pub const AGENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_TOKEN_TTL: u64 = 24 * 3600;
 const MAX_TOKEN_TTL: u64 = 365 * 24 * 3600;
+/// How many ids an enrollment draws before it gives up (a broken generator, never chance).
+const HOST_ID_ATTEMPTS: usize = 5;
 /// The longest a manifest long-poll is held.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -47,6 +49,8 @@ pub struct Agents {
     /// reads the store only for a host not seen since start. An entry cannot go stale: a host
     /// never changes site and is never removed.
     enrolled: Arc<RwLock<HashMap<String, String>>>,
+    /// Draws a new host's id; a seam so a test can force two enrollments onto one id.
+    new_host_id: fn(&str) -> String,
 }
 
 impl std::fmt::Debug for Agents {
@@ -77,7 +81,15 @@ impl Agents {
             pki,
             reported: Arc::new(tokio::sync::Notify::new()),
             enrolled: Arc::default(),
+            new_host_id: host_id,
         }
+    }
+
+    /// [`Agents::new`] drawing host ids with `new_host_id` (tests force collisions with it).
+    #[cfg(test)]
+    fn with_host_ids(mut self, new_host_id: fn(&str) -> String) -> Agents {
+        self.new_host_id = new_host_id;
+        self
     }
 
     fn remember_enrolled(&self, identity: &AgentIdentity) {
@@ -195,37 +207,54 @@ impl Agents {
                 row.site
             )));
         }
-        let identity = AgentIdentity {
-            site: row.site.clone(),
-            host: host_id(&req.inventory.hostname),
-        };
-        let not_after = OffsetDateTime::now_utc() + AGENT_CERT_LIFETIME;
-        let issued = self
-            .pki
-            .issue_agent_certificate(&req.csr_pem, &identity, not_after)
-            .map_err(|e| {
-                invalid(
-                    "csr_pem",
-                    &format!("the certificate request cannot be signed: {e}"),
-                )
-            })?;
         if let Some(r) = &req.recipient {
             atoll_seal::parse_recipient(r).map_err(|e| invalid("recipient", &e.to_string()))?;
         }
         let inventory = serde_json::to_string(&req.inventory).unwrap_or_default();
-        self.store
-            .put_host(HostRow {
-                id: identity.host.clone(),
-                site: identity.site.clone(),
-                hostname: req.inventory.hostname.clone(),
-                inventory,
-                cert_serial: issued.serial,
-                cert_expiry: rfc3339(not_after),
-                enrolled_at: now.clone(),
-                last_seen: Some(now.clone()),
-                recipient: req.recipient.clone(),
-            })
-            .await?;
+        let not_after = OffsetDateTime::now_utc() + AGENT_CERT_LIFETIME;
+        // The id is drawn again if it is taken (with 128 random bits, never in practice): the
+        // store's insert refuses an existing id, so no enrollment replaces another host.
+        let mut attempts = 0;
+        let (identity, issued) = loop {
+            attempts += 1;
+            let identity = AgentIdentity {
+                site: row.site.clone(),
+                host: (self.new_host_id)(&req.inventory.hostname),
+            };
+            let issued = self
+                .pki
+                .issue_agent_certificate(&req.csr_pem, &identity, not_after)
+                .map_err(|e| {
+                    invalid(
+                        "csr_pem",
+                        &format!("the certificate request cannot be signed: {e}"),
+                    )
+                })?;
+            let inserted = self
+                .store
+                .enroll_host(HostRow {
+                    id: identity.host.clone(),
+                    site: identity.site.clone(),
+                    hostname: req.inventory.hostname.clone(),
+                    inventory: inventory.clone(),
+                    cert_serial: issued.serial.clone(),
+                    cert_expiry: rfc3339(not_after),
+                    enrolled_at: now.clone(),
+                    last_seen: Some(now.clone()),
+                    recipient: req.recipient.clone(),
+                })
+                .await?;
+            if inserted {
+                break (identity, issued);
+            }
+            tracing::warn!(host = %identity.host, "a new host id was taken already; drawing another");
+            if attempts >= HOST_ID_ATTEMPTS {
+                return Err(Error::Store(StoreError::Backend(format!(
+                    "{HOST_ID_ATTEMPTS} host ids drawn for {} were all taken; the id generator is broken",
+                    req.inventory.hostname
+                ))));
+            }
+        };
         self.store
             .append_audit(
                 &now,
@@ -606,8 +635,10 @@ fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// A host id: its hostname made DNS-safe, and a random suffix so two hosts with the same name
-/// (a cloned image) are still two hosts.
+/// A host id: its hostname made DNS-safe (at most 30 characters), and 128 random bits in hex,
+/// so ten thousand hosts from one cloned image (all `raspberrypi`) still never share an id
+/// (the odds of one collision are below 1 in 10^29), and the whole stays a DNS label (at most
+/// 63 characters).
 fn host_id(hostname: &str) -> String {
     let mut base: String = hostname
         .to_ascii_lowercase()
@@ -616,13 +647,13 @@ fn host_id(hostname: &str) -> String {
         .collect::<String>()
         .trim_matches('-')
         .chars()
-        .take(50)
+        .take(30)
         .collect();
     base = base.trim_end_matches('-').to_owned();
     if base.is_empty() {
         base = "host".into();
     }
-    let mut suffix = [0u8; 3];
+    let mut suffix = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut suffix);
     format!("{base}-{}", hex::encode(suffix))
 }
@@ -643,6 +674,87 @@ fn rfc3339(t: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A control plane's agents over a store in `dir`, with site `s1` applied.
+    async fn agents_with_site(dir: &std::path::Path) -> Agents {
+        let store: Arc<dyn Store> =
+            Arc::new(atoll_store::SqliteStore::open(&dir.join("atoll.db")).unwrap());
+        let fleet = Arc::new(Fleet::default());
+        let pki = Arc::new(Pki::load_or_create(dir, &[]).unwrap());
+        let signer = Arc::new(super::super::signing::ManifestSigner::load_or_create(dir).unwrap());
+        let vault = Arc::new(super::super::vault::Vault::from_key([5; 32]));
+        let control = ControlPlane::new(store.clone(), fleet.clone(), vault, signer);
+        let site = atoll_spec::Source {
+            name: "s.yaml".into(),
+            text: "kind: Site\nname: s1\n".into(),
+        };
+        control.apply(&[site], false, "t").await.unwrap();
+        Agents::new(store, control, fleet, pki)
+    }
+
+    async fn enroll_one(agents: &Agents, hostname: &str) -> EnrollResponse {
+        let token = agents
+            .create_token(
+                &CreateTokenRequest {
+                    site: "s1".into(),
+                    ttl_seconds: None,
+                    uses: None,
+                },
+                "t",
+            )
+            .await
+            .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        agents
+            .enroll(&EnrollRequest {
+                token: token.token,
+                csr_pem: csr,
+                inventory: Inventory {
+                    hostname: hostname.into(),
+                    ..Inventory::default()
+                },
+                recipient: None,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Issue 12, item 19: two enrollments that drew one id made one host, the second taking
+    /// over the first one's record. Now the second draws again and the first is untouched.
+    #[tokio::test]
+    async fn host_ids_collide_the_second_enrollment_draws_another_id() {
+        static DRAWN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // The first two draws give one id, as two cloned images with bad luck would.
+        fn colliding(_: &str) -> String {
+            match DRAWN.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 | 1 => "raspberrypi-1".into(),
+                n => format!("raspberrypi-{n}"),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let agents = agents_with_site(dir.path()).await.with_host_ids(colliding);
+        let first = enroll_one(&agents, "raspberrypi").await;
+        let before = agents.store.host(&first.host).await.unwrap().unwrap();
+        let second = enroll_one(&agents, "raspberrypi").await;
+        assert_eq!(first.host, "raspberrypi-1");
+        assert_eq!(second.host, "raspberrypi-2");
+        assert_eq!(agents.store.host(&first.host).await.unwrap(), Some(before));
+        assert_eq!(agents.store.site_hosts("s1").await.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn host_ids_carry_128_random_bits() {
+        let id = host_id("raspberrypi");
+        let suffix = id.strip_prefix("raspberrypi-").unwrap();
+        assert_eq!(suffix.len(), 32, "{id}");
+        assert_ne!(host_id("raspberrypi"), id);
+    }
 
     #[test]
     fn host_ids_are_dns_labels() {
