@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll_api::agent::RenewRequest;
+use atoll_control::core::revision::Held;
 use atoll_control::shell::agents::{Agents, Poll};
 use atoll_control::shell::fleet::Fleet;
 use atoll_control::shell::service::ControlPlane;
@@ -41,6 +42,11 @@ fn host_row(serial: &str, expiry: &str) -> HostRow {
         last_seen: None,
         recipient: None,
     }
+}
+
+/// What an agent holding `revision` (with content `hash`, if it says it) polls with.
+fn held(revision: u64, hash: Option<&str>) -> Held<'_> {
+    Held { revision, hash }
 }
 
 fn vault() -> Arc<Vault> {
@@ -84,7 +90,7 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
         tokio::spawn(async move {
             let started = Instant::now();
             let answer = agents
-                .poll_manifest(&identity, 1, Duration::from_secs(20))
+                .poll_manifest(&identity, held(1, None), Duration::from_secs(20))
                 .await
                 .unwrap();
             (answer, started.elapsed())
@@ -145,13 +151,13 @@ async fn after_a_restart_polls_are_answered_from_the_stored_revisions() {
     };
     let fresh = tokio::time::timeout(
         Duration::from_secs(5),
-        agents.poll_manifest(&identity, 0, Duration::from_secs(30)),
+        agents.poll_manifest(&identity, held(0, None), Duration::from_secs(30)),
     )
     .await
     .expect("a poll for an older revision waited");
     assert!(matches!(fresh, Ok(Poll::Newer(_))), "{fresh:?}");
     let current = agents
-        .poll_manifest(&identity, revision, Duration::from_millis(50))
+        .poll_manifest(&identity, held(revision, None), Duration::from_millis(50))
         .await;
     assert!(matches!(current, Ok(Poll::NotModified)), "{current:?}");
 }
@@ -258,5 +264,88 @@ async fn a_host_joining_a_site_whose_templates_read_its_hosts_gets_a_new_manifes
     assert_eq!(
         after.content.applications[0].services[0].env["ARCH"],
         "riscv64"
+    );
+}
+
+/// The manifest a long-poll answered with, out of its signed envelope.
+fn answered(poll: Poll) -> atoll_api::Manifest {
+    let Poll::Newer(body) = poll else {
+        panic!("not answered with a manifest: {poll:?}")
+    };
+    let signed: atoll_api::agent::SignedManifest = serde_json::from_slice(&body).unwrap();
+    serde_json::from_str(&signed.payload).unwrap()
+}
+
+/// Issue 12, item 7: a control plane whose store lost its last commits gave a revision number
+/// the agent already held to other content (or had not reached the agent's at all), and the
+/// agent, which takes only newer revisions, never took what was stored. The poll now compares
+/// content, moves the site above the agent's revision, and audits the divergence.
+#[tokio::test]
+async fn a_control_plane_that_lost_commits_moves_the_site_above_the_revision_its_agent_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("atoll.db")).unwrap());
+    let fleet = Arc::new(Fleet::default());
+    let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
+    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
+    let control = ControlPlane::new(store.clone(), fleet.clone(), vault(), signer);
+    let agents = Agents::new(store.clone(), control.clone(), fleet, pki);
+    let app = "kind: Application\nname: a\nversion: '4'\nservices: [{ name: web, image: x }]\n---\nkind: Deployment\nname: d\napplication: a\nplacement: { sites: 'run == yes' }\n";
+    let sources = [
+        Source {
+            name: "a.yaml".into(),
+            text: app.into(),
+        },
+        site("run: 'yes'").remove(0),
+    ];
+    control.apply(&sources, false, "t").await.unwrap();
+    store
+        .put_host(host_row("1", "2099-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    let stored = store.manifest("s1").await.unwrap().unwrap();
+    let identity = AgentIdentity {
+        site: "s1".into(),
+        host: "h1".into(),
+    };
+    let quick = Duration::from_millis(50);
+
+    // The same number, other content: answered at once, one revision above, the same content.
+    let same_number = held(stored.revision, Some("sha256:what-the-lost-commit-held"));
+    let taken = answered(
+        agents
+            .poll_manifest(&identity, same_number, Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(taken.revision, stored.revision + 1);
+    assert_eq!(taken.hash, stored.hash);
+    let head = store.manifest("s1").await.unwrap().unwrap();
+    assert_eq!((head.revision, &head.hash), (taken.revision, &stored.hash));
+    // Holding it now, the agent waits.
+    let holding = held(taken.revision, Some(&stored.hash));
+    assert!(matches!(
+        agents
+            .poll_manifest(&identity, holding, quick)
+            .await
+            .unwrap(),
+        Poll::NotModified
+    ));
+
+    // A number this control plane never reached, from an agent that says no hash.
+    let ahead = held(taken.revision + 5, None);
+    let taken = answered(agents.poll_manifest(&identity, ahead, quick).await.unwrap());
+    assert_eq!(taken.revision, ahead.revision + 1);
+    assert_eq!(taken.hash, stored.hash);
+
+    let audit = store.audit(10).await.unwrap();
+    let diverged: Vec<_> = audit.iter().filter(|a| a.action == "diverged").collect();
+    assert_eq!(diverged.len(), 2, "{audit:?}");
+    assert!(
+        diverged
+            .iter()
+            .any(|a| a.detail.contains("host h1 of site s1")
+                && a.detail.contains("sha256:what-the-lost-commit-held")
+                && a.detail.contains("restored from a backup")),
+        "{diverged:?}"
     );
 }

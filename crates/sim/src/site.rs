@@ -305,7 +305,7 @@ impl World {
             ReportReply::Acked(acked) => {
                 s.report_connected = true;
                 s.report_backoff.reset();
-                let forgotten = s.queue.acknowledge(acked);
+                let forgotten = s.queue.acknowledge(acked).forgotten;
                 self.ledger_forgotten(site, &forgotten);
                 self.send_reports(site);
             }

@@ -48,6 +48,7 @@ impl SqliteStore {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )?;
+        check_integrity(&writer, path)?;
         migrate(&mut writer)?;
         let readers = (0..READERS)
             .map(|_| open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map(Mutex::new))
@@ -92,10 +93,39 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
         .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     if !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // The first read of the file: one that is not a database at all fails here.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| damaged(path, &e.to_string()))?;
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
+}
+
+/// A database file that SQLite finds damaged, named, with what to do: nothing is written to it.
+fn damaged(path: &Path, detail: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "{} is damaged ({detail}); atoll does not start on a damaged database: restore it from a backup (with its -wal file, if any), or move it aside to start with an empty one",
+        path.display()
+    ))
+}
+
+/// SQLite's quick integrity check (`PRAGMA quick_check`: every page and record well formed,
+/// without the index cross-check of `integrity_check`), at start-up: a damaged file is refused
+/// before anything is read from it or written to it. Lost commits (a cut WAL, a restored
+/// backup) are no damage; the manifest long-poll finds those.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<()> {
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut check| check.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| damaged(path, &e.to_string()))?;
+    if problems != ["ok"] {
+        let shown: Vec<&str> = problems.iter().take(3).map(String::as_str).collect();
+        return Err(damaged(
+            path,
+            &format!("integrity check: {}", shown.join("; ")),
+        ));
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -756,5 +786,56 @@ mod tests {
             .unwrap();
         let err = SqliteStore::open(&path).unwrap_err();
         assert!(err.to_string().contains("upgrade atoll"), "{err}");
+    }
+
+    /// Issue 12, item 7: a damaged database was opened without a word. Its pages are checked at
+    /// start-up, and a damaged file is refused, named, with what to do, and left as it was.
+    #[tokio::test]
+    async fn a_damaged_database_is_refused_at_start_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atoll.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let sites = (0..50)
+                .map(|i| crate::conformance::site_row(&format!("site-{i}"), 1))
+                .collect();
+            store.commit(0, sites).await.unwrap();
+        }
+        let page: usize = {
+            let conn = Connection::open(&path).unwrap();
+            // Everything into the main file, which is what gets damaged.
+            conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+                .unwrap();
+            conn.pragma_query_value(None, "page_size", |r| r.get::<_, i64>(0))
+                .unwrap()
+                .try_into()
+                .unwrap()
+        };
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 3 * page, "the database has tables to damage");
+        // Every page past the first (the header and schema) scribbled over.
+        for b in &mut bytes[page..] {
+            *b = 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string())
+                && err.contains("is damaged")
+                && err.contains("restore it from a backup"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "nothing written to it"
+        );
+
+        std::fs::write(&path, "not a database at all, but long enough to have a header .....................................").unwrap();
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("is damaged"),
+            "{err}"
+        );
     }
 }

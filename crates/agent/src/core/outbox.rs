@@ -6,6 +6,13 @@
 //! Sequence numbers only grow and are never reused: the control plane takes a number it has
 //! seen for a resend and ignores it. Past `capacity` batches the oldest are dropped and
 //! counted, so a loss is visible in every later status instead of silent.
+//!
+//! A lost counter (its file deleted or garbage) would number new batches under what the
+//! control plane has stored, which would take them for resends: so the queue learns the
+//! control plane's acknowledged sequence first ([`Queue::unconfirmed`]: the reporter's first
+//! request carries no batch) and renumbers the batches still waiting above it rather than let
+//! them be forgotten. An acknowledgement at or above the next number says the same of any
+//! counter, lost or not.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -20,6 +27,10 @@ pub const BATCH_LIMIT: usize = 100;
 /// delivery. Status reaches the control plane this much later.
 pub const GATHER: Duration = Duration::from_secs(1);
 
+/// The highest sequence number a control plane stores (its column is a signed 64-bit
+/// integer): an acknowledgement above it is no store's, and is not acted on.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queue {
     next_seq: u64,
@@ -27,6 +38,20 @@ pub struct Queue {
     capacity: usize,
     /// Sequence numbers of the queued batches, oldest first.
     queued: VecDeque<u64>,
+    /// The counter was lost: numbers from this one on were given without knowing what the
+    /// control plane has stored. Cleared by the first acknowledgement.
+    unconfirmed_from: Option<u64>,
+}
+
+/// What an acknowledgement decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acknowledged {
+    /// Batches the control plane has stored, to forget, oldest first.
+    pub forgotten: Vec<u64>,
+    /// Batches whose numbers the control plane had already stored for others (the counter was
+    /// lost), `(old, new)` oldest first: each new number is above every number given before and
+    /// above the acknowledgement, in the same order, so they are stored when sent again.
+    pub renumbered: Vec<(u64, u64)>,
 }
 
 /// What queuing one batch decided.
@@ -50,7 +75,26 @@ impl Queue {
             dropped,
             capacity: capacity.max(1),
             queued: queued.into(),
+            unconfirmed_from: None,
         }
+    }
+
+    /// The counter was lost: the numbers from `from` on (at most the next one) were given, or
+    /// will be, without knowing what the control plane has stored. Until an acknowledgement
+    /// says, nothing is to be sent ([`Queue::unconfirmed`]).
+    pub fn lost_counter(&mut self, from: u64) {
+        self.unconfirmed_from = Some(from.clamp(1, self.next_seq));
+    }
+
+    /// Whether the control plane's acknowledged sequence must be learned before any batch is
+    /// sent: a request with no batch asks for it.
+    pub fn unconfirmed(&self) -> bool {
+        self.unconfirmed_from.is_some()
+    }
+
+    /// See [`Queue::lost_counter`].
+    pub fn unconfirmed_from(&self) -> Option<u64> {
+        self.unconfirmed_from
     }
 
     /// Queues a new batch: drops the oldest past capacity first, so the new batch's status can
@@ -71,18 +115,40 @@ impl Queue {
         Pushed { seq, dropped }
     }
 
-    /// The control plane has stored every batch up to and including `acked`: returns the
-    /// batches that may now be forgotten, oldest first.
-    pub fn acknowledge(&mut self, acked: u64) -> Vec<u64> {
-        let mut forgotten = Vec::new();
+    /// The control plane has stored every batch up to and including `acked` (its highest
+    /// stored sequence): the batches that may now be forgotten, and those to renumber. A number
+    /// the control plane holds that this queue never gave (`acked` at or above the next one)
+    /// means the counter went back: no waiting batch was stored, and all are renumbered. After
+    /// a lost counter, the batches numbered since are renumbered if the control plane holds
+    /// their numbers already; the ones before (their files kept their numbers) are forgotten
+    /// as usual.
+    pub fn acknowledge(&mut self, acked: u64) -> Acknowledged {
+        if acked > MAX_SEQ {
+            return Acknowledged::default();
+        }
+        let unconfirmed = self.unconfirmed_from.take();
+        let renumber_from = if acked >= self.next_seq {
+            Some(0)
+        } else {
+            unconfirmed.filter(|from| acked >= *from)
+        };
+        let mut out = Acknowledged::default();
         while let Some(&oldest) = self.queued.front() {
-            if oldest > acked {
+            if oldest > acked || renumber_from.is_some_and(|from| oldest >= from) {
                 break;
             }
-            forgotten.push(oldest);
+            out.forgotten.push(oldest);
             self.queued.pop_front();
         }
-        forgotten
+        if renumber_from.is_some() {
+            let base = self.next_seq.max(acked + 1);
+            for (seq, new) in self.queued.iter_mut().zip(base..) {
+                out.renumbered.push((*seq, new));
+                *seq = new;
+            }
+            self.next_seq = base + self.queued.len() as u64;
+        }
+        out
     }
 
     /// A batch that can no longer be sent (its file is damaged): dropped and counted.
@@ -137,11 +203,11 @@ mod tests {
         for _ in 0..5 {
             q.push();
         }
-        assert_eq!(q.acknowledge(3), [1, 2, 3]);
-        assert_eq!(q.acknowledge(3), Vec::<u64>::new());
+        assert_eq!(q.acknowledge(3).forgotten, [1, 2, 3]);
+        assert_eq!(q.acknowledge(3), Acknowledged::default());
         assert_eq!(q.pending(1).collect::<Vec<_>>(), [4]);
         assert_eq!(q.len(), 2);
-        assert_eq!(q.acknowledge(9), [4, 5]);
+        assert_eq!(q.acknowledge(5).forgotten, [4, 5]);
         assert!(q.is_empty());
         assert_eq!(
             q.push().seq,
@@ -171,5 +237,138 @@ mod tests {
         q.lose(3);
         q.lose(3);
         assert_eq!(q.dropped(), 2, "a lost batch counts once");
+    }
+
+    fn queued(q: &Queue) -> Vec<u64> {
+        q.pending(usize::MAX).collect()
+    }
+
+    /// Issue 12, item 8: with its counter lost, an agent numbered new batches from 1 under the
+    /// control plane's stored 93, which took them for resends, acknowledged 93, and the agent
+    /// forgot them: their events vanished.
+    #[test]
+    fn batches_numbered_after_a_lost_counter_are_renumbered_above_the_acknowledgement_not_forgotten()
+     {
+        let mut q = Queue::restore(Vec::new(), 0, 0, 100);
+        q.lost_counter(q.next_seq());
+        assert!(q.unconfirmed());
+        for _ in 0..17 {
+            q.push();
+        }
+        let acked = q.acknowledge(93);
+        assert!(acked.forgotten.is_empty(), "{acked:?}");
+        assert_eq!(acked.renumbered.first(), Some(&(1, 94)));
+        assert_eq!(acked.renumbered.last(), Some(&(17, 110)));
+        assert_eq!(queued(&q), (94..=110).collect::<Vec<_>>());
+        assert!(!q.unconfirmed());
+        assert_eq!(q.push().seq, 111);
+        // Sent again, stored, acknowledged: forgotten as usual.
+        assert_eq!(q.acknowledge(111).forgotten.len(), 18);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn more_batches_than_the_acknowledgement_after_a_lost_counter_are_all_kept() {
+        // Offline a long while after the loss: more batches than the control plane's cursor.
+        let mut q = Queue::restore(Vec::new(), 0, 0, 1000);
+        q.lost_counter(1);
+        for _ in 0..150 {
+            q.push();
+        }
+        let acked = q.acknowledge(93);
+        assert!(acked.forgotten.is_empty());
+        assert_eq!(acked.renumbered.len(), 150);
+        assert_eq!(
+            queued(&q),
+            (151..=300).collect::<Vec<_>>(),
+            "above every number given"
+        );
+    }
+
+    #[test]
+    fn batches_kept_with_their_numbers_are_forgotten_as_usual_after_a_lost_counter() {
+        // The files of 95 to 98 kept their numbers; 95 and 96 were stored, their ack lost.
+        let mut q = Queue::restore(vec![95, 96, 97, 98], 0, 0, 100);
+        q.lost_counter(q.next_seq());
+        assert_eq!(q.push().seq, 99);
+        let acked = q.acknowledge(96);
+        assert_eq!(acked.forgotten, [95, 96]);
+        assert!(acked.renumbered.is_empty());
+        assert_eq!(queued(&q), [97, 98, 99]);
+        // And when the control plane also holds the numbers given since, only those move.
+        let mut q = Queue::restore(vec![95, 96], 0, 0, 100);
+        q.lost_counter(q.next_seq());
+        q.push();
+        q.push();
+        let acked = q.acknowledge(98);
+        assert_eq!(acked.forgotten, [95, 96]);
+        assert_eq!(acked.renumbered, [(97, 99), (98, 100)]);
+    }
+
+    #[test]
+    fn a_lost_counter_with_nothing_waiting_continues_above_the_acknowledgement() {
+        let mut q = Queue::restore(Vec::new(), 0, 0, 10);
+        q.lost_counter(1);
+        assert_eq!(q.acknowledge(93), Acknowledged::default());
+        assert_eq!(q.push().seq, 94);
+        // A new host: the control plane has nothing, the numbers stand.
+        let mut q = Queue::restore(Vec::new(), 0, 0, 10);
+        q.lost_counter(1);
+        q.push();
+        assert_eq!(q.acknowledge(0), Acknowledged::default());
+        assert!(!q.unconfirmed());
+        assert_eq!(queued(&q), [1]);
+    }
+
+    #[test]
+    fn an_acknowledgement_at_or_above_the_next_number_renumbers_even_a_trusted_counter() {
+        // A counter file restored from an old copy: numeric, and behind.
+        let mut q = Queue::restore(vec![4, 5], 6, 0, 10);
+        assert!(!q.unconfirmed());
+        let acked = q.acknowledge(40);
+        assert_eq!(acked.renumbered, [(4, 41), (5, 42)]);
+        assert_eq!(q.next_seq(), 43);
+        // An acknowledgement no store can make changes nothing.
+        let mut q = Queue::restore(vec![4, 5], 6, 0, 10);
+        assert_eq!(q.acknowledge(u64::MAX), Acknowledged::default());
+        assert_eq!(queued(&q), [4, 5]);
+    }
+
+    proptest::proptest! {
+        /// Whatever the control plane's cursor, the counter's state and the batches waiting:
+        /// every batch is forgotten (only at or below the cursor, and never one numbered after
+        /// a lost counter) or kept, in order, above the cursor, and numbers are never reused.
+        #[test]
+        fn no_batch_is_forgotten_that_the_control_plane_did_not_store(
+            kept in proptest::collection::btree_set(1u64..60, 0..8),
+            counter in proptest::option::of(0u64..80),
+            fresh in 0usize..40,
+            cursor in 0u64..200,
+        ) {
+            let mut q = Queue::restore(kept.into_iter().collect(), counter.unwrap_or(0), 0, 1000);
+            if counter.is_none() {
+                q.lost_counter(q.next_seq());
+            }
+            let first_fresh = q.next_seq();
+            for _ in 0..fresh {
+                q.push();
+            }
+            let before = queued(&q);
+            let acked = q.acknowledge(cursor);
+            let after = queued(&q);
+            proptest::prop_assert_eq!(after.len() + acked.forgotten.len(), before.len());
+            proptest::prop_assert_eq!(&acked.forgotten[..], &before[..acked.forgotten.len()]);
+            for f in &acked.forgotten {
+                proptest::prop_assert!(*f <= cursor);
+                proptest::prop_assert!(counter.is_some() || *f < first_fresh);
+            }
+            for (old, new) in &acked.renumbered {
+                proptest::prop_assert!(*new > *old && *new >= first_fresh + fresh as u64);
+            }
+            proptest::prop_assert!(after.windows(2).all(|w| w[0] < w[1]));
+            proptest::prop_assert!(after.iter().all(|s| *s > cursor));
+            proptest::prop_assert!(q.next_seq() > after.last().copied().unwrap_or(0));
+            proptest::prop_assert!(!q.unconfirmed());
+        }
     }
 }

@@ -11,6 +11,13 @@
 //!
 //! The outbox is bounded: past `capacity` batches the oldest are dropped and counted, and the
 //! count travels in every status so the loss is visible.
+//!
+//! A counter file that is missing or garbage does not stop the agent: it starts from what the
+//! outbox holds, notes in `renumber-from` the first number given without knowing the control
+//! plane's cursor, and learns that cursor before sending (`core::outbox::Queue::unconfirmed`).
+//! A batch's number is its file's name, so renumbering one is a rename: atomic, and done
+//! newest first into numbers above every one given, so a crash halfway keeps each batch once
+//! and in order.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +29,9 @@ use crate::core::outbox::Queue;
 
 const NEXT_SEQ: &str = "next-seq";
 const DROPPED: &str = "dropped";
+/// Present while numbers given after a lost counter are not known to be above what the
+/// control plane has stored: the first such number.
+const RENUMBER_FROM: &str = "renumber-from";
 
 #[derive(Debug)]
 pub struct Outbox {
@@ -35,19 +45,28 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
     move |e| AgentError::Local(format!("{}: {e}", path.display()))
 }
 
-fn read_number(path: &Path) -> Result<u64, AgentError> {
+/// A counter file's number: `None` when it is missing or cannot be read (said as a warning
+/// unless it is missing), which must not keep the agent from starting.
+fn read_number(path: &Path) -> Option<u64> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| AgentError::Local(format!("{}: not a number", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(io(path)(e)),
+        Ok(text) => {
+            let number = text.trim().parse().ok();
+            if number.is_none() {
+                tracing::warn!(file = %path.display(), "the counter file is not a number; carrying on from what the outbox holds");
+            }
+            number
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the counter file; carrying on from what the outbox holds");
+            None
+        }
     }
 }
 
 impl Outbox {
     pub fn open(dir: &Path, capacity: usize) -> Result<Outbox, AgentError> {
+        let existed = dir.exists();
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let queued: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io(dir))?
@@ -60,12 +79,44 @@ impl Outbox {
                     .ok()
             })
             .collect();
-        let next_seq = read_number(&dir.join(NEXT_SEQ))?;
-        let dropped = read_number(&dir.join(DROPPED))?;
+        let next_seq = read_number(&dir.join(NEXT_SEQ));
+        let dropped = read_number(&dir.join(DROPPED)).unwrap_or(0);
+        let mut queue = Queue::restore(queued, next_seq.unwrap_or(0), dropped, capacity);
+        let marker = dir.join(RENUMBER_FROM);
+        let unconfirmed_from = if marker.exists() {
+            // Garbage here: every number may be one the control plane holds.
+            Some(read_number(&marker).unwrap_or(1))
+        } else if next_seq.is_none() {
+            if existed {
+                tracing::warn!(
+                    folder = %dir.display(),
+                    next = queue.next_seq(),
+                    "the report counter is lost; numbering goes on from what the outbox holds, and the control plane's acknowledged sequence is learned before sending"
+                );
+            }
+            let from = queue.next_seq();
+            // Unwritten, a restart before the first acknowledgement trusts the counter written
+            // since; an acknowledgement at or above it still renumbers.
+            if let Err(e) = write_atomic(&marker, from.to_string().as_bytes(), 0o600) {
+                tracing::warn!(file = %marker.display(), error = %e, "cannot note where the numbers given after a lost counter begin");
+            }
+            Some(from)
+        } else {
+            None
+        };
+        if let Some(from) = unconfirmed_from {
+            queue.lost_counter(from);
+        }
         Ok(Outbox {
             dir: dir.to_owned(),
-            queue: Queue::restore(queued, next_seq, dropped, capacity),
+            queue,
         })
+    }
+
+    /// Whether the control plane's acknowledged sequence must be learned, by a report with no
+    /// batch, before any batch is sent (the counter was lost).
+    pub fn unconfirmed(&self) -> bool {
+        self.queue.unconfirmed()
     }
 
     /// Queues a batch; returns its sequence number.
@@ -124,7 +175,8 @@ impl Outbox {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Report>(&b).ok())
             {
-                Some(report) => out.push(report),
+                // The file's name is the number: a renumbered batch was only renamed.
+                Some(report) => out.push(Report { seq, ..report }),
                 None => damaged.push(seq),
             }
         }
@@ -135,10 +187,13 @@ impl Outbox {
         out
     }
 
-    /// Forgets every batch up to and including `seq`, which the control plane has stored.
-    pub fn acknowledge(&mut self, seq: u64) -> Result<(), AgentError> {
-        let mut result = Ok(());
-        for oldest in self.queue.acknowledge(seq) {
+    /// Takes the control plane's acknowledgement `acked`, its highest stored sequence: forgets
+    /// every batch it has stored, and renumbers above it the batches whose numbers it holds for
+    /// others (the counter was lost), to be sent again. Returns how many were renumbered.
+    pub fn acknowledge(&mut self, acked: u64) -> Result<usize, AgentError> {
+        let decided = self.queue.acknowledge(acked);
+        let mut result = Ok(decided.renumbered.len());
+        for oldest in decided.forgotten {
             let path = self.path(oldest);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -146,6 +201,39 @@ impl Outbox {
                 // A file left behind is sent again after a restart, and the control plane,
                 // having stored it, ignores it.
                 Err(e) => result = result.and(Err(io(&path)(e))),
+            }
+        }
+        if !decided.renumbered.is_empty() {
+            tracing::warn!(
+                acked,
+                renumbered = decided.renumbered.len(),
+                "the control plane has stored sequence numbers this agent gave again (its counter was lost): the reports waiting are renumbered above them and sent"
+            );
+            // The new numbers are given before any file takes one.
+            let counter = self.dir.join(NEXT_SEQ);
+            write_atomic(
+                &counter,
+                self.queue.next_seq().to_string().as_bytes(),
+                0o600,
+            )
+            .map_err(io(&counter))?;
+        }
+        // Newest first, each above every number given: a crash halfway leaves every batch
+        // once, in order, and the next start renumbers the rest.
+        for (old, new) in decided.renumbered.into_iter().rev() {
+            let (from, to) = (self.path(old), self.path(new));
+            if let Err(e) = std::fs::rename(&from, &to)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(io(&from)(e));
+            }
+        }
+        let marker = self.dir.join(RENUMBER_FROM);
+        if !self.queue.unconfirmed() {
+            match std::fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => result = result.and(Err(io(&marker)(e))),
             }
         }
         result
@@ -184,6 +272,8 @@ mod tests {
     fn batches_survive_a_restart_and_sequence_numbers_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = Outbox::open(dir.path(), 10).unwrap();
+        // What the reporter asks first of a new outbox: nothing stored yet.
+        outbox.acknowledge(0).unwrap();
         assert_eq!(outbox.push("t".into(), event(1), None).unwrap(), 1);
         assert_eq!(outbox.push("t".into(), event(2), None).unwrap(), 2);
         outbox.acknowledge(2).unwrap();
@@ -204,6 +294,8 @@ mod tests {
     fn acknowledging_forgets_only_up_to_the_ack() {
         let dir = tempfile::tempdir().unwrap();
         let mut outbox = Outbox::open(dir.path(), 10).unwrap();
+        // What the reporter asks first of a new outbox: nothing stored yet.
+        outbox.acknowledge(0).unwrap();
         for n in 1..=5 {
             outbox.push("t".into(), event(n), None).unwrap();
         }
@@ -233,6 +325,47 @@ mod tests {
         let newest = outbox.pending(10).pop().unwrap();
         assert_eq!(newest.status.unwrap().dropped_reports, 3);
         assert_eq!(Outbox::open(dir.path(), 3).unwrap().dropped(), 3);
+    }
+
+    /// Issue 12, item 8: a garbage counter stopped the agent from starting, and a missing one
+    /// numbered new batches under what the control plane had stored, which then forgot them.
+    #[test]
+    fn a_lost_counter_neither_stops_the_start_nor_loses_the_batches_numbered_after_it() {
+        for lost in ["missing", "garbage"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut outbox = Outbox::open(dir.path(), 10).unwrap();
+            assert!(outbox.unconfirmed(), "a new outbox learns the cursor first");
+            assert_eq!(outbox.acknowledge(0).unwrap(), 0);
+            for n in 1..=3 {
+                outbox.push("t".into(), event(n), None).unwrap();
+            }
+            outbox.acknowledge(3).unwrap();
+            let counter = dir.path().join(NEXT_SEQ);
+            if lost == "missing" {
+                std::fs::remove_file(&counter).unwrap();
+            } else {
+                std::fs::write(&counter, "\u{0}garbage").unwrap();
+            }
+            let mut outbox = Outbox::open(dir.path(), 10).unwrap();
+            assert!(outbox.unconfirmed(), "{lost}");
+            outbox.push("t".into(), event(4), None).unwrap();
+            outbox.push("t".into(), event(5), None).unwrap();
+            assert_eq!(outbox.acknowledge(3).unwrap(), 2, "{lost}");
+            assert!(!outbox.unconfirmed());
+            let pending = outbox.pending(10);
+            assert_eq!(
+                pending
+                    .iter()
+                    .map(|r| (r.seq, r.events[0].message.as_str()))
+                    .collect::<Vec<_>>(),
+                [(4, "4"), (5, "5")],
+                "{lost}"
+            );
+            // Settled: a restart trusts the counter again and goes on above.
+            let mut outbox = Outbox::open(dir.path(), 10).unwrap();
+            assert!(!outbox.unconfirmed(), "{lost}");
+            assert_eq!(outbox.push("t".into(), event(6), None).unwrap(), 6);
+        }
     }
 
     #[test]

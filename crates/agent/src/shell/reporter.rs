@@ -1,5 +1,7 @@
 //! Delivering the outbox: batches go up oldest first; the control plane's acknowledgement says
-//! what may be forgotten. While the control plane is away, batches wait on disk.
+//! what may be forgotten. While the control plane is away, batches wait on disk. After a lost
+//! counter, the first request carries no batch: its answer, the control plane's acknowledged
+//! sequence, says whether the waiting batches need new numbers before they go.
 
 use std::sync::{Arc, Mutex};
 
@@ -8,7 +10,7 @@ use tokio::sync::{Notify, watch};
 use super::AgentError;
 use super::outbox::Outbox;
 use super::session::Session;
-use crate::core::outbox::{BATCH_LIMIT, GATHER};
+use crate::core::outbox::{BATCH_LIMIT, GATHER, MAX_SEQ};
 use crate::core::retry::{self, Backoff};
 
 pub struct Reporter {
@@ -28,12 +30,15 @@ impl Reporter {
     pub async fn run(mut self) {
         let mut backoff = Backoff::agent();
         loop {
-            let pending = self
-                .outbox
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pending(BATCH_LIMIT);
-            if pending.is_empty() {
+            let (probe, pending) = {
+                let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+                if outbox.unconfirmed() {
+                    (true, Vec::new())
+                } else {
+                    (false, outbox.pending(BATCH_LIMIT))
+                }
+            };
+            if pending.is_empty() && !probe {
                 tokio::select! {
                     _ = self.shutdown.changed() => return,
                     _ = self.report_ready.notified() => {}
@@ -53,7 +58,12 @@ impl Reporter {
                     if let Err(e) = outbox.acknowledge(acked) {
                         tracing::error!(error = %e, "cannot forget acknowledged reports");
                     }
-                    if acked < highest {
+                    if acked > MAX_SEQ {
+                        tracing::warn!(
+                            acked,
+                            "the control plane acknowledged a sequence no store keeps; nothing is forgotten"
+                        );
+                    } else if acked < highest {
                         tracing::warn!(
                             acked,
                             highest,

@@ -57,22 +57,39 @@ impl Session {
         self.current().identity.clone()
     }
 
-    /// The signed manifest if the site's is newer than `have`; None when the control plane
-    /// had nothing newer within `wait`.
+    /// The signed manifest if the site's is newer than `have`, or if the control plane does
+    /// not know `have` with content `hash` (it lost commits, and commits its manifest again
+    /// above it); None when the control plane had nothing newer within `wait`.
     pub async fn poll_manifest(
         &self,
         have: u64,
+        hash: Option<&str>,
         wait: Duration,
     ) -> Result<Option<SignedManifest>, AgentError> {
         let link = self.current();
         let id = &link.identity;
-        let url = format!(
-            "{}/v1/sites/{}/manifest?have={have}&wait={}",
-            id.control_url,
-            id.site,
-            wait.as_secs()
-        );
-        send::<(), SignedManifest>(&link.http, Method::GET, &url, None, wait + POLL_MARGIN).await
+        let mut query = vec![
+            ("have", have.to_string()),
+            ("wait", wait.as_secs().to_string()),
+        ];
+        if let Some(hash) = hash {
+            query.push(("hash", hash.to_owned()));
+        }
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/v1/sites/{}/manifest", id.control_url, id.site),
+            &query,
+        )
+        .map_err(|e| {
+            AgentError::Local(format!("the control plane's URL {}: {e}", id.control_url))
+        })?;
+        send::<(), SignedManifest>(
+            &link.http,
+            Method::GET,
+            url.as_str(),
+            None,
+            wait + POLL_MARGIN,
+        )
+        .await
     }
 
     /// Sends batches; returns the highest sequence number the control plane has stored.

@@ -39,10 +39,18 @@ impl Sync {
         let mut backoff = Backoff::agent();
         let mut offline = false;
         loop {
-            let have = self.manifests.borrow().as_ref().map_or(0, |m| m.revision);
+            // The hash too, so that a control plane that gave this revision's number to other
+            // content (it lost commits) finds out.
+            let held = self
+                .manifests
+                .borrow()
+                .as_ref()
+                .map(|m| (m.revision, m.hash.clone()));
+            let have = held.as_ref().map_or(0, |(revision, _)| *revision);
+            let hash = held.as_ref().map(|(_, hash)| hash.as_str());
             let result = tokio::select! {
                 _ = self.shutdown.changed() => return,
-                r = self.session.poll_manifest(have, self.wait) => r,
+                r = self.session.poll_manifest(have, hash, self.wait) => r,
             };
             let polled = match result {
                 Ok(answer) => {

@@ -26,6 +26,7 @@ use super::http::{
     Actor, ApiError, ApiResult, AppState, Peer, body_error, checked_name, malformed_json, user,
 };
 use super::tls::AgentIdentity;
+use crate::core::revision::Held;
 
 fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(body_error)?;
@@ -84,7 +85,15 @@ pub struct ManifestQuery {
     /// Seconds to hold the request when there is nothing newer (at most 60).
     #[serde(default)]
     wait: Option<u64>,
+    /// The content hash of the revision the agent has, so that a revision number this control
+    /// plane gave to other content (after losing commits) is found. Older agents do not send
+    /// it.
+    #[serde(default)]
+    hash: Option<String>,
 }
+
+/// Longer than any content hash (`sha256:` and 64 hex digits).
+const MAX_HASH_LEN: usize = 128;
 
 /// `GET /v1/sites/{name}/manifest`: for an agent, the signed manifest by long-poll; for a user
 /// with a token, the manifest as stored.
@@ -102,11 +111,18 @@ pub async fn manifest(
             Some(id) => {
                 s.agents.authorize(&id, &name, None).await?;
                 let wait = Duration::from_secs(query.wait.unwrap_or(30));
-                match s
-                    .agents
-                    .poll_manifest(&id, query.have.unwrap_or(0), wait)
-                    .await?
-                {
+                if query.hash.as_ref().is_some_and(|h| h.len() > MAX_HASH_LEN) {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        format!("the query parameter `hash` is longer than {MAX_HASH_LEN} characters: send the `hash` of the manifest held"),
+                    ));
+                }
+                let held = Held {
+                    revision: query.have.unwrap_or(0),
+                    hash: query.hash.as_deref(),
+                };
+                match s.agents.poll_manifest(&id, held, wait).await? {
                     Poll::Newer(signed) => {
                         Ok(([(header::CONTENT_TYPE, "application/json")], signed).into_response())
                     }

@@ -23,7 +23,7 @@ use super::clock::now_rfc3339;
 use super::fleet::{Fleet, Published};
 use super::service::{ControlPlane, Error};
 use super::tls::{AgentIdentity, Pki};
-use crate::core::revision;
+use crate::core::revision::{self, Answer, Held};
 use crate::core::state::decode_row;
 
 /// How long an agent certificate is valid. Agents renew when a third of it is left, so a site
@@ -365,43 +365,60 @@ impl Agents {
         })
     }
 
-    /// Answers at once if the site's manifest is newer than `have`, else when it becomes newer,
-    /// else after `wait` with "not modified". The fleet knows every site's current revision, so
-    /// a poll reads the store only when there is something newer to send.
+    /// Answers at once if the site's manifest is newer than what the agent holds, else when it
+    /// becomes newer, else after `wait` with "not modified". The fleet knows every site's
+    /// current revision and hash, so a poll reads the store only when there is something newer
+    /// to send. An agent holding a revision this control plane does not know (its store lost
+    /// commits) has the site's manifest committed again above it, once per poll, and is sent
+    /// that.
     pub async fn poll_manifest(
         &self,
         identity: &AgentIdentity,
-        have: u64,
+        held: Held<'_>,
         wait: Duration,
     ) -> Result<Poll, Error> {
         let _hold = self.fleet.polling(&identity.host, &identity.site);
         let mut changes = self.fleet.watch(&identity.site);
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        let mut overtaken = false;
         loop {
             // Mark the current value seen before reading the store, so a commit landing between
             // the read and the wait still wakes this poll.
-            let current = *changes.borrow_and_update();
-            if revision::answers(current, have) {
-                // The manifest a commit just published is in memory; the store is read only
-                // for one committed before this process started.
-                let (revision, published) = match self.fleet.manifest(&identity.site) {
-                    Some((revision, published)) if revision >= current => (revision, published),
-                    _ => self
-                        .store
-                        .manifest(&identity.site)
-                        .await?
-                        .map_or((0, Published::Unsealed(Arc::from(""))), |row| {
-                            (row.revision, self.control.signer().publish(row.body))
-                        }),
-                };
-                if revision::answers(revision, have) {
-                    return match published {
-                        Published::Signed(answer) => Ok(Poll::Newer(answer)),
-                        Published::Unsealed(body) => {
-                            self.seal_and_sign(&identity.site, &body).await
+            let current = changes.borrow_and_update().clone();
+            match revision::answer(current.stored(), held) {
+                Answer::Send => {
+                    // The manifest a commit just published is in memory; the store is read
+                    // only for one committed before this process started.
+                    let (revision, published) = match self.fleet.manifest(&identity.site) {
+                        Some((revision, published)) if revision >= current.revision => {
+                            (revision, published)
                         }
+                        _ => self
+                            .store
+                            .manifest(&identity.site)
+                            .await?
+                            .map_or((0, Published::Unsealed(Arc::from(""))), |row| {
+                                (row.revision, self.control.signer().publish(row.body))
+                            }),
                     };
+                    if revision::answers(revision, held.revision) {
+                        return match published {
+                            Published::Signed(answer) => Ok(Poll::Newer(answer)),
+                            Published::Unsealed(body) => {
+                                self.seal_and_sign(&identity.site, &body).await
+                            }
+                        };
+                    }
                 }
+                // The commit publishes the new head, which the next turn sends.
+                Answer::Overtake { .. } if !overtaken => {
+                    overtaken = true;
+                    self.control
+                        .overtake(&identity.site, &identity.host, held)
+                        .await?;
+                    continue;
+                }
+                Answer::Overtake { .. } | Answer::Wait => {}
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,

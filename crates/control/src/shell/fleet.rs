@@ -1,6 +1,6 @@
 //! What the control plane knows, in memory, about agents right now: which manifest revision
-//! each site should have (so waiting long-polls wake the moment it changes, without polling the
-//! store), the manifests committed since start (so the long-polls a commit wakes, every site at
+//! and content hash each site should have (so waiting long-polls wake the moment it changes,
+//! and compare what an agent holds, without reading the store), the manifests committed since start (so the long-polls a commit wakes, every site at
 //! once after a fleet-wide change, do not all read the store), and which hosts are in touch.
 
 use std::collections::{HashMap, HashSet};
@@ -19,7 +19,7 @@ const CONNECTED_GRACE: Duration = Duration::from_secs(45);
 
 #[derive(Debug)]
 pub struct Fleet {
-    revisions: Mutex<HashMap<String, watch::Sender<u64>>>,
+    revisions: Mutex<HashMap<String, watch::Sender<Head>>>,
     /// Each site's newest manifest committed by this process: revision and how a long-poll
     /// answers it.
     manifests: Mutex<HashMap<String, (u64, Published)>>,
@@ -49,6 +49,21 @@ pub enum Published {
     Unsealed(Arc<str>),
 }
 
+/// A site's newest manifest as the fleet knows it: its revision and content hash, together, so
+/// that a poll never compares one revision's hash with another's number. Revision 0: none yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    pub revision: u64,
+    pub hash: Arc<str>,
+}
+
+impl Head {
+    /// `(revision, hash)`, as `core::revision` takes it; none before the site's first manifest.
+    pub fn stored(&self) -> Option<(u64, &str)> {
+        (self.revision > 0).then_some((self.revision, &*self.hash))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Presence {
     site: String,
@@ -62,33 +77,38 @@ impl Fleet {
     pub async fn from_store(store: &dyn Store) -> Result<Fleet, StoreError> {
         let fleet = Fleet::default();
         for head in store.snapshot().await?.manifests {
-            fleet.publish(&head.site, head.revision);
+            fleet.publish(&head.site, head.revision, &head.hash);
         }
         Ok(fleet)
     }
 
-    /// A site's manifest is now at `revision`: wake everyone waiting for it.
-    pub fn publish(&self, site: &str, revision: u64) {
+    /// A site's manifest is now at `revision` with content `hash`: wake everyone waiting for
+    /// it.
+    pub fn publish(&self, site: &str, revision: u64, hash: &str) {
+        let head = Head {
+            revision,
+            hash: Arc::from(hash),
+        };
         let mut revisions = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
         match revisions.get(site) {
             Some(tx) => {
-                tx.send_if_modified(|r| {
-                    let newer = core::revision::answers(revision, *r);
+                tx.send_if_modified(|current| {
+                    let newer = core::revision::answers(revision, current.revision);
                     if newer {
-                        *r = revision;
+                        *current = head;
                     }
                     newer
                 });
             }
             None => {
-                revisions.insert(site.to_owned(), watch::channel(revision).0);
+                revisions.insert(site.to_owned(), watch::channel(head).0);
             }
         }
     }
 
-    /// A site's manifest was committed at `revision`: keep it, and wake everyone waiting for
-    /// it.
-    pub fn publish_manifest(&self, site: &str, revision: u64, manifest: Published) {
+    /// A site's manifest was committed at `revision` with content `hash`: keep it, and wake
+    /// everyone waiting for it.
+    pub fn publish_manifest(&self, site: &str, revision: u64, hash: &str, manifest: Published) {
         {
             let mut manifests = self.manifests.lock().unwrap_or_else(|e| e.into_inner());
             let newer = manifests.get(site).is_none_or(|(r, _)| *r < revision);
@@ -96,7 +116,7 @@ impl Fleet {
                 manifests.insert(site.to_owned(), (revision, manifest));
             }
         }
-        self.publish(site, revision);
+        self.publish(site, revision, hash);
     }
 
     /// The site's newest manifest committed by this process, if any.
@@ -106,11 +126,11 @@ impl Fleet {
     }
 
     /// A receiver that changes whenever the site's revision grows.
-    pub fn watch(&self, site: &str) -> watch::Receiver<u64> {
+    pub fn watch(&self, site: &str) -> watch::Receiver<Head> {
         let mut revisions = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
         revisions
             .entry(site.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Head::default()).0)
             .subscribe()
     }
 
@@ -217,24 +237,25 @@ mod tests {
         let fleet = Fleet::default();
         let mut rx = fleet.watch("s");
         rx.borrow_and_update();
-        fleet.publish("s", 2);
+        fleet.publish("s", 2, "two");
         assert!(rx.has_changed().unwrap());
-        assert_eq!(*rx.borrow_and_update(), 2);
-        fleet.publish("s", 1);
+        assert_eq!(rx.borrow_and_update().stored(), Some((2, "two")));
+        fleet.publish("s", 1, "one");
         assert!(!rx.has_changed().unwrap());
+        assert_eq!(fleet.watch("other").borrow().stored(), None);
     }
 
     #[test]
     fn a_published_manifest_is_kept_until_a_newer_one() {
         let fleet = Fleet::default();
         assert!(fleet.manifest("s").is_none());
-        fleet.publish_manifest("s", 2, Published::Unsealed(Arc::from("two")));
-        fleet.publish_manifest("s", 1, Published::Signed(Bytes::from_static(b"one")));
+        fleet.publish_manifest("s", 2, "h2", Published::Unsealed(Arc::from("two")));
+        fleet.publish_manifest("s", 1, "h1", Published::Signed(Bytes::from_static(b"one")));
         assert_eq!(
             fleet.manifest("s"),
             Some((2, Published::Unsealed(Arc::from("two"))))
         );
-        assert_eq!(*fleet.watch("s").borrow(), 2);
+        assert_eq!(fleet.watch("s").borrow().stored(), Some((2, "h2")));
     }
 
     #[test]

@@ -154,7 +154,7 @@ pub const ROUTES: &[Route] = &[
         ..route(
             "get",
             "/v1/sites/{name}/manifest",
-            "With a token: the site's current manifest. With the site's client certificate: the signed manifest by long-poll (`?have=N&wait=S`; 304 when nothing newer)",
+            "With a token: the site's current manifest. With the site's client certificate: the signed manifest by long-poll (`?have=N&hash=H&wait=S`: the revision and content hash held; 304 when nothing newer; a revision this control plane does not know is overtaken)",
             "Manifest",
         )
     },

@@ -13,7 +13,7 @@ use atoll_api::{
     SiteView, VersionInfo,
 };
 use atoll_spec::{Application, Diagnostic, Kind, Resource, Source, parse_sources};
-use atoll_store::{ResourceRow, Store, StoreError};
+use atoll_store::{ManifestRow, ResourceRow, Store, StoreError, Write};
 use tokio::sync::Mutex;
 
 use super::clock::{now_ms, now_rfc3339};
@@ -23,6 +23,7 @@ use super::vault::Vault;
 use crate::core::apply::{
     Plan, Refusal, Request, plan_apply, plan_delete, plan_host_change, plan_rollout,
 };
+use crate::core::revision::{self, Answer, Held};
 use crate::core::rollout::{Command, Event, Rollout};
 use crate::core::state::{HostFacts, State, Versions, decode_rollout, decode_row, reads_hosts};
 
@@ -126,11 +127,13 @@ impl ControlPlane {
 
     /// Commits a plan's writes and, once they are durable, wakes the long-polls of the sites
     /// whose manifests they store, handing the fleet each new manifest.
-    async fn commit(&self, base: u64, writes: Vec<atoll_store::Write>) -> Result<u64, StoreError> {
+    async fn commit(&self, base: u64, writes: Vec<Write>) -> Result<u64, StoreError> {
+        let mut hashes = std::collections::HashMap::new();
         let manifests: Vec<(String, u64, String)> = writes
             .iter()
             .filter_map(|w| match w {
-                atoll_store::Write::PutManifest(row) => {
+                Write::PutManifest(row) => {
+                    hashes.insert(row.site.clone(), row.hash.clone());
                     Some((row.site.clone(), row.revision, row.body.clone()))
                 }
                 _ => None,
@@ -151,7 +154,8 @@ impl ControlPlane {
         self.templates_read_hosts
             .store(true, std::sync::atomic::Ordering::Relaxed);
         for (site, revision, manifest) in published {
-            self.fleet.publish_manifest(&site, revision, manifest);
+            let hash = hashes.get(&site).map_or("", String::as_str);
+            self.fleet.publish_manifest(&site, revision, hash, manifest);
         }
         Ok(version)
     }
@@ -386,6 +390,81 @@ impl ControlPlane {
             |state, versions, req| Ok((plan_host_change(state, versions, site, req)?, ())),
         )
         .await
+    }
+
+    /// An agent of `site` (host `host`) long-polls holding a revision this control plane does
+    /// not know ([`Answer::Overtake`]): the store lost its last commits (a restored backup, a
+    /// cut WAL). Commits the site's stored manifest again, unchanged, one revision above the
+    /// agent's, so that the agent takes it and the site runs what is stored here; the
+    /// divergence is audited and logged. Writes nothing if the site's head moved meanwhile (the
+    /// poll of another of its hosts did it): the new revision, if this call committed it.
+    pub async fn overtake(
+        &self,
+        site: &str,
+        host: &str,
+        held: Held<'_>,
+    ) -> Result<Option<u64>, Error> {
+        let _guard = self.writes.lock().await;
+        // Read under the lock every manifest commit of this process holds: the row is the head.
+        let Some(row) = self.store.manifest(site).await? else {
+            return Ok(None);
+        };
+        let mut manifest: Manifest = serde_json::from_str(&row.body)
+            .map_err(|e| StoreError::Corrupt(format!("manifest of site {site}: {e}")))?;
+        let holds = held.hash.unwrap_or("no hash said");
+        let committed = self
+            .commit_planned("overtake", "atoll", |state, _, req| {
+                let head = state
+                    .manifests
+                    .get(site)
+                    .map(|h| (h.revision, h.hash.as_str()));
+                let Answer::Overtake { revision } = revision::answer(head, held) else {
+                    return Ok((Plan::default(), None));
+                };
+                if head != Some((row.revision, row.hash.as_str())) {
+                    return Ok((Plan::default(), None));
+                }
+                manifest.revision = revision;
+                let detail = format!(
+                    "host {host} of site {site} holds manifest revision {} ({holds}), which this control plane does not know: its store lost commits (restored from a backup, or its WAL was cut). The stored revision {} is committed again as revision {revision}, so that the site runs it; check that the site runs what you expect",
+                    held.revision, row.revision
+                );
+                let writes = vec![
+                    Write::PutManifest(ManifestRow {
+                        // A manifest is plain data: serializing it cannot fail.
+                        body: serde_json::to_string(&manifest).unwrap_or_default(),
+                        revision,
+                        updated_at: req.now.to_owned(),
+                        ..row.clone()
+                    }),
+                    Write::Audit {
+                        at: req.now.to_owned(),
+                        actor: req.actor.to_owned(),
+                        action: "diverged".into(),
+                        detail,
+                    },
+                ];
+                Ok((
+                    Plan {
+                        writes,
+                        ..Plan::default()
+                    },
+                    Some(revision),
+                ))
+            })
+            .await?;
+        if let Some(revision) = committed {
+            tracing::warn!(
+                site,
+                host,
+                held = held.revision,
+                holds,
+                stored = row.revision,
+                revision,
+                "an agent holds a manifest revision this control plane does not know (its store lost commits: a restored backup, a cut WAL); the stored manifest is committed again above it"
+            );
+        }
+        Ok(committed)
     }
 
     /// Feeds events to a deployment's rollout and commits the new state and the manifests it
