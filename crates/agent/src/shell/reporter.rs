@@ -1,5 +1,6 @@
 //! Delivering the outbox: batches go up oldest first; the control plane's acknowledgement says
-//! what may be forgotten. While the control plane is away, batches wait on disk.
+//! what may be forgotten. While the control plane is away, batches wait on disk. The reporter
+//! also queues an event's folded repeats when their window ends.
 
 use std::sync::{Arc, Mutex};
 
@@ -28,15 +29,24 @@ impl Reporter {
     pub async fn run(mut self) {
         let mut backoff = Backoff::agent();
         loop {
-            let pending = self
-                .outbox
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pending(BATCH_LIMIT);
+            let (pending, folded_due) = {
+                let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+                outbox.flush_folded();
+                (outbox.pending(BATCH_LIMIT), outbox.folded_due_in())
+            };
             if pending.is_empty() {
+                // Folded repeats are queued when their window ends, whether or not anything
+                // else happens by then.
+                let folded = async {
+                    match folded_due {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = self.shutdown.changed() => return,
                     _ = self.report_ready.notified() => {}
+                    () = folded => continue,
                 }
                 // What follows a batch within the moment goes with it: the status after a
                 // manifest's reconcile with the event of its acceptance.
