@@ -1,6 +1,6 @@
 //! `atoll agent`: the edge agent on this host, driving the local Docker (or Podman) engine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +12,14 @@ pub struct Args {
     /// The control plane's URL; needed only the first time, to enroll.
     #[arg(long, env = "ATOLL_CONTROL")]
     control: Option<String>,
-    /// A join token from `atoll token create --site NAME`; needed only the first time.
+    /// A join token from `atoll token create --site NAME`; needed only the first time. On the
+    /// command line it shows in `ps` for the agent's whole life: prefer --token-file or
+    /// ATOLL_JOIN_TOKEN.
     #[arg(long, env = "ATOLL_JOIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the join token (only its first line is read); needed only the first time.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// Where the agent keeps its identity, its manifest and its unsent reports.
     #[arg(
         long,
@@ -34,14 +39,36 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<(), CliError> {
     let interval = atoll_spec::units::Span::parse(&args.interval)
         .map_err(|e| CliError::user(format!("--interval: {e}")))?;
+    // Paths are made absolute once, here: the agent hands some of them to Docker as bind
+    // sources (`files:`, secrets), which must be absolute whatever folder the agent started in.
+    let data_dir = absolute(&args.data_dir, "--data-dir")?;
+    let secrets_dir = args
+        .secrets_dir
+        .as_deref()
+        .map(|d| absolute(d, "--secrets-dir"))
+        .transpose()?;
+    let token = match (&args.token, &args.token_file) {
+        (_, Some(file)) => Some(read_token(file)?),
+        (Some(token), None) => {
+            if std::env::var("ATOLL_JOIN_TOKEN").ok().as_ref() != Some(token) {
+                tracing::warn!(
+                    "--token on the command line is visible to every user of this host (`ps`) for as long as the agent runs; use --token-file FILE or ATOLL_JOIN_TOKEN instead"
+                );
+            }
+            Some(token.clone())
+        }
+        (None, None) => None,
+    };
+    atoll_control::shell::files::private_dir(&data_dir)
+        .map_err(|e| CliError::user(format!("--data-dir {}: {e}", data_dir.display())))?;
     let driver = DockerDriver::connect()
         .await
         .map_err(|e| CliError::user(e.to_string()))?;
-    let mut config = atoll_agent::shell::Config::new(args.data_dir);
+    let mut config = atoll_agent::shell::Config::new(data_dir);
     config.control_url = args.control;
-    config.token = args.token;
+    config.token = token;
     config.interval = interval.0.max(Duration::from_secs(1));
-    config.secrets_dir = args.secrets_dir;
+    config.secrets_dir = secrets_dir;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(atoll_agent::shell::run(config, Arc::new(driver), stopped));
     tokio::select! {
@@ -60,4 +87,27 @@ fn flatten(
         Ok(Err(e)) => Err(CliError::user(e.to_string())),
         Err(e) => Err(CliError::server(format!("the agent stopped: {e}"))),
     }
+}
+
+/// `path` made absolute against the current folder (not resolved: symlinks stay as given).
+pub(crate) fn absolute(path: &Path, flag: &str) -> Result<PathBuf, CliError> {
+    std::path::absolute(path).map_err(|e| CliError::user(format!("{flag} {}: {e}", path.display())))
+}
+
+/// The join token in the first line of `file`.
+fn read_token(file: &Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        CliError::user(format!(
+            "--token-file {}: {e}; write the token from `atoll token create` there",
+            file.display()
+        ))
+    })?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(CliError::user(format!(
+            "--token-file {}: the file is empty; write the token from `atoll token create` there",
+            file.display()
+        )));
+    }
+    Ok(token.to_owned())
 }

@@ -140,9 +140,18 @@ async fn run(command: Command) -> Result<(), atoll_cli::CliError> {
 }
 
 async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
-    let master_key = atoll_control::MasterKeySource::choose(args.master_key_file);
+    // Absolute once, here: what the control plane prints and keeps names the same files
+    // whatever folder it was started in.
+    let data_dir = agent::absolute(&args.data_dir, "--data-dir")?;
+    let master_key_file = args
+        .master_key_file
+        .as_deref()
+        .map(|f| agent::absolute(f, "--master-key-file"))
+        .transpose()?;
+    let master_key = atoll_control::MasterKeySource::choose(master_key_file);
     if let Some(ControlAction::RotateMasterKey { new_key_file }) = args.action {
-        let moved = atoll_control::rotate_master_key(&args.data_dir, &master_key, &new_key_file)
+        let new_key_file = agent::absolute(&new_key_file, "--new-key-file")?;
+        let moved = atoll_control::rotate_master_key(&data_dir, &master_key, &new_key_file)
             .await
             .map_err(atoll_cli::CliError::user)?;
         println!(
@@ -153,7 +162,7 @@ async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
         return Ok(());
     }
     let config = atoll_control::Config {
-        data_dir: args.data_dir.clone(),
+        data_dir: data_dir.clone(),
         listen: args.listen,
         names: args.names,
         master_key,
@@ -164,15 +173,13 @@ async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
     println!("atoll control plane listening on {}", running.url());
     println!(
         "CA certificate: {} (sha256 {})",
-        args.data_dir.join(atoll_control::CA_FILE).display(),
+        data_dir.join(atoll_control::CA_FILE).display(),
         running.ca_fingerprint
     );
     if running.initial_token.is_some() {
         println!(
             "first start: the admin token is in {}",
-            args.data_dir
-                .join(atoll_control::INITIAL_TOKEN_FILE)
-                .display()
+            data_dir.join(atoll_control::INITIAL_TOKEN_FILE).display()
         );
     }
     shutdown_signal().await;

@@ -1277,6 +1277,10 @@ fn refusals() {
     let fingerprint = f.join_token.rsplit('.').next().unwrap();
     let stderr = refused_enrollment(&format!("atoll1.{}.{fingerprint}", unique()), "unknown");
     assert!(stderr.contains("unknown join token"), "{stderr}");
+    assert!(
+        stderr.contains("visible to every user") && stderr.contains("--token-file"),
+        "--token in argv is warned about: {stderr}"
+    );
 
     let (short_lived, said) = f.token(&f.site, &["--ttl", "1s"]);
     let expires_at = said
@@ -1656,4 +1660,52 @@ fn a_reinstalled_agent_adopts_the_running_containers() {
         );
     }
     assert!(acted.is_empty(), "{acted:#?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 12: paths and the join token
+
+/// Issue 12, items 10 and 6: with a relative `--data-dir`, every container with `files:` failed
+/// ("bind source must be an absolute path"); the data folder was 0755; the join token could only
+/// be given in argv or the environment.
+#[test]
+fn an_agent_with_a_relative_data_dir_runs_an_app_with_files() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let mut f = Fixture::new();
+    f.apply("site.yaml", &site_yaml(&f.site, &f.run));
+    let (token, _) = f.token(&f.site, &[]);
+    std::fs::write(f.tmp.path().join("join-token"), format!("{token}\n")).unwrap();
+    let mut cmd = support::agent_command(f.tmp.path(), Path::new("agent"), "info", None);
+    cmd.current_dir(f.tmp.path())
+        .args(["--control", &f.cp().url, "--token-file", "join-token"]);
+    f.agent = Some(Process::spawn(cmd));
+    f.deploy("1.0", "one");
+    let replicas = eventually(
+        "both replicas running in `atoll status`",
+        Duration::from_secs(60),
+        || f.all_running(&BTreeSet::new()),
+    );
+    let web = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Source}} {{end}}",
+        &id_of(&replicas["web"]),
+    ]);
+    assert!(
+        web.split_whitespace()
+            .any(|source| source.starts_with(f.agent_dir().to_str().unwrap())),
+        "the rendered file is mounted from the agent's folder: {web}"
+    );
+    let mode = std::fs::metadata(f.agent_dir())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the agent's data folder");
+    let agent = f.agent.as_ref().unwrap();
+    assert!(
+        !agent.stderr().contains("visible to every user"),
+        "no warning for --token-file: {}",
+        agent.stderr()
+    );
 }

@@ -44,6 +44,7 @@ impl From<rusqlite::Error> for StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        keep_private(path)?;
         let mut writer = open_connection(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
@@ -86,6 +87,44 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+}
+
+/// The database and its `-wal` and `-shm` files hold every token hash, host record and
+/// encrypted secret: only the control plane's user may read them (0600). SQLite gives the
+/// `-wal` and `-shm` files the database's own mode, so a database made private before its first
+/// connection keeps them private; files left wider (by an older atoll, or a copy) are tightened,
+/// and the log says so.
+fn keep_private(db: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+
+    let failed =
+        |path: &Path, e: std::io::Error| StoreError::Backend(format!("{}: {e}", path.display()));
+    if !db.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db)
+            .map_err(|e| failed(db, e))?;
+    }
+    let name = db.file_name().unwrap_or_default().to_string_lossy();
+    for path in [
+        db.to_path_buf(),
+        db.with_file_name(format!("{name}-wal")),
+        db.with_file_name(format!("{name}-shm")),
+    ] {
+        let mode = match std::fs::metadata(&path) {
+            Ok(m) => m.permissions().mode() & 0o777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failed(&path, e)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| failed(&path, e))?;
+            tracing::warn!(path = %path.display(), "was mode {mode:04o}, readable by others: tightened to 0600");
+        }
+    }
+    Ok(())
 }
 
 fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
@@ -772,6 +811,46 @@ mod tests {
         }
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.version().await.unwrap(), 1);
+        assert!(store.resource("Site", "a").await.unwrap().is_some());
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Issue 12, item 6: atoll.db was 0644, readable by every user of the machine.
+    #[tokio::test]
+    async fn the_database_and_its_wal_were_readable_by_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atoll.db");
+        let (wal, shm) = (
+            dir.path().join("atoll.db-wal"),
+            dir.path().join("atoll.db-shm"),
+        );
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .commit(0, vec![crate::conformance::site_row("a", 1)])
+                .await
+                .unwrap();
+            for p in [&path, &wal, &shm] {
+                assert_eq!(mode(p), 0o600, "{}", p.display());
+            }
+        }
+        // Left wider by an older atoll: tightened at the next open, the data untouched.
+        use std::os::unix::fs::PermissionsExt as _;
+        for p in [&path, &wal, &shm] {
+            if p.exists() {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        for p in [&path, &wal, &shm] {
+            if p.exists() {
+                assert_eq!(mode(p), 0o600, "{}", p.display());
+            }
+        }
         assert!(store.resource("Site", "a").await.unwrap().is_some());
     }
 

@@ -1,4 +1,5 @@
 //! Writing the control plane's files: atomically, and private ones readable by the owner only.
+//! The binary uses `private_dir` for the agent's data folder too, so both keep one rule.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -27,4 +28,48 @@ pub fn write_atomic(path: &Path, contents: &[u8], private: bool) -> std::io::Res
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Makes `dir` (and any missing parent) a folder only its owner can enter: 0700. A folder that
+/// exists with a wider mode is tightened, and the log says so; it holds keys and the database.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        tracing::warn!(path = %dir.display(), "data folder was mode {mode:04o}: tightened to 0700");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Issue 12, item 6: the data folder was 0755.
+    #[test]
+    fn the_data_folder_was_open_to_everyone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let new = tmp.path().join("a/b");
+        super::private_dir(&new).unwrap();
+        assert_eq!(mode(&new), 0o700);
+        let wide = tmp.path().join("wide");
+        std::fs::create_dir(&wide).unwrap();
+        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(wide.join("kept"), "x").unwrap();
+        super::private_dir(&wide).unwrap();
+        assert_eq!(mode(&wide), 0o700);
+        assert!(wide.join("kept").exists());
+    }
 }

@@ -120,7 +120,7 @@ impl Running {
 /// Opens the store, prepares the PKI and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+    files::private_dir(dir).map_err(|source| StartError::DataDir {
         path: dir.display().to_string(),
         source,
     })?;
