@@ -1,11 +1,6 @@
 //! Accepting a manifest: verify the control plane's signature over the exact bytes received,
 //! check it is for this site and newer than what runs here, and keep it on disk (atomically)
 //! before anything acts on it, so a restarted agent carries on offline with it.
-//!
-//! A kept manifest that cannot be read or verified at start is not a reason to stop: it is
-//! [`Loaded::Damaged`], and the agent runs on without a desired state (touching nothing that
-//! runs) until the control plane sends a fresh one. Stopping would only make systemd restart
-//! the agent into the same file for ever.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +9,8 @@ use atoll_api::agent::SignedManifest;
 use base64::Engine as _;
 use ring::signature::{ED25519, UnparsedPublicKey};
 
-use super::files::{describe, write_atomic};
+use super::AgentError;
+use super::files::write_atomic;
 use crate::core::sync::check_revision;
 
 const MANIFEST_FILE: &str = "manifest.json";
@@ -58,50 +54,24 @@ impl Kept {
     }
 
     /// The kept manifest, verified again (the file may have been tampered with).
-    pub fn load(&self, signing_key: &[u8], site: &str) -> Loaded {
+    pub fn load(&self, signing_key: &[u8], site: &str) -> Result<Option<Manifest>, AgentError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::None,
-            Err(e) => return self.damaged(&describe(&e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(AgentError::Local(format!("{}: {e}", self.path.display()))),
         };
-        let signed: SignedManifest = match serde_json::from_slice(&bytes) {
-            Ok(s) => s,
-            Err(e) => return self.damaged(&format!("not a signed manifest ({e})")),
-        };
-        match verify(&signed, signing_key, site, 0) {
-            Ok(m) => Loaded::Kept(m),
-            Err(e) => self.damaged(&e),
-        }
+        let signed: SignedManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| AgentError::Local(format!("{}: {e}", self.path.display())))?;
+        verify(&signed, signing_key, site, 0)
+            .map(Some)
+            .map_err(|e| AgentError::Local(format!("{}: {e}", self.path.display())))
     }
 
-    fn damaged(&self, why: &str) -> Loaded {
-        Loaded::Damaged(format!(
-            "the kept manifest {} cannot be used: {why}; what runs is left untouched until the control plane sends a fresh manifest",
-            self.path.display()
-        ))
-    }
-
-    /// Keeps `signed`; the error says what failed, with the file.
-    pub fn save(&self, signed: &SignedManifest) -> Result<(), String> {
+    pub fn save(&self, signed: &SignedManifest) -> Result<(), AgentError> {
         let bytes = serde_json::to_vec(signed).unwrap_or_default();
-        write_atomic(&self.path, &bytes, 0o600).map_err(|e| {
-            format!(
-                "cannot keep the manifest: {} ({})",
-                describe(&e),
-                self.path.display()
-            )
-        })
+        write_atomic(&self.path, &bytes, 0o600)
+            .map_err(|e| AgentError::Local(format!("{}: {e}", self.path.display())))
     }
-}
-
-/// What was found in the data folder at start.
-#[derive(Debug)]
-pub enum Loaded {
-    /// No manifest was ever kept: a new agent.
-    None,
-    Kept(Manifest),
-    /// A manifest file that cannot be read or verified, and why, in words for the report.
-    Damaged(String),
 }
 
 #[cfg(test)]
@@ -177,48 +147,10 @@ mod tests {
         let key = signer();
         let public = key.public_key().as_ref().to_vec();
         let kept = Kept::new(dir.path());
-        assert!(matches!(kept.load(&public, "s"), Loaded::None));
+        assert!(kept.load(&public, "s").unwrap().is_none());
         kept.save(&signed(&key, "s", 7)).unwrap();
-        assert!(matches!(kept.load(&public, "s"), Loaded::Kept(m) if m.revision == 7));
+        assert_eq!(kept.load(&public, "s").unwrap().unwrap().revision, 7);
         kept.save(&signed(&signer(), "s", 8)).unwrap();
-        assert!(
-            matches!(kept.load(&public, "s"), Loaded::Damaged(why) if why.contains("does not verify"))
-        );
-    }
-
-    #[test]
-    fn a_damaged_kept_manifest_is_reported_not_fatal() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = signer();
-        let public = key.public_key().as_ref().to_vec();
-        let kept = Kept::new(dir.path());
-        let path = dir.path().join(MANIFEST_FILE);
-        for garbage in [&b"{\"payload\": \"trunc"[..], b"", b"\xff\xfe", b"[]"] {
-            std::fs::write(&path, garbage).unwrap();
-            match kept.load(&public, "s") {
-                Loaded::Damaged(why) => {
-                    assert!(why.contains(&path.display().to_string()), "{why}");
-                    assert!(why.contains("left untouched"), "{why}");
-                }
-                other => panic!("{garbage:?}: {other:?}"),
-            }
-        }
-        std::fs::remove_file(&path).unwrap();
-        std::fs::create_dir(&path).unwrap();
-        assert!(
-            matches!(kept.load(&public, "s"), Loaded::Damaged(_)),
-            "unreadable"
-        );
-    }
-
-    #[test]
-    fn a_manifest_that_cannot_be_kept_says_why_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = signer();
-        let kept = Kept::new(&dir.path().join("data"));
-        std::fs::write(dir.path().join("data"), "a file, not a folder").unwrap();
-        let e = kept.save(&signed(&key, "s", 1)).unwrap_err();
-        assert!(e.starts_with("cannot keep the manifest: "), "{e}");
-        assert!(e.contains("manifest.json"), "{e}");
+        assert!(kept.load(&public, "s").is_err());
     }
 }

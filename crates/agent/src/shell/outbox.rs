@@ -18,24 +18,13 @@
 //! A batch's number is its file's name, so renumbering one is a rename: atomic, and done
 //! newest first into numbers above every one given, so a crash halfway keeps each batch once
 //! and in order.
-//!
-//! A batch that cannot be written (a full or failing disk) is kept in memory and sent all the
-//! same: a report is small, and the one saying the disk is full matters most exactly when the
-//! disk is full. Such a batch does not survive a restart, and a sequence number that could not
-//! be persisted may be met again after one; the control plane's acknowledgement is what the
-//! numbering recovers from. Events go through `core::fold` on the way in, so a repeat within
-//! its window is counted, not queued.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use atoll_api::agent::{AgentEvent, HostStatus, Report};
 
 use super::AgentError;
-use super::clock::{now_ms, now_rfc3339};
-use super::files::{describe, write_atomic};
-use crate::core::fold::Folder;
+use super::files::write_atomic;
 use crate::core::outbox::Queue;
 
 const NEXT_SEQ: &str = "next-seq";
@@ -50,11 +39,6 @@ pub struct Outbox {
     /// Which batches are on disk and what the next one is numbered: `core::outbox` decides,
     /// this module keeps the files in step.
     queue: Queue,
-    /// Queued batches that could not be written, by sequence number.
-    unkept: BTreeMap<u64, Report>,
-    /// Whether the last write failed: said once when it starts and once when it ends.
-    failing: bool,
-    folder: Folder,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
@@ -126,9 +110,6 @@ impl Outbox {
         Ok(Outbox {
             dir: dir.to_owned(),
             queue,
-            unkept: BTreeMap::new(),
-            failing: false,
-            folder: Folder::default(),
         })
     }
 
@@ -138,43 +119,30 @@ impl Outbox {
         self.queue.unconfirmed()
     }
 
-    /// Queues a batch, on disk if it can, in memory if not; returns its sequence number, or
-    /// `None` when there was nothing left to send (its events were repeats, folded).
+    /// Queues a batch; returns its sequence number.
     pub fn push(
         &mut self,
         at: String,
         events: Vec<AgentEvent>,
         status: Option<HostStatus>,
-    ) -> Option<u64> {
-        let now = now_ms();
-        let mut events_now = self.folder.due(now);
-        events_now.extend(events.into_iter().filter_map(|e| self.folder.add(e, now)));
-        if events_now.is_empty() && status.is_none() {
-            return None;
-        }
+    ) -> Result<u64, AgentError> {
         let pushed = self.queue.push();
         for oldest in &pushed.dropped {
-            if self.unkept.remove(oldest).is_none() {
-                let _ = std::fs::remove_file(self.path(*oldest));
-            }
+            let path = self.path(*oldest);
+            std::fs::remove_file(&path).map_err(io(&path))?;
         }
-        let mut written = Ok(());
         if !pushed.dropped.is_empty() {
             let counter = self.dir.join(DROPPED);
-            written = written.and(
-                write_atomic(&counter, self.queue.dropped().to_string().as_bytes(), 0o600)
-                    .map_err(|e| (counter, e)),
-            );
+            write_atomic(&counter, self.queue.dropped().to_string().as_bytes(), 0o600)
+                .map_err(io(&counter))?;
         }
         let counter = self.dir.join(NEXT_SEQ);
-        written = written.and(
-            write_atomic(
-                &counter,
-                self.queue.next_seq().to_string().as_bytes(),
-                0o600,
-            )
-            .map_err(|e| (counter, e)),
-        );
+        write_atomic(
+            &counter,
+            self.queue.next_seq().to_string().as_bytes(),
+            0o600,
+        )
+        .map_err(io(&counter))?;
         let status = status.map(|mut s| {
             s.dropped_reports = self.queue.dropped();
             s
@@ -182,54 +150,19 @@ impl Outbox {
         let report = Report {
             seq: pushed.seq,
             at,
-            events: events_now,
+            events,
             status,
         };
         let path = self.path(pushed.seq);
-        written = written.and(
-            write_atomic(
-                &path,
-                serde_json::to_string(&report)
-                    .unwrap_or_default()
-                    .as_bytes(),
-                0o600,
-            )
-            .map_err(|e| (path, e)),
-        );
-        match written {
-            Ok(()) => {
-                if std::mem::take(&mut self.failing) {
-                    tracing::info!("reports are kept on disk again");
-                }
-            }
-            Err((path, e)) => {
-                if !std::mem::replace(&mut self.failing, true) {
-                    tracing::error!(
-                        file = %path.display(),
-                        error = %describe(&e),
-                        "cannot keep reports on disk; keeping them in memory until they are sent (free space in the data folder)"
-                    );
-                }
-                self.unkept.insert(pushed.seq, report);
-            }
-        }
-        Some(pushed.seq)
-    }
-
-    /// Queues the folded repeats whose window has ended, if any.
-    pub fn flush_folded(&mut self) -> Option<u64> {
-        let due = self.folder.due(now_ms());
-        if due.is_empty() {
-            return None;
-        }
-        self.push(now_rfc3339(), due, None)
-    }
-
-    /// How long until folded repeats are due to be queued.
-    pub fn folded_due_in(&self) -> Option<Duration> {
-        self.folder
-            .next_due_ms()
-            .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+        write_atomic(
+            &path,
+            serde_json::to_string(&report)
+                .unwrap_or_default()
+                .as_bytes(),
+            0o600,
+        )
+        .map_err(io(&path))?;
+        Ok(pushed.seq)
     }
 
     /// Up to `limit` queued batches, oldest first. A batch that cannot be read (a damaged file)
@@ -238,13 +171,6 @@ impl Outbox {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for seq in self.queue.pending(limit) {
-            if let Some(report) = self.unkept.get(&seq) {
-                out.push(Report {
-                    seq,
-                    ..report.clone()
-                });
-                continue;
-            }
             match std::fs::read(self.path(seq))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Report>(&b).ok())
@@ -268,9 +194,6 @@ impl Outbox {
         let decided = self.queue.acknowledge(acked);
         let mut result = Ok(decided.renumbered.len());
         for oldest in decided.forgotten {
-            if self.unkept.remove(&oldest).is_some() {
-                continue;
-            }
             let path = self.path(oldest);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -298,10 +221,6 @@ impl Outbox {
         // Newest first, each above every number given: a crash halfway leaves every batch
         // once, in order, and the next start renumbers the rest.
         for (old, new) in decided.renumbered.into_iter().rev() {
-            if let Some(report) = self.unkept.remove(&old) {
-                self.unkept.insert(new, report);
-                continue;
-            }
             let (from, to) = (self.path(old), self.path(new));
             if let Err(e) = std::fs::rename(&from, &to)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -346,60 +265,7 @@ mod tests {
             at: "t".into(),
             kind: "test".into(),
             message: n.to_string(),
-            count: None,
         }]
-    }
-
-    #[test]
-    fn reports_that_cannot_be_kept_on_disk_are_sent_from_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("outbox");
-        let mut outbox = Outbox::open(&path, 10).unwrap();
-        assert_eq!(outbox.push("t".into(), event(1), None), Some(1));
-        // Every write in the folder now fails, as on a full disk.
-        std::fs::remove_dir_all(&path).unwrap();
-        std::fs::write(&path, "not a folder").unwrap();
-        let status = HostStatus {
-            applied_revision: 4,
-            ..HostStatus::default()
-        };
-        assert_eq!(
-            outbox.push("t".into(), event(2), Some(status.clone())),
-            Some(2)
-        );
-        let pending = outbox.pending(10);
-        assert_eq!(pending.iter().map(|r| r.seq).collect::<Vec<_>>(), [2]);
-        assert_eq!(pending[0].events[0].message, "2");
-        assert_eq!(
-            pending[0].status.as_ref().map(|s| s.applied_revision),
-            Some(4)
-        );
-        outbox.acknowledge(2).unwrap();
-        assert!(outbox.is_empty());
-        assert_eq!(
-            outbox.push("t".into(), event(3), None),
-            Some(3),
-            "numbers go on"
-        );
-    }
-
-    #[test]
-    fn repeated_events_are_folded_not_queued() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(dir.path(), 10).unwrap();
-        assert_eq!(outbox.push("t".into(), event(7), None), Some(1));
-        assert_eq!(outbox.push("t".into(), event(7), None), None);
-        assert_eq!(outbox.push("t".into(), event(7), None), None);
-        assert_eq!(outbox.len(), 1);
-        assert!(
-            outbox
-                .folded_due_in()
-                .is_some_and(|d| d <= crate::core::fold::FOLD_WINDOW)
-        );
-        assert_eq!(outbox.flush_folded(), None, "not before its window ends");
-        let with_status = outbox.push("t".into(), event(7), Some(HostStatus::default()));
-        assert_eq!(with_status, Some(2), "a status goes, without the repeat");
-        assert!(outbox.pending(10)[1].events.is_empty());
     }
 
     #[test]

@@ -473,7 +473,7 @@ impl Agents {
                 events: b
                     .events
                     .into_iter()
-                    .map(|e| (e.at, e.kind, folded(e.message, e.count)))
+                    .map(|e| (e.at, e.kind, e.message))
                     .collect(),
                 status: b
                     .status
@@ -635,15 +635,6 @@ pub(super) async fn statuses(
         .into_iter()
         .map(|(host, _, status)| (host, status))
         .collect())
-}
-
-/// An event's text as stored: a folded event says how many times it happened, since the store
-/// keeps events as text (the count stays typed on the wire, for what reads reports).
-fn folded(message: String, count: Option<u32>) -> String {
-    match count {
-        Some(n) if n > 1 => format!("{message} ({n} times)"),
-        _ => message,
-    }
 }
 
 fn invalid(field: &str, message: &str) -> Error {
