@@ -136,13 +136,7 @@ impl Outbox {
             write_atomic(&counter, self.queue.dropped().to_string().as_bytes(), 0o600)
                 .map_err(io(&counter))?;
         }
-        let counter = self.dir.join(NEXT_SEQ);
-        write_atomic(
-            &counter,
-            self.queue.next_seq().to_string().as_bytes(),
-            0o600,
-        )
-        .map_err(io(&counter))?;
+        self.write_next_seq()?;
         let status = status.map(|mut s| {
             s.dropped_reports = self.queue.dropped();
             s
@@ -210,13 +204,7 @@ impl Outbox {
                 "the control plane has stored sequence numbers this agent gave again (its counter was lost): the reports waiting are renumbered above them and sent"
             );
             // The new numbers are given before any file takes one.
-            let counter = self.dir.join(NEXT_SEQ);
-            write_atomic(
-                &counter,
-                self.queue.next_seq().to_string().as_bytes(),
-                0o600,
-            )
-            .map_err(io(&counter))?;
+            self.write_next_seq()?;
         }
         // Newest first, each above every number given: a crash halfway leaves every batch
         // once, in order, and the next start renumbers the rest.
@@ -249,6 +237,17 @@ impl Outbox {
 
     pub fn dropped(&self) -> u64 {
         self.queue.dropped()
+    }
+
+    /// Persists the next sequence number, before any batch takes it.
+    fn write_next_seq(&self) -> Result<(), AgentError> {
+        let counter = self.dir.join(NEXT_SEQ);
+        write_atomic(
+            &counter,
+            self.queue.next_seq().to_string().as_bytes(),
+            0o600,
+        )
+        .map_err(io(&counter))
     }
 
     fn path(&self, seq: u64) -> PathBuf {
