@@ -53,15 +53,21 @@ fn vault() -> Arc<Vault> {
     Arc::new(Vault::from_key([5; 32]))
 }
 
+/// A control plane on a store in `dir`, with its agent side.
+fn control_plane(dir: &std::path::Path) -> (Arc<dyn Store>, ControlPlane, Agents) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("atoll.db")).unwrap());
+    let fleet = Arc::new(Fleet::default());
+    let pki = Arc::new(Pki::load_or_create(dir, &[]).unwrap());
+    let signer = Arc::new(ManifestSigner::load_or_create(dir).unwrap());
+    let control = ControlPlane::new(store.clone(), fleet.clone(), vault(), signer);
+    let agents = Agents::new(store.clone(), control.clone(), fleet, pki);
+    (store, control, agents)
+}
+
 #[tokio::test]
 async fn a_waiting_long_poll_wakes_on_the_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("atoll.db")).unwrap());
-    let fleet = Arc::new(Fleet::default());
-    let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
-    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
-    let control = ControlPlane::new(store.clone(), fleet.clone(), vault(), signer);
-    let agents = Agents::new(store.clone(), control.clone(), fleet, pki);
+    let (store, control, agents) = control_plane(dir.path());
     let app = "kind: Application\nname: a\nversion: '1'\nservices: [{ name: web, image: x }]\n---\nkind: Deployment\nname: d\napplication: a\nplacement: { sites: 'run == yes' }\n";
     control
         .apply(
@@ -283,12 +289,7 @@ fn answered(poll: Poll) -> atoll_api::Manifest {
 #[tokio::test]
 async fn a_control_plane_that_lost_commits_moves_the_site_above_the_revision_its_agent_holds() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("atoll.db")).unwrap());
-    let fleet = Arc::new(Fleet::default());
-    let pki = Arc::new(Pki::load_or_create(dir.path(), &[]).unwrap());
-    let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
-    let control = ControlPlane::new(store.clone(), fleet.clone(), vault(), signer);
-    let agents = Agents::new(store.clone(), control.clone(), fleet, pki);
+    let (store, control, agents) = control_plane(dir.path());
     let app = "kind: Application\nname: a\nversion: '4'\nservices: [{ name: web, image: x }]\n---\nkind: Deployment\nname: d\napplication: a\nplacement: { sites: 'run == yes' }\n";
     let sources = [
         Source {
