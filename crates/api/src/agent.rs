@@ -327,6 +327,9 @@ pub struct HostView {
     pub connected: bool,
     pub last_seen: Option<String>,
     pub status: Option<HostStatus>,
+    /// When the host was detached from its site (the site was deleted): it is refused for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detached_at: Option<String>,
 }
 
 /// `GET /v1/applications/{name}/status`: every site that should run the application, and how

@@ -176,10 +176,16 @@ pub struct ErrorBody {
     pub error: ErrorInfo,
 }
 
+/// The error code of a refusal to a host that was detached from its site (its site was
+/// deleted): the host's identity will never be accepted again, so its agent removes what atoll
+/// runs there and stops. A plain `forbidden` is another site's or a blocked host's refusal.
+pub const HOST_DETACHED: &str = "host_detached";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
-    /// Stable, machine-readable: `unauthorized`, `malformed`, `invalid`, `not_found`, `conflict`,
-    /// `too_large`, `unsupported_media_type`, `no_route`, `method_not_allowed`, `internal`.
+    /// Stable, machine-readable: `unauthorized`, `forbidden`, [`HOST_DETACHED`], `malformed`,
+    /// `invalid`, `not_found`, `conflict`, `too_large`, `unsupported_media_type`, `no_route`,
+    /// `method_not_allowed`, `internal`.
     pub code: String,
     pub message: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

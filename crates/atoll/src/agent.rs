@@ -84,6 +84,10 @@ fn flatten(
 ) -> Result<(), CliError> {
     match result {
         Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ atoll_agent::shell::AgentError::Detached(_))) => Err(CliError {
+            exit: atoll_cli::Exit::Detached,
+            ..CliError::user(e.to_string())
+        }),
         Ok(Err(e)) => Err(CliError::user(e.to_string())),
         Err(e) => Err(CliError::server(format!("the agent stopped: {e}"))),
     }

@@ -567,3 +567,152 @@ fn a_wrong_master_key_stops_start_up_and_rotation_rewraps_without_losing_a_value
         );
     }
 }
+
+/// What the control plane answers a request made with the client certificate in `stolen`:
+/// the status and the error code.
+fn with_certificate(
+    cp: &ControlPlane,
+    stolen: &Path,
+    method: &str,
+    path: &str,
+) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-X",
+            method,
+            "-H",
+            "content-type: application/json",
+        ])
+        .args([
+            "--data-binary",
+            if method == "POST" {
+                r#"{"batches":[]}"#
+            } else {
+                ""
+            },
+        ])
+        .arg("--cacert")
+        .arg(cp.ca_file())
+        .arg("--cert")
+        .arg(stolen.join("host-cert.pem"))
+        .arg("--key")
+        .arg(stolen.join("host-key.pem"))
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("{}{path}", cp.url))
+        .output()
+        .expect("curl (install it: apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status.to_owned(), code)
+}
+
+/// Issue 12, item 1: a deleted site's host kept its identity: its certificate still fetched
+/// the site's manifest and posted reports, and when a site of the same name was made again
+/// with an application reading a secret, the old host received it. Now deleting the site
+/// detaches the host: its agent is told so, removes the site's containers, its secret files,
+/// kept manifest and identity, and exits 3 (systemd does not restart it); the old
+/// certificate is refused with `host_detached`, the re-created site's requests too.
+#[test]
+fn a_deleted_sites_host_is_detached_removes_what_atoll_ran_and_exits_3() {
+    require_docker();
+    demo_image(IMAGE);
+    let tmp = tempfile::tempdir().unwrap();
+    let id = unique();
+    let run = format!("det-{id}");
+    let name = format!("sd-{id}");
+    let _cleanup = Cleanup::new([name.clone()]);
+    let cp = ControlPlane::start(&tmp.path().join("data"));
+    let site_yaml = format!("kind: Site\nname: {name}\nlabels: {{ run: {run} }}\n");
+    let site_file = tmp.path().join("site.yaml");
+    cp.apply_yaml(&site_file, &site_yaml);
+    let value_file = tmp.path().join("value");
+    std::fs::write(&value_file, format!("pw-{id}")).unwrap();
+    for (secret, key) in [("app-db", "password"), ("app-token", "token")] {
+        cp.cli(&[
+            "secret",
+            "set",
+            secret,
+            key,
+            "--from-file",
+            value_file.to_str().unwrap(),
+        ])
+        .ok("secret set");
+    }
+    let mut site = Site {
+        name: name.clone(),
+        agent_dir: tmp.path().join("agent"),
+        secrets_dir: PathBuf::from(format!("/dev/shm/atoll-test-{name}")),
+        agent: None,
+    };
+    let (token, _) = cp.join_token(&name, &[]);
+    start_agent(tmp.path(), &mut site, Some((&cp.url, &token)));
+    cp.apply_yaml(&tmp.path().join("app.yaml"), &app_yaml(&run, "1"));
+    let web = eventually(
+        "the site's container reads its secret",
+        Duration::from_secs(60),
+        || {
+            let c = running(&name, &run, "web")?;
+            read_in(&c, "/run/secrets/db").map(|_| c)
+        },
+    );
+    assert!(site.secrets_dir.exists());
+    let stolen = tmp.path().join("stolen");
+    std::fs::create_dir_all(&stolen).unwrap();
+    for file in ["host-cert.pem", "host-key.pem"] {
+        std::fs::copy(site.agent_dir.join(file), stolen.join(file)).unwrap();
+    }
+    let manifest_path = format!("/v1/sites/{name}/manifest?have=0&wait=0");
+    assert_eq!(
+        with_certificate(&cp, &stolen, "GET", &manifest_path).0,
+        "200"
+    );
+
+    cp.cli(&["delete", "site", &name]).ok("delete site");
+
+    let agent = site.agent.as_mut().unwrap();
+    let status = agent
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the agent did not stop:\n{}", tail(&agent.stderr(), 40)));
+    assert_eq!(status.code(), Some(3), "{}", tail(&agent.stderr(), 40));
+    assert!(
+        agent.stderr().contains("detached"),
+        "{}",
+        tail(&agent.stderr(), 40)
+    );
+    let left = support::docker_ps(&format!("io.atoll.site={name}"), "{{.Names}}");
+    assert!(left.is_empty(), "containers left: {left:?}");
+    assert!(
+        docker(&["inspect", &web]).code != Some(0),
+        "the container is still there"
+    );
+    assert!(
+        !site.secrets_dir.exists(),
+        "the secret files are still there"
+    );
+    for file in ["identity.json", "host-key.pem", "manifest.json", "outbox"] {
+        assert!(!site.agent_dir.join(file).exists(), "{file} is still there");
+    }
+    let reports = format!("/v1/sites/{name}/reports");
+    for (method, path) in [("GET", manifest_path.as_str()), ("POST", reports.as_str())] {
+        let answer = with_certificate(&cp, &stolen, method, path);
+        assert_eq!(
+            answer,
+            ("403".into(), "host_detached".into()),
+            "{method} {path}"
+        );
+    }
+    // The site made again under the same name is a new site: the old certificate gets
+    // nothing of it, its secrets least of all.
+    cp.apply_yaml(&site_file, &site_yaml);
+    let answer = with_certificate(&cp, &stolen, "GET", &manifest_path);
+    assert_eq!(answer, ("403".into(), "host_detached".into()));
+    let hosts = cp.cli(&["get", "hosts"]).ok("get hosts").stdout.clone();
+    assert!(hosts.contains("detached"), "{hosts}");
+}

@@ -5,11 +5,13 @@ use std::fmt;
 use atoll_spec::Diagnostic;
 
 /// 0 success; 1 the user's input or request was refused; 2 the control plane could not be
-/// reached or failed.
+/// reached or failed; 3 (the agent only) the host was detached from its site, and the agent
+/// removed what atoll ran there: starting it again would only be refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     User = 1,
     Server = 2,
+    Detached = 3,
 }
 
 #[derive(Debug)]

@@ -61,7 +61,12 @@ pub async fn run(args: Args) -> Result<()> {
                         t.row(vec![
                             h.id.clone(),
                             h.site.clone(),
-                            if h.connected { "connected" } else { "offline" }.into(),
+                            match (&h.detached_at, h.connected) {
+                                (Some(_), _) => "detached",
+                                (None, true) => "connected",
+                                (None, false) => "offline",
+                            }
+                            .into(),
                             i.arch.clone(),
                             i.cpus.to_string(),
                             atoll_spec::units::ByteSize(i.memory_bytes).to_string(),

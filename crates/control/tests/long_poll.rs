@@ -7,12 +7,12 @@ use atoll_api::agent::RenewRequest;
 use atoll_control::core::revision::Held;
 use atoll_control::shell::agents::{Agents, Poll};
 use atoll_control::shell::fleet::Fleet;
-use atoll_control::shell::service::ControlPlane;
+use atoll_control::shell::service::{ControlPlane, Error};
 use atoll_control::shell::signing::ManifestSigner;
 use atoll_control::shell::tls::{AgentIdentity, Pki};
 use atoll_control::shell::vault::Vault;
-use atoll_spec::Source;
-use atoll_store::{HostRow, SqliteStore, Store};
+use atoll_spec::{Kind, Source};
+use atoll_store::{Enrolled, HostRow, HostState, JoinTokenRow, SqliteStore, Store};
 use rustls_pki_types::pem::PemObject as _;
 
 fn site(labels: &str) -> Vec<Source> {
@@ -41,7 +41,30 @@ fn host_row(serial: &str, expiry: &str) -> HostRow {
         enrolled_at: "2026-01-01T00:00:00Z".into(),
         last_seen: None,
         recipient: None,
+        state: HostState::Attached,
+        detached_at: None,
+        changed: 0,
     }
+}
+
+/// Enrolls `host` with a join token of its site made for it.
+async fn enroll(store: &dyn Store, host: HostRow) {
+    let token = format!("token-of-{}", host.id);
+    store
+        .create_join_token(JoinTokenRow {
+            id: token.clone(),
+            hash: format!("hash-of-{}", host.id),
+            site: host.site.clone(),
+            uses_left: 1,
+            expires_at: "2099-01-01T00:00:00Z".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.enroll_host(host, &token).await.unwrap(),
+        Enrolled::Yes
+    );
 }
 
 /// What an agent holding `revision` (with content `hash`, if it says it) polls with.
@@ -81,10 +104,7 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
         .await
         .unwrap();
     control.apply(&site("run: 'no'"), false, "t").await.unwrap();
-    store
-        .enroll_host(host_row("1", "2099-01-01T00:00:00Z"))
-        .await
-        .unwrap();
+    enroll(store.as_ref(), host_row("1", "2099-01-01T00:00:00Z")).await;
     let identity = AgentIdentity {
         site: "s1".into(),
         host: "h1".into(),
@@ -141,10 +161,7 @@ async fn after_a_restart_polls_are_answered_from_the_stored_revisions() {
         };
         control.apply(&[source], false, "t").await.unwrap();
     }
-    store
-        .enroll_host(host_row("1", "2099-01-01T00:00:00Z"))
-        .await
-        .unwrap();
+    enroll(store.as_ref(), host_row("1", "2099-01-01T00:00:00Z")).await;
     let revision = store.manifest("s1").await.unwrap().unwrap().revision;
     // What a restart does: a new fleet from the store.
     let fleet = Arc::new(Fleet::from_store(store.as_ref()).await.unwrap());
@@ -181,10 +198,7 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
         site: "s1".into(),
         host: "h1".into(),
     };
-    store
-        .enroll_host(host_row("old", "2000-01-01T00:00:00Z"))
-        .await
-        .unwrap();
+    enroll(store.as_ref(), host_row("old", "2000-01-01T00:00:00Z")).await;
     let key = rcgen::KeyPair::generate().unwrap();
     let csr = rcgen::CertificateParams::new(vec!["ignored.example".to_owned()])
         .unwrap()
@@ -299,10 +313,7 @@ async fn a_control_plane_that_lost_commits_moves_the_site_above_the_revision_its
         site("run: 'yes'").remove(0),
     ];
     control.apply(&sources, false, "t").await.unwrap();
-    store
-        .put_host(host_row("1", "2099-01-01T00:00:00Z"))
-        .await
-        .unwrap();
+    enroll(store.as_ref(), host_row("1", "2099-01-01T00:00:00Z")).await;
     let stored = store.manifest("s1").await.unwrap().unwrap();
     let identity = AgentIdentity {
         site: "s1".into(),
@@ -349,4 +360,71 @@ async fn a_control_plane_that_lost_commits_moves_the_site_above_the_revision_its
                 && a.detail.contains("restored from a backup")),
         "{diverged:?}"
     );
+}
+
+/// Issue 12, item 1: a deleted site's host kept fetching the site's manifest, posting reports
+/// and renewing, and a site re-created under the same name took it in. Deleting the site
+/// detaches its host at once: its waiting long-poll ends with the refusal, and every later
+/// request is refused with `host_detached`, the re-created site too.
+#[tokio::test]
+async fn a_deleted_sites_host_is_refused_and_its_waiting_long_poll_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, control, agents) = control_plane(dir.path());
+    control.apply(&site("run: 'no'"), false, "t").await.unwrap();
+    enroll(store.as_ref(), host_row("1", "2099-01-01T00:00:00Z")).await;
+    let identity = AgentIdentity {
+        site: "s1".into(),
+        host: "h1".into(),
+    };
+    agents.authorize(&identity, "s1", Some("h1")).await.unwrap();
+    let head = store.manifest("s1").await.unwrap().unwrap();
+    let poll = {
+        let agents = agents.clone();
+        let identity = identity.clone();
+        let hash = head.hash.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let answer = agents
+                .poll_manifest(
+                    &identity,
+                    held(head.revision, Some(&hash)),
+                    Duration::from_secs(30),
+                )
+                .await;
+            (answer, started.elapsed())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agents.fleet().polling_now("h1") {
+        assert!(Instant::now() < deadline, "the poll never started waiting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    control.delete(Kind::Site, "s1", "t").await.unwrap();
+
+    let (answer, waited) = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the waiting poll did not end")
+        .unwrap();
+    assert!(matches!(answer, Err(Error::Detached(_))), "{answer:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let refused = agents.authorize(&identity, "s1", Some("h1")).await;
+    assert!(matches!(refused, Err(Error::Detached(_))), "{refused:?}");
+    // A site of the same name made again is a new site: the old host is not one of its own.
+    control
+        .apply(&site("run: 'yes'"), false, "t")
+        .await
+        .unwrap();
+    let refused = agents.authorize(&identity, "s1", Some("h1")).await;
+    assert!(matches!(refused, Err(Error::Detached(_))), "{refused:?}");
+    assert!(store.site_hosts("s1").await.unwrap().is_empty());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["h1".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let renewed = agents.renew(&identity, &renewal(&csr)).await;
+    assert!(matches!(renewed, Err(Error::Detached(_))), "{renewed:?}");
 }

@@ -4,8 +4,9 @@
 //! fresh, empty store from a scratch folder.
 
 use crate::{
-    AppVersionRow, HostRow, JoinTokenRow, ManifestRow, ReportBatch, ResourceRow, RolloutRow,
-    SecretHead, SecretRow, Store, StoreError, TokenRefusal, TokenRow, Write,
+    AppVersionRow, Enrolled, HostRow, HostState, JoinTokenRow, ManifestRow, ReportBatch,
+    ResourceRow, RolloutRow, SecretHead, SecretRow, Store, StoreError, TokenRefusal, TokenRow,
+    Write,
 };
 
 #[macro_export]
@@ -25,6 +26,8 @@ macro_rules! conformance_suite {
             join_tokens_are_used_up_and_expire,
             hosts_are_kept_and_listed,
             host_ids_collide_an_enrollment_never_replaces_another_host,
+            a_deleted_sites_hosts_are_detached_and_its_join_tokens_forgotten,
+            every_change_of_a_host_takes_the_next_host_change_number,
             reports_are_stored_once_and_acknowledged,
             concurrent_reports_and_enrollments_are_each_answered_exactly,
             rollouts_are_kept_with_the_snapshot_and_archived,
@@ -331,16 +334,41 @@ fn host(id: &str, site: &str) -> HostRow {
         enrolled_at: "2026-01-01T00:00:00Z".into(),
         last_seen: None,
         recipient: Some(format!("key-of-{id}")),
+        state: HostState::Attached,
+        detached_at: None,
+        changed: 0,
     }
 }
 
+/// Enrolls `host` with a join token of its own site, made for it.
+async fn enroll(store: &dyn Store, host: HostRow) -> Enrolled {
+    let token = format!("for-{}-{}", host.id, host.site);
+    store
+        .create_join_token(JoinTokenRow {
+            site: host.site.clone(),
+            ..join_token(&token, 1, "2027-01-01T00:00:00Z")
+        })
+        .await
+        .unwrap();
+    store.enroll_host(host, &token).await.unwrap()
+}
+
+/// A stored host without what the store sets (its host-change number).
+fn unnumbered(mut host: HostRow) -> HostRow {
+    host.changed = 0;
+    host
+}
+
 pub async fn hosts_are_kept_and_listed(store: &dyn Store) {
-    store.enroll_host(host("h2", "b")).await.unwrap();
-    store.enroll_host(host("h1", "a")).await.unwrap();
+    assert_eq!(enroll(store, host("h2", "b")).await, Enrolled::Yes);
+    assert_eq!(enroll(store, host("h1", "a")).await, Enrolled::Yes);
     let mut renewed = host("h1", "a");
     renewed.cert_serial = "02".into();
-    store.put_host(renewed.clone()).await.unwrap();
-    assert_eq!(store.host("h1").await.unwrap(), Some(renewed));
+    assert!(store.put_host(renewed.clone()).await.unwrap());
+    assert_eq!(
+        store.host("h1").await.unwrap().map(unnumbered),
+        Some(renewed)
+    );
     assert_eq!(
         store
             .hosts()
@@ -352,7 +380,7 @@ pub async fn hosts_are_kept_and_listed(store: &dyn Store) {
         ["h1", "h2"]
     );
     assert!(store.host("nope").await.unwrap().is_none());
-    store.enroll_host(host("h0", "b")).await.unwrap();
+    enroll(store, host("h0", "b")).await;
     let b: Vec<String> = store
         .site_hosts("b")
         .await
@@ -368,13 +396,162 @@ pub async fn hosts_are_kept_and_listed(store: &dyn Store) {
 /// and took over the other host's site, certificate serial and sealing key.
 pub async fn host_ids_collide_an_enrollment_never_replaces_another_host(store: &dyn Store) {
     let first = host("till-1", "a");
-    assert!(store.enroll_host(first.clone()).await.unwrap());
+    assert_eq!(enroll(store, first.clone()).await, Enrolled::Yes);
     let mut clone = host("till-1", "b");
     clone.cert_serial = "ff".into();
     clone.recipient = Some("key-of-the-clone".into());
-    assert!(!store.enroll_host(clone).await.unwrap());
-    assert_eq!(store.host("till-1").await.unwrap(), Some(first));
+    assert_eq!(enroll(store, clone).await, Enrolled::IdTaken);
+    assert_eq!(
+        store.host("till-1").await.unwrap().map(unnumbered),
+        Some(first)
+    );
     assert!(store.site_hosts("b").await.unwrap().is_empty());
+}
+
+/// Issue 12, item 1: a deleted site's hosts kept fetching its manifest and posting reports, and
+/// received the secrets of a site re-created under the same name. Detaching is for good, in the
+/// commit that deletes the site, and it forgets the site's join tokens, so a host enrolling with
+/// a token used just before the deletion is not stored either.
+pub async fn a_deleted_sites_hosts_are_detached_and_its_join_tokens_forgotten(store: &dyn Store) {
+    enroll(store, host("h1", "a")).await;
+    enroll(store, host("h2", "a")).await;
+    enroll(store, host("h3", "b")).await;
+    let late = JoinTokenRow {
+        site: "a".into(),
+        ..join_token("late", 2, "2027-01-01T00:00:00Z")
+    };
+    store.create_join_token(late).await.unwrap();
+    let now = "2026-06-01T00:00:00Z";
+    assert!(
+        store
+            .use_join_token("hash-late", now)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    let before = store
+        .hosts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.changed)
+        .max()
+        .unwrap();
+
+    let at = "2026-06-01T00:00:01Z";
+    let writes = vec![Write::DetachHosts {
+        site: "a".into(),
+        at: at.into(),
+    }];
+    store.commit(0, writes).await.unwrap();
+
+    for id in ["h1", "h2"] {
+        let h = store.host(id).await.unwrap().unwrap();
+        assert_eq!(
+            (h.state, h.detached_at.as_deref()),
+            (HostState::Detached, Some(at)),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        store.host("h3").await.unwrap().unwrap().state,
+        HostState::Attached
+    );
+    assert!(store.site_hosts("a").await.unwrap().is_empty());
+    assert_eq!(
+        store.hosts().await.unwrap().len(),
+        3,
+        "detached hosts are still listed"
+    );
+    let changed: Vec<String> = store
+        .host_changes(before)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(changed, ["h1", "h2"]);
+    // A renewal racing the deletion does not bring a host back.
+    assert!(!store.put_host(host("h1", "a")).await.unwrap());
+    assert_eq!(
+        store.host("h1").await.unwrap().unwrap().state,
+        HostState::Detached
+    );
+    // The token used before the deletion no longer enrolls, and no token of the site is left.
+    assert_eq!(
+        store.enroll_host(host("h4", "a"), "late").await.unwrap(),
+        Enrolled::SiteDeleted
+    );
+    assert!(store.host("h4").await.unwrap().is_none());
+    assert_eq!(
+        store.use_join_token("hash-late", now).await.unwrap(),
+        Err(TokenRefusal::Unknown)
+    );
+    // Detaching again changes nothing.
+    let again = vec![Write::DetachHosts {
+        site: "a".into(),
+        at: "2026-07-01T00:00:00Z".into(),
+    }];
+    store.commit(1, again).await.unwrap();
+    assert!(store.host_changes(before + 1).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .host("h1")
+            .await
+            .unwrap()
+            .unwrap()
+            .detached_at
+            .as_deref(),
+        Some(at)
+    );
+}
+
+/// Caches of host state follow the store by host-change number: each enrollment and renewal
+/// takes a number above every one before, and reading after a number gives exactly the later
+/// changes.
+pub async fn every_change_of_a_host_takes_the_next_host_change_number(store: &dyn Store) {
+    assert!(store.host_changes(0).await.unwrap().is_empty());
+    enroll(store, host("h1", "s")).await;
+    enroll(store, host("h2", "s")).await;
+    let first: Vec<(String, u64)> = store
+        .host_changes(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.id, h.changed))
+        .collect();
+    assert_eq!(first.len(), 2);
+    assert!(first[0].1 < first[1].1, "{first:?}");
+    assert_eq!(first[0].0, "h1");
+    let mut renewed = host("h1", "s");
+    renewed.cert_serial = "02".into();
+    store.put_host(renewed).await.unwrap();
+    let after: Vec<HostRow> = store.host_changes(first[1].1).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        (after[0].id.as_str(), after[0].cert_serial.as_str()),
+        ("h1", "02")
+    );
+    assert!(after[0].changed > first[1].1);
+    assert!(
+        store
+            .host_changes(after[0].changed)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Reports move last-seen, not the host-change number.
+    store
+        .record_report("h2", "s", "2026-01-01T00:05:00Z", vec![batch(1, 1, None)])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .host_changes(after[0].changed)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn batch(seq: u64, events: usize, status: Option<&str>) -> ReportBatch {
@@ -394,7 +571,7 @@ fn batch(seq: u64, events: usize, status: Option<&str>) -> ReportBatch {
 }
 
 pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
-    store.enroll_host(host("h1", "s")).await.unwrap();
+    enroll(store, host("h1", "s")).await;
     let now = "2026-01-01T00:01:00Z";
     assert_eq!(
         store
@@ -458,10 +635,7 @@ pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
 pub async fn concurrent_reports_and_enrollments_are_each_answered_exactly(store: &dyn Store) {
     let hosts = 40;
     for i in 0..hosts {
-        store
-            .enroll_host(host(&format!("h{i}"), "s"))
-            .await
-            .unwrap();
+        enroll(store, host(&format!("h{i}"), "s")).await;
     }
     store
         .create_join_token(join_token("few", 5, "2027-01-01T00:00:00Z"))

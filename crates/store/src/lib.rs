@@ -124,6 +124,50 @@ pub struct HostRow {
     pub last_seen: Option<String>,
     /// The host's X25519 public key (base64) that secrets are sealed to.
     pub recipient: Option<String>,
+    pub state: HostState,
+    /// When the host was detached from its site.
+    pub detached_at: Option<String>,
+    /// The host-change sequence number of the host's last change of membership or
+    /// credentials: the store sets it; a cache reads what changed after the highest it saw.
+    pub changed: u64,
+}
+
+/// Whether a host still belongs to its site. A host is attached from enrollment until its site
+/// is deleted; then it is detached for good: a site re-created under the same name is a new
+/// site, and no old host belongs to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostState {
+    Attached,
+    Detached,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Attached => "attached",
+            HostState::Detached => "detached",
+        }
+    }
+
+    /// The state stored as `text`; `None` for a state this atoll does not know.
+    pub fn parse(text: &str) -> Option<HostState> {
+        match text {
+            "attached" => Some(HostState::Attached),
+            "detached" => Some(HostState::Detached),
+            _ => None,
+        }
+    }
+}
+
+/// What an enrollment found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enrolled {
+    /// The host is stored, attached to its site.
+    Yes,
+    /// A host with this id exists already (its record untouched): draw another id.
+    IdTaken,
+    /// The join token is gone: its site was deleted since the token was used.
+    SiteDeleted,
 }
 
 /// A secret as stored: its bookkeeping in the clear, its values encrypted.
@@ -201,6 +245,12 @@ pub struct RolloutRow {
 pub enum Write {
     /// Create or replace a resource.
     PutResource(ResourceRow),
+    /// Detaches every host of a site for good and forgets the site's join tokens (the site is
+    /// being deleted): each host's change takes the next host-change number.
+    DetachHosts {
+        site: String,
+        at: String,
+    },
     DeleteResource {
         kind: String,
         name: String,
@@ -292,16 +342,23 @@ pub trait Store: Send + Sync + 'static {
         hash: &str,
         now: &str,
     ) -> Result<Result<JoinTokenRow, TokenRefusal>>;
-    /// Enrolls a new host: an insert that never replaces a row. `Ok(false)` when a host with
-    /// this id exists already (its record untouched): the caller draws another id.
-    async fn enroll_host(&self, host: HostRow) -> Result<bool>;
-    /// Replaces an enrolled host's record (a renewal); nothing when no host has its id.
-    async fn put_host(&self, host: HostRow) -> Result<()>;
+    /// Enrolls a new host with the join token `token` (its id) used for it: an insert that
+    /// never replaces a row, made only while the token is still stored (a site's deletion
+    /// forgets its tokens in the same commit that detaches its hosts, so a host enrolling while
+    /// its site is deleted is either detached with the rest or not stored). The state and
+    /// `changed` given are ignored: a new host is attached, at the next host-change number.
+    async fn enroll_host(&self, host: HostRow, token: &str) -> Result<Enrolled>;
+    /// Replaces an attached host's credentials and facts (a renewal), at the next host-change
+    /// number; its site and state are kept. `Ok(false)` when no attached host has its id.
+    async fn put_host(&self, host: HostRow) -> Result<bool>;
     async fn host(&self, id: &str) -> Result<Option<HostRow>>;
-    /// All hosts, ordered by site then id.
+    /// All hosts, attached or not, ordered by site then id.
     async fn hosts(&self) -> Result<Vec<HostRow>>;
-    /// The hosts of one site, ordered by id.
+    /// The hosts attached to one site, ordered by id.
     async fn site_hosts(&self, site: &str) -> Result<Vec<HostRow>>;
+    /// The hosts whose membership or credentials changed after host-change number `after`,
+    /// in the order of their changes.
+    async fn host_changes(&self, after: u64) -> Result<Vec<HostRow>>;
     /// Stores the batches of a host's report that are newer than what is stored, in one
     /// transaction: their events, the newest status among them, the host's last-seen time.
     /// Returns the highest sequence now stored, which the agent may forget up to.

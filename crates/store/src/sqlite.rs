@@ -15,9 +15,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::group::GroupWriter;
 use crate::{
-    AppVersionRow, AuditRow, EventRow, HostRow, HostStatusRow, JoinTokenRow, ManifestHead,
-    ManifestRow, ReportBatch, ReportCursor, ResourceRow, Result, RolloutRow, SecretHead, SecretRow,
-    Snapshot, Store, StoreError, TokenRefusal, TokenRow, Write,
+    AppVersionRow, AuditRow, Enrolled, EventRow, HostRow, HostState, HostStatusRow, JoinTokenRow,
+    ManifestHead, ManifestRow, ReportBatch, ReportCursor, ResourceRow, Result, RolloutRow,
+    SecretHead, SecretRow, Snapshot, Store, StoreError, TokenRefusal, TokenRow, Write,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_agents.sql"),
     include_str!("../migrations/sqlite/0003_rollouts.sql"),
     include_str!("../migrations/sqlite/0004_secrets.sql"),
+    include_str!("../migrations/sqlite/0005_host_state.sql"),
 ];
 const READERS: usize = 4;
 
@@ -231,6 +232,13 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
                  ON CONFLICT (kind, name) DO UPDATE SET generation = ?3, spec = ?4, updated_at = ?6",
                 params![r.kind, r.name, to_i64(r.generation), r.spec, r.created_at, r.updated_at],
             )?;
+        }
+        Write::DetachHosts { site, at } => {
+            tx.execute(
+                &format!("UPDATE hosts SET state = 'detached', detached_at = ?2, changed = {NEXT_HOST_CHANGE} WHERE site = ?1 AND state = 'attached'"),
+                params![site, at],
+            )?;
+            tx.execute("DELETE FROM join_tokens WHERE site = ?1", [site])?;
         }
         Write::DeleteResource { kind, name } => {
             tx.execute(
@@ -589,26 +597,33 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn enroll_host(&self, h: HostRow) -> Result<bool> {
+    async fn enroll_host(&self, h: HostRow, token: &str) -> Result<Enrolled> {
+        let token = token.to_owned();
         self.group.write(move |conn| {
+            let token_kept = conn
+                .prepare_cached("SELECT 1 FROM join_tokens WHERE id = ?1")?
+                .exists([&token])?;
+            if !token_kept {
+                return Ok(Enrolled::SiteDeleted);
+            }
             // `ON CONFLICT DO NOTHING`, never `OR REPLACE`: an id drawn twice must not take
             // over another host's site, certificate and sealing key.
             let inserted = conn.execute(
-                &format!("INSERT INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING"),
+                &format!("INSERT INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'attached', NULL, {NEXT_HOST_CHANGE}) ON CONFLICT (id) DO NOTHING"),
                 params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen, h.recipient],
             )?;
-            Ok(inserted == 1)
+            Ok(if inserted == 1 { Enrolled::Yes } else { Enrolled::IdTaken })
         })
         .await
     }
 
-    async fn put_host(&self, h: HostRow) -> Result<()> {
+    async fn put_host(&self, h: HostRow) -> Result<bool> {
         self.group.write(move |conn| {
-            conn.execute(
-                "UPDATE hosts SET site = ?2, hostname = ?3, inventory = ?4, cert_serial = ?5, cert_expiry = ?6, enrolled_at = ?7, last_seen = ?8, recipient = ?9 WHERE id = ?1",
-                params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen, h.recipient],
+            let updated = conn.execute(
+                &format!("UPDATE hosts SET hostname = ?2, inventory = ?3, cert_serial = ?4, cert_expiry = ?5, last_seen = ?6, recipient = ?7, changed = {NEXT_HOST_CHANGE} WHERE id = ?1 AND state = 'attached'"),
+                params![h.id, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.last_seen, h.recipient],
             )?;
-            Ok(())
+            Ok(updated == 1)
         })
         .await
     }
@@ -641,9 +656,21 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(&format!(
-                    "SELECT {HOST_COLUMNS} FROM hosts WHERE site = ?1 ORDER BY id"
+                    "SELECT {HOST_COLUMNS} FROM hosts WHERE site = ?1 AND state = 'attached' ORDER BY id"
                 ))?
                 .query_map([site], host_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn host_changes(&self, after: u64) -> Result<Vec<HostRow>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {HOST_COLUMNS} FROM hosts WHERE changed > ?1 ORDER BY changed, id"
+                ))?
+                .query_map([to_i64(after)], host_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -773,6 +800,18 @@ fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
         enrolled_at: r.get(6)?,
         last_seen: r.get(7)?,
         recipient: r.get(8)?,
+        state: {
+            let text: String = r.get(9)?;
+            HostState::parse(&text).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    9,
+                    rusqlite::types::Type::Text,
+                    format!("unknown host state {text:?}").into(),
+                )
+            })?
+        },
+        detached_at: r.get(10)?,
+        changed: to_u64(r.get(11)?),
     })
 }
 
@@ -789,8 +828,10 @@ fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
     })
 }
 
-const HOST_COLUMNS: &str =
-    "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen, recipient";
+const HOST_COLUMNS: &str = "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen, recipient, state, detached_at, changed";
+/// The next host-change number, as an SQL expression: one above the highest given out (read
+/// once per statement, so every host one statement changes takes the same number).
+const NEXT_HOST_CHANGE: &str = "(SELECT COALESCE(MAX(changed), 0) + 1 FROM hosts)";
 
 #[cfg(test)]
 mod tests {

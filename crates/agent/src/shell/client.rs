@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use atoll_api::ErrorBody;
+use atoll_api::{ErrorBody, HOST_DETACHED};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,8 +42,13 @@ pub async fn send<B: Serialize, T: DeserializeOwned>(
             AgentError::Protocol(format!("{url}: an answer this agent cannot read: {e}"))
         });
     }
-    let message = serde_json::from_slice::<ErrorBody>(&bytes)
-        .map_or_else(|_| format!("HTTP {status}"), |b| b.error.message);
+    let (code, message) = serde_json::from_slice::<ErrorBody>(&bytes).map_or_else(
+        |_| (String::new(), format!("HTTP {status}")),
+        |b| (b.error.code, b.error.message),
+    );
+    if status == StatusCode::FORBIDDEN && code == HOST_DETACHED {
+        return Err(AgentError::Detached(message));
+    }
     if status.is_server_error()
         || status == StatusCode::SERVICE_UNAVAILABLE
         || status == StatusCode::TOO_MANY_REQUESTS

@@ -88,6 +88,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
 }
 
 impl Identity {
+    /// Removes the identity kept in `dir` (the host was detached: it is worth nothing now, and
+    /// the host may enroll anew). Files already gone are no problem.
+    pub fn forget(dir: &Path) -> std::io::Result<()> {
+        for name in [
+            IDENTITY_FILE,
+            KEY_FILE,
+            CERT_FILE,
+            CA_FILE,
+            SEALING_KEY_FILE,
+        ] {
+            super::files::remove_if_present(&dir.join(name))?;
+        }
+        Ok(())
+    }
+
     /// The identity kept in `dir`, if this host has enrolled.
     pub fn load(dir: &Path) -> Result<Option<Identity>, AgentError> {
         let path = dir.join(IDENTITY_FILE);

@@ -67,6 +67,11 @@ impl Kept {
             .map_err(|e| AgentError::Local(format!("{}: {e}", self.path.display())))
     }
 
+    /// Removes the kept manifest, if there is one.
+    pub fn forget(&self) -> std::io::Result<()> {
+        super::files::remove_if_present(&self.path)
+    }
+
     pub fn save(&self, signed: &SignedManifest) -> Result<(), AgentError> {
         let bytes = serde_json::to_vec(signed).unwrap_or_default();
         write_atomic(&self.path, &bytes, 0o600)

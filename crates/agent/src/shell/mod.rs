@@ -7,6 +7,7 @@
 
 mod client;
 pub mod clock;
+mod detach;
 mod files;
 pub mod identity;
 pub mod inventory;
@@ -49,6 +50,10 @@ pub enum AgentError {
     /// The control plane's answer made no sense.
     #[error("{0}")]
     Protocol(String),
+    /// The control plane detached this host from its site (the site was deleted): its
+    /// identity will never be accepted again.
+    #[error("this host was detached from its site: {0}")]
+    Detached(String),
 }
 
 #[derive(Debug, Clone)]
@@ -83,7 +88,9 @@ impl Config {
     }
 }
 
-/// Runs the agent until `shutdown` turns true.
+/// Runs the agent until `shutdown` turns true, or until the control plane says this host was
+/// detached from its site: then what atoll kept here is removed, and the answer is
+/// [`AgentError::Detached`].
 pub async fn run(
     config: Config,
     driver: Arc<dyn Driver>,
@@ -155,6 +162,10 @@ pub async fn run(
     let report_ready = Arc::new(Notify::new());
     let refused = Arc::new(Mutex::new(None));
     let session = Arc::new(Session::new(identity)?);
+    let mut detached = session.detached();
+    // The tasks stop when the agent is told to, or when the host is detached.
+    let (stop, stopping) = watch::channel(false);
+    let leaving = (driver.clone(), site.clone(), secrets_dir.clone());
     let (probe_targets, targets) = watch::channel(Vec::new());
     let health = prober::HealthBook::default();
     let health_changed = Arc::new(Notify::new());
@@ -166,7 +177,7 @@ pub async fn run(
             targets,
             book: health.clone(),
             changed: health_changed.clone(),
-            shutdown: shutdown.clone(),
+            shutdown: stopping.clone(),
         }
         .run(),
     );
@@ -185,7 +196,7 @@ pub async fn run(
             probe_targets,
             health,
             health_changed,
-            shutdown: shutdown.clone(),
+            shutdown: stopping.clone(),
         }
         .run(),
     );
@@ -198,7 +209,7 @@ pub async fn run(
             outbox: outbox.clone(),
             report_ready: report_ready.clone(),
             wait: config.poll_wait,
-            shutdown: shutdown.clone(),
+            shutdown: stopping.clone(),
         }
         .run(),
     );
@@ -207,14 +218,27 @@ pub async fn run(
             session: session.clone(),
             outbox,
             report_ready,
-            shutdown: shutdown.clone(),
+            shutdown: stopping.clone(),
         }
         .run(),
     );
-    tasks.spawn(renew(session, shutdown.clone()));
-    let _ = shutdown.changed().await;
+    tasks.spawn(renew(session, stopping));
+    let reason = tokio::select! {
+        _ = shutdown.changed() => None,
+        reason = detached.wait_for(Option::is_some) => reason.ok().and_then(|r| r.clone()),
+    };
+    let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
-    Ok(())
+    let Some(reason) = reason else {
+        return Ok(());
+    };
+    tracing::warn!(%reason, "this host was detached from its site; removing what atoll runs and keeps here");
+    let (driver, site, secrets_dir) = leaving;
+    let problems = detach::leave(driver.as_ref(), &site, dir, &secrets_dir).await;
+    for problem in &problems {
+        tracing::error!(%problem, "could not remove");
+    }
+    Err(AgentError::Detached(reason))
 }
 
 /// Checks the certificate's age hourly (and at start) and renews it well before it expires.

@@ -25,6 +25,8 @@ const POLL_MARGIN: Duration = Duration::from_secs(30);
 
 pub struct Session {
     link: RwLock<Arc<Link>>,
+    /// Why the control plane detached this host, once any answer said so.
+    detached: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -39,7 +41,22 @@ impl Session {
     pub fn new(identity: Identity) -> Result<Session, AgentError> {
         Ok(Session {
             link: RwLock::new(Arc::new(Self::link(identity)?)),
+            detached: tokio::sync::watch::channel(None).0,
         })
+    }
+
+    /// Turns `Some` with the control plane's words when any answer says this host was
+    /// detached from its site.
+    pub fn detached(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.detached.subscribe()
+    }
+
+    /// `result`, noting a detachment it says.
+    fn noting<T>(&self, result: Result<T, AgentError>) -> Result<T, AgentError> {
+        if let Err(AgentError::Detached(reason)) = &result {
+            self.detached.send_replace(Some(reason.clone()));
+        }
+        result
     }
 
     fn link(identity: Identity) -> Result<Link, AgentError> {
@@ -82,14 +99,16 @@ impl Session {
         .map_err(|e| {
             AgentError::Local(format!("the control plane's URL {}: {e}", id.control_url))
         })?;
-        send::<(), SignedManifest>(
-            &link.http,
-            Method::GET,
-            url.as_str(),
-            None,
-            wait + POLL_MARGIN,
+        self.noting(
+            send::<(), SignedManifest>(
+                &link.http,
+                Method::GET,
+                url.as_str(),
+                None,
+                wait + POLL_MARGIN,
+            )
+            .await,
         )
-        .await
     }
 
     /// Sends batches; returns the highest sequence number the control plane has stored.
@@ -97,14 +116,16 @@ impl Session {
         let link = self.current();
         let id = &link.identity;
         let url = format!("{}/v1/sites/{}/reports", id.control_url, id.site);
-        let ack: Option<ReportAck> = send(
-            &link.http,
-            Method::POST,
-            &url,
-            Some(&ReportRequest { batches }),
-            REPORT_TIMEOUT,
-        )
-        .await?;
+        let ack: Option<ReportAck> = self.noting(
+            send(
+                &link.http,
+                Method::POST,
+                &url,
+                Some(&ReportRequest { batches }),
+                REPORT_TIMEOUT,
+            )
+            .await,
+        )?;
         ack.map(|a| a.acked)
             .ok_or_else(|| AgentError::Protocol("a report was answered with no content".into()))
     }
@@ -116,7 +137,7 @@ impl Session {
             return Ok(false);
         }
         let mut identity = (*link.identity).clone();
-        identity.renew().await?;
+        self.noting(identity.renew().await)?;
         let fresh = Arc::new(Self::link(identity)?);
         *self.link.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(true)

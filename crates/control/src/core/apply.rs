@@ -343,6 +343,14 @@ pub fn plan_delete(
         kind: kind.as_str().to_owned(),
         name: name.to_owned(),
     });
+    if kind == Kind::Site {
+        // Its hosts go with it, in the same commit: none is let in again, whatever site is
+        // made under this name later.
+        plan.writes.push(Write::DetachHosts {
+            site: name.to_owned(),
+            at: req.now.to_owned(),
+        });
+    }
     if kind == Kind::Application {
         plan.writes.push(Write::DeleteAppVersions {
             name: name.to_owned(),

@@ -91,7 +91,8 @@ impl World {
                 | Write::PutSetting { .. }
                 | Write::Audit { .. }
                 | Write::PutRollout(_)
-                | Write::ArchiveRollout { .. } => {}
+                | Write::ArchiveRollout { .. }
+                | Write::DetachHosts { .. } => {}
             }
         }
         self.state.version += 1;
@@ -450,8 +451,13 @@ fn deleting() {
     assert!(w.placed("a").is_empty());
     w.delete(Kind::Application, "pos").unwrap();
     assert!(w.versions.is_empty());
-    // A site deleted and created again continues its revisions.
-    w.delete(Kind::Site, "a").unwrap();
+    // A site deleted and created again continues its revisions. Its hosts are detached in the
+    // deleting commit.
+    let plan = w.delete(Kind::Site, "a").unwrap();
+    assert!(plan.writes.contains(&Write::DetachHosts {
+        site: "a".into(),
+        at: NOW.now.into(),
+    }));
     w.apply(
         &[
             app("1", "api:1"),

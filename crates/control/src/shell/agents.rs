@@ -1,8 +1,8 @@
 //! The control plane's side of the agent protocol: join tokens, enrollment, certificate
 //! renewal, manifest long-polls and reports; and the fleet views built from them.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_api::Manifest;
@@ -12,7 +12,9 @@ use atoll_api::agent::{
     SiteAppStatus,
 };
 use atoll_spec::{Kind, Resource};
-use atoll_store::{HostRow, JoinTokenRow, ReportBatch, Store, StoreError, TokenRefusal};
+use atoll_store::{
+    Enrolled, HostRow, HostState, JoinTokenRow, ReportBatch, Store, StoreError, TokenRefusal,
+};
 use base64::Engine as _;
 use bytes::Bytes;
 use rand::RngCore as _;
@@ -21,6 +23,7 @@ use time::OffsetDateTime;
 
 use super::clock::now_rfc3339;
 use super::fleet::{Fleet, Published};
+use super::hostbook::Member;
 use super::service::{ControlPlane, Error};
 use super::tls::{AgentIdentity, Pki};
 use crate::core::revision::{self, Answer, Held};
@@ -45,10 +48,6 @@ pub struct Agents {
     pki: Arc<Pki>,
     /// Told of every stored report, so running rollouts look at it at once.
     reported: Arc<tokio::sync::Notify>,
-    /// Hosts known to be enrolled, and their site, so that authorizing an agent's request
-    /// reads the store only for a host not seen since start. An entry cannot go stale: a host
-    /// never changes site and is never removed.
-    enrolled: Arc<RwLock<HashMap<String, String>>>,
     /// Draws a new host's id; a seam so a test can force two enrollments onto one id.
     new_host_id: fn(&str) -> String,
 }
@@ -80,7 +79,6 @@ impl Agents {
             fleet,
             pki,
             reported: Arc::new(tokio::sync::Notify::new()),
-            enrolled: Arc::default(),
             new_host_id: host_id,
         }
     }
@@ -90,13 +88,6 @@ impl Agents {
     fn with_host_ids(mut self, new_host_id: fn(&str) -> String) -> Agents {
         self.new_host_id = new_host_id;
         self
-    }
-
-    fn remember_enrolled(&self, identity: &AgentIdentity) {
-        self.enrolled
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(identity.host.clone(), identity.site.clone());
     }
 
     pub async fn create_token(
@@ -230,22 +221,35 @@ impl Agents {
                         &format!("the certificate request cannot be signed: {e}"),
                     )
                 })?;
-            let inserted = self
+            let enrolled = self
                 .store
-                .enroll_host(HostRow {
-                    id: identity.host.clone(),
-                    site: identity.site.clone(),
-                    hostname: req.inventory.hostname.clone(),
-                    inventory: inventory.clone(),
-                    cert_serial: issued.serial.clone(),
-                    cert_expiry: rfc3339(not_after),
-                    enrolled_at: now.clone(),
-                    last_seen: Some(now.clone()),
-                    recipient: req.recipient.clone(),
-                })
+                .enroll_host(
+                    HostRow {
+                        id: identity.host.clone(),
+                        site: identity.site.clone(),
+                        hostname: req.inventory.hostname.clone(),
+                        inventory: inventory.clone(),
+                        cert_serial: issued.serial.clone(),
+                        cert_expiry: rfc3339(not_after),
+                        enrolled_at: now.clone(),
+                        last_seen: Some(now.clone()),
+                        recipient: req.recipient.clone(),
+                        state: HostState::Attached,
+                        detached_at: None,
+                        changed: 0,
+                    },
+                    &row.id,
+                )
                 .await?;
-            if inserted {
-                break (identity, issued);
+            match enrolled {
+                Enrolled::Yes => break (identity, issued),
+                Enrolled::SiteDeleted => {
+                    return Err(Error::NotFound(format!(
+                        "site {} was deleted while this host enrolled",
+                        row.site
+                    )));
+                }
+                Enrolled::IdTaken => {}
             }
             tracing::warn!(host = %identity.host, "a new host id was taken already; drawing another");
             if attempts >= HOST_ID_ATTEMPTS {
@@ -263,7 +267,7 @@ impl Agents {
                 &format!("host {} joined site {}", identity.host, identity.site),
             )
             .await?;
-        self.remember_enrolled(&identity);
+        self.fleet.hosts().follow(self.store.as_ref()).await?;
         self.fleet.seen(&identity.host, &identity.site);
         // A template reading the site's hosts sees this one in the next manifest. The host is
         // enrolled either way: a template failing for it is said, not a refusal.
@@ -307,27 +311,16 @@ impl Agents {
                 )
             )));
         }
-        let known = self
-            .enrolled
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&identity.host)
-            .is_some_and(|s| *s == identity.site);
-        if known {
-            self.fleet.seen(&identity.host, &identity.site);
-            return Ok(());
-        }
-        match self.store.host(&identity.host).await? {
-            Some(h) if h.site == identity.site => {
-                self.remember_enrolled(identity);
-                self.fleet.seen(&identity.host, &identity.site);
-                Ok(())
-            }
-            _ => Err(Error::Forbidden(format!(
-                "host {} is not enrolled in site {site}; enroll it again",
-                identity.host
-            ))),
-        }
+        // The host book says whether the host still belongs there; the store is read only
+        // for a host the book has not seen.
+        let member = self
+            .fleet
+            .hosts()
+            .find(self.store.as_ref(), &identity.host)
+            .await?;
+        admitted(identity, member.as_ref())?;
+        self.fleet.seen(&identity.host, &identity.site);
+        Ok(())
     }
 
     pub async fn renew(
@@ -358,7 +351,12 @@ impl Agents {
         if req.recipient.is_some() {
             host.recipient.clone_from(&req.recipient);
         }
-        self.store.put_host(host).await?;
+        // Only an attached host's record is updated: a renewal racing its site's deletion
+        // renews nothing.
+        if !self.store.put_host(host).await? {
+            return Err(detached(identity));
+        }
+        self.fleet.hosts().follow(self.store.as_ref()).await?;
         Ok(RenewResponse {
             certificate_pem: issued.pem,
             certificate_expires_at: rfc3339(not_after),
@@ -379,9 +377,18 @@ impl Agents {
     ) -> Result<Poll, Error> {
         let _hold = self.fleet.polling(&identity.host, &identity.site);
         let mut changes = self.fleet.watch(&identity.site);
+        let mut hosts = self.fleet.hosts().watch();
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
         let mut overtaken = false;
         loop {
+            // A host detached while it waits is answered so at once.
+            hosts.borrow_and_update();
+            let member = self
+                .fleet
+                .hosts()
+                .find(self.store.as_ref(), &identity.host)
+                .await?;
+            admitted(identity, member.as_ref())?;
             // Mark the current value seen before reading the store, so a commit landing between
             // the read and the wait still wakes this poll.
             let current = changes.borrow_and_update().clone();
@@ -420,7 +427,13 @@ impl Agents {
                 }
                 Answer::Overtake { .. } | Answer::Wait => {}
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
+            let woken = async {
+                tokio::select! {
+                    changed = changes.changed() => changed,
+                    changed = hosts.changed() => changed,
+                }
+            };
+            match tokio::time::timeout_at(deadline, woken).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) | Err(_) => return Ok(Poll::NotModified),
             }
@@ -501,6 +514,7 @@ impl Agents {
                 enrolled_at: h.enrolled_at,
                 certificate_expires_at: h.cert_expiry,
                 last_seen: h.last_seen,
+                detached_at: h.detached_at,
             });
         }
         Ok(out)
@@ -635,6 +649,25 @@ pub(super) async fn statuses(
         .into_iter()
         .map(|(host, _, status)| (host, status))
         .collect())
+}
+
+/// Whether the host book's `member` lets the host of `identity` act for its site.
+fn admitted(identity: &AgentIdentity, member: Option<&Member>) -> Result<(), Error> {
+    match member {
+        Some(m) if m.site == identity.site && m.state == HostState::Attached => Ok(()),
+        Some(m) if m.site == identity.site => Err(detached(identity)),
+        _ => Err(Error::Forbidden(format!(
+            "host {} is not enrolled in site {}; enroll it again",
+            identity.host, identity.site
+        ))),
+    }
+}
+
+fn detached(identity: &AgentIdentity) -> Error {
+    Error::Detached(format!(
+        "host {} was detached from site {}: the site was deleted, and this host's identity is never accepted again; enroll it anew with a join token of its new site",
+        identity.host, identity.site
+    ))
 }
 
 fn invalid(field: &str, message: &str) -> Error {

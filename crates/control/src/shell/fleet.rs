@@ -11,6 +11,7 @@ use atoll_store::{Store, StoreError};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::hostbook::HostBook;
 use crate::core;
 
 /// A host counts as connected while it holds a long-poll open, or for this long after its last
@@ -24,6 +25,8 @@ pub struct Fleet {
     /// answers it.
     manifests: Mutex<HashMap<String, (u64, Published)>>,
     presence: Mutex<HashMap<String, Presence>>,
+    /// Which site each host belongs to, following the store.
+    hosts: Arc<HostBook>,
     /// When this control plane started: presence is only known from then on.
     started: Instant,
 }
@@ -34,6 +37,7 @@ impl Default for Fleet {
             revisions: Mutex::default(),
             manifests: Mutex::default(),
             presence: Mutex::default(),
+            hosts: Arc::default(),
             started: Instant::now(),
         }
     }
@@ -79,7 +83,13 @@ impl Fleet {
         for head in store.snapshot().await?.manifests {
             fleet.publish(&head.site, head.revision, &head.hash);
         }
+        fleet.hosts.follow(store).await?;
         Ok(fleet)
+    }
+
+    /// Which site each host belongs to, and whether it still does.
+    pub fn hosts(&self) -> &Arc<HostBook> {
+        &self.hosts
     }
 
     /// A site's manifest is now at `revision` with content `hash`: wake everyone waiting for

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use atoll_api::{ApplyRequest, ErrorBody, ErrorInfo, List, MAX_BODY_BYTES};
+use atoll_api::{ApplyRequest, ErrorBody, ErrorInfo, HOST_DETACHED, List, MAX_BODY_BYTES};
 use atoll_spec::{Diagnostic, Kind, Source, names::check_name};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -61,7 +61,15 @@ impl IntoResponse for ApiError {
                 diagnostics: self.diagnostics,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.code == HOST_DETACHED {
+            // A detached host's connection is closed, not kept for its next request.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
@@ -91,6 +99,9 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
             }
             Error::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            Error::Detached(message) => {
+                ApiError::new(StatusCode::FORBIDDEN, HOST_DETACHED, message)
+            }
             Error::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::new(

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod clock;
 pub mod files;
 pub mod fleet;
+pub mod hostbook;
 pub mod http;
 pub mod openapi;
 mod rollout_api;
@@ -154,9 +155,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(vault),
         Arc::new(signer),
     );
-    let agents = Agents::new(store, control.clone(), fleet, Arc::new(pki));
+    let agents = Agents::new(store.clone(), control.clone(), fleet.clone(), Arc::new(pki));
     let router = http::router(control.clone(), agents.clone());
     let (shutdown, stop) = watch::channel(false);
+    tokio::spawn(
+        fleet
+            .hosts()
+            .clone()
+            .follow_every(store, hostbook::FOLLOW_EVERY, stop.clone()),
+    );
     tokio::spawn(
         rollouts::Controller {
             control,

@@ -13,7 +13,7 @@ use atoll_api::{
     SiteView, VersionInfo,
 };
 use atoll_spec::{Application, Diagnostic, Kind, Resource, Source, parse_sources};
-use atoll_store::{ManifestRow, ResourceRow, Store, StoreError, Write};
+use atoll_store::{HostState, ManifestRow, ResourceRow, Store, StoreError, Write};
 use tokio::sync::Mutex;
 
 use super::clock::{now_ms, now_rfc3339};
@@ -65,6 +65,10 @@ pub enum Error {
     /// Valid credentials that do not allow this (another site's certificate).
     #[error("{0}")]
     Forbidden(String),
+    /// A host's valid certificate, but the host was detached from its site (the site was
+    /// deleted): it will never be let in again.
+    #[error("{0}")]
+    Detached(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -142,7 +146,15 @@ impl ControlPlane {
         // The manifests are signed on the other cores while the store commits, so the
         // long-polls the commit wakes answer with bytes made already.
         let signing = sign_all(&self.signer, manifests);
+        let detaches = writes
+            .iter()
+            .any(|w| matches!(w, Write::DetachHosts { .. }));
         let version = self.store.commit(base, writes).await?;
+        if detaches {
+            // Before anyone is told the site is gone, its hosts are refused here, and their
+            // long-polls end.
+            self.fleet.hosts().follow(self.store.as_ref()).await?;
+        }
         let mut published = Vec::new();
         for part in signing {
             published.extend(
@@ -218,7 +230,8 @@ impl ControlPlane {
         self.templates_read_hosts
             .store(read_hosts, std::sync::atomic::Ordering::Relaxed);
         if read_hosts || reading_hosts {
-            for host in self.store.hosts().await? {
+            let hosts = self.store.hosts().await?;
+            for host in hosts.iter().filter(|h| h.state == HostState::Attached) {
                 // An inventory that cannot be read (a newer agent's) gives no facts rather
                 // than stopping every apply.
                 if let Ok(inventory) = serde_json::from_str(&host.inventory) {

@@ -1,0 +1,201 @@
+//! Which site each host belongs to, and whether it still does: the cache that authorizes every
+//! agent request without reading the store.
+//!
+//! The store's host table is the truth; this book follows it by host-change number (every
+//! change of a host's membership or credentials takes the next one), so a change made by any
+//! control-plane replica reaches every book: the one that made it follows at once, before its
+//! caller is answered, the others on their next turn ([`HostBook::follow_every`]). A host the
+//! book has not seen is looked for in the store before it is refused, so an enrollment made
+//! elsewhere is never refused for being new.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atoll_store::{HostState, Store, StoreError};
+use tokio::sync::watch;
+
+/// How often a book reads what other replicas changed.
+pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub struct HostBook {
+    book: Mutex<Book>,
+    /// The highest host-change number followed; it moves whenever a followed change lands, so
+    /// a long-poll wakes to look at its host again.
+    followed: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    followed: u64,
+    hosts: HashMap<String, Member>,
+}
+
+/// What the book knows of one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub site: String,
+    pub state: HostState,
+    /// The host-change number this entry is from: an older read never overwrites a newer one.
+    changed: u64,
+}
+
+impl Default for HostBook {
+    fn default() -> HostBook {
+        HostBook {
+            book: Mutex::default(),
+            followed: watch::channel(0).0,
+        }
+    }
+}
+
+impl HostBook {
+    /// Reads the host changes made since the last one followed (by any replica) into the book.
+    /// Whether anything changed.
+    pub async fn follow(&self, store: &dyn Store) -> Result<bool, StoreError> {
+        let after = self.lock().followed;
+        let rows = store.host_changes(after).await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let followed = {
+            let mut book = self.lock();
+            for row in rows {
+                book.followed = book.followed.max(row.changed);
+                let newer = book
+                    .hosts
+                    .get(&row.id)
+                    .is_none_or(|m| m.changed < row.changed);
+                if newer {
+                    let member = Member {
+                        site: row.site,
+                        state: row.state,
+                        changed: row.changed,
+                    };
+                    book.hosts.insert(row.id, member);
+                }
+            }
+            book.followed
+        };
+        self.followed.send_replace(followed);
+        Ok(true)
+    }
+
+    /// Follows the store every `period` until `shutdown` turns true: how changes other
+    /// replicas make reach this one. A failed read is logged and tried again next turn.
+    pub async fn follow_every(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        period: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Err(e) = self.follow(store.as_ref()).await {
+                tracing::warn!(error = %e, "reading host changes failed; trying again");
+            }
+        }
+    }
+
+    /// What the book knows of `host`; `None` for a host it has not seen.
+    pub fn member(&self, host: &str) -> Option<Member> {
+        self.lock().hosts.get(host).cloned()
+    }
+
+    /// [`Self::member`], following the store first when the book has not seen `host`.
+    pub async fn find(&self, store: &dyn Store, host: &str) -> Result<Option<Member>, StoreError> {
+        if let Some(member) = self.member(host) {
+            return Ok(Some(member));
+        }
+        self.follow(store).await?;
+        Ok(self.member(host))
+    }
+
+    /// Changes whenever a followed change lands.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.followed.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use atoll_store::{Enrolled, HostRow, JoinTokenRow, SqliteStore, Write};
+
+    use super::*;
+
+    fn host(id: &str, site: &str) -> HostRow {
+        HostRow {
+            id: id.into(),
+            site: site.into(),
+            hostname: id.into(),
+            inventory: "{}".into(),
+            cert_serial: "01".into(),
+            cert_expiry: "2099-01-01T00:00:00Z".into(),
+            enrolled_at: "2026-01-01T00:00:00Z".into(),
+            last_seen: None,
+            recipient: None,
+            state: HostState::Attached,
+            detached_at: None,
+            changed: 0,
+        }
+    }
+
+    async fn enroll(store: &dyn Store, id: &str, site: &str) {
+        let token = format!("t-{id}");
+        store
+            .create_join_token(JoinTokenRow {
+                id: token.clone(),
+                hash: format!("h-{id}"),
+                site: site.into(),
+                uses_left: 1,
+                expires_at: "2099-01-01T00:00:00Z".into(),
+                created_at: "2026-01-01T00:00:00Z".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.enroll_host(host(id, site), &token).await.unwrap(),
+            Enrolled::Yes
+        );
+    }
+
+    #[tokio::test]
+    async fn a_book_follows_enrollments_and_detachments_made_by_another_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("atoll.db")).unwrap();
+        let book = HostBook::default();
+        let mut woken = book.watch();
+        enroll(&store, "h1", "a").await;
+        // Not seen yet: found in the store on first ask.
+        let found = book.find(&store, "h1").await.unwrap().unwrap();
+        assert_eq!(
+            (found.site.as_str(), found.state),
+            ("a", HostState::Attached)
+        );
+        assert!(woken.has_changed().unwrap());
+        woken.borrow_and_update();
+
+        let writes = vec![Write::DetachHosts {
+            site: "a".into(),
+            at: "2026-02-01T00:00:00Z".into(),
+        }];
+        store.commit(0, writes).await.unwrap();
+        // The cached entry stands until the book follows; then it says detached and wakes.
+        assert_eq!(book.member("h1").unwrap().state, HostState::Attached);
+        assert!(book.follow(&store).await.unwrap());
+        assert_eq!(book.member("h1").unwrap().state, HostState::Detached);
+        assert!(woken.has_changed().unwrap());
+        assert!(!book.follow(&store).await.unwrap(), "nothing new");
+        assert!(book.find(&store, "nobody").await.unwrap().is_none());
+    }
+}
