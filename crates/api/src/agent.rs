@@ -152,6 +152,10 @@ pub struct RenewRequest {
 pub struct RenewResponse {
     pub certificate_pem: String,
     pub certificate_expires_at: String,
+    /// The sealing key sent differs from the host's registered one: secrets stay sealed to the
+    /// old key until an operator approves the new one (`atoll host approve-key HOST`).
+    #[serde(default)]
+    pub sealing_key_pending: bool,
 }
 
 /// `GET /v1/sites/{site}/manifest?have=N` over mTLS: the manifest as signed bytes. The agent
@@ -330,6 +334,10 @@ pub struct HostView {
     /// When the host was detached from its site (the site was deleted): it is refused for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detached_at: Option<String>,
+    /// The host sent a new sealing key at renewal that waits for an operator's approval
+    /// (`atoll host approve-key`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealing_key_pending: bool,
 }
 
 /// `GET /v1/applications/{name}/status`: every site that should run the application, and how

@@ -61,10 +61,12 @@ pub async fn run(args: Args) -> Result<()> {
                         t.row(vec![
                             h.id.clone(),
                             h.site.clone(),
-                            match (&h.detached_at, h.connected) {
-                                (Some(_), _) => "detached",
-                                (None, true) => "connected",
-                                (None, false) => "offline",
+                            match (&h.detached_at, h.connected, h.sealing_key_pending) {
+                                (Some(_), _, _) => "detached",
+                                (None, true, false) => "connected",
+                                (None, false, false) => "offline",
+                                (None, true, true) => "connected, key pending",
+                                (None, false, true) => "offline, key pending",
                             }
                             .into(),
                             i.arch.clone(),

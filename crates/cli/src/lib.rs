@@ -8,6 +8,7 @@ pub mod delete;
 pub mod describe;
 pub mod error;
 pub mod get;
+pub mod host;
 pub mod login;
 pub mod output;
 pub mod rollout;
@@ -27,6 +28,9 @@ pub enum Command {
     Get(get::Args),
     /// Show one resource in detail.
     Describe(describe::Args),
+    /// A host's own actions: approve the new sealing key it sent.
+    #[command(subcommand)]
+    Host(host::Command),
     /// Delete a resource.
     Delete(delete::Args),
     /// Remember a control plane's URL, token and CA certificate.
@@ -49,6 +53,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Apply(a) => apply::run(a).await,
         Command::Get(a) => get::run(a).await,
         Command::Describe(a) => describe::run(a).await,
+        Command::Host(c) => host::run(c).await,
         Command::Delete(a) => delete::run(a).await,
         Command::Login(a) => login::run(a).await,
         Command::Rollout(c) => rollout::run(c).await,

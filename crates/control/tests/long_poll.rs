@@ -41,6 +41,9 @@ fn host_row(serial: &str, expiry: &str) -> HostRow {
         enrolled_at: "2026-01-01T00:00:00Z".into(),
         last_seen: None,
         recipient: None,
+        previous_serial: None,
+        previous_until: None,
+        pending_recipient: None,
         state: HostState::Attached,
         detached_at: None,
         changed: 0,
@@ -108,6 +111,7 @@ async fn a_waiting_long_poll_wakes_on_the_commit() {
     let identity = AgentIdentity {
         site: "s1".into(),
         host: "h1".into(),
+        serial: "1".into(),
     };
 
     let poll = {
@@ -171,6 +175,7 @@ async fn after_a_restart_polls_are_answered_from_the_stored_revisions() {
     let identity = AgentIdentity {
         site: "s1".into(),
         host: "h1".into(),
+        serial: "1".into(),
     };
     let fresh = tokio::time::timeout(
         Duration::from_secs(5),
@@ -197,8 +202,9 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
     let identity = AgentIdentity {
         site: "s1".into(),
         host: "h1".into(),
+        serial: "01".into(),
     };
-    enroll(store.as_ref(), host_row("old", "2000-01-01T00:00:00Z")).await;
+    enroll(store.as_ref(), host_row("01", "2000-01-01T00:00:00Z")).await;
     let key = rcgen::KeyPair::generate().unwrap();
     let csr = rcgen::CertificateParams::new(vec!["ignored.example".to_owned()])
         .unwrap()
@@ -210,18 +216,19 @@ async fn an_enrolled_host_renews_its_certificate_for_a_new_key() {
     // The new certificate names the same host and site, whatever the request asked for.
     let der = rustls_pki_types::CertificateDer::from_pem_slice(renewed.certificate_pem.as_bytes())
         .unwrap();
-    assert_eq!(
-        AgentIdentity::from_certificate(&der),
-        Some(identity.clone())
-    );
+    let named = AgentIdentity::from_certificate(&der).unwrap();
+    assert_eq!((named.site.as_str(), named.host.as_str()), ("s1", "h1"));
     let row = store.host("h1").await.unwrap().unwrap();
-    assert_ne!(row.cert_serial, "old");
+    assert_eq!(named.serial, row.cert_serial);
+    assert_ne!(row.cert_serial, "01");
+    assert_eq!(row.previous_serial.as_deref(), Some("01"));
     assert_eq!(row.cert_expiry, renewed.certificate_expires_at);
     assert!(renewed.certificate_expires_at.as_str() > "2026-01-01T00:00:00Z");
     // A host that is not enrolled cannot renew.
     let stranger = AgentIdentity {
         site: "s1".into(),
         host: "nobody".into(),
+        serial: "1".into(),
     };
     assert!(agents.renew(&stranger, &renewal(&csr)).await.is_err());
 }
@@ -318,6 +325,7 @@ async fn a_control_plane_that_lost_commits_moves_the_site_above_the_revision_its
     let identity = AgentIdentity {
         site: "s1".into(),
         host: "h1".into(),
+        serial: "1".into(),
     };
     let quick = Duration::from_millis(50);
 
@@ -375,6 +383,7 @@ async fn a_deleted_sites_host_is_refused_and_its_waiting_long_poll_ends() {
     let identity = AgentIdentity {
         site: "s1".into(),
         host: "h1".into(),
+        serial: "1".into(),
     };
     agents.authorize(&identity, "s1", Some("h1")).await.unwrap();
     let head = store.manifest("s1").await.unwrap().unwrap();
@@ -427,4 +436,110 @@ async fn a_deleted_sites_host_is_refused_and_its_waiting_long_poll_ends() {
         .unwrap();
     let renewed = agents.renew(&identity, &renewal(&csr)).await;
     assert!(matches!(renewed, Err(Error::Detached(_))), "{renewed:?}");
+}
+
+/// A certificate request for a fresh key.
+fn fresh_csr() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    rcgen::CertificateParams::new(vec!["h1".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
+/// Issue 12, item 2: after a renewal the previous certificate still got 200s, so a stolen one
+/// could renew for ever, and the renewal swapped the key secrets are sealed to, handing the
+/// thief the host's future secrets. Now the replaced certificate is accepted only within the
+/// overlap and never renews, and a new sealing key from a host that has one waits for an
+/// operator's approval; each step is audited.
+#[tokio::test]
+async fn a_renewal_retires_the_old_certificate_and_a_new_sealing_key_waits_for_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, control, agents) = control_plane(dir.path());
+    control.apply(&site("run: 'no'"), false, "t").await.unwrap();
+    let (real, thief) = (
+        atoll_seal::Identity::generate(),
+        atoll_seal::Identity::generate(),
+    );
+    let mut row = host_row("01", "2099-01-01T00:00:00Z");
+    row.recipient = Some(real.recipient());
+    enroll(store.as_ref(), row).await;
+    let stolen = AgentIdentity {
+        site: "s1".into(),
+        host: "h1".into(),
+        serial: "01".into(),
+    };
+    agents.authorize(&stolen, "s1", Some("h1")).await.unwrap();
+
+    // The thief renews first, sending its own sealing key.
+    let renewed = agents
+        .renew(
+            &stolen,
+            &RenewRequest {
+                csr_pem: fresh_csr(),
+                recipient: Some(thief.recipient()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(renewed.sealing_key_pending);
+    let stored = store.host("h1").await.unwrap().unwrap();
+    assert_eq!(
+        stored.recipient,
+        Some(real.recipient()),
+        "the key was swapped"
+    );
+    assert_eq!(stored.pending_recipient, Some(thief.recipient()));
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(renewed.certificate_pem.as_bytes())
+        .unwrap();
+    let current = AgentIdentity::from_certificate(&der).unwrap();
+    agents.authorize(&current, "s1", Some("h1")).await.unwrap();
+    // Within the overlap the replaced certificate is still let in, but it renews no more.
+    agents.authorize(&stolen, "s1", Some("h1")).await.unwrap();
+    let again = agents.renew(&stolen, &renewal(&fresh_csr())).await;
+    assert!(matches!(again, Err(Error::Forbidden(_))), "{again:?}");
+
+    // Once the overlap is over, the replaced certificate is refused.
+    let mut ended = store.host("h1").await.unwrap().unwrap();
+    ended.previous_until = Some("2000-01-01T00:00:00Z".into());
+    let serial = ended.cert_serial.clone();
+    assert!(store.put_host(ended, &serial).await.unwrap());
+    agents.fleet().hosts().follow(store.as_ref()).await.unwrap();
+    let refused = agents.authorize(&stolen, "s1", Some("h1")).await;
+    assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
+    agents.authorize(&current, "s1", Some("h1")).await.unwrap();
+
+    // An operator approves the new key: it is sealed to from now on, and the site's manifest
+    // is committed again so that the host receives its secrets sealed to it.
+    let before = store.manifest("s1").await.unwrap().unwrap().revision;
+    let view = agents.approve_key("h1", "operator").await.unwrap();
+    assert!(!view.sealing_key_pending);
+    let stored = store.host("h1").await.unwrap().unwrap();
+    assert_eq!(stored.recipient, Some(thief.recipient()));
+    assert_eq!(stored.pending_recipient, None);
+    assert_eq!(
+        store.manifest("s1").await.unwrap().unwrap().revision,
+        before + 1
+    );
+    let twice = agents.approve_key("h1", "operator").await;
+    assert!(matches!(twice, Err(Error::Conflict(_))), "{twice:?}");
+    let audit: Vec<String> = store
+        .audit(20)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| format!("{} {}", a.action, a.detail))
+        .collect();
+    for needle in [
+        "renew host h1 of site s1 renewed",
+        "renew host h1 sent a new sealing key",
+        "approve-key approved the new sealing key of host h1",
+    ] {
+        assert!(
+            audit.iter().any(|a| a.starts_with(needle)),
+            "{needle}: {audit:#?}"
+        );
+    }
 }

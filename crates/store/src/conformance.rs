@@ -334,6 +334,9 @@ fn host(id: &str, site: &str) -> HostRow {
         enrolled_at: "2026-01-01T00:00:00Z".into(),
         last_seen: None,
         recipient: Some(format!("key-of-{id}")),
+        previous_serial: None,
+        previous_until: None,
+        pending_recipient: None,
         state: HostState::Attached,
         detached_at: None,
         changed: 0,
@@ -364,7 +367,14 @@ pub async fn hosts_are_kept_and_listed(store: &dyn Store) {
     assert_eq!(enroll(store, host("h1", "a")).await, Enrolled::Yes);
     let mut renewed = host("h1", "a");
     renewed.cert_serial = "02".into();
-    assert!(store.put_host(renewed.clone()).await.unwrap());
+    renewed.previous_serial = Some("01".into());
+    renewed.previous_until = Some("2026-01-01T00:10:00Z".into());
+    renewed.pending_recipient = Some("new-key-of-h1".into());
+    assert!(store.put_host(renewed.clone(), "01").await.unwrap());
+    // A second renewal made with the replaced certificate stores nothing.
+    let mut late = host("h1", "a");
+    late.cert_serial = "03".into();
+    assert!(!store.put_host(late, "01").await.unwrap());
     assert_eq!(
         store.host("h1").await.unwrap().map(unnumbered),
         Some(renewed)
@@ -472,7 +482,7 @@ pub async fn a_deleted_sites_hosts_are_detached_and_its_join_tokens_forgotten(st
         .collect();
     assert_eq!(changed, ["h1", "h2"]);
     // A renewal racing the deletion does not bring a host back.
-    assert!(!store.put_host(host("h1", "a")).await.unwrap());
+    assert!(!store.put_host(host("h1", "a"), "01").await.unwrap());
     assert_eq!(
         store.host("h1").await.unwrap().unwrap().state,
         HostState::Detached
@@ -525,7 +535,7 @@ pub async fn every_change_of_a_host_takes_the_next_host_change_number(store: &dy
     assert_eq!(first[0].0, "h1");
     let mut renewed = host("h1", "s");
     renewed.cert_serial = "02".into();
-    store.put_host(renewed).await.unwrap();
+    assert!(store.put_host(renewed, "01").await.unwrap());
     let after: Vec<HostRow> = store.host_changes(first[1].1).await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(

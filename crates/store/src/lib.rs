@@ -124,6 +124,11 @@ pub struct HostRow {
     pub last_seen: Option<String>,
     /// The host's X25519 public key (base64) that secrets are sealed to.
     pub recipient: Option<String>,
+    /// The certificate the last renewal replaced, accepted until `previous_until`.
+    pub previous_serial: Option<String>,
+    pub previous_until: Option<String>,
+    /// A new sealing key the host sent at renewal, waiting for an operator's approval.
+    pub pending_recipient: Option<String>,
     pub state: HostState,
     /// When the host was detached from its site.
     pub detached_at: Option<String>,
@@ -350,7 +355,7 @@ pub trait Store: Send + Sync + 'static {
     async fn enroll_host(&self, host: HostRow, token: &str) -> Result<Enrolled>;
     /// Replaces an attached host's credentials and facts (a renewal), at the next host-change
     /// number; its site and state are kept. `Ok(false)` when no attached host has its id.
-    async fn put_host(&self, host: HostRow) -> Result<bool>;
+    async fn put_host(&self, host: HostRow, replacing: &str) -> Result<bool>;
     async fn host(&self, id: &str) -> Result<Option<HostRow>>;
     /// All hosts, attached or not, ordered by site then id.
     async fn hosts(&self) -> Result<Vec<HostRow>>;

@@ -609,7 +609,7 @@ impl Store for SqliteStore {
             // `ON CONFLICT DO NOTHING`, never `OR REPLACE`: an id drawn twice must not take
             // over another host's site, certificate and sealing key.
             let inserted = conn.execute(
-                &format!("INSERT INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'attached', NULL, {NEXT_HOST_CHANGE}) ON CONFLICT (id) DO NOTHING"),
+                &format!("INSERT INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, NULL, 'attached', NULL, {NEXT_HOST_CHANGE}) ON CONFLICT (id) DO NOTHING"),
                 params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen, h.recipient],
             )?;
             Ok(if inserted == 1 { Enrolled::Yes } else { Enrolled::IdTaken })
@@ -617,11 +617,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_host(&self, h: HostRow) -> Result<bool> {
+    async fn put_host(&self, h: HostRow, replacing: &str) -> Result<bool> {
+        let replacing = replacing.to_owned();
         self.group.write(move |conn| {
             let updated = conn.execute(
-                &format!("UPDATE hosts SET hostname = ?2, inventory = ?3, cert_serial = ?4, cert_expiry = ?5, last_seen = ?6, recipient = ?7, changed = {NEXT_HOST_CHANGE} WHERE id = ?1 AND state = 'attached'"),
-                params![h.id, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.last_seen, h.recipient],
+                &format!("UPDATE hosts SET hostname = ?2, inventory = ?3, cert_serial = ?4, cert_expiry = ?5, last_seen = ?6, recipient = ?7, previous_serial = ?8, previous_until = ?9, pending_recipient = ?10, changed = {NEXT_HOST_CHANGE} WHERE id = ?1 AND state = 'attached' AND cert_serial = ?11"),
+                params![h.id, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.last_seen, h.recipient, h.previous_serial, h.previous_until, h.pending_recipient, replacing],
             )?;
             Ok(updated == 1)
         })
@@ -800,18 +801,21 @@ fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
         enrolled_at: r.get(6)?,
         last_seen: r.get(7)?,
         recipient: r.get(8)?,
+        previous_serial: r.get(9)?,
+        previous_until: r.get(10)?,
+        pending_recipient: r.get(11)?,
         state: {
-            let text: String = r.get(9)?;
+            let text: String = r.get(12)?;
             HostState::parse(&text).ok_or_else(|| {
                 rusqlite::Error::FromSqlConversionFailure(
-                    9,
+                    12,
                     rusqlite::types::Type::Text,
                     format!("unknown host state {text:?}").into(),
                 )
             })?
         },
-        detached_at: r.get(10)?,
-        changed: to_u64(r.get(11)?),
+        detached_at: r.get(13)?,
+        changed: to_u64(r.get(14)?),
     })
 }
 
@@ -828,7 +832,7 @@ fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
     })
 }
 
-const HOST_COLUMNS: &str = "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen, recipient, state, detached_at, changed";
+const HOST_COLUMNS: &str = "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen, recipient, previous_serial, previous_until, pending_recipient, state, detached_at, changed";
 /// The next host-change number, as an SQL expression: one above the highest given out (read
 /// once per statement, so every host one statement changes takes the same number).
 const NEXT_HOST_CHANGE: &str = "(SELECT COALESCE(MAX(changed), 0) + 1 FROM hosts)";

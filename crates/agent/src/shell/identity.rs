@@ -309,6 +309,13 @@ impl Identity {
         .ok_or_else(|| {
             AgentError::Protocol("the control plane answered the renewal with no content".into())
         })?;
+        if response.sealing_key_pending {
+            tracing::warn!(
+                host = %self.host,
+                "the control plane keeps this host's secrets sealed to its previous sealing key until an operator approves the new one (`atoll host approve-key {}`)",
+                self.host
+            );
+        }
         self.key_pem = key.serialize_pem();
         self.cert_pem = response.certificate_pem;
         self.certificate_expires_at = response.certificate_expires_at;

@@ -174,6 +174,17 @@ pub async fn hosts(State(s): State<AppState>) -> ApiResult<List<HostView>> {
     }))
 }
 
+/// `POST /v1/hosts/{name}/approve-key`: the new sealing key the host sent at renewal becomes
+/// the one its secrets are sealed to.
+pub async fn approve_key(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> ApiResult<HostView> {
+    checked_name(&name)?;
+    Ok(Json(s.agents.approve_key(&name, &actor.0).await?))
+}
+
 pub async fn app_status(
     State(s): State<AppState>,
     Path(name): Path<String>,

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 
 use super::clock::now_rfc3339;
 use super::fleet::{Fleet, Published};
-use super::hostbook::Member;
+use super::hostbook::{Member, canonical_serial};
 use super::service::{ControlPlane, Error};
 use super::tls::{AgentIdentity, Pki};
 use crate::core::revision::{self, Answer, Held};
@@ -36,6 +36,9 @@ const DEFAULT_TOKEN_TTL: u64 = 24 * 3600;
 const MAX_TOKEN_TTL: u64 = 365 * 24 * 3600;
 /// How many ids an enrollment draws before it gives up (a broken generator, never chance).
 const HOST_ID_ATTEMPTS: usize = 5;
+/// How long the certificate a renewal replaced is still accepted: requests in flight, and an
+/// agent that renewed and restarted before it saved the new one.
+pub const RENEWAL_OVERLAP: Duration = Duration::from_secs(10 * 60);
 /// The longest a manifest long-poll is held.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -208,9 +211,10 @@ impl Agents {
         let mut attempts = 0;
         let (identity, issued) = loop {
             attempts += 1;
-            let identity = AgentIdentity {
+            let mut identity = AgentIdentity {
                 site: row.site.clone(),
                 host: (self.new_host_id)(&req.inventory.hostname),
+                serial: String::new(),
             };
             let issued = self
                 .pki
@@ -234,6 +238,9 @@ impl Agents {
                         enrolled_at: now.clone(),
                         last_seen: Some(now.clone()),
                         recipient: req.recipient.clone(),
+                        previous_serial: None,
+                        previous_until: None,
+                        pending_recipient: None,
                         state: HostState::Attached,
                         detached_at: None,
                         changed: 0,
@@ -242,7 +249,10 @@ impl Agents {
                 )
                 .await?;
             match enrolled {
-                Enrolled::Yes => break (identity, issued),
+                Enrolled::Yes => {
+                    identity.serial.clone_from(&issued.serial);
+                    break (identity, issued);
+                }
                 Enrolled::SiteDeleted => {
                     return Err(Error::NotFound(format!(
                         "site {} was deleted while this host enrolled",
@@ -318,11 +328,18 @@ impl Agents {
             .hosts()
             .find(self.store.as_ref(), &identity.host)
             .await?;
-        admitted(identity, member.as_ref())?;
+        admitted(identity, member.as_ref(), &now_rfc3339())?;
         self.fleet.seen(&identity.host, &identity.site);
         Ok(())
     }
 
+    /// Issues the host a new certificate for the key in the request. Only the host's current
+    /// certificate renews (the one it replaces is still accepted for [`RENEWAL_OVERLAP`], for
+    /// requests in flight, never after), so a stolen certificate stops working once the host
+    /// renews, and cannot renew for ever. A sealing key sent by a host that has none is
+    /// registered; a different one from a host that has one waits for an operator's approval
+    /// (`atoll host approve-key`), so the holder of a stolen certificate cannot have the
+    /// host's secrets sealed to itself. Each is audited.
     pub async fn renew(
         &self,
         identity: &AgentIdentity,
@@ -332,7 +349,19 @@ impl Agents {
         if let Some(r) = &req.recipient {
             atoll_seal::parse_recipient(r).map_err(|e| invalid("recipient", &e.to_string()))?;
         }
-        let not_after = OffsetDateTime::now_utc() + AGENT_CERT_LIFETIME;
+        let mut host =
+            self.store.host(&identity.host).await?.ok_or_else(|| {
+                Error::Forbidden(format!("host {} is not enrolled", identity.host))
+            })?;
+        let replacing = host.cert_serial.clone();
+        if canonical_serial(&replacing) != identity.serial {
+            return Err(Error::Forbidden(format!(
+                "host {}: only its current certificate renews, and this one (serial {}) was replaced",
+                identity.host, identity.serial
+            )));
+        }
+        let now = OffsetDateTime::now_utc();
+        let not_after = now + AGENT_CERT_LIFETIME;
         let issued = self
             .pki
             .issue_agent_certificate(csr_pem, identity, not_after)
@@ -342,25 +371,124 @@ impl Agents {
                     &format!("the certificate request cannot be signed: {e}"),
                 )
             })?;
-        let mut host =
-            self.store.host(&identity.host).await?.ok_or_else(|| {
-                Error::Forbidden(format!("host {} is not enrolled", identity.host))
-            })?;
-        host.cert_serial = issued.serial;
+        let mut audit = vec![format!(
+            "host {} of site {} renewed its certificate: serial {} replaced by {}, accepted until {}",
+            identity.host,
+            identity.site,
+            identity.serial,
+            issued.serial,
+            rfc3339(now + RENEWAL_OVERLAP)
+        )];
+        host.previous_serial = Some(replacing.clone());
+        host.previous_until = Some(rfc3339(now + RENEWAL_OVERLAP));
+        host.cert_serial.clone_from(&issued.serial);
         host.cert_expiry = rfc3339(not_after);
-        if req.recipient.is_some() {
-            host.recipient.clone_from(&req.recipient);
+        let mut key_pending = false;
+        match (&host.recipient, &req.recipient) {
+            (_, None) => {}
+            (Some(current), Some(sent)) if current == sent => {}
+            (None, Some(sent)) => {
+                host.recipient = Some(sent.clone());
+                audit.push(format!("host {} registered its sealing key", identity.host));
+            }
+            (Some(_), Some(sent)) => {
+                key_pending = true;
+                host.pending_recipient = Some(sent.clone());
+                audit.push(format!(
+                    "host {} sent a new sealing key; secrets stay sealed to its old one until an operator approves the new one with `atoll host approve-key {}`",
+                    identity.host, identity.host
+                ));
+                tracing::warn!(host = %identity.host, "a renewal sent a new sealing key; it waits for an operator's approval");
+            }
         }
-        // Only an attached host's record is updated: a renewal racing its site's deletion
-        // renews nothing.
-        if !self.store.put_host(host).await? {
-            return Err(detached(identity));
+        self.replace_host(identity, host, &replacing).await?;
+        let at = now_rfc3339();
+        for detail in audit {
+            self.store
+                .append_audit(&at, &format!("host {}", identity.host), "renew", &detail)
+                .await?;
         }
-        self.fleet.hosts().follow(self.store.as_ref()).await?;
         Ok(RenewResponse {
             certificate_pem: issued.pem,
             certificate_expires_at: rfc3339(not_after),
+            sealing_key_pending: key_pending,
         })
+    }
+
+    /// Stores `host` in place of its record with certificate `replacing`, and follows the
+    /// change. Refused when the host was detached meanwhile, or renewed by another request.
+    async fn replace_host(
+        &self,
+        identity: &AgentIdentity,
+        host: HostRow,
+        replacing: &str,
+    ) -> Result<(), Error> {
+        if !self.store.put_host(host, replacing).await? {
+            let now = self.store.host(&identity.host).await?;
+            return Err(match now {
+                Some(h) if h.state == HostState::Detached => detached(identity),
+                _ => Error::Conflict(vec![atoll_spec::Diagnostic {
+                    file: String::new(),
+                    line: 0,
+                    column: 0,
+                    path: format!("host {}", identity.host),
+                    message: "the host's record changed meanwhile (another renewal or approval); nothing was changed".into(),
+                    hint: Some("try again".into()),
+                }]),
+            });
+        }
+        self.fleet.hosts().follow(self.store.as_ref()).await?;
+        Ok(())
+    }
+
+    /// Makes the sealing key a host sent at renewal the one its secrets are sealed to, and
+    /// commits its site's manifest again so that the host receives them sealed to it.
+    pub async fn approve_key(&self, host_id: &str, actor: &str) -> Result<HostView, Error> {
+        let mut host = self
+            .store
+            .host(host_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("host {host_id} does not exist")))?;
+        let identity = AgentIdentity {
+            site: host.site.clone(),
+            host: host.id.clone(),
+            serial: canonical_serial(&host.cert_serial),
+        };
+        if host.state == HostState::Detached {
+            return Err(detached(&identity));
+        }
+        let Some(pending) = host.pending_recipient.take() else {
+            return Err(Error::Conflict(vec![atoll_spec::Diagnostic {
+                file: String::new(),
+                line: 0,
+                column: 0,
+                path: format!("host {host_id}"),
+                message: "no new sealing key of this host waits for approval".into(),
+                hint: None,
+            }]));
+        };
+        host.recipient = Some(pending);
+        let replacing = host.cert_serial.clone();
+        self.replace_host(&identity, host, &replacing).await?;
+        self.store
+            .append_audit(
+                &now_rfc3339(),
+                actor,
+                "approve-key",
+                &format!(
+                    "approved the new sealing key of host {host_id} of site {}",
+                    identity.site
+                ),
+            )
+            .await?;
+        self.control
+            .recommit(&identity.site, actor, "its host's sealing key changed")
+            .await?;
+        self.hosts()
+            .await?
+            .into_iter()
+            .find(|h| h.id == host_id)
+            .ok_or_else(|| Error::NotFound(format!("host {host_id} does not exist")))
     }
 
     /// Answers at once if the site's manifest is newer than what the agent holds, else when it
@@ -388,7 +516,7 @@ impl Agents {
                 .hosts()
                 .find(self.store.as_ref(), &identity.host)
                 .await?;
-            admitted(identity, member.as_ref())?;
+            admitted(identity, member.as_ref(), &now_rfc3339())?;
             // Mark the current value seen before reading the store, so a commit landing between
             // the read and the wait still wakes this poll.
             let current = changes.borrow_and_update().clone();
@@ -515,6 +643,7 @@ impl Agents {
                 certificate_expires_at: h.cert_expiry,
                 last_seen: h.last_seen,
                 detached_at: h.detached_at,
+                sealing_key_pending: h.pending_recipient.is_some(),
             });
         }
         Ok(out)
@@ -651,16 +780,30 @@ pub(super) async fn statuses(
         .collect())
 }
 
-/// Whether the host book's `member` lets the host of `identity` act for its site.
-fn admitted(identity: &AgentIdentity, member: Option<&Member>) -> Result<(), Error> {
-    match member {
-        Some(m) if m.site == identity.site && m.state == HostState::Attached => Ok(()),
-        Some(m) if m.site == identity.site => Err(detached(identity)),
-        _ => Err(Error::Forbidden(format!(
+/// Whether the host book's `member` lets the certificate of `identity` act for its host and
+/// site at `now` (RFC 3339): the host is attached there, and this is its current certificate,
+/// or the one its last renewal replaced, within the overlap.
+fn admitted(identity: &AgentIdentity, member: Option<&Member>, now: &str) -> Result<(), Error> {
+    let Some(m) = member.filter(|m| m.site == identity.site) else {
+        return Err(Error::Forbidden(format!(
             "host {} is not enrolled in site {}; enroll it again",
             identity.host, identity.site
-        ))),
+        )));
+    };
+    if m.state != HostState::Attached {
+        return Err(detached(identity));
     }
+    let replaced_in_overlap = m
+        .previous
+        .as_ref()
+        .is_some_and(|(serial, until)| *serial == identity.serial && now < until.as_str());
+    if m.serial == identity.serial || replaced_in_overlap {
+        return Ok(());
+    }
+    Err(Error::Forbidden(format!(
+        "this certificate of host {} (serial {}) was replaced by a renewal; only the host's current certificate is accepted",
+        identity.host, identity.serial
+    )))
 }
 
 fn detached(identity: &AgentIdentity) -> Error {

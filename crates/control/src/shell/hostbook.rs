@@ -37,6 +37,11 @@ struct Book {
 pub struct Member {
     pub site: String,
     pub state: HostState,
+    /// The serial of the host's current certificate ([`super::tls::serial_hex`]).
+    pub serial: String,
+    /// The serial of the certificate the last renewal replaced, and until when (RFC 3339) it
+    /// is still accepted.
+    pub previous: Option<(String, String)>,
     /// The host-change number this entry is from: an older read never overwrites a newer one.
     changed: u64,
 }
@@ -71,6 +76,11 @@ impl HostBook {
                     let member = Member {
                         site: row.site,
                         state: row.state,
+                        serial: canonical_serial(&row.cert_serial),
+                        previous: row
+                            .previous_serial
+                            .zip(row.previous_until)
+                            .map(|(serial, until)| (canonical_serial(&serial), until)),
                         changed: row.changed,
                     };
                     book.hosts.insert(row.id, member);
@@ -127,6 +137,15 @@ impl HostBook {
     }
 }
 
+/// A stored serial as [`super::tls::serial_hex`] writes it (older stores kept leading zero
+/// bytes).
+pub fn canonical_serial(stored: &str) -> String {
+    hex::decode(stored).map_or_else(
+        |_| stored.to_owned(),
+        |bytes| super::tls::serial_hex(&bytes),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use atoll_store::{Enrolled, HostRow, JoinTokenRow, SqliteStore, Write};
@@ -144,6 +163,9 @@ mod tests {
             enrolled_at: "2026-01-01T00:00:00Z".into(),
             last_seen: None,
             recipient: None,
+            previous_serial: None,
+            previous_until: None,
+            pending_recipient: None,
             state: HostState::Attached,
             detached_at: None,
             changed: 0,

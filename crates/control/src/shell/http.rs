@@ -177,6 +177,7 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
         .route("/v1/sites/{name}/events", get(agent_api::events))
         .route("/v1/tokens", post(agent_api::create_token))
         .route("/v1/hosts", get(agent_api::hosts))
+        .route("/v1/hosts/{name}/approve-key", post(agent_api::approve_key))
         .route("/v1/applications/{name}/status", get(agent_api::app_status))
         .route("/v1/applications", get(list_applications))
         .route(

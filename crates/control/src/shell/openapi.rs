@@ -110,6 +110,12 @@ pub const ROUTES: &[Route] = &[
         "HostList",
     ),
     route(
+        "post",
+        "/v1/hosts/{name}/approve-key",
+        "Approve the new sealing key a host sent at renewal: its secrets are sealed to it from now on",
+        "HostView",
+    ),
+    route(
         "get",
         "/v1/applications/{name}/status",
         "Sites × services of one application, from the agents' reports",
@@ -429,7 +435,11 @@ fn agent_schemas() -> Value {
             } } },
         } },
         "ReportAck": { "type": "object", "properties": { "acked": { "type": "integer" } } },
-        "HostList": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object" } } } },
+        "HostList": { "type": "object", "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/HostView" } } } },
+        "HostView": { "type": "object", "required": ["id", "site", "connected"], "properties": {
+            "id": { "type": "string" }, "site": { "type": "string" }, "connected": { "type": "boolean" },
+            "detached_at": { "type": "string" }, "sealing_key_pending": { "type": "boolean" },
+        } },
         "EventList": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object" } } } },
         "RolloutView": { "type": "object", "properties": {
             "deployment": { "type": "string" }, "from_version": { "type": ["string", "null"] }, "to_version": { "type": "string" },

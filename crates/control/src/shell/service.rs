@@ -405,6 +405,55 @@ impl ControlPlane {
         .await
     }
 
+    /// Commits `site`'s stored manifest again, unchanged but for its revision, one above: its
+    /// hosts take it, with its secrets sealed to their keys as they are now. Audited with
+    /// `why`. Nothing when the site has no manifest, or its head moved meanwhile (the newer
+    /// one is sealed anew anyway): the new revision, if this call committed it.
+    pub async fn recommit(&self, site: &str, actor: &str, why: &str) -> Result<Option<u64>, Error> {
+        let _guard = self.writes.lock().await;
+        let Some(row) = self.store.manifest(site).await? else {
+            return Ok(None);
+        };
+        let manifest: Manifest = serde_json::from_str(&row.body)
+            .map_err(|e| StoreError::Corrupt(format!("manifest of site {site}: {e}")))?;
+        self.commit_planned("recommit", actor, |state, _, req| {
+            let head = state.manifests.get(site).map(|h| (h.revision, h.hash.as_str()));
+            if head != Some((row.revision, row.hash.as_str())) {
+                return Ok((Plan::default(), None));
+            }
+            let revision = row.revision + 1;
+            let again = Manifest {
+                revision,
+                ..manifest.clone()
+            };
+            let writes = vec![
+                Write::PutManifest(ManifestRow {
+                    // A manifest is plain data: serializing it cannot fail.
+                    body: serde_json::to_string(&again).unwrap_or_default(),
+                    revision,
+                    updated_at: req.now.to_owned(),
+                    ..row.clone()
+                }),
+                Write::Audit {
+                    at: req.now.to_owned(),
+                    actor: req.actor.to_owned(),
+                    action: "recommit".into(),
+                    detail: format!(
+                        "the manifest of site {site} is committed again as revision {revision}: {why}"
+                    ),
+                },
+            ];
+            Ok((
+                Plan {
+                    writes,
+                    ..Plan::default()
+                },
+                Some(revision),
+            ))
+        })
+        .await
+    }
+
     /// An agent of `site` (host `host`) long-polls holding a revision this control plane does
     /// not know ([`Answer::Overtake`]): the store lost its last commits (a restored backup, a
     /// cut WAL). Commits the site's stored manifest again, unchanged, one revision above the

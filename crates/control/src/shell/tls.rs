@@ -59,6 +59,19 @@ impl std::fmt::Debug for Pki {
 pub struct AgentIdentity {
     pub site: String,
     pub host: String,
+    /// The certificate's serial number ([`serial_hex`]): which of the host's certificates
+    /// this is, since a renewal replaces the one before.
+    pub serial: String,
+}
+
+/// A certificate serial number as hex, without leading zero bytes (DER may drop them), so the
+/// serial issued and the one read back from the certificate compare equal.
+pub fn serial_hex(bytes: &[u8]) -> String {
+    let first = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    hex::encode(&bytes[first..])
 }
 
 impl AgentIdentity {
@@ -68,13 +81,14 @@ impl AgentIdentity {
         format!("atoll://site/{}/host/{}", self.site, self.host)
     }
 
-    fn from_uri(uri: &str) -> Option<AgentIdentity> {
+    fn from_uri(uri: &str, serial: &str) -> Option<AgentIdentity> {
         let rest = uri.strip_prefix("atoll://site/")?;
         let (site, host) = rest.split_once("/host/")?;
         let valid = |s: &str| atoll_spec::names::check_name(s).is_ok();
         (valid(site) && valid(host)).then(|| AgentIdentity {
             site: site.to_owned(),
             host: host.to_owned(),
+            serial: serial.to_owned(),
         })
     }
 
@@ -82,9 +96,10 @@ impl AgentIdentity {
     /// the CA.
     pub fn from_certificate(der: &[u8]) -> Option<AgentIdentity> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let serial = serial_hex(cert.raw_serial());
         let san = cert.subject_alternative_name().ok()??;
         san.value.general_names.iter().find_map(|name| match name {
-            x509_parser::extensions::GeneralName::URI(uri) => AgentIdentity::from_uri(uri),
+            x509_parser::extensions::GeneralName::URI(uri) => AgentIdentity::from_uri(uri, &serial),
             _ => None,
         })
     }
@@ -194,7 +209,7 @@ impl Pki {
         let cert = params.signed_by(&csr.public_key, &issuer)?;
         Ok(Issued {
             pem: cert.pem(),
-            serial: hex::encode(serial),
+            serial: serial_hex(&serial),
         })
     }
 
