@@ -1539,6 +1539,72 @@ fn the_outbox_survives_restarts_without_loss_or_duplicates() {
     );
 }
 
+/// Issue 12, item 7: a control plane restored from a backup (the same as a WAL cut) reused a
+/// revision number the agent already held with other content; the agent never took it, and ran
+/// 1.1 while the control plane said 1.0 — silently. Now the long-poll compares content, the
+/// control plane moves the site's revision above the agent's, and the divergence is audited:
+/// the site runs what the restored store holds.
+#[test]
+fn a_control_plane_restored_from_a_backup_moves_its_site_above_what_the_agent_holds() {
+    let mut f = Fixture::new();
+    f.running_app();
+    let backup = f.tmp.path().join("backup");
+    let address = f.kill_control_plane();
+    let db_files = ["atoll.db", "atoll.db-wal", "atoll.db-shm"];
+    std::fs::create_dir_all(&backup).unwrap();
+    for file in db_files {
+        let from = f.data_dir().join(file);
+        if from.exists() {
+            std::fs::copy(&from, backup.join(file)).unwrap();
+        }
+    }
+    f.restart_control_plane(&address);
+    let backed_up = f.cp().revision(&f.site);
+    f.deploy("1.1", "two");
+    let web = f.name("web");
+    eventually("the site runs 1.1", Duration::from_secs(60), || {
+        let c = inspect(&web).ok_or("no web container")?;
+        if c.running && c.label("io.atoll.version") == "1.1" {
+            Ok(())
+        } else {
+            Err(format!("{c:?}"))
+        }
+    });
+    let address = f.kill_control_plane();
+    for file in db_files {
+        let _ = std::fs::remove_file(f.data_dir().join(file));
+        if backup.join(file).exists() {
+            std::fs::copy(backup.join(file), f.data_dir().join(file)).unwrap();
+        }
+    }
+    f.restart_control_plane(&address);
+    assert_eq!(
+        f.cp().revision(&f.site),
+        backed_up,
+        "the restore did not take"
+    );
+
+    eventually(
+        "the site runs the restored 1.0 again",
+        Duration::from_secs(90),
+        || {
+            let c = inspect(&web).ok_or("no web container")?;
+            if c.running && c.label("io.atoll.version") == "1.0" {
+                Ok(())
+            } else {
+                Err(format!("{c:?}"))
+            }
+        },
+    );
+    assert!(
+        f.cp().revision(&f.site) > backed_up + 1,
+        "the site's revision is not above the agent's"
+    );
+    let audit = f.cp().cli(&["get", "audit"]);
+    audit.ok("get audit");
+    assert!(audit.stdout.contains("diverged"), "{}", audit.stdout);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. A reinstalled agent
 
