@@ -50,14 +50,14 @@ pub async fn run(command: Command) -> Result<()> {
                     output::Format::Json => output::json(&view)?,
                 };
                 if !watch {
-                    print!("{text}");
+                    output::print(&text);
                     return Ok(());
                 }
                 // Redraw in place on a terminal; append frames otherwise.
                 if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                    print!("\x1b[2J\x1b[H");
+                    output::clear_screen();
                 }
-                print!("{text}");
+                output::print(&text);
                 if !matches!(view.phase.as_str(), "running" | "paused" | "rolling_back") {
                     return Ok(());
                 }
@@ -72,7 +72,7 @@ pub async fn run(command: Command) -> Result<()> {
             let history: RolloutHistory = client
                 .get(&format!("/v1/deployments/{deployment}/rollouts"))
                 .await?;
-            print!("{}", render_history(&history));
+            output::print(&render_history(&history));
             Ok(())
         }
     }
@@ -85,7 +85,7 @@ async fn control(client: &Client, deployment: &str, action: &str) -> Result<()> 
             &(),
         )
         .await?;
-    print!("{}", render(&view));
+    output::print(&render(&view));
     Ok(())
 }
 
