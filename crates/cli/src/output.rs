@@ -291,6 +291,24 @@ mod tests {
         assert_eq!(terminal_safe(&yaml), yaml);
     }
 
+    #[test]
+    fn a_resource_printed_as_yaml_with_a_bidi_control_applies_again_unchanged() {
+        let source = |text: String| atoll_spec::Source {
+            name: "s.yaml".into(),
+            text,
+        };
+        let parsed = atoll_spec::parse_sources(&[source(
+            "kind: Site\nname: s1\ndescription: \"a\\u202Eb\"\n".into(),
+        )]);
+        assert!(parsed.is_ok(), "{:?}", parsed.diagnostics);
+        let resource = &parsed.documents[0].resource;
+        let printed = yaml_documents(&[resource]).unwrap();
+        assert!(printed.contains("a\\u202eb"), "{printed}");
+        let again = atoll_spec::parse_sources(&[source(printed)]);
+        assert!(again.is_ok(), "{:?}", again.diagnostics);
+        assert_eq!(&again.documents[0].resource, resource);
+    }
+
     proptest::proptest! {
         /// Whatever the cells hold, a rendered table holds no character a terminal acts on but
         /// the newline ending each row, and has one line per row.
