@@ -8,6 +8,8 @@ pub mod agent;
 pub mod manifest;
 pub mod secret;
 
+use std::collections::BTreeMap;
+
 use atoll_spec::{Diagnostic, Kind, Resource, Source};
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +110,11 @@ pub struct SiteView {
     /// From every replica its hosts reported: healthy, degraded, unhealthy or unknown.
     #[serde(default = "unknown")]
     pub health: agent::Health,
+    /// Reports its hosts' agents dropped, their outboxes full while offline (the sum of each
+    /// host's newest count): events and statuses the control plane never got. 0 from a control
+    /// plane older than this field.
+    #[serde(default)]
+    pub dropped_reports: u64,
 }
 
 fn unknown() -> agent::Health {
@@ -147,6 +154,16 @@ pub struct DeploymentView {
     pub version: Option<String>,
     /// Sites the placement selects, by name.
     pub sites: Vec<String>,
+    /// The phase of the deployment's current rollout (`running`, `rolled_back`...), if it has
+    /// one: after a rollback `version` is still the version targeted, while the sites are given
+    /// and run the previous one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+    /// For each version, how many of the selected sites run it, from their hosts' reports (a
+    /// site runs a version when every replica of the deployment there does, on its own
+    /// container). None from a control plane older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<BTreeMap<String, u32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -111,7 +111,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            // The message may carry the control plane's words: through the CLI's one door.
+            atoll_cli::output::eprint(&format!("{e}\n"));
             ExitCode::from(u8::try_from(e.code()).unwrap_or(2))
         }
     }

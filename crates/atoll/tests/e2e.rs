@@ -518,6 +518,28 @@ fn exit_codes_tell_user_errors_from_an_unreachable_control_plane() {
     out.expect_code(1, "get the deleted deployment");
 }
 
+/// Issue 12, item 5: the CLI printed what came from the network raw, so text holding escape
+/// sequences could retitle and clear the terminal. The control plane's error message here
+/// quotes a name holding them; the CLI prints it escaped, on the real binary's stderr.
+#[test]
+fn an_error_message_with_escape_sequences_is_printed_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(tmp.path());
+    let out = cp.cli(&["describe", "site", "x\x1b]0;pwned\x07\x1b[2J"]);
+    out.expect_code(1, "describe site with escapes in its name");
+    assert!(
+        out.stderr
+            .contains("invalid name `x\\x1b]0;pwned\\x07\\x1b[2J`"),
+        "{:?}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(['\x1b', '\x07']) && !out.stdout.contains(['\x1b', '\x07']),
+        "{:?}",
+        out.stderr
+    );
+}
+
 /// Issue 12, item 16: a bad flag exited 2, the code that says the control plane could not be
 /// reached.
 #[test]
@@ -586,7 +608,13 @@ fn atoll_dev_logs_the_cli_in_and_applies_the_example_idempotently() {
     let deployments = cli(&["get", "deployments"]);
     deployments.ok("get deployments after atoll dev");
     let row = table_row(&deployments.stdout, "pos-prod");
-    assert_eq!(&row[1..4], ["pos", "1.4.2", "2"], "{}", deployments.stdout);
+    // TARGET, then RUNNING: no host of pos-prod's two sites reports yet.
+    assert_eq!(
+        &row[1..5],
+        ["pos", "1.4.2", "-", "2"],
+        "{}",
+        deployments.stdout
+    );
 
     first.kill9();
     let mut second = dev(tmp.path());

@@ -222,6 +222,63 @@ fn a_failing_version_never_gets_past_the_canary_and_rolls_back() {
     );
 }
 
+/// After an automatic rollback `atoll get deployments` showed the failed version alone, as if
+/// the sites ran it: it now shows the version targeted, marked rolled back, beside what the
+/// sites run, counted (and `-o json` carries both).
+#[test]
+fn get_deployments_after_a_rollback_shows_what_the_sites_run() {
+    const TEST: &str = "get_deployments_after_a_rollback_shows_what_the_sites_run";
+    let strategy = Strategy {
+        soak: "2s",
+        max_parallel: None,
+    };
+    let fleet = Fleet::start(2);
+    fleet.first_version(V1, &strategy, Duration::from_secs(90));
+    figure(TEST, "2 sites run 1.0.0, healthy", fleet.elapsed());
+    fleet.deploy(V2, "/broken", &strategy).ok("apply 2.0.0");
+    eventually(
+        "2.0.0 rolled back and every site on 1.0.0 again",
+        Duration::from_secs(90),
+        || {
+            let view = fleet.view()?;
+            if view.phase != "rolled_back" {
+                return Err(format!("phase {}", view.phase));
+            }
+            fleet.all_on(V1)
+        },
+    );
+    figure(TEST, "2.0.0 rolled back", fleet.elapsed());
+    let json = fleet
+        .cli(&["get", "deployment", &fleet.deployment, "-o", "json"])
+        .ok("get deployment -o json")
+        .json();
+    assert_eq!(json["version"], V2, "{json}");
+    assert_eq!(json["rollout"], "rolled_back", "{json}");
+    // What runs comes from the reports: wait for the last one after the revert.
+    eventually(
+        "get deployments shows both sites on 1.0.0",
+        Duration::from_secs(30),
+        || {
+            let out = fleet.cli(&["get", "deployments"]);
+            out.ok("get deployments");
+            let header = out.stdout.lines().next().unwrap_or_default();
+            let row = out
+                .stdout
+                .lines()
+                .find(|l| l.starts_with(&fleet.deployment))
+                .unwrap_or_default();
+            if !(header.contains("TARGET") && header.contains("RUNNING")) {
+                return Err(format!("no TARGET and RUNNING columns:\n{}", out.stdout));
+            }
+            if row.contains(&format!("{V2} (rolled back)")) && row.contains(&format!("{V1}=2")) {
+                Ok(())
+            } else {
+                Err(out.stdout.clone())
+            }
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Twenty sites: a good version goes wave by wave
 

@@ -51,7 +51,7 @@ pub async fn run(args: Args) -> Result<()> {
             },
         )
         .await?;
-    print!("{}", render(&response));
+    crate::output::print(&render(&response));
     Ok(())
 }
 

@@ -20,14 +20,11 @@ pub async fn run(args: Args) -> Result<()> {
     let response: DeleteResponse = client
         .delete(&format!("/v1/{}/{}", kind.plural(), args.name))
         .await?;
-    println!(
-        "{}/{} deleted",
+    output::print(&format!(
+        "{}/{} deleted\n{}",
         kind.as_str().to_ascii_lowercase(),
-        response.name
-    );
-    print!(
-        "{}",
+        response.name,
         output::manifest_changes(&response.manifests, "changed")
-    );
+    ));
     Ok(())
 }

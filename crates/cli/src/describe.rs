@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use atoll_api::{ApplicationView, DeploymentView, SiteView};
+use atoll_api::agent::EventView;
+use atoll_api::{ApplicationView, DeploymentView, List, SiteView};
 use atoll_spec::application::Mode;
 use atoll_spec::{Kind, Resource};
 
@@ -23,13 +24,21 @@ pub async fn run(args: Args) -> Result<()> {
     let client = Client::from_config(&Config::load()?)?;
     let path = format!("/v1/{}/{}", kind.plural(), args.name);
     let text = match kind {
-        Kind::Site => site(&client.get(&path).await?),
+        Kind::Site => {
+            let view: SiteView = client.get(&path).await?;
+            let events: List<EventView> =
+                client.get(&format!("{path}/events?limit={EVENTS}")).await?;
+            site(&view, &events.items)
+        }
         Kind::Application => application(&client.get(&path).await?),
         Kind::Deployment => deployment(&client.get(&path).await?),
     };
-    print!("{text}");
+    output::print(&text);
     Ok(())
 }
+
+/// The newest events `describe site` shows.
+const EVENTS: u32 = 20;
 
 fn header(out: &mut String, view: &atoll_api::ResourceView) {
     let _ = writeln!(out, "Name:         {}", view.resource.name());
@@ -60,7 +69,8 @@ fn map_block(out: &mut String, title: &str, map: &std::collections::BTreeMap<Str
     }
 }
 
-pub fn site(s: &SiteView) -> String {
+/// The site, then its newest events (newest first, as the control plane lists them).
+pub fn site(s: &SiteView, events: &[EventView]) -> String {
     let mut out = String::new();
     header(&mut out, &s.view);
     if let Resource::Site(site) = &s.view.resource {
@@ -74,6 +84,26 @@ pub fn site(s: &SiteView) -> String {
         .revision
         .map_or_else(|| "none yet".into(), |r| r.to_string());
     let _ = writeln!(out, "Manifest:     revision {revision}");
+    let applied = s
+        .applied_revision
+        .map_or_else(|| "none reported".into(), |r| r.to_string());
+    let _ = writeln!(
+        out,
+        "Hosts:        {} ({}), running revision {applied}",
+        s.hosts,
+        if s.connected { "connected" } else { "offline" }
+    );
+    let _ = writeln!(out, "Health:       {}", s.health.as_str());
+    if s.dropped_reports == 0 {
+        let _ = writeln!(out, "Dropped:      no reports");
+    } else {
+        let _ = writeln!(
+            out,
+            "Dropped:      {} report{} (an agent's outbox was full while offline: those events and statuses are lost)",
+            s.dropped_reports,
+            if s.dropped_reports == 1 { "" } else { "s" }
+        );
+    }
     if s.applications.is_empty() {
         let _ = writeln!(out, "Applications: <none>");
     } else {
@@ -85,6 +115,12 @@ pub fn site(s: &SiteView) -> String {
                 p.application, p.version, p.deployment
             );
         }
+    }
+    if events.is_empty() {
+        let _ = writeln!(out, "Events:       <none>");
+    } else {
+        let _ = writeln!(out, "Events:");
+        out.push_str(&indent(&crate::get::events_table(events)));
     }
     out
 }
@@ -159,6 +195,8 @@ pub fn deployment(d: &DeploymentView) -> String {
             "Application:  {} version {version} ({following})",
             dep.application
         );
+        let _ = writeln!(out, "Target:       {}", crate::get::target(d));
+        let _ = writeln!(out, "Running:      {}", crate::get::running(d));
         let _ = writeln!(out, "Placement:    {}", dep.placement.sites.source());
         if let Some(r) = &dep.rollout {
             let _ = write!(
@@ -177,4 +215,26 @@ pub fn deployment(d: &DeploymentView) -> String {
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::get::tests::{PWNED, event, site_view};
+
+    #[test]
+    fn an_event_with_escape_sequences_is_printed_escaped_in_describe_site() {
+        let text = site(&site_view(0), &[event(&format!("{PWNED}web exited"))]);
+        assert!(
+            text.contains("\\x1b]0;pwned\\x07\\x1b[2Jweb exited"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert_eq!(output::terminal_safe(&text), text);
+    }
+
+    #[test]
+    fn describe_site_shows_the_reports_agents_dropped() {
+        insta::assert_snapshot!(site(&site_view(12), &[event("web replica 0 started")]));
+    }
 }

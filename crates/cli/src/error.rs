@@ -55,3 +55,21 @@ impl fmt::Display for CliError {
 impl std::error::Error for CliError {}
 
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_from_the_server_with_escape_sequences_is_printed_escaped() {
+        let error = CliError {
+            exit: Exit::User,
+            message: "site \x1b]0;pwned\x07\x1b[2J does not exist".into(),
+            diagnostics: Vec::new(),
+        };
+        assert_eq!(
+            crate::output::terminal_safe(&error.to_string()),
+            "error: site \\x1b]0;pwned\\x07\\x1b[2J does not exist"
+        );
+    }
+}

@@ -96,13 +96,7 @@ pub async fn run(args: Args) -> Result<()> {
                 .get(&format!("/v1/sites/{site}/events?limit=1000"))
                 .await?;
             match args.output {
-                Format::Table => {
-                    let mut t = Table::new(&["AT", "HOST", "KIND", "MESSAGE"]);
-                    for e in list.items {
-                        t.row(vec![e.at, e.host, e.kind, e.message]);
-                    }
-                    t.render()
-                }
+                Format::Table => events_table(&list.items),
                 Format::Yaml => output::yaml(&list.items)?,
                 Format::Json => output::json(&list)?,
             }
@@ -142,8 +136,127 @@ pub async fn run(args: Args) -> Result<()> {
             get_kind(&client, kind, args.name.as_deref(), args.output).await?
         }
     };
-    print!("{text}");
+    output::print(&text);
     Ok(())
+}
+
+/// Events as agents posted them, one a row.
+pub fn events_table(events: &[EventView]) -> String {
+    let mut t = Table::new(&["AT", "HOST", "KIND", "MESSAGE"]);
+    for e in events {
+        t.row(vec![
+            e.at.clone(),
+            e.host.clone(),
+            e.kind.clone(),
+            e.message.clone(),
+        ]);
+    }
+    t.render()
+}
+
+/// `connected`, `offline`, `no hosts`; with `, 12 reports dropped` when agents lost reports.
+fn site_status(s: &SiteView) -> String {
+    let status = match (s.hosts, s.connected) {
+        (0, _) => "no hosts",
+        (_, true) => "connected",
+        (_, false) => "offline",
+    };
+    match s.dropped_reports {
+        0 => status.to_owned(),
+        1 => format!("{status}, 1 report dropped"),
+        n => format!("{status}, {n} reports dropped"),
+    }
+}
+
+pub fn sites_table(items: &[SiteView]) -> String {
+    let mut t = Table::new(&[
+        "NAME",
+        "STATUS",
+        "HEALTH",
+        "HOSTS",
+        "APPLIED/DESIRED",
+        "APPS",
+        "LABELS",
+        "AGE",
+    ]);
+    for s in items {
+        let labels = match &s.view.resource {
+            Resource::Site(site) => output::labels(&site.labels),
+            _ => String::new(),
+        };
+        let desired = s.revision.map_or_else(|| "-".into(), |r| r.to_string());
+        let applied = s
+            .applied_revision
+            .map_or_else(|| "-".into(), |r| r.to_string());
+        t.row(vec![
+            s.view.resource.name().into(),
+            site_status(s),
+            s.health.as_str().into(),
+            s.hosts.to_string(),
+            format!("{applied}/{desired}"),
+            s.applications.len().to_string(),
+            labels,
+            age(&s.view.created_at),
+        ]);
+    }
+    t.render()
+}
+
+/// The version targeted, marked while its rollout is rolled back or rolling back (the sites are
+/// then given the previous one): `2.0.0 (rolled back)`.
+pub fn target(d: &DeploymentView) -> String {
+    let version = d.version.clone().unwrap_or_else(|| "<missing>".into());
+    match d.rollout.as_deref() {
+        Some(phase @ ("rolled_back" | "rolling_back")) => {
+            format!("{version} ({})", phase.replace('_', " "))
+        }
+        _ => version,
+    }
+}
+
+/// What the selected sites run, by version and count: `1.0.0=19,2.0.0=1`; `-` when none
+/// reports a version yet, `?` from a control plane that does not say.
+pub fn running(d: &DeploymentView) -> String {
+    match &d.running {
+        None => "?".into(),
+        Some(r) if r.is_empty() => "-".into(),
+        Some(r) => r
+            .iter()
+            .map(|(v, n)| format!("{v}={n}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+pub fn deployments_table(items: &[DeploymentView]) -> String {
+    let mut t = Table::new(&[
+        "NAME",
+        "APPLICATION",
+        "TARGET",
+        "RUNNING",
+        "SITES",
+        "PLACEMENT",
+        "AGE",
+    ]);
+    for d in items {
+        let (app, placement) = match &d.view.resource {
+            Resource::Deployment(dep) => (
+                dep.application.clone(),
+                dep.placement.sites.source().to_owned(),
+            ),
+            _ => Default::default(),
+        };
+        t.row(vec![
+            d.view.resource.name().into(),
+            app,
+            target(d),
+            running(d),
+            d.sites.len().to_string(),
+            placement,
+            age(&d.view.created_at),
+        ]);
+    }
+    t.render()
 }
 
 /// One row per secret and key, then per site the version asked for and what its hosts hold.
@@ -225,42 +338,7 @@ async fn get_kind(
             let items: Vec<SiteView> = fetch(client, kind, name).await?;
             let resources: Vec<&Resource> = items.iter().map(|i| &i.view.resource).collect();
             finish(format, name.is_some(), &items, &resources, || {
-                let mut t = Table::new(&[
-                    "NAME",
-                    "STATUS",
-                    "HEALTH",
-                    "HOSTS",
-                    "APPLIED/DESIRED",
-                    "APPS",
-                    "LABELS",
-                    "AGE",
-                ]);
-                for s in &items {
-                    let labels = match &s.view.resource {
-                        Resource::Site(site) => output::labels(&site.labels),
-                        _ => String::new(),
-                    };
-                    let desired = s.revision.map_or_else(|| "-".into(), |r| r.to_string());
-                    let applied = s
-                        .applied_revision
-                        .map_or_else(|| "-".into(), |r| r.to_string());
-                    let status = match (s.hosts, s.connected) {
-                        (0, _) => "no hosts",
-                        (_, true) => "connected",
-                        (_, false) => "offline",
-                    };
-                    t.row(vec![
-                        s.view.resource.name().into(),
-                        status.into(),
-                        s.health.as_str().into(),
-                        s.hosts.to_string(),
-                        format!("{applied}/{desired}"),
-                        s.applications.len().to_string(),
-                        labels,
-                        age(&s.view.created_at),
-                    ]);
-                }
-                t.render()
+                sites_table(&items)
             })
         }
         Kind::Application => {
@@ -303,33 +381,7 @@ async fn get_kind(
             let items: Vec<DeploymentView> = fetch(client, kind, name).await?;
             let resources: Vec<&Resource> = items.iter().map(|i| &i.view.resource).collect();
             finish(format, name.is_some(), &items, &resources, || {
-                let mut t = Table::new(&[
-                    "NAME",
-                    "APPLICATION",
-                    "VERSION",
-                    "SITES",
-                    "PLACEMENT",
-                    "AGE",
-                ]);
-                for d in &items {
-                    let (app, placement) = match &d.view.resource {
-                        Resource::Deployment(dep) => (
-                            dep.application.clone(),
-                            dep.placement.sites.source().to_owned(),
-                        ),
-                        _ => Default::default(),
-                    };
-                    let version = d.version.clone().unwrap_or_else(|| "<missing>".into());
-                    t.row(vec![
-                        d.view.resource.name().into(),
-                        app,
-                        version,
-                        d.sites.len().to_string(),
-                        placement,
-                        age(&d.view.created_at),
-                    ]);
-                }
-                t.render()
+                deployments_table(&items)
             })
         }
     }
@@ -348,5 +400,117 @@ fn finish<T: serde::Serialize>(
         Format::Yaml => output::yaml_documents(resources),
         Format::Json if single && items.len() == 1 => output::json(&items[0]),
         Format::Json => output::json(&serde_json::json!({ "items": items })),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const PWNED: &str = "\x1b]0;pwned\x07\x1b[2J";
+
+    /// A site created "in the future", so its age prints `0s` whenever the test runs.
+    pub(crate) fn site_view(dropped_reports: u64) -> SiteView {
+        serde_json::from_value(serde_json::json!({
+            "generation": 1,
+            "created_at": "2999-01-01T00:00:00Z",
+            "updated_at": "2999-01-01T00:00:00Z",
+            "resource": { "kind": "Site", "name": "store-0042", "labels": { "region": "eu-north" } },
+            "revision": 3,
+            "applications": [],
+            "hosts": 1,
+            "connected": true,
+            "applied_revision": 3,
+            "health": "healthy",
+            "dropped_reports": dropped_reports,
+        }))
+        .unwrap()
+    }
+
+    fn deployment_view(
+        running: Option<serde_json::Value>,
+        rollout: Option<&str>,
+    ) -> DeploymentView {
+        let mut json = serde_json::json!({
+            "generation": 2,
+            "created_at": "2026-11-22T10:00:00Z",
+            "updated_at": "2026-11-22T10:00:00Z",
+            "resource": {
+                "kind": "Deployment", "name": "pos-prod", "application": "pos",
+                "placement": { "sites": "region == eu-north" },
+            },
+            "version": "2.0.0",
+            "sites": ["store-0042", "store-0043", "store-0044"],
+        });
+        if let Some(r) = running {
+            json["running"] = r;
+        }
+        if let Some(p) = rollout {
+            json["rollout"] = p.into();
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    pub(crate) fn event(message: &str) -> EventView {
+        EventView {
+            host: "pi-1".into(),
+            seq: 7,
+            at: "2026-11-22T10:00:00Z".into(),
+            kind: "container".into(),
+            message: message.into(),
+        }
+    }
+
+    /// The cells of a table's first row.
+    fn cells(text: &str) -> Vec<&str> {
+        let row = text.lines().nth(1).unwrap_or_default();
+        row.split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn an_event_with_escape_sequences_is_printed_escaped_in_get_events() {
+        let text = events_table(&[event(&format!("{PWNED}web exited"))]);
+        assert!(
+            text.contains("\\x1b]0;pwned\\x07\\x1b[2Jweb exited"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert_eq!(output::terminal_safe(&text), text);
+    }
+
+    #[test]
+    fn get_sites_shows_the_reports_agents_dropped() {
+        let text = sites_table(&[site_view(12)]);
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.contains("connected, 12 reports dropped"), "{text}");
+        let text = sites_table(&[site_view(0)]);
+        assert!(!text.contains("dropped"), "{text}");
+    }
+
+    #[test]
+    fn get_deployments_after_a_rollback_shows_the_target_and_what_sites_run() {
+        let rolled_back =
+            deployment_view(Some(serde_json::json!({ "1.0.0": 3 })), Some("rolled_back"));
+        let text = deployments_table(&[rolled_back]);
+        let header = text.lines().next().unwrap();
+        assert!(
+            header.contains("TARGET") && header.contains("RUNNING"),
+            "{text}"
+        );
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.contains("2.0.0 (rolled back)"), "{text}");
+        assert!(row.contains("1.0.0=3"), "{text}");
+        // Mid-rollout: both versions, counted.
+        let text = deployments_table(&[deployment_view(
+            Some(serde_json::json!({ "1.0.0": 2, "2.0.0": 1 })),
+            Some("running"),
+        )]);
+        assert_eq!(cells(&text)[2..4], ["2.0.0", "1.0.0=2,2.0.0=1"], "{text}");
+        // An older control plane does not say what runs: `?`, not a guess.
+        let text = deployments_table(&[deployment_view(None, None)]);
+        assert_eq!(cells(&text)[2..4], ["2.0.0", "?"], "{text}");
     }
 }

@@ -1,6 +1,10 @@
 //! atoll's command-line verbs, one module each. They talk to the control plane only through
 //! the wire types of `atoll-api`, and validate input with `atoll-spec` exactly as the server does.
 
+// Everything printed goes through `output::print`/`output::eprint`, which escape what a terminal
+// would act on: a stray `print!` would bypass them.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod apply;
 pub mod client;
 pub mod config;

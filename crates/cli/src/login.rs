@@ -44,11 +44,11 @@ pub async fn run(args: Args) -> Result<()> {
     let sites: List<SiteView> = client.get("/v1/sites").await?;
     let path = config::path()?;
     config.save(&path)?;
-    println!(
-        "logged in to {} ({} sites); settings saved in {}",
+    crate::output::print(&format!(
+        "logged in to {} ({} sites); settings saved in {}\n",
         args.url,
         sites.items.len(),
         path.display()
-    );
+    ));
     Ok(())
 }

@@ -50,14 +50,14 @@ pub async fn run(command: Command) -> Result<()> {
                     output::Format::Json => output::json(&view)?,
                 };
                 if !watch {
-                    print!("{text}");
+                    output::print(&text);
                     return Ok(());
                 }
                 // Redraw in place on a terminal; append frames otherwise.
                 if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                    print!("\x1b[2J\x1b[H");
+                    output::clear_screen();
                 }
-                print!("{text}");
+                output::print(&text);
                 if !matches!(view.phase.as_str(), "running" | "paused" | "rolling_back") {
                     return Ok(());
                 }
@@ -72,7 +72,7 @@ pub async fn run(command: Command) -> Result<()> {
             let history: RolloutHistory = client
                 .get(&format!("/v1/deployments/{deployment}/rollouts"))
                 .await?;
-            print!("{}", render_history(&history));
+            output::print(&render_history(&history));
             Ok(())
         }
     }
@@ -85,7 +85,7 @@ async fn control(client: &Client, deployment: &str, action: &str) -> Result<()> 
             &(),
         )
         .await?;
-    print!("{}", render(&view));
+    output::print(&render(&view));
     Ok(())
 }
 
@@ -104,7 +104,9 @@ pub fn render(view: &RolloutView) -> String {
         view.phase.replace('_', " ")
     );
     if let Some(reason) = &view.reason {
-        let _ = write!(out, " ({reason})");
+        // Reasons quote what agents reported: one line each, whatever they hold (the
+        // terminal itself is guarded by `output::print`).
+        let _ = write!(out, " ({})", output::escape(reason));
     }
     out.push('\n');
     for wave in &view.waves {
@@ -134,7 +136,10 @@ pub fn render(view: &RolloutView) -> String {
         .iter()
         .flat_map(|w| &w.sites)
         .filter(|s| s.state == "failed")
-        .map(|s| format!("  {}: {}", s.site, s.reason.as_deref().unwrap_or("failed")))
+        .map(|s| {
+            let reason = s.reason.as_deref().unwrap_or("failed");
+            format!("  {}: {}", s.site, output::escape(reason))
+        })
         .collect();
     if !failed.is_empty() {
         out.push_str("Failed sites:\n");
@@ -144,7 +149,7 @@ pub fn render(view: &RolloutView) -> String {
         }
     }
     if let Some(last) = view.history.last() {
-        let _ = writeln!(out, "Last: {} {}", last.at, last.text);
+        let _ = writeln!(out, "Last: {} {}", last.at, output::escape(&last.text));
     }
     out
 }
@@ -182,7 +187,7 @@ pub fn render_history(history: &RolloutHistory) -> String {
             if current { "  (current)" } else { "" }
         );
         for note in &r.history {
-            let _ = writeln!(out, "    {} {}", note.at, note.text);
+            let _ = writeln!(out, "    {} {}", note.at, output::escape(&note.text));
         }
     }
     if out.is_empty() {
@@ -203,6 +208,33 @@ mod tests {
             version: None,
             reason: (state == "failed").then(|| "web replica 0: GET /healthz answered 500".into()),
         }
+    }
+
+    #[test]
+    fn a_failure_reason_with_a_newline_stays_on_its_sites_line() {
+        let mut failed = site("store-0046", "failed");
+        failed.reason = Some("web replica 0: exited\nstore-0047: succeeded \x1b[2J".into());
+        let view = RolloutView {
+            deployment: "pos-prod".into(),
+            from_version: Some("1.4.2".into()),
+            to_version: "1.4.3".into(),
+            phase: "paused".into(),
+            reason: Some("budget\nspent".into()),
+            started_at: "2026-11-22T10:00:00Z".into(),
+            waves: vec![WaveView {
+                index: 0,
+                canary: true,
+                open: true,
+                sites: vec![failed],
+            }],
+            history: Vec::new(),
+        };
+        let text = render(&view);
+        assert!(text.contains("(budget\\nspent)"), "{text}");
+        assert!(
+            text.contains("  store-0046: web replica 0: exited\\nstore-0047: succeeded \\x1b[2J\n"),
+            "{text}"
+        );
     }
 
     #[test]

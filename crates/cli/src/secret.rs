@@ -111,11 +111,14 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Delete(args) => {
             let deleted: SecretDeleted =
                 client.delete(&format!("/v1/secrets/{}", args.name)).await?;
-            println!("secret {} deleted", deleted.name);
+            crate::output::print(&format!("secret {} deleted\n", deleted.name));
             return Ok(());
         }
     };
-    println!("secret {} now at version {}", view.name, view.version);
+    crate::output::print(&format!(
+        "secret {} now at version {}\n",
+        view.name, view.version
+    ));
     Ok(())
 }
 

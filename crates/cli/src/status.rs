@@ -25,7 +25,7 @@ pub async fn run(args: Args) -> Result<()> {
         Format::Yaml => output::yaml(&status)?,
         Format::Json => output::json(&status)?,
     };
-    print!("{text}");
+    output::print(&text);
     Ok(())
 }
 

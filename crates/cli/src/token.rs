@@ -41,13 +41,13 @@ async fn create(args: CreateArgs) -> Result<()> {
         uses: Some(args.uses),
     };
     let response: CreateTokenResponse = client.post("/v1/tokens", &request).await?;
-    println!("{}", response.token);
-    eprintln!(
-        "join token for site {}: {} use{}, valid until {}. On the new host:\n  atoll agent --control URL --token <the token> --data-dir /var/lib/atoll-agent",
+    crate::output::print(&format!("{}\n", response.token));
+    crate::output::eprint(&format!(
+        "join token for site {}: {} use{}, valid until {}. On the new host:\n  atoll agent --control URL --token <the token> --data-dir /var/lib/atoll-agent\n",
         response.site,
         response.uses,
         if response.uses == 1 { "" } else { "s" },
         response.expires_at
-    );
+    ));
     Ok(())
 }

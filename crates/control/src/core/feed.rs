@@ -6,6 +6,8 @@
 //! all of them run and pass their checks (or have none); unhealthy as soon as one has failed (a
 //! crash loop, an image that cannot be pulled) or fails its check; otherwise not known yet.
 
+use std::collections::BTreeMap;
+
 use atoll_api::agent::{ReplicaHealth, ReplicaState, ReplicaStatus};
 
 use super::rollout::{Health, SiteReport};
@@ -58,6 +60,20 @@ pub fn site_report(site: &str, replicas: &[&ReplicaStatus], connected: bool) -> 
         connected,
         image_failed,
     }
+}
+
+/// For each version, how many sites run it: one entry per site, the replicas of one deployment
+/// its hosts reported; a site between versions, or with none reported, counts for none.
+pub fn running<'a>(
+    sites: impl IntoIterator<Item = Vec<&'a ReplicaStatus>>,
+) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    for replicas in sites {
+        if let Some(version) = site_report("", &replicas, true).version {
+            *out.entry(version).or_insert(0) += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -147,5 +163,24 @@ mod tests {
         let a = replica(ReplicaState::Running, "1", None);
         let b = replica(ReplicaState::Running, "2", None);
         assert_eq!(site_report("s", &[&a, &b], true).version, None);
+    }
+
+    #[test]
+    fn what_sites_run_is_counted_by_version_and_a_site_between_versions_counts_for_none() {
+        let v1 = replica(ReplicaState::Running, "1", None);
+        let v2 = replica(ReplicaState::Failed, "2", None);
+        let pulling = replica(ReplicaState::Pulling, "2", None);
+        let counts = running([
+            vec![&v1],
+            vec![&v1],
+            vec![&v2],
+            vec![&v1, &v2],
+            vec![&pulling],
+            vec![],
+        ]);
+        assert_eq!(
+            counts,
+            BTreeMap::from([("1".to_owned(), 2), ("2".to_owned(), 1)])
+        );
     }
 }

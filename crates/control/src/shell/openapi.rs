@@ -373,6 +373,7 @@ fn schemas() -> Value {
             "applications": { "type": "array", "items": { "type": "object", "properties": {
                 "deployment": { "type": "string" }, "application": { "type": "string" }, "version": { "type": "string" },
             } } },
+            "dropped_reports": { "type": "integer", "minimum": 0, "description": "reports its hosts' agents dropped, their outboxes full" },
         })),
         "ApplicationView": view(json!({
             "versions": { "type": "array", "items": { "type": "object", "properties": {
@@ -381,8 +382,10 @@ fn schemas() -> Value {
             "deployments": { "type": "array", "items": { "type": "string" } },
         })),
         "DeploymentView": view(json!({
-            "version": { "type": ["string", "null"] },
+            "version": { "type": ["string", "null"], "description": "the version targeted" },
             "sites": { "type": "array", "items": { "type": "string" } },
+            "rollout": { "enum": ["running", "paused", "complete", "rolling_back", "rolled_back", "aborted", "superseded"], "description": "the phase of the current rollout, if any" },
+            "running": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 0 }, "description": "version -> how many of the selected sites run it, from their reports" },
         })),
         "SiteList": list_of("SiteView"),
         "ApplicationList": list_of("ApplicationView"),

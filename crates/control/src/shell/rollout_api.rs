@@ -14,8 +14,9 @@ fn at(ms: u64) -> String {
         .to_string()
 }
 
-pub fn view(r: &Rollout) -> RolloutView {
-    let (phase, reason) = match &r.phase {
+/// A phase as the API names it, and why it is so.
+pub fn phase(phase: &Phase) -> (&'static str, Option<String>) {
+    match phase {
         Phase::Running => ("running", None),
         Phase::Paused { reason } => ("paused", Some(reason.clone())),
         Phase::Complete => ("complete", None),
@@ -23,7 +24,11 @@ pub fn view(r: &Rollout) -> RolloutView {
         Phase::RolledBack { reason } => ("rolled_back", Some(reason.clone())),
         Phase::Aborted => ("aborted", None),
         Phase::Superseded { by, .. } => ("superseded", Some(format!("version {by} was applied"))),
-    };
+    }
+}
+
+pub fn view(r: &Rollout) -> RolloutView {
+    let (phase, reason) = phase(&r.phase);
     let waves = r
         .waves
         .iter()

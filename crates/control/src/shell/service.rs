@@ -648,6 +648,11 @@ impl ControlPlane {
                             .flat_map(|s| &s.replicas),
                     ),
                     last_seen: members.iter().filter_map(|h| h.last_seen.clone()).max(),
+                    dropped_reports: members
+                        .iter()
+                        .filter_map(|h| statuses.get(&h.id))
+                        .map(|s| s.dropped_reports)
+                        .sum(),
                     view,
                 })
             })
@@ -703,10 +708,18 @@ impl ControlPlane {
 
     pub async fn deployments(&self, only: Option<&str>) -> Result<Vec<DeploymentView>, Error> {
         let (state, versions) = self.load(&[]).await?;
+        let rows = self.rows(Kind::Deployment, only).await?;
+        let hosts = self.store.hosts().await?;
+        let statuses = super::agents::statuses(self.store.as_ref()).await?;
+        let mut rollouts = self.rollouts().await?;
+        let mut by_site: BTreeMap<&str, Vec<&atoll_store::HostRow>> = BTreeMap::new();
+        for h in &hosts {
+            by_site.entry(h.site.as_str()).or_default().push(h);
+        }
         let mut out = Vec::new();
-        for row in self.rows(Kind::Deployment, only).await? {
+        for row in rows {
             let view = view(&row)?;
-            let (version, sites) = match &view.resource {
+            let (version, sites): (_, Vec<String>) = match &view.resource {
                 Resource::Deployment(d) => (
                     state.resolve(d, &versions).map(|a| a.version.clone()),
                     state
@@ -718,10 +731,19 @@ impl ControlPlane {
                 ),
                 _ => (None, Vec::new()),
             };
+            let running = crate::core::feed::running(sites.iter().map(|site| {
+                let site_hosts = by_site.get(site.as_str()).map_or(&[][..], Vec::as_slice);
+                super::agents::Agents::replicas_of(&statuses, site_hosts, &row.name)
+            }));
+            let rollout = rollouts
+                .remove(&row.name)
+                .map(|r| super::rollout_api::phase(&r.phase).0.to_owned());
             out.push(DeploymentView {
                 view,
                 version,
                 sites,
+                rollout,
+                running: Some(running),
             });
         }
         Ok(out)
