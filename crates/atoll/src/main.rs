@@ -61,6 +61,25 @@ struct ControlArgs {
     /// Another DNS name or address for the server certificate (repeatable).
     #[arg(long = "name")]
     names: Vec<String>,
+    /// The largest a template may render one env value (and anything it builds on the way to
+    /// it): a size such as 64Ki. An apply that goes over is refused, naming the site.
+    #[arg(long, default_value = "64Ki", value_parser = byte_size)]
+    template_value_limit: usize,
+    /// The largest a template may render one file.
+    #[arg(long, default_value = "1Mi", value_parser = byte_size)]
+    template_file_limit: usize,
+    /// The largest the rendered templates of one site's manifest may be together.
+    #[arg(long, default_value = "8Mi", value_parser = byte_size)]
+    template_manifest_limit: usize,
+}
+
+/// A flag's size, in the units resources use (`64Ki`, `1Mi`, a number of bytes).
+fn byte_size(text: &str) -> Result<usize, String> {
+    let size = atoll_spec::units::ByteSize::parse(text)?;
+    usize::try_from(size.0)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("size `{text}` must be above 0 and fit in memory"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +185,11 @@ async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
         listen: args.listen,
         names: args.names,
         master_key,
+        template_limits: atoll_spec::render::Limits {
+            value: args.template_value_limit,
+            file: args.template_file_limit,
+            manifest: args.template_manifest_limit,
+        },
     };
     let running = atoll_control::start(config)
         .await

@@ -51,6 +51,8 @@ pub struct Config {
     pub names: Vec<String>,
     /// Where the master key that encrypts secrets at rest comes from.
     pub master_key: MasterKeySource,
+    /// How large rendered templates may be.
+    pub template_limits: atoll_spec::render::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +155,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         fleet.clone(),
         Arc::new(vault),
         Arc::new(signer),
-    );
+    )
+    .with_template_limits(config.template_limits);
     let agents = Agents::new(store, control.clone(), fleet, Arc::new(pki));
     let router = http::router(control.clone(), agents.clone());
     let (shutdown, stop) = watch::channel(false);
