@@ -290,9 +290,12 @@ fn measure(value: &Value, cap: usize) -> usize {
 
 /// The length of a value as text, counting no further than `cap`.
 fn text_len(value: &Value, cap: usize) -> usize {
-    match value.as_str() {
-        Some(s) => s.len(),
-        None => measure(value, cap).max(40),
+    match value.kind() {
+        ValueKind::String => value.as_str().map_or(0, str::len),
+        ValueKind::Number | ValueKind::Bool | ValueKind::None | ValueKind::Undefined => {
+            value.to_string().len()
+        }
+        _ => measure(value, cap),
     }
 }
 
@@ -666,6 +669,12 @@ mod tests {
             "a-3 %"
         );
         assert!(run("{{ big|tojson(indent=1000000) }}", LIMIT).is_err());
+    }
+
+    #[test]
+    fn many_small_pieces_up_to_the_limit_render() {
+        let text = run("{% for i in range(10000) %}{{ i }},{% endfor %}", LIMIT).unwrap();
+        assert_eq!(text.len(), 48890);
     }
 
     #[test]
