@@ -63,6 +63,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         listen: args.listen,
         names: Vec::new(),
         master_key: atoll_control::MasterKeySource::choose(None),
+        template_limits: atoll_spec::render::Limits::default(),
+        connection_limits: Default::default(),
     };
     let running = atoll_control::start(control)
         .await

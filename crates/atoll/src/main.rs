@@ -10,6 +10,7 @@ mod dev;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -61,6 +62,49 @@ struct ControlArgs {
     /// Another DNS name or address for the server certificate (repeatable).
     #[arg(long = "name")]
     names: Vec<String>,
+    /// The largest a template may render one env value (and anything it builds on the way to
+    /// it): a size such as 64Ki. An apply that goes over is refused, naming the site.
+    #[arg(long, default_value = "64Ki", value_parser = byte_size)]
+    template_value_limit: usize,
+    /// The largest a template may render one file.
+    #[arg(long, default_value = "1Mi", value_parser = byte_size)]
+    template_file_limit: usize,
+    /// The largest the rendered templates of one site's manifest may be together.
+    #[arg(long, default_value = "8Mi", value_parser = byte_size)]
+    template_manifest_limit: usize,
+    /// How long a connection may take over its TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = span)]
+    handshake_timeout: Duration,
+    /// How long a connection may take to send a complete request header (every HTTP/1
+    /// connection, and the first request of one without a client certificate).
+    #[arg(long, default_value = "10s", value_parser = span)]
+    header_read_timeout: Duration,
+    /// How long a connection without a client certificate may stay open with no request in
+    /// flight. Agents (with their certificate) are never cut, whatever their long-polls wait.
+    #[arg(long, default_value = "30s", value_parser = span)]
+    idle_timeout: Duration,
+    /// How many connections without a client certificate one address may hold open at once;
+    /// agents are not counted, however many share an address.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_unauthenticated_per_address: u64,
+}
+
+/// A flag's duration, in the units resources use (`10s`, `2m`).
+fn span(text: &str) -> Result<Duration, String> {
+    let span = atoll_spec::units::Span::parse(text)?;
+    if span.0.is_zero() {
+        return Err(format!("duration `{text}` must be above 0"));
+    }
+    Ok(span.0)
+}
+
+/// A flag's size, in the units resources use (`64Ki`, `1Mi`, a number of bytes).
+fn byte_size(text: &str) -> Result<usize, String> {
+    let size = atoll_spec::units::ByteSize::parse(text)?;
+    usize::try_from(size.0)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("size `{text}` must be above 0 and fit in memory"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +211,18 @@ async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
         listen: args.listen,
         names: args.names,
         master_key,
+        template_limits: atoll_spec::render::Limits {
+            value: args.template_value_limit,
+            file: args.template_file_limit,
+            manifest: args.template_manifest_limit,
+        },
+        connection_limits: atoll_control::ConnectionLimits {
+            handshake: args.handshake_timeout,
+            header_read: args.header_read_timeout,
+            idle: args.idle_timeout,
+            per_address: usize::try_from(args.max_unauthenticated_per_address)
+                .unwrap_or(usize::MAX),
+        },
     };
     let running = atoll_control::start(config)
         .await

@@ -454,3 +454,49 @@ async fn a_busy_control_plane_answers_503_with_retry_after() {
         StatusCode::OK
     );
 }
+
+/// Issue 12, item 3: a 133-byte template made a 100 MB manifest per site.
+#[tokio::test]
+async fn an_apply_whose_template_amplifies_is_refused_and_changes_nothing() {
+    let api = api().await;
+    let started = std::time::Instant::now();
+    let (status, body) = api
+        .yaml(
+            r#"
+kind: Site
+name: store-7
+---
+kind: Application
+name: amp
+version: "1.0"
+services:
+  - name: api
+    image: amp/api:1.0
+    env:
+      BIG: "{{ 'x' * 100000000 }}"
+---
+kind: Deployment
+name: amp-prod
+application: amp
+placement:
+  sites: "!has(nothing)"
+"#,
+        )
+        .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(status.is_client_error(), "{status}: {body}");
+    let text = body.to_string();
+    for needle in [
+        "store-7",
+        "amp@1.0",
+        "services[0].env.BIG",
+        "65536 bytes",
+        "--template-value-limit",
+    ] {
+        assert!(text.contains(needle), "{needle} not in {text}");
+    }
+    let (_, sites) = api
+        .call("GET", "/v1/sites", None, Body::empty(), true)
+        .await;
+    assert!(sites["items"].as_array().unwrap().is_empty(), "{sites}");
+}

@@ -25,6 +25,7 @@ fn example_manifests() {
         now: "2026-01-01T00:00:00Z",
         now_ms: 1_767_225_600_000,
         actor: "test",
+        limits: atoll_spec::render::Limits::DEFAULT,
     };
     // The examples read one secret, generated per site.
     let mut state = State::default();

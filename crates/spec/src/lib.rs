@@ -13,6 +13,7 @@ pub mod decode;
 pub mod deployment;
 pub mod diag;
 pub mod names;
+pub mod render;
 pub mod resource;
 pub mod selector;
 pub mod site;

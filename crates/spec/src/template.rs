@@ -54,6 +54,7 @@ impl Template {
         let template = env
             .template_from_str(&self.source)
             .map_err(|e| (e.detail().unwrap_or("syntax error").to_owned(), e.line()))?;
+        crate::render::program(&template).map_err(|problem| (problem, None))?;
         let mut unknown: Vec<String> = template
             .undeclared_variables(false)
             .into_iter()
@@ -74,21 +75,27 @@ impl Template {
 }
 
 /// The template environment shared by validation and rendering: strict about undefined values,
-/// no auto-escaping (output goes into env values and config files, not HTML), and a fuel limit
-/// so that no template can loop forever.
+/// no auto-escaping (output goes into env values and config files, not HTML), a fuel limit so
+/// that no template can loop forever, and the size checks of [`crate::render`] so that none can
+/// grow without bound.
 pub fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
+    crate::render::install(&mut env);
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.set_fuel(Some(100_000));
-    // A file template's final newline belongs to the file.
-    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+    // The size checks put up to three instructions beside each one that builds or writes a
+    // value; the fuel allows for them, so a template has the steps it had before them.
+    env.set_fuel(Some(250_000));
+    env.set_syntax(syntax());
+    env
+}
+
+/// The syntax of atoll's templates: a file template's final newline belongs to the file.
+pub fn syntax() -> minijinja::syntax::SyntaxConfig {
+    minijinja::syntax::SyntaxConfig::builder()
         .keep_trailing_newline(true)
         .build()
-    {
-        env.set_syntax(syntax);
-    }
-    env
+        .unwrap_or_default()
 }
 
 impl PartialEq for Template {

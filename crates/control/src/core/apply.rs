@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use atoll_api::{ApplyResult, Manifest, ManifestChange, Outcome};
+use atoll_spec::render::Limits;
 use atoll_spec::{Diagnostic, Document, Kind, Origin, Resource, Site};
 use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, RolloutRow, SecretRow, Write};
 use serde_json::Value;
@@ -22,6 +23,8 @@ pub struct Request<'a> {
     /// The same moment, in milliseconds since the epoch, for the rollout machine.
     pub now_ms: u64,
     pub actor: &'a str,
+    /// How large rendered templates may be.
+    pub limits: Limits,
 }
 
 #[derive(Debug, Default)]
@@ -120,7 +123,7 @@ pub fn plan_apply(
     } else {
         Vec::new()
     };
-    let manifests = compile_all(&next, versions, req.now, &mut invalid);
+    let manifests = compile_all(&next, versions, req, &mut invalid);
 
     if !conflicts.is_empty() {
         conflicts.extend(invalid);
@@ -265,7 +268,7 @@ pub fn plan_rollout(
     let mut next = state.clone();
     next.rollouts.insert(deployment.to_owned(), rollout.clone());
     let mut invalid = Vec::new();
-    let manifests = compile_all(&next, versions, req.now, &mut invalid);
+    let manifests = compile_all(&next, versions, req, &mut invalid);
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
@@ -334,7 +337,7 @@ pub fn plan_delete(
         }
     }
     let mut invalid = Vec::new();
-    let manifests = compile_all(&next, versions, req.now, &mut invalid);
+    let manifests = compile_all(&next, versions, req, &mut invalid);
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
@@ -415,7 +418,7 @@ pub fn plan_secret(
         }
     };
     let mut invalid = Vec::new();
-    let manifests = compile_all(&next, versions, req.now, &mut invalid);
+    let manifests = compile_all(&next, versions, req, &mut invalid);
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
@@ -440,7 +443,7 @@ pub fn plan_host_change(
     let mut only = state.clone();
     only.sites = BTreeMap::from([(site.to_owned(), entry.clone())]);
     let mut invalid = Vec::new();
-    let manifests = compile_all(&only, versions, req.now, &mut invalid);
+    let manifests = compile_all(&only, versions, req, &mut invalid);
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
@@ -572,20 +575,21 @@ fn check_references(
 fn compile_all(
     next: &State,
     versions: &Versions,
-    now: &str,
+    req: &Request<'_>,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<ManifestRow> {
+    let (now, limits) = (req.now, req.limits);
     let sites: Vec<&Site> = next.sites.values().map(|e| &e.value).collect();
     let per_thread = super::per_thread(sites.len(), SITES_PER_THREAD);
     // A fleet-wide change compiles every site, and the long-polls it wakes wait for it: the
     // sites are shared out over the cores, in order, so the result is the same as on one.
     let parts: Vec<(Vec<ManifestRow>, Vec<RenderError>)> = if sites.len() <= per_thread {
-        vec![compile_sites(next, versions, now, &sites)]
+        vec![compile_sites(next, versions, now, limits, &sites)]
     } else {
         std::thread::scope(|scope| {
             let workers: Vec<_> = sites
                 .chunks(per_thread)
-                .map(|chunk| scope.spawn(move || compile_sites(next, versions, now, chunk)))
+                .map(|chunk| scope.spawn(move || compile_sites(next, versions, now, limits, chunk)))
                 .collect();
             workers
                 .into_iter()
@@ -614,11 +618,12 @@ fn compile_sites(
     next: &State,
     versions: &Versions,
     now: &str,
+    limits: Limits,
     sites: &[&Site],
 ) -> (Vec<ManifestRow>, Vec<RenderError>) {
     let mut changed = Vec::new();
     let mut failed = Vec::new();
-    let mut templates = Templates::default();
+    let mut templates = Templates::new(limits);
     for site in sites {
         let placements = next.placements(site, versions);
         let hosts = next.hosts.get(&site.name).map_or(&[][..], Vec::as_slice);

@@ -4,11 +4,18 @@
 //! Pure: the same inputs give the same manifest, byte for byte, and so the same hash. Rendering
 //! is where per-site mistakes surface (a label one site lacks), so errors name the deployment,
 //! the site, the variable and, when the template came from a file, its file and line.
+//!
+//! Rendering is bounded (`atoll_spec::render`): each env value, each file and all the templates
+//! of one site's manifest together have a size limit (`Limits`, settable on the control plane),
+//! and so has everything a template builds while rendering. A rendered env value holding a NUL
+//! byte is refused here, as a literal one is when parsing: the edge can never pass it to a
+//! container. A file may hold one.
 
 use std::collections::BTreeMap;
 
 use atoll_api::{ManifestApplication, ManifestContent, ManifestService, RenderedFile};
 use atoll_spec::application::Service;
+use atoll_spec::render::{Exceeded, Limits, Program};
 use atoll_spec::{Application, Deployment, Diagnostic, Origin, Site, Template};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -28,6 +35,9 @@ pub struct Placement<'a> {
 /// environment) for each site was most of an apply's time at ten thousand sites.
 pub struct Templates<'a> {
     env: minijinja::Environment<'a>,
+    /// Each template's instructions with the size checks in, by its text.
+    programs: BTreeMap<&'a str, Program<'a>>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Templates<'_> {
@@ -38,8 +48,16 @@ impl std::fmt::Debug for Templates<'_> {
 
 impl Default for Templates<'_> {
     fn default() -> Self {
+        Templates::new(Limits::default())
+    }
+}
+
+impl Templates<'_> {
+    pub fn new(limits: Limits) -> Self {
         Templates {
             env: atoll_spec::template::environment(),
+            programs: BTreeMap::new(),
+            limits,
         }
     }
 }
@@ -66,13 +84,37 @@ pub fn compile_site_with<'a>(
 ) -> Result<ManifestContent, Vec<RenderError>> {
     let mut errors = Vec::new();
     let mut applications = Vec::with_capacity(placements.len());
+    let limits = templates.limits;
+    // What the templates of this site's manifest rendered, together.
+    let mut rendered = 0usize;
     for p in placements {
         let app = p.application;
         let mut services = Vec::with_capacity(app.services.len());
         for (i, service) in app.services.iter().enumerate() {
             let ctx = context(site, hosts, p.deployment, app, service);
-            let mut render = |template: &'a Template, field: &str| -> String {
-                match render_one(templates, template, &ctx) {
+            let mut render = |template: &'a Template, field: &str, kind: Field| -> String {
+                let limit = match kind {
+                    Field::Env => limits.value,
+                    Field::File => limits.file,
+                    Field::Manifest => limits.manifest,
+                };
+                let result = render_one(templates, template, &ctx, limit, kind).and_then(|text| {
+                    rendered = rendered.saturating_add(text.len());
+                    if rendered > limits.manifest {
+                        return Err(Problem::TooLarge {
+                            field: Field::Manifest,
+                            exceeded: Exceeded::Value {
+                                size: rendered,
+                                limit: limits.manifest,
+                            },
+                        });
+                    }
+                    if kind == Field::Env && text.contains('\0') {
+                        return Err(Problem::Nul);
+                    }
+                    Ok(text)
+                });
+                match result {
                     Ok(text) => text,
                     Err(problem) => {
                         errors.push(RenderError {
@@ -90,7 +132,7 @@ pub fn compile_site_with<'a>(
             let env_values: BTreeMap<String, String> = service
                 .env
                 .iter()
-                .map(|(k, t)| (k.clone(), render(t, &format!("env.{k}"))))
+                .map(|(k, t)| (k.clone(), render(t, &format!("env.{k}"), Field::Env)))
                 .collect();
             let files = service
                 .files
@@ -99,7 +141,7 @@ pub fn compile_site_with<'a>(
                 .map(|(f, file)| {
                     RenderedFile::from_spec(
                         file,
-                        render(&file.template, &format!("files[{f}].template")),
+                        render(&file.template, &format!("files[{f}].template"), Field::File),
                     )
                 })
                 .collect();
@@ -201,19 +243,51 @@ pub enum Problem {
         message: String,
         line: Option<usize>,
     },
+    /// The template would render (or build while rendering) more than a limit allows.
+    TooLarge { field: Field, exceeded: Exceeded },
+    /// A rendered env value holds a NUL byte.
+    Nul,
+}
+
+/// Which size limit a template is held to; [`Field::Manifest`] is all of a site's together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Field {
+    Env,
+    File,
+    Manifest,
+}
+
+impl Field {
+    /// What the limit is of, and the control plane's setting for it.
+    fn limit_of(self) -> (&'static str, &'static str) {
+        match self {
+            Field::Env => ("a rendered env value", "--template-value-limit"),
+            Field::File => ("a rendered file", "--template-file-limit"),
+            Field::Manifest => (
+                "the rendered templates of one site's manifest",
+                "--template-manifest-limit",
+            ),
+        }
+    }
 }
 
 fn render_one<'a>(
     templates: &mut Templates<'a>,
     template: &'a Template,
     ctx: &Value,
+    limit: usize,
+    field: Field,
 ) -> Result<String, Problem> {
     if template.is_literal() {
         return Ok(template.source.clone());
     }
     let source = template.source.as_str();
+    let other = |e: minijinja::Error| Problem::Other {
+        message: e.detail().map_or_else(|| e.to_string(), str::to_owned),
+        line: e.line(),
+    };
     // A template is known by its text: the same text is the same template.
-    if templates.env.get_template(source).is_err() {
+    if !templates.programs.contains_key(source) {
         templates
             .env
             .add_template(source, source)
@@ -221,26 +295,41 @@ fn render_one<'a>(
                 message: e.detail().unwrap_or("syntax error").to_owned(),
                 line: e.line(),
             })?;
+        let program = atoll_spec::render::compile(source)
+            .map_err(|(message, line)| Problem::Other { message, line })?;
+        templates.programs.insert(source, program);
     }
-    let compiled = templates
-        .env
-        .get_template(source)
-        .map_err(|e| Problem::Other {
-            message: e.detail().map_or_else(|| e.to_string(), str::to_owned),
-            line: e.line(),
-        })?;
-    compiled.render(minijinja::value::Serde(ctx)).map_err(|e| {
-        if e.kind() == minijinja::ErrorKind::UndefinedError {
+    let Some(program) = templates.programs.get(source) else {
+        return Err(Problem::Other {
+            message: "template not compiled".to_owned(),
+            line: None,
+        });
+    };
+    let root: BTreeMap<String, minijinja::Value> = ctx
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                minijinja::Value::from(minijinja::value::Serde(v)),
+            )
+        })
+        .collect();
+    atoll_spec::render::render(&templates.env, program, root, limit).map_err(|(e, exceeded)| {
+        if let Some(exceeded) = exceeded {
+            return Problem::TooLarge { field, exceeded };
+        }
+        if e.kind() == minijinja::ErrorKind::UndefinedError
+            && let Ok(compiled) = templates.env.get_template(source)
+        {
             let mut paths: Vec<String> = compiled.undeclared_variables(true).into_iter().collect();
             paths.sort();
             if let Some(missing) = paths.into_iter().find(|p| !resolves(ctx, p)) {
                 return Problem::Missing(missing);
             }
         }
-        Problem::Other {
-            message: e.detail().map_or_else(|| e.to_string(), str::to_owned),
-            line: e.line(),
-        }
+        other(e)
     })
 }
 
@@ -326,6 +415,22 @@ fn group_diagnostic(group: Vec<RenderError>) -> Diagnostic {
             (format!("template error for {named}: {message}"), None)
         }
         Problem::Secret(message) => (format!("for {named}: {message}"), None),
+        Problem::TooLarge { field, exceeded } => {
+            let (what, setting) = field.limit_of();
+            (
+                format!(
+                    "template too large for {named}: {} (the limit of {what})",
+                    atoll_spec::render::describe(*exceeded)
+                ),
+                Some(format!(
+                    "make the template render less, or raise {setting} on the control plane"
+                )),
+            )
+        }
+        Problem::Nul => (
+            format!("the rendered env value holds a NUL byte for {named}"),
+            Some("a process's environment cannot hold NUL: remove it from the template or the site's values".to_owned()),
+        ),
     };
     Diagnostic {
         file,
@@ -601,5 +706,128 @@ placement:
         )
         .unwrap_err();
         assert_eq!(errors.len(), 1);
+    }
+
+    fn with_env(template: &str) -> (Application, Deployment) {
+        let (mut app, dep) = parts(APP);
+        app.services[0]
+            .env
+            .insert("BIG".into(), Template::new(template));
+        (app, dep)
+    }
+
+    fn compile_limited(
+        app: &Application,
+        dep: &Deployment,
+        site: &Site,
+        limits: Limits,
+    ) -> Result<ManifestContent, Vec<RenderError>> {
+        compile_site_with(
+            &mut Templates::new(limits),
+            site,
+            &[Placement {
+                deployment: dep,
+                application: app,
+            }],
+            &BTreeMap::new(),
+            &[],
+        )
+    }
+
+    #[test]
+    fn a_template_that_multiplies_a_string_is_refused() {
+        let (app, dep) = with_env("{{ 'x' * 100000000 }}");
+        let started = std::time::Instant::now();
+        let errors = compile_limited(
+            &app,
+            &dep,
+            &site("store-1", &[("store_id", "1")]),
+            Limits::DEFAULT,
+        )
+        .unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "services[0].env.BIG");
+        let d = &diagnostics(errors)[0];
+        assert!(d.message.contains("site store-1"), "{}", d.message);
+        assert!(d.message.contains("65536 bytes"), "{}", d.message);
+        assert!(d.path.contains("pos@1.0"), "{}", d.path);
+        assert!(
+            d.hint
+                .as_deref()
+                .is_some_and(|h| h.contains("--template-value-limit")),
+            "{:?}",
+            d.hint
+        );
+    }
+
+    #[test]
+    fn a_file_may_render_more_than_a_value_but_not_more_than_its_own_limit() {
+        let limits = Limits {
+            value: 100,
+            file: 1000,
+            manifest: 10_000,
+        };
+        let (mut app, dep) = parts(APP);
+        app.services[0].files[0].template = Template::new("{{ 'x' * 900 }}");
+        let s = site("s", &[("store_id", "1")]);
+        assert!(compile_limited(&app, &dep, &s, limits).is_ok());
+        app.services[0].files[0].template = Template::new("{{ 'x' * 1001 }}");
+        let errors = compile_limited(&app, &dep, &s, limits).unwrap_err();
+        assert_eq!(errors[0].field, "services[0].files[0].template");
+        assert!(matches!(
+            errors[0].problem,
+            Problem::TooLarge {
+                field: Field::File,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_manifest_whose_templates_together_pass_its_limit_is_refused() {
+        let limits = Limits {
+            value: 100,
+            file: 1000,
+            manifest: 1500,
+        };
+        let (mut app, dep) = parts(APP);
+        app.services[0].files[0].template = Template::new("{{ 'x' * 900 }}");
+        let mut second = app.services[0].files[0].clone();
+        second.path = "/etc/second.toml".into();
+        app.services[0].files.push(second);
+        let errors =
+            compile_limited(&app, &dep, &site("s", &[("store_id", "1")]), limits).unwrap_err();
+        assert!(matches!(
+            errors[0].problem,
+            Problem::TooLarge {
+                field: Field::Manifest,
+                ..
+            }
+        ));
+        assert!(
+            diagnostics(errors)[0]
+                .message
+                .contains("one site's manifest")
+        );
+    }
+
+    #[test]
+    fn a_nul_byte_that_arrives_through_rendering_is_refused() {
+        let (app, dep) = with_env("{{ '\\x00' }}");
+        let s = site("s", &[("store_id", "1")]);
+        let errors = compile_limited(&app, &dep, &s, Limits::DEFAULT).unwrap_err();
+        assert_eq!(errors[0].problem, Problem::Nul);
+        let (mut app, dep) = with_env("{{ site.variables.v }}");
+        let mut s = site("s", &[("store_id", "1")]);
+        s.variables.insert("v".into(), "a\0b".into());
+        let errors = compile_limited(&app, &dep, &s, Limits::DEFAULT).unwrap_err();
+        assert_eq!(errors[0].field, "services[0].env.BIG");
+        assert_eq!(errors[0].problem, Problem::Nul);
+        assert!(diagnostics(errors)[0].message.contains("NUL"));
+        // A file may hold one.
+        app.services[0].env.remove("BIG");
+        app.services[0].files[0].template = Template::new("{{ site.variables.v }}");
+        assert!(compile_limited(&app, &dep, &s, Limits::DEFAULT).is_ok());
     }
 }

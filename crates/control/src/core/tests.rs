@@ -23,6 +23,7 @@ const NOW: Request<'static> = Request {
     now: "2026-11-22T00:00:00Z",
     now_ms: 1_795_305_600_000,
     actor: "test",
+    limits: atoll_spec::render::Limits::DEFAULT,
 };
 
 /// The control plane's state plus every application version, as the store holds them.

@@ -4,6 +4,7 @@ mod agent_api;
 pub mod agents;
 pub mod auth;
 pub mod clock;
+pub mod connections;
 pub mod files;
 pub mod fleet;
 pub mod hostbook;
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use self::agents::Agents;
+use self::connections::{Activity, ConnectionLimits, Unauthenticated};
 use self::fleet::Fleet;
 use self::http::Peer;
 use self::service::ControlPlane;
@@ -52,6 +54,10 @@ pub struct Config {
     pub names: Vec<String>,
     /// Where the master key that encrypts secrets at rest comes from.
     pub master_key: MasterKeySource,
+    /// How large rendered templates may be.
+    pub template_limits: atoll_spec::render::Limits,
+    /// What connections that have not authenticated may hold.
+    pub connection_limits: ConnectionLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +160,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         fleet.clone(),
         Arc::new(vault),
         Arc::new(signer),
-    );
+    )
+    .with_template_limits(config.template_limits);
     let agents = Agents::new(store.clone(), control.clone(), fleet.clone(), Arc::new(pki));
     let router = http::router(control.clone(), agents.clone());
     let (shutdown, stop) = watch::channel(false);
@@ -172,7 +179,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         .run(),
     );
-    let task = tokio::spawn(serve(listener, tls, router, stop));
+    let task = tokio::spawn(serve(listener, tls, router, config.connection_limits, stop));
     tracing::info!(%addr, "control plane serving");
     Ok(Running {
         addr,
@@ -233,13 +240,16 @@ async fn first_start(dir: &Path, store: &dyn Store) -> Result<Option<String>, St
 }
 
 /// Accepts connections until told to stop. Each TLS handshake runs in its own task, so a slow
-/// or silent client cannot hold up the others.
+/// or silent client cannot hold up the others; a connection that did not present a client
+/// certificate is held to `limits` (`connections`).
 async fn serve(
     listener: TcpListener,
     tls: TlsAcceptor,
     router: axum::Router,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
+    let unauthenticated = Arc::new(Unauthenticated::default());
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.changed() => return,
@@ -258,16 +268,18 @@ async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot disable Nagle's algorithm");
         }
-        let (tls, router) = (tls.clone(), router.clone());
+        let (tls, router, unauthenticated) = (tls.clone(), router.clone(), unauthenticated.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
-            {
+            let stream = match tokio::time::timeout(limits.handshake, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
-                Err(_) => return,
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
             };
             // The client certificate, if any, was verified against the CA during the handshake.
             let identity = Peer(
@@ -278,20 +290,71 @@ async fn serve(
                     .and_then(|certs| certs.first())
                     .and_then(|c| AgentIdentity::from_certificate(c)),
             );
-            let service = TowerToHyperService::new(
-                tower::ServiceBuilder::new()
-                    .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(identity.clone());
-                        req
-                    })
-                    .service(router),
-            );
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let authenticated = identity.0.is_some();
+            let slot = if authenticated {
+                None
+            } else {
+                match unauthenticated.admit(peer.ip(), limits.per_address) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::debug!(
+                            %peer,
+                            limit = limits.per_address,
+                            "refused: too many connections without a client certificate from this address"
+                        );
+                        return;
+                    }
+                }
+            };
+            let activity = Activity::new();
+            let counted = activity.clone();
+            // A request counts as in flight until its answer is ready, so that the idle
+            // timeout never cuts an apply being worked on.
+            let service = TowerToHyperService::new(tower::service_fn(
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(identity.clone());
+                    let in_flight = counted.begin();
+                    let router = router.clone();
+                    async move {
+                        let answer = tower::ServiceExt::oneshot(router, req).await;
+                        drop(in_flight);
+                        answer
+                    }
+                },
+            ));
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let ended = loop {
+                let deadline = (!authenticated)
+                    .then(|| activity.deadline(&limits))
+                    .flatten();
+                let wait = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        // Re-check now and then while a request is in flight.
+                        None if !authenticated => tokio::time::sleep(limits.idle).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    ended = connection.as_mut() => break Some(ended),
+                    () = wait => {
+                        if activity.deadline(&limits).is_some_and(|at| at <= tokio::time::Instant::now()) {
+                            tracing::debug!(%peer, "closed: no complete request in time from a connection without a client certificate");
+                            break None;
+                        }
+                    }
+                }
+            };
+            if let Some(Err(e)) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
 }

@@ -12,6 +12,7 @@ use atoll_api::{
     ApplicationView, ApplyResponse, DeleteResponse, DeploymentView, Manifest, Placed, ResourceView,
     SiteView, VersionInfo,
 };
+use atoll_spec::render::Limits;
 use atoll_spec::{Application, Diagnostic, Kind, Resource, Source, parse_sources};
 use atoll_store::{HostState, ManifestRow, ResourceRow, Store, StoreError, Write};
 use tokio::sync::Mutex;
@@ -95,6 +96,8 @@ pub struct ControlPlane {
     /// Whether a template in use reads `site.hosts`, as of the last load: enrollments
     /// recompile their site only then. Presumed after a start or a commit, until a load says.
     templates_read_hosts: Arc<std::sync::atomic::AtomicBool>,
+    /// How large rendered templates may be.
+    template_limits: Limits,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -117,7 +120,14 @@ impl ControlPlane {
             signer,
             writes: Arc::new(Mutex::new(())),
             templates_read_hosts: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            template_limits: Limits::default(),
         }
+    }
+
+    /// Renders templates within `limits` rather than the defaults.
+    pub fn with_template_limits(mut self, limits: Limits) -> ControlPlane {
+        self.template_limits = limits;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -357,6 +367,7 @@ impl ControlPlane {
                 now: &now,
                 now_ms: now_ms(),
                 actor,
+                limits: self.template_limits,
             };
             let (planned, out) = plan(&state, &versions, &req)?;
             if planned.writes.is_empty() {

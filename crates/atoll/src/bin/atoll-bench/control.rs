@@ -55,6 +55,9 @@ impl ControlPlane {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--listen", "127.0.0.1:0"])
+            // Ten thousand sites enroll from this one address, each over a connection of its
+            // own with no certificate yet: no real NAT sends a whole fleet's enrollments.
+            .args(["--max-unauthenticated-per-address", "100000"])
             .env("ATOLL_LOG", "warn,atoll_control::shell::service=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
