@@ -108,6 +108,10 @@ pub struct SiteView {
     /// From every replica its hosts reported: healthy, degraded, unhealthy or unknown.
     #[serde(default = "unknown")]
     pub health: agent::Health,
+    /// How many of its events the control plane's retention has pruned (its oldest received,
+    /// past `--events-kept` or `--events-kept-for`).
+    #[serde(default)]
+    pub events_pruned: u64,
 }
 
 fn unknown() -> agent::Health {

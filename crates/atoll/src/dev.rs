@@ -63,6 +63,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         listen: args.listen,
         names: Vec::new(),
         master_key: atoll_control::MasterKeySource::choose(None),
+        retention: atoll_control::Retention::default(),
     };
     let running = atoll_control::start(control)
         .await

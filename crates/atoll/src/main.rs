@@ -61,6 +61,23 @@ struct ControlArgs {
     /// Another DNS name or address for the server certificate (repeatable).
     #[arg(long = "name")]
     names: Vec<String>,
+    /// The most events kept per site: past it, the oldest received are pruned (and counted in
+    /// `atoll describe site`).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    events_kept: u64,
+    /// How long a site's events are kept after they are received (`7d`, `12h`, `90m`).
+    #[arg(long, default_value = "7d", value_parser = events_kept_for)]
+    events_kept_for: std::time::Duration,
+}
+
+/// A retention age: a duration of at least a minute.
+fn events_kept_for(text: &str) -> Result<std::time::Duration, String> {
+    let age = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}: write a duration such as 7d, 12h or 90m"))?;
+    if age < std::time::Duration::from_secs(60) {
+        return Err("keep events for a minute at least".into());
+    }
+    Ok(age)
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +183,10 @@ async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
         listen: args.listen,
         names: args.names,
         master_key,
+        retention: atoll_control::Retention {
+            keep: args.events_kept,
+            kept_for: args.events_kept_for,
+        },
     };
     let running = atoll_control::start(config)
         .await

@@ -86,6 +86,13 @@ pub fn site(s: &SiteView) -> String {
             );
         }
     }
+    if s.events_pruned > 0 {
+        let _ = writeln!(
+            out,
+            "Events:       {} pruned by the control plane's retention (the oldest received)",
+            s.events_pruned
+        );
+    }
     out
 }
 

@@ -92,7 +92,12 @@ pub async fn run(args: Args) -> Result<()> {
                 Format::Table => {
                     let mut t = Table::new(&["AT", "HOST", "KIND", "MESSAGE"]);
                     for e in list.items {
-                        t.row(vec![e.at, e.host, e.kind, e.message]);
+                        // A time claimed from the future is shown as received, and marked.
+                        let at = match e.claimed_at {
+                            Some(_) => format!("{} (received)", e.at),
+                            None => e.at,
+                        };
+                        t.row(vec![at, e.host, e.kind, e.message]);
                     }
                     t.render()
                 }

@@ -6,6 +6,7 @@
 pub mod core;
 pub mod shell;
 
+pub use core::events::Retention;
 pub use shell::vault::MasterKeySource;
 pub use shell::{
     CA_FILE, Config, INITIAL_TOKEN_FILE, Running, StartError, rotate_master_key, start,

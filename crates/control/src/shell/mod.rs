@@ -37,6 +37,7 @@ use self::service::ControlPlane;
 use self::signing::ManifestSigner;
 use self::tls::{AgentIdentity, Pki, server_names};
 use self::vault::{MasterKeySource, Vault};
+use crate::core::events::Retention;
 
 /// The file, in the data folder, that holds the first admin token.
 pub const INITIAL_TOKEN_FILE: &str = "initial-admin-token";
@@ -51,6 +52,8 @@ pub struct Config {
     pub names: Vec<String>,
     /// Where the master key that encrypts secrets at rest comes from.
     pub master_key: MasterKeySource,
+    /// How many of each site's events are kept (`--events-kept`, `--events-kept-for`).
+    pub retention: Retention,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +157,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(vault),
         Arc::new(signer),
     );
-    let agents = Agents::new(store, control.clone(), fleet, Arc::new(pki));
+    let agents =
+        Agents::new(store, control.clone(), fleet, Arc::new(pki)).with_retention(config.retention);
     let router = http::router(control.clone(), agents.clone());
     let (shutdown, stop) = watch::channel(false);
     tokio::spawn(

@@ -550,6 +550,13 @@ impl ControlPlane {
         let hosts = self.store.hosts().await?;
         let statuses = super::agents::statuses(self.store.as_ref()).await?;
         let connectivity = self.fleet.connectivity();
+        let pruned: BTreeMap<String, u64> = self
+            .store
+            .event_counts()
+            .await?
+            .into_iter()
+            .map(|c| (c.site, c.pruned))
+            .collect();
         rows.into_iter()
             .map(|row| {
                 let view = view(&row)?;
@@ -586,6 +593,7 @@ impl ControlPlane {
                             .flat_map(|s| &s.replicas),
                     ),
                     last_seen: members.iter().filter_map(|h| h.last_seen.clone()).max(),
+                    events_pruned: pruned.get(&row.name).copied().unwrap_or(0),
                     view,
                 })
             })
