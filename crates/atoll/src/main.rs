@@ -262,4 +262,22 @@ mod tests {
     fn the_command_line_is_well_formed() {
         super::Cli::command().debug_assert();
     }
+
+    #[test]
+    fn the_event_retention_flags_refuse_what_keeps_nothing() {
+        use clap::Parser as _;
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["atoll", "control", "--data-dir", "/tmp/d"];
+            args.extend_from_slice(extra);
+            super::Cli::try_parse_from(args).map_err(|e| e.to_string())
+        };
+        assert!(parse(&[]).is_ok());
+        assert!(parse(&["--events-kept", "10", "--events-kept-for", "12h"]).is_ok());
+        let err = parse(&["--events-kept", "0"]).unwrap_err();
+        assert!(err.contains("--events-kept"), "{err}");
+        let err = parse(&["--events-kept-for", "10s"]).unwrap_err();
+        assert!(err.contains("a minute at least"), "{err}");
+        let err = parse(&["--events-kept-for", "a week"]).unwrap_err();
+        assert!(err.contains("such as 7d"), "{err}");
+    }
 }

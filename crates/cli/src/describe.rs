@@ -185,3 +185,30 @@ pub fn deployment(d: &DeploymentView) -> String {
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site_view(events_pruned: u64) -> SiteView {
+        serde_json::from_value(serde_json::json!({
+            "generation": 1,
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+            "resource": { "kind": "Site", "name": "s1" },
+            "revision": null,
+            "applications": [],
+            "events_pruned": events_pruned,
+        }))
+        .unwrap()
+    }
+
+    /// Issue 12, item 13: what retention prunes is a loss, and is said.
+    #[test]
+    fn describe_site_says_how_many_events_retention_pruned() {
+        assert!(site(&site_view(12)).contains(
+            "Events:       12 pruned by the control plane's retention (the oldest received)"
+        ));
+        assert!(!site(&site_view(0)).contains("Events:"));
+    }
+}
