@@ -168,6 +168,24 @@ pub struct SignedManifest {
     pub signature: String,
 }
 
+/// The largest body of a report request (`POST /v1/sites/{site}/reports`), in bytes: a larger
+/// one is refused with 413. The agent packs its requests under it.
+pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
+/// The most batches one report request carries.
+pub const MAX_BATCHES_PER_REPORT: usize = 100;
+/// The most events one batch carries: the agent splits a longer list over several batches.
+pub const MAX_EVENTS_PER_BATCH: usize = 100;
+/// The longest event message, in bytes (UTF-8): the agent cuts a longer one, marking the cut
+/// ([`TRUNCATED_MARK`]).
+pub const MAX_EVENT_MESSAGE_BYTES: usize = 4096;
+/// The longest event kind, in bytes.
+pub const MAX_EVENT_KIND_BYTES: usize = 64;
+/// The longest time (RFC 3339) of an event or a batch, in bytes.
+pub const MAX_EVENT_AT_BYTES: usize = 64;
+/// What ends a message the agent cut to [`MAX_EVENT_MESSAGE_BYTES`], followed by how many bytes
+/// were cut: `… [cut 3600000 bytes]`.
+pub const TRUNCATED_MARK: &str = "… [cut ";
+
 /// `POST /v1/sites/{site}/reports` over mTLS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -363,9 +381,18 @@ pub struct SiteAppStatus {
 pub struct EventView {
     pub host: String,
     pub seq: u64,
+    /// When the event happened, as its agent claimed; the time it was received instead when the
+    /// claim is further in the future than the control plane allows for clock skew (then
+    /// `claimed_at` says what was claimed).
     pub at: String,
     pub kind: String,
     pub message: String,
+    /// When the control plane received the event: events are ordered and kept by this time.
+    #[serde(default)]
+    pub received_at: String,
+    /// The time the agent claimed, only when it is not the one shown in `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<String>,
 }
 
 #[cfg(test)]

@@ -115,6 +115,10 @@ pub struct SiteView {
     /// plane older than this field.
     #[serde(default)]
     pub dropped_reports: u64,
+    /// How many of its events the control plane's retention has pruned (its oldest received,
+    /// past `--events-kept` or `--events-kept-for`).
+    #[serde(default)]
+    pub events_pruned: u64,
 }
 
 fn unknown() -> agent::Health {

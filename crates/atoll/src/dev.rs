@@ -65,6 +65,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         master_key: atoll_control::MasterKeySource::choose(None),
         template_limits: atoll_spec::render::Limits::default(),
         connection_limits: Default::default(),
+        retention: atoll_control::Retention::default(),
     };
     let running = atoll_control::start(control)
         .await

@@ -87,6 +87,13 @@ struct ControlArgs {
     /// agents are not counted, however many share an address.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     max_unauthenticated_per_address: u64,
+    /// The most events kept per site: past it, the oldest received are pruned (and counted in
+    /// `atoll describe site`).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    events_kept: u64,
+    /// How long a site's events are kept after they are received (`7d`, `12h`, `90m`).
+    #[arg(long, default_value = "7d", value_parser = events_kept_for)]
+    events_kept_for: Duration,
 }
 
 /// A flag's duration, in the units resources use (`10s`, `2m`).
@@ -105,6 +112,15 @@ fn byte_size(text: &str) -> Result<usize, String> {
         .ok()
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("size `{text}` must be above 0 and fit in memory"))
+}
+
+/// A retention age: a duration of at least a minute.
+fn events_kept_for(text: &str) -> Result<Duration, String> {
+    let age = span(text)?;
+    if age < Duration::from_secs(60) {
+        return Err("keep events for a minute at least".into());
+    }
+    Ok(age)
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +239,10 @@ async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
             per_address: usize::try_from(args.max_unauthenticated_per_address)
                 .unwrap_or(usize::MAX),
         },
+        retention: atoll_control::Retention {
+            keep: args.events_kept,
+            kept_for: args.events_kept_for,
+        },
     };
     let running = atoll_control::start(config)
         .await
@@ -297,5 +317,23 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_event_retention_flags_refuse_what_keeps_nothing() {
+        use clap::Parser as _;
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["atoll", "control", "--data-dir", "/tmp/d"];
+            args.extend_from_slice(extra);
+            super::Cli::try_parse_from(args).map_err(|e| e.to_string())
+        };
+        assert!(parse(&[]).is_ok());
+        assert!(parse(&["--events-kept", "10", "--events-kept-for", "12h"]).is_ok());
+        let err = parse(&["--events-kept", "0"]).unwrap_err();
+        assert!(err.contains("--events-kept"), "{err}");
+        let err = parse(&["--events-kept-for", "10s"]).unwrap_err();
+        assert!(err.contains("a minute at least"), "{err}");
+        let err = parse(&["--events-kept-for", "a week"]).unwrap_err();
+        assert!(err.contains("such as 7d"), "{err}");
     }
 }

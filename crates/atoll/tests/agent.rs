@@ -1030,6 +1030,8 @@ struct FakeState {
     manifest_requests: AtomicUsize,
     /// Every report batch received, in order.
     batches: Mutex<Vec<Value>>,
+    /// Reports refused for passing the control plane's bounds.
+    refused_reports: AtomicUsize,
 }
 
 /// An HTTPS server that looks like the control plane to an agent: its certificate is issued by
@@ -1091,6 +1093,18 @@ impl FakeControlPlane {
                 post(
                     |axum::extract::State(s): axum::extract::State<Arc<FakeState>>,
                      body: axum::body::Bytes| async move {
+                        use axum::response::IntoResponse as _;
+                        // The real control plane's bounds: what passes them is refused whole.
+                        if body.len() > atoll_api::agent::MAX_REPORT_BYTES {
+                            return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
+                        }
+                        let within =
+                            serde_json::from_slice::<atoll_api::agent::ReportRequest>(&body)
+                                .is_ok_and(|r| atoll_control::core::events::check(&r).is_empty());
+                        if !within {
+                            s.refused_reports.fetch_add(1, Ordering::SeqCst);
+                            return axum::http::StatusCode::BAD_REQUEST.into_response();
+                        }
                         let request: Value = serde_json::from_slice(&body).unwrap_or_default();
                         let batches = request["batches"].as_array().cloned().unwrap_or_default();
                         let acked = batches
@@ -1099,7 +1113,7 @@ impl FakeControlPlane {
                             .max()
                             .unwrap_or(0);
                         s.batches.lock().unwrap().extend(batches);
-                        axum::Json(json!({ "acked": acked }))
+                        axum::Json(json!({ "acked": acked })).into_response()
                     },
                 ),
             )
@@ -1386,6 +1400,36 @@ fn refusals() {
     });
     assert_eq!(std::fs::read_to_string(&kept_path).unwrap(), kept_text);
     untouched("after the manifest for another site");
+
+    // Issue 12, item 13: a refusal naming a site of 200,000 characters made an event past the
+    // control plane's bounds, refused for ever, and every report behind it waited. The agent
+    // cuts it before it is queued: it is sent, marked, and the outbox drains.
+    let huge_site = "x".repeat(200_000);
+    let mut huge = payload.clone();
+    huge["site"] = json!(huge_site);
+    huge["revision"] = json!(applied + 1);
+    let from = fake.batches().len();
+    fake.serve(sign(&signer, &huge));
+    let status = wait_refusal(&fake, from, "a refusal too large for a report, cut", |m| {
+        m.starts_with("the manifest is for site xxx")
+            && m.contains(atoll_api::agent::TRUNCATED_MARK)
+            && m.len() <= atoll_api::agent::MAX_EVENT_MESSAGE_BYTES
+    });
+    assert_eq!(status["applied_revision"], applied, "{status}");
+    assert_eq!(
+        fake.state.refused_reports.load(Ordering::SeqCst),
+        0,
+        "the agent sent nothing the control plane refuses"
+    );
+    eventually("the outbox drains", Duration::from_secs(30), || {
+        let waiting = outbox(&f.agent_dir());
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} reports wait", waiting.len()))
+        }
+    });
+    untouched("after the huge refusal");
 
     // The same path accepts a genuine newer manifest: the refusals above were the checks'.
     let mut genuine = payload.clone();

@@ -116,6 +116,13 @@ pub fn site(s: &SiteView, events: &[EventView]) -> String {
             );
         }
     }
+    if s.events_pruned > 0 {
+        let _ = writeln!(
+            out,
+            "Pruned:       {} events by the control plane's retention (the oldest received)",
+            s.events_pruned
+        );
+    }
     if events.is_empty() {
         let _ = writeln!(out, "Events:       <none>");
     } else {
@@ -236,5 +243,16 @@ mod tests {
     #[test]
     fn describe_site_shows_the_reports_agents_dropped() {
         insta::assert_snapshot!(site(&site_view(12), &[event("web replica 0 started")]));
+    }
+
+    /// Issue 12, item 13: what retention prunes is a loss, and is said.
+    #[test]
+    fn describe_site_says_how_many_events_retention_pruned() {
+        let mut view = site_view(0);
+        view.events_pruned = 12;
+        assert!(site(&view, &[]).contains(
+            "Pruned:       12 events by the control plane's retention (the oldest received)"
+        ));
+        assert!(!site(&site_view(0), &[]).contains("Pruned:"));
     }
 }

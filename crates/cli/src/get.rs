@@ -144,12 +144,12 @@ pub async fn run(args: Args) -> Result<()> {
 pub fn events_table(events: &[EventView]) -> String {
     let mut t = Table::new(&["AT", "HOST", "KIND", "MESSAGE"]);
     for e in events {
-        t.row(vec![
-            e.at.clone(),
-            e.host.clone(),
-            e.kind.clone(),
-            e.message.clone(),
-        ]);
+        // A time claimed from the future is shown as received, and marked.
+        let at = match e.claimed_at {
+            Some(_) => format!("{} (received)", e.at),
+            None => e.at.clone(),
+        };
+        t.row(vec![at, e.host.clone(), e.kind.clone(), e.message.clone()]);
     }
     t.render()
 }
@@ -458,6 +458,8 @@ pub(crate) mod tests {
             at: "2026-11-22T10:00:00Z".into(),
             kind: "container".into(),
             message: message.into(),
+            received_at: "2026-11-22T10:00:01Z".into(),
+            claimed_at: None,
         }
     }
 

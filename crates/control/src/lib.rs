@@ -6,6 +6,7 @@
 pub mod core;
 pub mod shell;
 
+pub use core::events::Retention;
 pub use shell::connections::ConnectionLimits;
 pub use shell::vault::MasterKeySource;
 pub use shell::{

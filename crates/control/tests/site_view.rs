@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use atoll_api::agent::{HostStatus, Report};
+use atoll_api::agent::{HostStatus, Report, ReportRequest};
 use atoll_control::shell::agents::Agents;
 use atoll_control::shell::fleet::Fleet;
 use atoll_control::shell::service::ControlPlane;
@@ -10,7 +10,7 @@ use atoll_control::shell::signing::ManifestSigner;
 use atoll_control::shell::tls::{AgentIdentity, Pki};
 use atoll_control::shell::vault::Vault;
 use atoll_spec::Source;
-use atoll_store::{HostRow, SqliteStore, Store};
+use atoll_store::{Enrolled, HostRow, HostState, JoinTokenRow, SqliteStore, Store};
 
 fn host(id: &str) -> HostRow {
     HostRow {
@@ -23,7 +23,33 @@ fn host(id: &str) -> HostRow {
         enrolled_at: "2026-01-01T00:00:00Z".into(),
         last_seen: None,
         recipient: None,
+        previous_serial: None,
+        previous_until: None,
+        pending_recipient: None,
+        state: HostState::Attached,
+        detached_at: None,
+        changed: 0,
     }
+}
+
+/// Enrolls `host` with a join token of its site made for it.
+async fn enroll(store: &dyn Store, host: HostRow) {
+    let token = format!("for-{}", host.id);
+    store
+        .create_join_token(JoinTokenRow {
+            id: token.clone(),
+            hash: format!("hash-{token}"),
+            site: host.site.clone(),
+            uses_left: 1,
+            expires_at: "2099-01-01T00:00:00Z".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.enroll_host(host, &token).await.unwrap(),
+        Enrolled::Yes
+    );
 }
 
 /// Issue 12, item 15: the reports agents dropped (their outboxes full) showed only in the
@@ -48,10 +74,11 @@ async fn a_sites_view_counts_the_reports_its_agents_dropped() {
         0
     );
     for (id, counts) in [("h1", [3, 7]), ("h2", [5, 5])] {
-        store.enroll_host(host(id)).await.unwrap();
+        enroll(store.as_ref(), host(id)).await;
         let identity = AgentIdentity {
             site: "s1".into(),
             host: id.into(),
+            serial: id.into(),
         };
         // The newest status counts, not the sum of every report's.
         let batches = (1..)
@@ -66,7 +93,10 @@ async fn a_sites_view_counts_the_reports_its_agents_dropped() {
                 }),
             })
             .collect();
-        agents.report(&identity, batches).await.unwrap();
+        agents
+            .report(&identity, ReportRequest { batches })
+            .await
+            .unwrap();
     }
     assert_eq!(
         control.sites(Some("s1")).await.unwrap()[0].dropped_reports,

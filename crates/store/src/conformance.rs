@@ -4,9 +4,9 @@
 //! fresh, empty store from a scratch folder.
 
 use crate::{
-    AppVersionRow, Enrolled, HostRow, HostState, JoinTokenRow, ManifestRow, ReportBatch,
-    ResourceRow, RolloutRow, SecretHead, SecretRow, Store, StoreError, TokenRefusal, TokenRow,
-    Write,
+    AppVersionRow, Enrolled, EventCounts, EventRetention, HostRow, HostState, JoinTokenRow,
+    ManifestRow, ReportBatch, ResourceRow, RolloutRow, SecretHead, SecretRow, Store, StoreError,
+    TokenRefusal, TokenRow, Write,
 };
 
 #[macro_export]
@@ -30,6 +30,9 @@ macro_rules! conformance_suite {
             every_change_of_a_host_takes_the_next_host_change_number,
             reports_are_stored_once_and_acknowledged,
             concurrent_reports_and_enrollments_are_each_answered_exactly,
+            an_event_dated_2099_does_not_sort_as_newest,
+            events_beyond_the_retention_are_pruned,
+            events_older_than_the_retention_are_pruned,
             rollouts_are_kept_with_the_snapshot_and_archived,
             secrets_and_settings_are_kept_with_their_bytes,
         );
@@ -552,7 +555,13 @@ pub async fn every_change_of_a_host_takes_the_next_host_change_number(store: &dy
     );
     // Reports move last-seen, not the host-change number.
     store
-        .record_report("h2", "s", "2026-01-01T00:05:00Z", vec![batch(1, 1, None)])
+        .record_report(
+            "h2",
+            "s",
+            "2026-01-01T00:05:00Z",
+            vec![batch(1, 1, None)],
+            &keep_all(),
+        )
         .await
         .unwrap();
     assert!(
@@ -562,6 +571,14 @@ pub async fn every_change_of_a_host_takes_the_next_host_change_number(store: &dy
             .unwrap()
             .is_empty()
     );
+}
+
+/// A retention that removes nothing the tests store.
+fn keep_all() -> EventRetention {
+    EventRetention {
+        keep: u64::MAX,
+        received_after: "2000-01-01T00:00:00Z".into(),
+    }
 }
 
 fn batch(seq: u64, events: usize, status: Option<&str>) -> ReportBatch {
@@ -589,10 +606,12 @@ pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
                 "h1",
                 "s",
                 now,
-                vec![batch(1, 2, Some("one")), batch(2, 1, None)]
+                vec![batch(1, 2, Some("one")), batch(2, 1, None)],
+                &keep_all(),
             )
             .await
-            .unwrap(),
+            .unwrap()
+            .acked,
         2
     );
     // Resending batches already stored (an ack lost on the way) stores nothing twice.
@@ -606,10 +625,12 @@ pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
                     batch(1, 2, Some("stale")),
                     batch(2, 1, None),
                     batch(3, 1, Some("three"))
-                ]
+                ],
+                &keep_all(),
             )
             .await
-            .unwrap(),
+            .unwrap()
+            .acked,
         3
     );
     let events: Vec<String> = store
@@ -634,7 +655,11 @@ pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
     );
     // An empty report is a heartbeat: it acknowledges what is stored.
     assert_eq!(
-        store.record_report("h1", "s", now, vec![]).await.unwrap(),
+        store
+            .record_report("h1", "s", now, vec![], &keep_all())
+            .await
+            .unwrap()
+            .acked,
         3
     );
     assert_eq!(store.events("s", 2).await.unwrap().len(), 2);
@@ -660,9 +685,10 @@ pub async fn concurrent_reports_and_enrollments_are_each_answered_exactly(store:
             (
                 i,
                 store
-                    .record_report(&format!("h{i}"), "s", now, batches)
+                    .record_report(&format!("h{i}"), "s", now, batches, &keep_all())
                     .await
-                    .unwrap(),
+                    .unwrap()
+                    .acked,
             )
         }
     });
@@ -687,6 +713,191 @@ pub async fn concurrent_reports_and_enrollments_are_each_answered_exactly(store:
         assert_eq!(s.status, format!("h{i}@{}", i % 4 + 1));
     }
     assert_eq!(store.events("s", 1000).await.unwrap().len(), 100);
+}
+
+/// Issue 12, item 13: events were ordered by the time their agent claimed, so an event dated
+/// 2099 sorted as the newest for ever. They are ordered by the time received; the claim is kept.
+pub async fn an_event_dated_2099_does_not_sort_as_newest(store: &dyn Store) {
+    enroll(store, host("h1", "s")).await;
+    let event = |at: &str, message: &str| ReportBatch {
+        seq: 0,
+        events: vec![(at.into(), "test".into(), message.into())],
+        status: None,
+    };
+    let reports = [
+        (
+            "2026-01-01T00:00:01Z",
+            event("2099-01-01T00:00:00Z", "from the future"),
+        ),
+        (
+            "2026-01-01T00:00:02Z",
+            event("2026-01-01T00:00:02Z", "second"),
+        ),
+        (
+            "2026-01-01T00:00:03Z",
+            event("1970-01-01T00:00:00Z", "third, from the past"),
+        ),
+    ];
+    for (seq, (now, mut b)) in (1..).zip(reports) {
+        b.seq = seq;
+        store
+            .record_report("h1", "s", now, vec![b], &keep_all())
+            .await
+            .unwrap();
+    }
+    let events = store.events("s", 100).await.unwrap();
+    let shown: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| (e.message.as_str(), e.at.as_str(), e.received_at.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "from the future",
+                "2099-01-01T00:00:00Z",
+                "2026-01-01T00:00:01Z"
+            ),
+            ("second", "2026-01-01T00:00:02Z", "2026-01-01T00:00:02Z"),
+            (
+                "third, from the past",
+                "1970-01-01T00:00:00Z",
+                "2026-01-01T00:00:03Z"
+            ),
+        ]
+    );
+    let newest = store.events("s", 1).await.unwrap();
+    assert_eq!(newest[0].message, "third, from the past");
+}
+
+/// Issue 12, item 13: a site's events were kept without bound. Past the count kept, the oldest
+/// received go, in the transaction of the report that brought the new ones, and are counted.
+pub async fn events_beyond_the_retention_are_pruned(store: &dyn Store) {
+    for h in ["h1", "h2"] {
+        enroll(store, host(h, "s")).await;
+    }
+    enroll(store, host("other", "t")).await;
+    let retention = EventRetention {
+        keep: 5,
+        received_after: "2000-01-01T00:00:00Z".into(),
+    };
+    let mut pruned = 0;
+    for seq in 1..=4 {
+        for h in ["h1", "h2"] {
+            let now = format!("2026-01-01T00:00:{seq:02}Z");
+            pruned += store
+                .record_report(h, "s", &now, vec![batch(seq, 2, None)], &retention)
+                .await
+                .unwrap()
+                .pruned;
+        }
+    }
+    store
+        .record_report(
+            "other",
+            "t",
+            "2026-01-01T00:00:09Z",
+            vec![batch(1, 3, None)],
+            &retention,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pruned, 16 - 5, "every event past the fifth is pruned");
+    let kept: Vec<(String, String)> = store
+        .events("s", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.host, e.message))
+        .collect();
+    let expected: Vec<(String, String)> = [("h1", "4.1"), ("h2", "4.0"), ("h2", "4.1")]
+        .into_iter()
+        .map(|(h, m)| (h.to_owned(), m.to_owned()))
+        .collect();
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    assert_eq!(kept[2..], expected[..], "the newest received are kept");
+    assert_eq!(
+        store.events("t", 100).await.unwrap().len(),
+        3,
+        "another site's are its own"
+    );
+    assert_eq!(
+        store.event_counts().await.unwrap(),
+        [
+            EventCounts {
+                site: "s".into(),
+                kept: 5,
+                pruned: 11
+            },
+            EventCounts {
+                site: "t".into(),
+                kept: 3,
+                pruned: 0
+            },
+        ]
+    );
+}
+
+/// Issue 12, item 13: events were kept for ever. Those received before the retention's cutoff
+/// go as reports arrive, whatever time their agent claimed.
+pub async fn events_older_than_the_retention_are_pruned(store: &dyn Store) {
+    enroll(store, host("h1", "s")).await;
+    let retention = |after: &str| EventRetention {
+        keep: 1000,
+        received_after: after.into(),
+    };
+    store
+        .record_report(
+            "h1",
+            "s",
+            "2026-01-01T00:00:00Z",
+            vec![batch(1, 3, None)],
+            &retention("2025-12-25T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    store
+        .record_report(
+            "h1",
+            "s",
+            "2026-01-05T00:00:00Z",
+            vec![batch(2, 1, None)],
+            &retention("2025-12-29T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.events("s", 100).await.unwrap().len(),
+        4,
+        "none is older than the cutoff yet"
+    );
+    let recorded = store
+        .record_report(
+            "h1",
+            "s",
+            "2026-01-09T00:00:00Z",
+            vec![batch(3, 1, None)],
+            &retention("2026-01-02T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((recorded.acked, recorded.pruned), (3, 3));
+    let kept: Vec<String> = store
+        .events("s", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(kept, ["2.0", "3.0"]);
+    assert_eq!(
+        store.event_counts().await.unwrap(),
+        [EventCounts {
+            site: "s".into(),
+            kept: 2,
+            pruned: 3
+        }]
+    );
 }
 
 pub async fn rollouts_are_kept_with_the_snapshot_and_archived(store: &dyn Store) {

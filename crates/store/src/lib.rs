@@ -223,9 +223,29 @@ pub struct EventRow {
     pub seq: u64,
     pub idx: u32,
     pub site: String,
+    /// When the agent says the event happened.
     pub at: String,
     pub kind: String,
     pub message: String,
+    /// When the control plane received it: events are ordered and retained by this time.
+    pub received_at: String,
+}
+
+/// How many events a site keeps: at most `keep` (its newest by time received), none received
+/// before `received_after` (RFC 3339, the caller's now less the age kept). Applied as reports
+/// arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRetention {
+    pub keep: u64,
+    pub received_after: String,
+}
+
+/// A site's events: how many are kept and how many retention removed, ever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    pub site: String,
+    pub kept: u64,
+    pub pruned: u64,
 }
 
 /// One batch of an agent's report: its sequence number, events, and possibly a new status.
@@ -235,6 +255,15 @@ pub struct ReportBatch {
     /// `(at, kind, message)` of each event.
     pub events: Vec<(String, String, String)>,
     pub status: Option<String>,
+}
+
+/// What storing a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportRecorded {
+    /// The highest sequence stored for the host: the acknowledgement.
+    pub acked: u64,
+    /// How many of the site's events retention removed in this transaction.
+    pub pruned: u64,
 }
 
 /// A deployment's rollout state (opaque JSON) and when it last changed.
@@ -366,15 +395,20 @@ pub trait Store: Send + Sync + 'static {
     async fn host_changes(&self, after: u64) -> Result<Vec<HostRow>>;
     /// Stores the batches of a host's report that are newer than what is stored, in one
     /// transaction: their events, the newest status among them, the host's last-seen time.
-    /// Returns the highest sequence now stored, which the agent may forget up to.
+    /// Returns the highest sequence now stored, which the agent may forget up to. Each event is
+    /// received at `now`; in the same transaction, the site's events beyond `retention` are
+    /// removed (oldest received first) and counted in its [`EventCounts::pruned`].
     async fn record_report(
         &self,
         host: &str,
         site: &str,
         now: &str,
         batches: Vec<ReportBatch>,
-    ) -> Result<u64>;
+        retention: &EventRetention,
+    ) -> Result<ReportRecorded>;
     async fn host_statuses(&self) -> Result<Vec<HostStatusRow>>;
-    /// The newest `limit` events of a site, oldest first.
+    /// The newest `limit` events of a site by time received, oldest first.
     async fn events(&self, site: &str, limit: u32) -> Result<Vec<EventRow>>;
+    /// Every site that has had events, ordered by site.
+    async fn event_counts(&self) -> Result<Vec<EventCounts>>;
 }

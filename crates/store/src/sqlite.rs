@@ -15,9 +15,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::group::GroupWriter;
 use crate::{
-    AppVersionRow, AuditRow, Enrolled, EventRow, HostRow, HostState, HostStatusRow, JoinTokenRow,
-    ManifestHead, ManifestRow, ReportBatch, ReportCursor, ResourceRow, Result, RolloutRow,
-    SecretHead, SecretRow, Snapshot, Store, StoreError, TokenRefusal, TokenRow, Write,
+    AppVersionRow, AuditRow, Enrolled, EventCounts, EventRetention, EventRow, HostRow, HostState,
+    HostStatusRow, JoinTokenRow, ManifestHead, ManifestRow, ReportBatch, ReportCursor,
+    ReportRecorded, ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot, Store,
+    StoreError, TokenRefusal, TokenRow, Write,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -26,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_rollouts.sql"),
     include_str!("../migrations/sqlite/0004_secrets.sql"),
     include_str!("../migrations/sqlite/0005_host_state.sql"),
+    include_str!("../migrations/sqlite/0006_events.sql"),
 ];
 const READERS: usize = 4;
 
@@ -683,8 +685,10 @@ impl Store for SqliteStore {
         site: &str,
         now: &str,
         batches: Vec<ReportBatch>,
-    ) -> Result<u64> {
+        retention: &EventRetention,
+    ) -> Result<ReportRecorded> {
         let (host, site, now) = (host.to_owned(), site.to_owned(), now.to_owned());
+        let retention = retention.clone();
         self.group.write(move |conn| {
             let stored: Option<(i64, String)> = conn
                 .prepare_cached("SELECT seq, status FROM host_status WHERE host = ?1")?
@@ -692,15 +696,16 @@ impl Store for SqliteStore {
                 .optional()?;
             let (seq, mut status) = stored.map_or((0, String::from("{}")), |(s, st)| (to_u64(s), st));
             let mut cursor = ReportCursor::new(seq);
+            let mut added = 0u64;
             for batch in batches {
                 if !cursor.admit(batch.seq) {
                     continue;
                 }
                 for (idx, (at, kind, message)) in batch.events.into_iter().enumerate() {
-                    conn.prepare_cached(
-                        "INSERT OR IGNORE INTO events (host, seq, idx, site, at, kind, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    added += conn.prepare_cached(
+                        "INSERT OR IGNORE INTO events (host, seq, idx, site, at, kind, message, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?
-                    .execute(params![host, to_i64(batch.seq), idx as i64, site, at, kind, message])?;
+                    .execute(params![host, to_i64(batch.seq), idx as i64, site, at, kind, message, now])? as u64;
                 }
                 if let Some(s) = batch.status {
                     status = s;
@@ -714,7 +719,8 @@ impl Store for SqliteStore {
             .execute(params![host, site, to_i64(seq), status, now])?;
             conn.prepare_cached("UPDATE hosts SET last_seen = ?2 WHERE id = ?1")?
                 .execute(params![host, now])?;
-            Ok(seq)
+            let pruned = retain_events(conn, &site, added, &retention)?;
+            Ok(ReportRecorded { acked: seq, pruned })
         })
         .await
     }
@@ -736,7 +742,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut rows = conn
                 .prepare_cached(
-                    "SELECT host, seq, idx, site, at, kind, message FROM events WHERE site = ?1 ORDER BY at DESC, seq DESC, idx DESC LIMIT ?2",
+                    "SELECT host, seq, idx, site, at, kind, message, received_at FROM events WHERE site = ?1 ORDER BY received_at DESC, host DESC, seq DESC, idx DESC LIMIT ?2",
                 )?
                 .query_map(params![site, limit], |r| {
                     Ok(EventRow {
@@ -747,11 +753,28 @@ impl Store for SqliteStore {
                         at: r.get(4)?,
                         kind: r.get(5)?,
                         message: r.get(6)?,
+                        received_at: r.get(7)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.reverse();
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn event_counts(&self) -> Result<Vec<EventCounts>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT site, kept, pruned FROM event_counts ORDER BY site")?
+                .query_map([], |r| {
+                    Ok(EventCounts {
+                        site: r.get(0)?,
+                        kept: to_u64(r.get(1)?),
+                        pruned: to_u64(r.get(2)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -775,6 +798,53 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Counts the `added` events of a site and removes those beyond `retention`: the ones received
+/// before its cutoff, then the oldest past its count. The count is kept in `event_counts`, so
+/// a report costs no `COUNT(*)`, and both deletions walk the `(site, received_at, ...)` index
+/// from its oldest end. Returns how many were removed.
+fn retain_events(
+    conn: &Connection,
+    site: &str,
+    added: u64,
+    retention: &EventRetention,
+) -> Result<u64> {
+    let kept: u64 = to_u64(
+        conn.prepare_cached(
+            "INSERT INTO event_counts (site, kept, pruned) VALUES (?1, ?2, 0)
+             ON CONFLICT (site) DO UPDATE SET kept = kept + ?2 RETURNING kept",
+        )?
+        .query_row(params![site, to_i64(added)], |r| r.get(0))?,
+    );
+    // Only the oldest event is looked at to know whether any is too old.
+    let oldest: Option<String> = conn
+        .prepare_cached(
+            "SELECT received_at FROM events WHERE site = ?1 ORDER BY received_at, host, seq, idx LIMIT 1",
+        )?
+        .query_row([site], |r| r.get(0))
+        .optional()?;
+    let mut pruned = 0u64;
+    if oldest.is_some_and(|o| o < retention.received_after) {
+        pruned += conn
+            .prepare_cached("DELETE FROM events WHERE site = ?1 AND received_at < ?2")?
+            .execute(params![site, retention.received_after])? as u64;
+    }
+    let excess = kept.saturating_sub(pruned).saturating_sub(retention.keep);
+    if excess > 0 {
+        pruned += conn
+            .prepare_cached(
+                "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE site = ?1 ORDER BY received_at, host, seq, idx LIMIT ?2)",
+            )?
+            .execute(params![site, to_i64(excess)])? as u64;
+    }
+    if pruned > 0 {
+        conn.prepare_cached(
+            "UPDATE event_counts SET kept = kept - ?2, pruned = pruned + ?2 WHERE site = ?1",
+        )?
+        .execute(params![site, to_i64(pruned)])?;
+    }
+    Ok(pruned)
 }
 
 fn rollout_rows(conn: &Connection) -> Result<Vec<RolloutRow>> {
@@ -897,6 +967,42 @@ mod tests {
             }
         }
         assert!(store.resource("Site", "a").await.unwrap().is_some());
+    }
+
+    /// Events stored before `received_at` existed are ordered by the time they claim, and
+    /// counted, so retention applies to them too.
+    #[tokio::test]
+    async fn events_stored_before_the_received_time_are_migrated_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atoll.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..4] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 4).unwrap();
+            for seq in 1..=3 {
+                tx.execute(
+                    "INSERT INTO events (host, seq, idx, site, at, kind, message) VALUES ('h1', ?1, 0, 's', ?2, 'test', 'old')",
+                    params![seq, format!("2026-01-01T00:00:0{seq}Z")],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let events = store.events("s", 10).await.unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2].received_at, "2026-01-01T00:00:03Z");
+        assert_eq!(
+            store.event_counts().await.unwrap(),
+            [EventCounts {
+                site: "s".into(),
+                kept: 3,
+                pruned: 0
+            }]
+        );
     }
 
     #[tokio::test]

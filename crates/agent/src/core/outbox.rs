@@ -17,8 +17,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-/// Batches sent per report request.
-pub const BATCH_LIMIT: usize = 100;
+/// Batches sent per report request: the control plane's bound.
+pub const BATCH_LIMIT: usize = atoll_api::agent::MAX_BATCHES_PER_REPORT;
 
 /// How long a batch written while the reporter had nothing to send is held for the ones that
 /// follow it, so that a change costs the control plane one report from each host rather than
@@ -149,6 +149,12 @@ impl Queue {
             self.next_seq = base + self.queued.len() as u64;
         }
         out
+    }
+
+    /// A batch that was never queued (it could not be made to fit the control plane's bounds):
+    /// counted as dropped.
+    pub fn count_unqueued(&mut self) {
+        self.dropped += 1;
     }
 
     /// A batch that can no longer be sent (its file is damaged): dropped and counted.

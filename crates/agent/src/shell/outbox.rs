@@ -25,6 +25,7 @@ use atoll_api::agent::{AgentEvent, HostStatus, Report};
 
 use super::AgentError;
 use super::files::write_atomic;
+use crate::core::bounds;
 use crate::core::outbox::Queue;
 
 const NEXT_SEQ: &str = "next-seq";
@@ -119,8 +120,31 @@ impl Outbox {
         self.queue.unconfirmed()
     }
 
-    /// Queues a batch; returns its sequence number.
+    /// Queues events and a status, as one batch or several (`core::bounds::split`: each within
+    /// the control plane's bounds, the status in the last); returns the last sequence number, or
+    /// `None` when nothing was queued.
     pub fn push(
+        &mut self,
+        at: String,
+        events: Vec<AgentEvent>,
+        status: Option<HostStatus>,
+    ) -> Result<Option<u64>, AgentError> {
+        let (parts, status_dropped) = bounds::split(&at, events, status);
+        if status_dropped {
+            tracing::error!(
+                "a status too large for the control plane's bounds, even with its text cut, is not reported; counted as a dropped report"
+            );
+            self.queue.count_unqueued();
+            self.write_dropped()?;
+        }
+        let mut last = None;
+        for part in parts {
+            last = Some(self.push_one(at.clone(), part.events, part.status)?);
+        }
+        Ok(last)
+    }
+
+    fn push_one(
         &mut self,
         at: String,
         events: Vec<AgentEvent>,
@@ -132,9 +156,7 @@ impl Outbox {
             std::fs::remove_file(&path).map_err(io(&path))?;
         }
         if !pushed.dropped.is_empty() {
-            let counter = self.dir.join(DROPPED);
-            write_atomic(&counter, self.queue.dropped().to_string().as_bytes(), 0o600)
-                .map_err(io(&counter))?;
+            self.write_dropped()?;
         }
         self.write_next_seq()?;
         let status = status.map(|mut s| {
@@ -159,8 +181,17 @@ impl Outbox {
         Ok(pushed.seq)
     }
 
-    /// Up to `limit` queued batches, oldest first. A batch that cannot be read (a damaged file)
-    /// is dropped and counted rather than blocking every later one.
+    fn write_dropped(&self) -> Result<(), AgentError> {
+        let counter = self.dir.join(DROPPED);
+        write_atomic(&counter, self.queue.dropped().to_string().as_bytes(), 0o600)
+            .map_err(io(&counter))
+    }
+
+    /// The queued batches the next report request carries, oldest first: up to `limit`, and
+    /// no more than fit the control plane's bound on a request's body
+    /// (`core::bounds::fitting`). A batch that cannot be read (a damaged file) is dropped and
+    /// counted rather than blocking every later one; one past the bounds (an older agent wrote
+    /// it) is cut to them (`core::bounds::fit_batch`).
     pub fn pending(&mut self, limit: usize) -> Vec<Report> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
@@ -170,10 +201,12 @@ impl Outbox {
                 .and_then(|b| serde_json::from_slice::<Report>(&b).ok())
             {
                 // The file's name is the number: a renumbered batch was only renamed.
-                Some(report) => out.push(Report { seq, ..report }),
+                Some(report) => out.push(bounds::fit_batch(Report { seq, ..report })),
                 None => damaged.push(seq),
             }
         }
+        let sizes: Vec<usize> = out.iter().map(bounds::json_len).collect();
+        out.truncate(bounds::fitting(&sizes));
         for seq in damaged {
             let _ = std::fs::remove_file(self.path(seq));
             self.queue.lose(seq);
@@ -273,14 +306,14 @@ mod tests {
         let mut outbox = Outbox::open(dir.path(), 10).unwrap();
         // What the reporter asks first of a new outbox: nothing stored yet.
         outbox.acknowledge(0).unwrap();
-        assert_eq!(outbox.push("t".into(), event(1), None).unwrap(), 1);
-        assert_eq!(outbox.push("t".into(), event(2), None).unwrap(), 2);
+        assert_eq!(outbox.push("t".into(), event(1), None).unwrap(), Some(1));
+        assert_eq!(outbox.push("t".into(), event(2), None).unwrap(), Some(2));
         outbox.acknowledge(2).unwrap();
         assert!(outbox.is_empty());
         let mut outbox = Outbox::open(dir.path(), 10).unwrap();
         assert_eq!(
             outbox.push("t".into(), event(3), None).unwrap(),
-            3,
+            Some(3),
             "after all were acknowledged and a restart"
         );
         let mut outbox = Outbox::open(dir.path(), 10).unwrap();
@@ -363,7 +396,7 @@ mod tests {
             // Settled: a restart trusts the counter again and goes on above.
             let mut outbox = Outbox::open(dir.path(), 10).unwrap();
             assert!(!outbox.unconfirmed(), "{lost}");
-            assert_eq!(outbox.push("t".into(), event(6), None).unwrap(), 6);
+            assert_eq!(outbox.push("t".into(), event(6), None).unwrap(), Some(6));
         }
     }
 

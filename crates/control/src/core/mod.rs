@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod compile;
+pub mod events;
 pub mod feed;
 pub mod revision;
 pub mod rollout;

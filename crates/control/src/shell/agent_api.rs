@@ -9,7 +9,7 @@ use std::time::Duration;
 use atoll_api::List;
 use atoll_api::agent::{
     AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
-    HostView, RenewRequest, RenewResponse, ReportAck, ReportRequest,
+    HostView, MAX_REPORT_BYTES, RenewRequest, RenewResponse, ReportAck, ReportRequest,
 };
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
@@ -149,9 +149,21 @@ pub async fn report(
 ) -> ApiResult<ReportAck> {
     checked_name(&name)?;
     s.agents.authorize(&id, &name, None).await?;
-    let req: ReportRequest = json(body)?;
+    let body = body.map_err(body_error)?;
+    if body.len() > MAX_REPORT_BYTES {
+        tracing::warn!(site = %id.site, host = %id.host, bytes = body.len(), "a report over the size bound is refused");
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the report is {} bytes, over the limit of {MAX_REPORT_BYTES} bytes (1 MiB); send fewer batches per report",
+                body.len()
+            ),
+        ));
+    }
+    let req: ReportRequest = serde_json::from_slice(&body).map_err(malformed_json)?;
     Ok(Json(ReportAck {
-        acked: s.agents.report(&id, req.batches).await?,
+        acked: s.agents.report(&id, req).await?,
     }))
 }
 

@@ -8,12 +8,13 @@ use std::time::Duration;
 use atoll_api::Manifest;
 use atoll_api::agent::{
     AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
-    HostStatus, HostView, Inventory, JoinToken, RenewRequest, RenewResponse, ReplicaStatus, Report,
-    SiteAppStatus,
+    HostStatus, HostView, Inventory, JoinToken, RenewRequest, RenewResponse, ReplicaStatus,
+    ReportRequest, SiteAppStatus,
 };
 use atoll_spec::{Kind, Resource};
 use atoll_store::{
-    Enrolled, HostRow, HostState, JoinTokenRow, ReportBatch, Store, StoreError, TokenRefusal,
+    Enrolled, EventRetention, HostRow, HostState, JoinTokenRow, ReportBatch, Store, StoreError,
+    TokenRefusal,
 };
 use base64::Engine as _;
 use bytes::Bytes;
@@ -21,11 +22,12 @@ use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::clock::now_rfc3339;
+use super::clock::{now, now_rfc3339};
 use super::fleet::{Fleet, Published};
 use super::hostbook::{Member, canonical_serial};
 use super::service::{ControlPlane, Error};
 use super::tls::{AgentIdentity, Pki};
+use crate::core::events::{self, Retention};
 use crate::core::revision::{self, Answer, Held};
 use crate::core::state::decode_row;
 
@@ -53,6 +55,8 @@ pub struct Agents {
     reported: Arc<tokio::sync::Notify>,
     /// Draws a new host's id; a seam so a test can force two enrollments onto one id.
     new_host_id: fn(&str) -> String,
+    /// How many of each site's events are kept, applied as reports arrive.
+    retention: Retention,
 }
 
 impl std::fmt::Debug for Agents {
@@ -83,7 +87,14 @@ impl Agents {
             pki,
             reported: Arc::new(tokio::sync::Notify::new()),
             new_host_id: host_id,
+            retention: Retention::default(),
         }
+    }
+
+    /// [`Agents::new`] keeping each site's events as `retention` says.
+    pub fn with_retention(mut self, retention: Retention) -> Agents {
+        self.retention = retention;
+        self
     }
 
     /// [`Agents::new`] drawing host ids with `new_host_id` (tests force collisions with it).
@@ -602,12 +613,20 @@ impl Agents {
         Ok(())
     }
 
+    /// Stores a report's new batches, refusing it whole if it passes the protocol's bounds
+    /// (`core::events::check`), and prunes the site's events past the retention.
     pub async fn report(
         &self,
         identity: &AgentIdentity,
-        batches: Vec<Report>,
+        report: ReportRequest,
     ) -> Result<u64, Error> {
-        let rows = batches
+        let problems = events::check(&report);
+        if !problems.is_empty() {
+            tracing::warn!(site = %identity.site, host = %identity.host, problems = problems.len(), "a report over the protocol's bounds is refused");
+            return Err(Error::Invalid(problems));
+        }
+        let rows = report
+            .batches
             .into_iter()
             .map(|b| ReportBatch {
                 seq: b.seq,
@@ -621,12 +640,33 @@ impl Agents {
                     .map(|s| serde_json::to_string(&s).unwrap_or_default()),
             })
             .collect();
-        let acked = self
+        let now = now();
+        let retention = EventRetention {
+            keep: self.retention.keep,
+            received_after: humantime::format_rfc3339_seconds(self.retention.received_after(now))
+                .to_string(),
+        };
+        let recorded = self
             .store
-            .record_report(&identity.host, &identity.site, &now_rfc3339(), rows)
+            .record_report(
+                &identity.host,
+                &identity.site,
+                &humantime::format_rfc3339_seconds(now).to_string(),
+                rows,
+                &retention,
+            )
             .await?;
+        if recorded.pruned > 0 {
+            tracing::info!(
+                site = %identity.site,
+                pruned = recorded.pruned,
+                kept = self.retention.keep,
+                kept_for = %humantime::format_duration(self.retention.kept_for),
+                "events past the retention were pruned"
+            );
+        }
         self.reported.notify_one();
-        Ok(acked)
+        Ok(recorded.acked)
     }
 
     pub async fn hosts(&self) -> Result<Vec<HostView>, Error> {
@@ -695,12 +735,17 @@ impl Agents {
             .events(site, limit)
             .await?
             .into_iter()
-            .map(|e| EventView {
-                host: e.host,
-                seq: e.seq,
-                at: e.at,
-                kind: e.kind,
-                message: e.message,
+            .map(|e| {
+                let (at, claimed_at) = events::shown(&e.at, &e.received_at);
+                EventView {
+                    host: e.host,
+                    seq: e.seq,
+                    at,
+                    kind: e.kind,
+                    message: e.message,
+                    received_at: e.received_at,
+                    claimed_at,
+                }
             })
             .collect())
     }

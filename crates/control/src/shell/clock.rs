@@ -15,3 +15,9 @@ pub fn now_ms() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// Now.
+#[allow(clippy::disallowed_methods)]
+pub fn now() -> SystemTime {
+    SystemTime::now()
+}

@@ -40,6 +40,7 @@ use self::service::ControlPlane;
 use self::signing::ManifestSigner;
 use self::tls::{AgentIdentity, Pki, server_names};
 use self::vault::{MasterKeySource, Vault};
+use crate::core::events::Retention;
 
 /// The file, in the data folder, that holds the first admin token.
 pub const INITIAL_TOKEN_FILE: &str = "initial-admin-token";
@@ -58,6 +59,8 @@ pub struct Config {
     pub template_limits: atoll_spec::render::Limits,
     /// What connections that have not authenticated may hold.
     pub connection_limits: ConnectionLimits,
+    /// How many of each site's events are kept (`--events-kept`, `--events-kept-for`).
+    pub retention: Retention,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +165,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(signer),
     )
     .with_template_limits(config.template_limits);
-    let agents = Agents::new(store.clone(), control.clone(), fleet.clone(), Arc::new(pki));
+    let agents = Agents::new(store.clone(), control.clone(), fleet.clone(), Arc::new(pki))
+        .with_retention(config.retention);
     let router = http::router(control.clone(), agents.clone());
     let (shutdown, stop) = watch::channel(false);
     tokio::spawn(

@@ -4,6 +4,10 @@
 //! served by the router with the documented method, so the document cannot claim a route that
 //! does not exist.
 
+use atoll_api::agent::{
+    MAX_BATCHES_PER_REPORT, MAX_EVENT_AT_BYTES, MAX_EVENT_KIND_BYTES, MAX_EVENT_MESSAGE_BYTES,
+    MAX_EVENTS_PER_BATCH, MAX_REPORT_BYTES,
+};
 use serde_json::{Value, json};
 
 /// One documented operation.
@@ -170,7 +174,7 @@ pub const ROUTES: &[Route] = &[
         ..route(
             "post",
             "/v1/sites/{name}/reports",
-            "Agent (client certificate): report batches; answers the highest sequence stored",
+            "Agent (client certificate): report batches; answers the highest sequence stored. A body over 1 MiB (`MAX_REPORT_BYTES`) is refused with 413; more than 100 batches, more than 100 events a batch, or an event field over its length (message 4096 bytes, kind 64, times 64; times RFC 3339) with 400 naming the field and limit, and nothing of it is stored. The site's events are retained by the time received: at most `--events-kept` (1000) and none older than `--events-kept-for` (7 days), the rest pruned and counted in the site's `events_pruned`",
             "ReportAck",
         )
     },
@@ -241,7 +245,7 @@ pub fn document() -> Value {
                 "401": error_response("missing or unknown bearer token"),
                 "404": error_response("no such resource"),
                 "409": error_response("conflicts with what is stored"),
-                "413": error_response("body over 4 MiB"),
+                "413": error_response("body over 4 MiB (a report: over 1 MiB)"),
                 "500": error_response("the control plane failed"),
             },
         });
@@ -370,6 +374,7 @@ fn schemas() -> Value {
         },
         "SiteView": view(json!({
             "revision": { "type": ["integer", "null"] },
+            "events_pruned": { "type": "integer", "description": "events of the site the retention pruned (the oldest received)" },
             "applications": { "type": "array", "items": { "type": "object", "properties": {
                 "deployment": { "type": "string" }, "application": { "type": "string" }, "version": { "type": "string" },
             } } },
@@ -431,10 +436,15 @@ fn agent_schemas() -> Value {
         "RenewResponse": { "type": "object", "properties": {
             "certificate_pem": { "type": "string" }, "certificate_expires_at": { "type": "string" },
         } },
-        "ReportRequest": { "type": "object", "required": ["batches"], "properties": {
-            "batches": { "type": "array", "items": { "type": "object", "required": ["seq", "at"], "properties": {
-                "seq": { "type": "integer" }, "at": { "type": "string" },
-                "events": { "type": "array", "items": { "type": "object" } }, "status": { "type": "object" },
+        "ReportRequest": { "type": "object", "required": ["batches"], "description": format!("at most {MAX_REPORT_BYTES} bytes of JSON; lengths are in bytes of UTF-8"), "properties": {
+            "batches": { "type": "array", "maxItems": MAX_BATCHES_PER_REPORT, "items": { "type": "object", "required": ["seq", "at"], "properties": {
+                "seq": { "type": "integer" }, "at": { "type": "string", "maxLength": MAX_EVENT_AT_BYTES },
+                "events": { "type": "array", "maxItems": MAX_EVENTS_PER_BATCH, "items": { "type": "object", "required": ["at", "kind", "message"], "properties": {
+                    "at": { "type": "string", "format": "date-time", "maxLength": MAX_EVENT_AT_BYTES },
+                    "kind": { "type": "string", "maxLength": MAX_EVENT_KIND_BYTES },
+                    "message": { "type": "string", "maxLength": MAX_EVENT_MESSAGE_BYTES },
+                } } },
+                "status": { "type": "object" },
             } } },
         } },
         "ReportAck": { "type": "object", "properties": { "acked": { "type": "integer" } } },
@@ -443,7 +453,13 @@ fn agent_schemas() -> Value {
             "id": { "type": "string" }, "site": { "type": "string" }, "connected": { "type": "boolean" },
             "detached_at": { "type": "string" }, "sealing_key_pending": { "type": "boolean" },
         } },
-        "EventList": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object" } } } },
+        "EventList": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object", "properties": {
+            "host": { "type": "string" }, "seq": { "type": "integer" },
+            "at": { "type": "string", "description": "when it happened, as its agent claimed; the time received instead when the claim is over 5 minutes ahead of it" },
+            "kind": { "type": "string" }, "message": { "type": "string" },
+            "received_at": { "type": "string", "description": "when the control plane received it: the order and the retention go by this time" },
+            "claimed_at": { "type": "string", "description": "the time claimed, present only when `at` is not it" },
+        } } } } },
         "RolloutView": { "type": "object", "properties": {
             "deployment": { "type": "string" }, "from_version": { "type": ["string", "null"] }, "to_version": { "type": "string" },
             "phase": { "enum": ["running", "paused", "complete", "rolling_back", "rolled_back", "aborted", "superseded"] },

@@ -623,6 +623,13 @@ impl ControlPlane {
         let hosts = self.store.hosts().await?;
         let statuses = super::agents::statuses(self.store.as_ref()).await?;
         let connectivity = self.fleet.connectivity();
+        let pruned: BTreeMap<String, u64> = self
+            .store
+            .event_counts()
+            .await?
+            .into_iter()
+            .map(|c| (c.site, c.pruned))
+            .collect();
         rows.into_iter()
             .map(|row| {
                 let view = view(&row)?;
@@ -664,6 +671,7 @@ impl ControlPlane {
                         .filter_map(|h| statuses.get(&h.id))
                         .map(|s| s.dropped_reports)
                         .sum(),
+                    events_pruned: pruned.get(&row.name).copied().unwrap_or(0),
                     view,
                 })
             })
