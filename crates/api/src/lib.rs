@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod manifest;
 pub mod secret;
+pub mod whole;
 
 use atoll_spec::{Diagnostic, Kind, Resource, Source};
 use serde::{Deserialize, Serialize};
