@@ -65,10 +65,10 @@ impl fmt::Debug for JoinToken {
 pub struct CreateTokenRequest {
     pub site: String,
     /// Seconds until the token expires; default one day.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option_u64")]
     pub ttl_seconds: Option<u64>,
     /// How many hosts may enroll with it; default one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option_u32")]
     pub uses: Option<u32>,
 }
 

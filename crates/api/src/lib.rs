@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod manifest;
 pub mod secret;
+pub mod whole;
 
 use std::collections::BTreeMap;
 

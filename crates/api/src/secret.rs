@@ -33,6 +33,7 @@ impl std::fmt::Debug for SetSecretRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Generate {
+    #[serde(deserialize_with = "crate::whole::u32")]
     pub length: u32,
     #[serde(default)]
     pub alphabet: Alphabet,

@@ -500,3 +500,152 @@ placement:
         .await;
     assert!(sites["items"].as_array().unwrap().is_empty(), "{sites}");
 }
+
+/// The OpenAPI document says `integer`, which in JSON Schema takes `5.0`: so does the server,
+/// where it once answered 400 "expected u32" to a schema-valid body. A fraction is still refused.
+#[tokio::test]
+async fn a_whole_float_is_taken_where_the_document_says_integer() {
+    let api = api().await;
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/v1/secrets/whole/keys/k",
+            Some("application/json"),
+            r#"{"generate": {"length": 16.0}}"#,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["keys"][0]["generate"]["length"], 16, "{body}");
+    let (status, _) = api
+        .call(
+            "PUT",
+            "/v1/secrets/whole/keys/k",
+            Some("application/json"),
+            r#"{"generate": {"length": 16.5}}"#,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    api.example_secret().await;
+    let (status, body) = api.yaml(EXAMPLES).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some("application/json"),
+            r#"{"site": "store-0042", "ttl_seconds": 3600.0, "uses": 2.0}"#,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["uses"], 2, "{body}");
+}
+
+/// A value is base64 exactly as the document's pattern says: one with spaces around it was
+/// trimmed and taken.
+#[tokio::test]
+async fn a_secret_value_is_not_trimmed() {
+    let api = api().await;
+    for value in [" YQ==", "YQ==\n", "YQ== "] {
+        let (status, body) = api
+            .call(
+                "PUT",
+                "/v1/secrets/untrimmed/keys/k",
+                Some("application/json"),
+                serde_json::json!({ "value": value }).to_string(),
+                true,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{value:?}: {body}");
+        assert!(
+            !body.to_string().contains("YQ"),
+            "the value came back: {body}"
+        );
+    }
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/v1/secrets/untrimmed/keys/k",
+            Some("application/json"),
+            r#"{"value": "YQ=="}"#,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Removing a key the secret does not have, or a site value the key does not have, is a 404
+/// (it was a 400, as if the request were malformed).
+#[tokio::test]
+async fn a_missing_secret_key_is_a_404() {
+    let api = api().await;
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/v1/secrets/has-one/keys/there",
+            Some("application/json"),
+            r#"{"value": "YQ=="}"#,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for path in [
+        "/v1/secrets/has-one/keys/missing",
+        "/v1/secrets/has-one/keys/there?site=store-0042",
+        "/v1/secrets/no-such/keys/there",
+    ] {
+        let (status, body) = api.call("DELETE", path, None, Body::empty(), true).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found", "{path}: {body}");
+    }
+}
+
+/// A YAML stream of `null` or empty documents holds nothing to apply: it was answered 200 with
+/// no results, though the document says a body of resources.
+#[tokio::test]
+async fn an_apply_of_no_resource_is_refused() {
+    let api = api().await;
+    for text in ["null\n", "---\n---\n", "~\n---\nnull\n"] {
+        let (status, body) = api.yaml(text).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text:?}: {body}");
+        assert!(
+            body["error"]["diagnostics"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("nothing to apply")),
+            "{text:?}: {body}"
+        );
+    }
+}
+
+/// A deployment that has had no rollout answers `current: null`, which the document now allows
+/// (it said an object).
+#[tokio::test]
+async fn a_rollout_history_without_a_rollout_has_a_null_current() {
+    let api = api().await;
+    api.example_secret().await;
+    let (status, body) = api.yaml(EXAMPLES).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, history) = api
+        .call(
+            "GET",
+            "/v1/deployments/pos-prod/rollouts",
+            None,
+            Body::empty(),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    assert_eq!(history["current"], Value::Null, "{history}");
+    let (_, doc) = api
+        .call("GET", "/v1/openapi.json", None, Body::empty(), false)
+        .await;
+    let current = &doc["components"]["schemas"]["RolloutHistory"]["properties"]["current"];
+    assert!(
+        current["oneOf"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["type"] == "null")),
+        "{current}"
+    );
+}

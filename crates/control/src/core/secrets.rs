@@ -152,8 +152,8 @@ impl std::fmt::Debug for Change {
     }
 }
 
-/// Applies `change` to `key`: the next version's bookkeeping and values, or why not (the
-/// change would change nothing). A shared value and a generated one exclude each other.
+/// Applies `change` to `key`: the next version's bookkeeping and values, or why not (what it
+/// removes is not there). A shared value and a generated one exclude each other.
 pub fn change(
     meta: &SecretMeta,
     values: &SecretValues,

@@ -35,7 +35,8 @@ use crate::core::state::decode_row;
 /// may be offline for weeks and still reconnect with the certificate it has.
 pub const AGENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_TOKEN_TTL: u64 = 24 * 3600;
-const MAX_TOKEN_TTL: u64 = 365 * 24 * 3600;
+/// The longest a join token may live: a year.
+pub const MAX_TOKEN_TTL_SECONDS: u64 = 365 * 24 * 3600;
 /// How many ids an enrollment draws before it gives up (a broken generator, never chance).
 const HOST_ID_ATTEMPTS: usize = 5;
 /// How long the certificate a renewal replaced is still accepted: requests in flight, and an
@@ -121,7 +122,7 @@ impl Agents {
             )));
         }
         let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
-        if ttl == 0 || ttl > MAX_TOKEN_TTL {
+        if ttl == 0 || ttl > MAX_TOKEN_TTL_SECONDS {
             return Err(invalid(
                 "ttl",
                 "a join token lives between one second and one year",

@@ -2,13 +2,34 @@
 //!
 //! Written out by hand from one route table; a test checks that every route in the table is
 //! served by the router with the documented method, so the document cannot claim a route that
-//! does not exist.
+//! does not exist, and an end-to-end test runs schemathesis against the real server, so the
+//! document describes exactly what the server takes and answers: every path and query
+//! parameter with the rules the handlers check (a name's pattern and length, an integer's
+//! range), request bodies closed to unknown fields as the server refuses them, and every status
+//! a route can answer.
 
 use atoll_api::agent::{
     MAX_BATCHES_PER_REPORT, MAX_EVENT_AT_BYTES, MAX_EVENT_KIND_BYTES, MAX_EVENT_MESSAGE_BYTES,
     MAX_EVENTS_PER_BATCH, MAX_REPORT_BYTES,
 };
+use atoll_api::secret::Generate;
 use serde_json::{Value, json};
+
+use super::agents::MAX_TOKEN_TTL_SECONDS;
+use super::secrets::MAX_VALUE_BYTES;
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// A user's bearer token.
+    Bearer,
+    /// An agent's client certificate (mutual TLS).
+    Agent,
+    /// A bearer token or an agent's client certificate.
+    Either,
+    /// Anyone: the credential, if any, is in the body.
+    Open,
+}
 
 /// One documented operation.
 #[derive(Debug, Clone, Copy)]
@@ -18,9 +39,14 @@ pub struct Route {
     pub summary: &'static str,
     /// Schema name of the JSON request body, if any.
     pub request: Option<&'static str>,
+    /// The request body may also be a YAML stream of resources (`application/yaml`); any
+    /// other media type is answered 415.
+    pub yaml: bool,
+    /// Names of the query parameters (in `components.parameters`).
+    pub query: &'static [&'static str],
     /// Schema name of the 200 response.
     pub response: &'static str,
-    pub authenticated: bool,
+    pub auth: Auth,
 }
 
 const fn route(
@@ -34,14 +60,18 @@ const fn route(
         path,
         summary,
         request: None,
+        yaml: false,
+        query: &[],
         response,
-        authenticated: true,
+        auth: Auth::Bearer,
     }
 }
 
 pub const ROUTES: &[Route] = &[
     Route {
         request: Some("ApplyRequest"),
+        yaml: true,
+        query: &["dry_run"],
         ..route(
             "post",
             "/v1/apply",
@@ -125,12 +155,15 @@ pub const ROUTES: &[Route] = &[
         "Sites × services of one application, from the agents' reports",
         "AppStatus",
     ),
-    route(
-        "get",
-        "/v1/sites/{name}/events",
-        "A site's newest events, oldest first; `?limit=N`",
-        "EventList",
-    ),
+    Route {
+        query: &["limit"],
+        ..route(
+            "get",
+            "/v1/sites/{name}/events",
+            "A site's newest events, oldest first; `?limit=N` (at most 10000, default 100)",
+            "EventList",
+        )
+    },
     route(
         "get",
         "/v1/deployments/{name}/rollout",
@@ -151,7 +184,7 @@ pub const ROUTES: &[Route] = &[
     ),
     Route {
         request: Some("EnrollRequest"),
-        authenticated: false,
+        auth: Auth::Open,
         ..route(
             "post",
             "/v1/enroll",
@@ -160,7 +193,8 @@ pub const ROUTES: &[Route] = &[
         )
     },
     Route {
-        authenticated: false,
+        auth: Auth::Either,
+        query: &["have", "hash", "wait"],
         ..route(
             "get",
             "/v1/sites/{name}/manifest",
@@ -170,7 +204,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         request: Some("ReportRequest"),
-        authenticated: false,
+        auth: Auth::Agent,
         ..route(
             "post",
             "/v1/sites/{name}/reports",
@@ -180,7 +214,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         request: Some("RenewRequest"),
-        authenticated: false,
+        auth: Auth::Agent,
         ..route(
             "post",
             "/v1/sites/{name}/hosts/{host}/certificate",
@@ -215,59 +249,136 @@ pub const ROUTES: &[Route] = &[
             "SecretView",
         )
     },
-    route(
-        "delete",
-        "/v1/secrets/{name}/keys/{key}",
-        "Remove a key, or with `?site=S` that site's own value",
-        "SecretView",
-    ),
-    route(
-        "get",
-        "/v1/audit",
-        "The newest audit entries (mutating calls), newest first; `?limit=N`",
-        "AuditList",
-    ),
     Route {
-        authenticated: false,
+        query: &["site"],
+        ..route(
+            "delete",
+            "/v1/secrets/{name}/keys/{key}",
+            "Remove a key, or with `?site=S` that site's own value",
+            "SecretView",
+        )
+    },
+    Route {
+        query: &["limit"],
+        ..route(
+            "get",
+            "/v1/audit",
+            "The newest audit entries (mutating calls), newest first; `?limit=N` (at most 1000, default 100)",
+            "AuditList",
+        )
+    },
+    Route {
+        auth: Auth::Open,
         ..route("get", "/v1/openapi.json", "This document", "Object")
     },
 ];
 
+/// A resource, site or host name as `atoll_spec::names::check_name` takes it: a DNS label.
+const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/// A secret key as `atoll_spec::names::check_secret_key` takes it: it names a file, so it is
+/// neither `.` nor `..`.
+const KEY_PATTERN: &str = "^([.]*[A-Za-z0-9_-][A-Za-z0-9._-]*|[.]{3,})$";
+
+/// Standard base64 with padding, as a secret's value is sent, and canonical: the bits past the
+/// last byte are zero (the decoder refuses others).
+const BASE64_PATTERN: &str =
+    "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+/// The longest base64 text of a value of `MAX_VALUE_BYTES`.
+const MAX_VALUE_BASE64: usize = MAX_VALUE_BYTES.div_ceil(3) * 4;
+
+fn name_schema() -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": 63, "pattern": NAME_PATTERN })
+}
+
+/// An optional field: the server reads `null` as leaving it out.
+fn or_null(schema: Value) -> Value {
+    json!({ "anyOf": [schema, { "type": "null" }] })
+}
+
+/// An integer the server reads as `u32` or `u64`: anything outside is refused.
+fn integer(minimum: u64, maximum: u64) -> Value {
+    json!({ "type": "integer", "minimum": minimum, "maximum": maximum })
+}
+
+fn path_parameter(name: &str) -> Value {
+    let schema = match name {
+        "action" => json!({ "enum": ["pause", "resume", "abort", "rollback"] }),
+        "key" => {
+            json!({ "type": "string", "minLength": 1, "maxLength": 253, "pattern": KEY_PATTERN })
+        }
+        _ => name_schema(),
+    };
+    json!({ "name": name, "in": "path", "required": true, "schema": schema })
+}
+
+fn query_parameters() -> Value {
+    let query = |name: &str, description: &str, schema: Value| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema });
+    json!({
+        "dry_run": query("dry_run", "validate and report what would change, but store nothing", json!({ "type": "boolean" })),
+        "limit": query("limit", "how many entries at most (larger asks get the route's maximum)", integer(0, u64::from(u32::MAX))),
+        "site": query("site", "remove only this site's own value", name_schema()),
+        "have": query("have", "agents: the revision held; answered at once when a newer one exists", integer(0, u64::MAX)),
+        "hash": query("hash", "agents: the content hash of the revision held", json!({ "type": "string", "maxLength": 128 })),
+        "wait": query("wait", "agents: seconds to hold the request when nothing is newer (held 60 at most; default 30)", integer(0, u64::MAX)),
+    })
+}
+
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
     for r in ROUTES {
+        let mut responses = json!({
+            "200": { "description": "success", "content": { "application/json": { "schema": schema_ref(r.response) } } },
+            "400": error_response("malformed or invalid input; `diagnostics` lists every problem"),
+            "401": error_response("missing or unknown credentials"),
+            "403": error_response("the credentials do not allow this"),
+            "404": error_response("no such resource"),
+            "409": error_response("conflicts with what is stored"),
+            "413": error_response("body over 4 MiB (a report: over 1 MiB)"),
+            "500": error_response("the control plane failed"),
+        });
+        if r.auth != Auth::Either && r.path != "/v1/openapi.json" {
+            responses["503"] = error_response(
+                "the control plane is busy: retry after the seconds in `Retry-After`",
+            );
+        }
+        if r.yaml {
+            responses["415"] =
+                error_response("the body is neither application/json nor application/yaml");
+        }
+        if r.auth == Auth::Either {
+            responses["304"] =
+                json!({ "description": "agents: nothing newer than `have` within `wait`" });
+        }
         let mut op = json!({
             "summary": r.summary,
             "operationId": format!("{}{}", r.method, r.path.replace(['/', '{', '}', '.'], "_")),
-            "responses": {
-                "200": { "description": "success", "content": { "application/json": { "schema": schema_ref(r.response) } } },
-                "400": error_response("malformed or invalid input; `diagnostics` lists every problem"),
-                "401": error_response("missing or unknown bearer token"),
-                "404": error_response("no such resource"),
-                "409": error_response("conflicts with what is stored"),
-                "413": error_response("body over 4 MiB (a report: over 1 MiB)"),
-                "500": error_response("the control plane failed"),
-            },
+            "responses": responses,
         });
-        let params: Vec<Value> = ["name", "host", "action"]
+        let mut params: Vec<Value> = ["name", "host", "action", "key"]
             .iter()
             .filter(|p| r.path.contains(&format!("{{{p}}}")))
-            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .map(|p| path_parameter(p))
             .collect();
+        params.extend(
+            r.query
+                .iter()
+                .map(|q| json!({ "$ref": format!("#/components/parameters/{q}") })),
+        );
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
         }
         if let Some(req) = r.request {
-            op["requestBody"] = json!({
-                "required": true,
-                "content": {
-                    "application/json": { "schema": schema_ref(req) },
-                    "application/yaml": { "schema": { "type": "string", "description": "a multi-document YAML stream of resources" } },
-                },
-            });
+            let mut content = json!({ "application/json": { "schema": schema_ref(req) } });
+            if r.yaml {
+                content["application/yaml"] = json!({ "schema": { "type": "string", "description": "a multi-document YAML stream of resources" } });
+            }
+            op["requestBody"] = json!({ "required": true, "content": content });
         }
-        if !r.authenticated {
-            op["security"] = json!([]);
+        match r.auth {
+            Auth::Bearer => {}
+            Auth::Agent => op["security"] = json!([{ "agent": [] }]),
+            Auth::Either => op["security"] = json!([{ "bearer": [] }, { "agent": [] }]),
+            Auth::Open => op["security"] = json!([]),
         }
         let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
         entry[r.method] = op;
@@ -278,7 +389,11 @@ pub fn document() -> Value {
         "security": [{ "bearer": [] }],
         "paths": paths,
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer" },
+                "agent": { "type": "mutualTLS", "description": "the client certificate an agent got at enrollment" },
+            },
+            "parameters": query_parameters(),
             "schemas": schemas(),
         },
     })
@@ -341,8 +456,9 @@ fn schemas() -> Value {
         "ApplyRequest": {
             "type": "object",
             "required": ["sources"],
+            "additionalProperties": false,
             "properties": {
-                "sources": { "type": "array", "items": {
+                "sources": { "type": "array", "minItems": 1, "items": {
                     "type": "object", "required": ["name", "text"],
                     "properties": { "name": { "type": "string" }, "text": { "type": "string" } },
                 } },
@@ -414,14 +530,17 @@ fn schemas() -> Value {
 /// The agent protocol's and rollouts' schemas (one `json!` would be too deep for the macro).
 fn agent_schemas() -> Value {
     json!({
-        "CreateTokenRequest": { "type": "object", "required": ["site"], "properties": {
-            "site": { "type": "string" }, "ttl_seconds": { "type": "integer" }, "uses": { "type": "integer" },
+        "CreateTokenRequest": { "type": "object", "required": ["site"], "additionalProperties": false, "properties": {
+            "site": name_schema(),
+            "ttl_seconds": or_null(integer(1, MAX_TOKEN_TTL_SECONDS)),
+            "uses": or_null(integer(1, u64::from(u32::MAX))),
         } },
         "CreateTokenResponse": { "type": "object", "properties": {
             "token": { "type": "string" }, "site": { "type": "string" }, "expires_at": { "type": "string" }, "uses": { "type": "integer" },
         } },
-        "EnrollRequest": { "type": "object", "required": ["token", "csr_pem", "inventory"], "properties": {
+        "EnrollRequest": { "type": "object", "required": ["token", "csr_pem", "inventory"], "additionalProperties": false, "properties": {
             "token": { "type": "string" }, "csr_pem": { "type": "string" }, "inventory": schema_ref("Inventory"),
+            "recipient": or_null(json!({ "type": "string", "description": "the host's X25519 public key, base64" })),
         } },
         "Inventory": { "type": "object", "properties": {
             "hostname": { "type": "string" }, "arch": { "type": "string" }, "os": { "type": "string" }, "kernel": { "type": "string" },
@@ -432,11 +551,13 @@ fn agent_schemas() -> Value {
             "site": { "type": "string" }, "host": { "type": "string" }, "certificate_pem": { "type": "string" },
             "certificate_expires_at": { "type": "string" }, "ca_pem": { "type": "string" }, "signing_key": { "type": "string" },
         } },
-        "RenewRequest": { "type": "object", "required": ["csr_pem"], "properties": { "csr_pem": { "type": "string" } } },
+        "RenewRequest": { "type": "object", "required": ["csr_pem"], "additionalProperties": false, "properties": {
+            "csr_pem": { "type": "string" }, "recipient": or_null(json!({ "type": "string", "description": "the host's X25519 public key, base64" })),
+        } },
         "RenewResponse": { "type": "object", "properties": {
             "certificate_pem": { "type": "string" }, "certificate_expires_at": { "type": "string" },
         } },
-        "ReportRequest": { "type": "object", "required": ["batches"], "description": format!("at most {MAX_REPORT_BYTES} bytes of JSON; lengths are in bytes of UTF-8"), "properties": {
+        "ReportRequest": { "type": "object", "required": ["batches"], "additionalProperties": false, "description": format!("at most {MAX_REPORT_BYTES} bytes of JSON; lengths are in bytes of UTF-8"), "properties": {
             "batches": { "type": "array", "maxItems": MAX_BATCHES_PER_REPORT, "items": { "type": "object", "required": ["seq", "at"], "properties": {
                 "seq": { "type": "integer" }, "at": { "type": "string", "maxLength": MAX_EVENT_AT_BYTES },
                 "events": { "type": "array", "maxItems": MAX_EVENTS_PER_BATCH, "items": { "type": "object", "required": ["at", "kind", "message"], "properties": {
@@ -466,15 +587,27 @@ fn agent_schemas() -> Value {
             "reason": { "type": "string" }, "started_at": { "type": "string" },
             "waves": { "type": "array", "items": { "type": "object" } }, "history": { "type": "array", "items": { "type": "object" } },
         } },
-        "RolloutHistory": { "type": "object", "properties": {
-            "current": schema_ref("RolloutView"), "past": { "type": "array", "items": schema_ref("RolloutView") },
+        "RolloutHistory": { "type": "object", "required": ["current", "past"], "properties": {
+            "current": { "oneOf": [schema_ref("RolloutView"), { "type": "null" }], "description": "null when no rollout runs" },
+            "past": { "type": "array", "items": schema_ref("RolloutView") },
         } },
-        "SetSecretRequest": { "type": "object", "properties": {
-            "value": { "type": "string", "description": "base64" }, "site": { "type": "string" },
-            "generate": { "type": "object", "required": ["length"], "properties": {
-                "length": { "type": "integer" }, "alphabet": { "enum": ["alphanumeric", "hex", "base64url", "printable"] },
+        "SetSecretRequest": { "description": "a value (for every site, or for `site` only), or `generate`", "oneOf": [
+            { "type": "object", "required": ["value"], "additionalProperties": false, "properties": {
+                "value": {
+                    "type": "string", "description": "standard base64, padded; at most 1 MiB once decoded",
+                    "maxLength": MAX_VALUE_BASE64, "pattern": BASE64_PATTERN,
+                },
+                "site": or_null(name_schema()),
+                "generate": { "type": "null" },
             } },
-        } },
+            { "type": "object", "required": ["generate"], "additionalProperties": false, "properties": {
+                "value": { "type": "null" }, "site": { "type": "null" },
+                "generate": { "type": "object", "required": ["length"], "additionalProperties": false, "properties": {
+                    "length": integer(1, u64::from(Generate::MAX_LENGTH)),
+                    "alphabet": { "enum": ["alphanumeric", "hex", "base64url", "printable"] },
+                } },
+            } },
+        ] },
         "SecretView": { "type": "object", "properties": {
             "name": { "type": "string" }, "version": { "type": "integer" }, "updated_at": { "type": "string" },
             "keys": { "type": "array", "items": { "type": "object", "properties": {

@@ -38,7 +38,7 @@ pub fn request_change(name: &str, key: &str, req: SetSecretRequest) -> Result<Ch
     check_secret_key(key).map_err(|e| invalid(path.clone(), e, None))?;
     match (req.value, req.generate, req.site) {
         (Some(value), None, site) => {
-            let value = B64.decode(value.trim()).map_err(|_| {
+            let value = B64.decode(value.as_bytes()).map_err(|_| {
                 invalid(
                     path.clone(),
                     "`value` is not base64",
@@ -106,8 +106,9 @@ impl ControlPlane {
             }
             None => (SecretMeta::default(), SecretValues::default()),
         };
+        // The only refusal is a removal of what is not there.
         let (meta, values) = secrets::change(&meta, &values, key, change)
-            .map_err(|e| invalid(format!("Secret {name}: key {key}"), e, None))?;
+            .map_err(|e| Error::NotFound(format!("secret {name}: {e}")))?;
         self.commit_planned("change", actor, |state, versions, req| {
             let row = self.vault.seal(name, &meta, &values, req.now);
             let plan = plan_secret(state, versions, name, Some((meta.clone(), row)), req)?;

@@ -265,6 +265,17 @@ impl ControlPlane {
         actor: &str,
     ) -> Result<ApplyResponse, Error> {
         let parsed = parse_sources(sources);
+        if parsed.is_ok() && parsed.documents.is_empty() {
+            // Empty or `null` documents only: an apply of nothing is a mistake, not a success.
+            return Err(Error::Invalid(vec![Diagnostic {
+                file: sources.first().map(|s| s.name.clone()).unwrap_or_default(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: "nothing to apply: the documents sent hold no resource".into(),
+                hint: Some("send Application, Deployment or Site documents".into()),
+            }]));
+        }
         let names: Vec<(String, String)> = parsed
             .documents
             .iter()
