@@ -334,6 +334,6 @@ mod tests {
         let err = parse(&["--events-kept-for", "10s"]).unwrap_err();
         assert!(err.contains("a minute at least"), "{err}");
         let err = parse(&["--events-kept-for", "a week"]).unwrap_err();
-        assert!(err.contains("such as 7d"), "{err}");
+        assert!(err.contains("write a duration such as"), "{err}");
     }
 }
