@@ -742,4 +742,19 @@ fn a_deleted_sites_host_is_detached_removes_what_atoll_ran_and_exits_3() {
     assert_eq!(answer, ("403".into(), "host_detached".into()));
     let hosts = cp.cli(&["get", "hosts"]).ok("get hosts").stdout.clone();
     assert!(hosts.contains("detached"), "{hosts}");
+    let sites = cp.sites().unwrap();
+    let again = sites
+        .iter()
+        .find(|s| s["resource"]["name"] == name.as_str())
+        .unwrap();
+    assert_eq!(
+        again["hosts"], 0,
+        "the old host counts in the new site: {again}"
+    );
+    let events = cp.cli(&["get", "events", &name, "-o", "json"]).json();
+    assert_eq!(
+        events["items"],
+        serde_json::json!([]),
+        "the old site's events: {events}"
+    );
 }

@@ -26,7 +26,7 @@ macro_rules! conformance_suite {
             join_tokens_are_used_up_and_expire,
             hosts_are_kept_and_listed,
             host_ids_collide_an_enrollment_never_replaces_another_host,
-            a_deleted_sites_hosts_are_detached_and_its_join_tokens_forgotten,
+            a_deleted_sites_hosts_are_detached_and_its_tokens_and_events_forgotten,
             every_change_of_a_host_takes_the_next_host_change_number,
             reports_are_stored_once_and_acknowledged,
             concurrent_reports_and_enrollments_are_each_answered_exactly,
@@ -423,9 +423,11 @@ pub async fn host_ids_collide_an_enrollment_never_replaces_another_host(store: &
 
 /// Issue 12, item 1: a deleted site's hosts kept fetching its manifest and posting reports, and
 /// received the secrets of a site re-created under the same name. Detaching is for good, in the
-/// commit that deletes the site, and it forgets the site's join tokens, so a host enrolling with
-/// a token used just before the deletion is not stored either.
-pub async fn a_deleted_sites_hosts_are_detached_and_its_join_tokens_forgotten(store: &dyn Store) {
+/// commit that deletes the site, and it forgets the site's join tokens (so a host enrolling with
+/// a token used just before the deletion is not stored either) and its events.
+pub async fn a_deleted_sites_hosts_are_detached_and_its_tokens_and_events_forgotten(
+    store: &dyn Store,
+) {
     enroll(store, host("h1", "a")).await;
     enroll(store, host("h2", "a")).await;
     enroll(store, host("h3", "b")).await;
@@ -442,6 +444,12 @@ pub async fn a_deleted_sites_hosts_are_detached_and_its_join_tokens_forgotten(st
             .unwrap()
             .is_ok()
     );
+    for (host, site) in [("h1", "a"), ("h3", "b")] {
+        store
+            .record_report(host, site, now, vec![batch(1, 2, None)], &keep_all())
+            .await
+            .unwrap();
+    }
     let before = store
         .hosts()
         .await
@@ -452,7 +460,7 @@ pub async fn a_deleted_sites_hosts_are_detached_and_its_join_tokens_forgotten(st
         .unwrap();
 
     let at = "2026-06-01T00:00:01Z";
-    let writes = vec![Write::DetachHosts {
+    let writes = vec![Write::RetireSite {
         site: "a".into(),
         at: at.into(),
     }];
@@ -471,8 +479,16 @@ pub async fn a_deleted_sites_hosts_are_detached_and_its_join_tokens_forgotten(st
         HostState::Attached
     );
     assert!(store.site_hosts("a").await.unwrap().is_empty());
+    let members: Vec<String> = store
+        .hosts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(members, ["h3"], "a detached host is no site's member");
     assert_eq!(
-        store.hosts().await.unwrap().len(),
+        store.all_hosts().await.unwrap().len(),
         3,
         "detached hosts are still listed"
     );
@@ -500,8 +516,19 @@ pub async fn a_deleted_sites_hosts_are_detached_and_its_join_tokens_forgotten(st
         store.use_join_token("hash-late", now).await.unwrap(),
         Err(TokenRefusal::Unknown)
     );
+    // Its events went with it; another site's stayed.
+    assert!(store.events("a", 10).await.unwrap().is_empty());
+    assert_eq!(store.events("b", 10).await.unwrap().len(), 2);
+    let counted: Vec<String> = store
+        .event_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.site)
+        .collect();
+    assert_eq!(counted, ["b"]);
     // Detaching again changes nothing.
-    let again = vec![Write::DetachHosts {
+    let again = vec![Write::RetireSite {
         site: "a".into(),
         at: "2026-07-01T00:00:00Z".into(),
     }];

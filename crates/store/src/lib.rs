@@ -279,9 +279,10 @@ pub struct RolloutRow {
 pub enum Write {
     /// Create or replace a resource.
     PutResource(ResourceRow),
-    /// Detaches every host of a site for good and forgets the site's join tokens (the site is
-    /// being deleted): each host's change takes the next host-change number.
-    DetachHosts {
+    /// The site is being deleted: detaches its hosts for good (each change taking the next
+    /// host-change number), and forgets its join tokens and its events, so that a site made
+    /// again under the name starts with none of the old one's hosts, tokens or history.
+    RetireSite {
         site: String,
         at: String,
     },
@@ -386,8 +387,10 @@ pub trait Store: Send + Sync + 'static {
     /// number; its site and state are kept. `Ok(false)` when no attached host has its id.
     async fn put_host(&self, host: HostRow, replacing: &str) -> Result<bool>;
     async fn host(&self, id: &str) -> Result<Option<HostRow>>;
-    /// All hosts, attached or not, ordered by site then id.
+    /// The hosts attached to their sites (the members of every site), ordered by site then id.
     async fn hosts(&self) -> Result<Vec<HostRow>>;
+    /// Every host ever enrolled, detached ones too, ordered by site then id.
+    async fn all_hosts(&self) -> Result<Vec<HostRow>>;
     /// The hosts attached to one site, ordered by id.
     async fn site_hosts(&self, site: &str) -> Result<Vec<HostRow>>;
     /// The hosts whose membership or credentials changed after host-change number `after`,

@@ -235,12 +235,14 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
                 params![r.kind, r.name, to_i64(r.generation), r.spec, r.created_at, r.updated_at],
             )?;
         }
-        Write::DetachHosts { site, at } => {
+        Write::RetireSite { site, at } => {
             tx.execute(
                 &format!("UPDATE hosts SET state = 'detached', detached_at = ?2, changed = {NEXT_HOST_CHANGE} WHERE site = ?1 AND state = 'attached'"),
                 params![site, at],
             )?;
-            tx.execute("DELETE FROM join_tokens WHERE site = ?1", [site])?;
+            for table in ["join_tokens", "events", "event_counts"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE site = ?1"), [&site])?;
+            }
         }
         Write::DeleteResource { kind, name } => {
             tx.execute(
@@ -643,6 +645,18 @@ impl Store for SqliteStore {
     }
 
     async fn hosts(&self) -> Result<Vec<HostRow>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {HOST_COLUMNS} FROM hosts WHERE state = 'attached' ORDER BY site, id"
+                ))?
+                .query_map([], host_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn all_hosts(&self) -> Result<Vec<HostRow>> {
         self.read(|conn| {
             Ok(conn
                 .prepare_cached(&format!(

@@ -349,7 +349,7 @@ pub fn plan_delete(
     if kind == Kind::Site {
         // Its hosts go with it, in the same commit: none is let in again, whatever site is
         // made under this name later.
-        plan.writes.push(Write::DetachHosts {
+        plan.writes.push(Write::RetireSite {
             site: name.to_owned(),
             at: req.now.to_owned(),
         });

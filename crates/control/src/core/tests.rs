@@ -93,7 +93,7 @@ impl World {
                 | Write::Audit { .. }
                 | Write::PutRollout(_)
                 | Write::ArchiveRollout { .. }
-                | Write::DetachHosts { .. } => {}
+                | Write::RetireSite { .. } => {}
             }
         }
         self.state.version += 1;
@@ -455,7 +455,7 @@ fn deleting() {
     // A site deleted and created again continues its revisions. Its hosts are detached in the
     // deleting commit.
     let plan = w.delete(Kind::Site, "a").unwrap();
-    assert!(plan.writes.contains(&Write::DetachHosts {
+    assert!(plan.writes.contains(&Write::RetireSite {
         site: "a".into(),
         at: NOW.now.into(),
     }));

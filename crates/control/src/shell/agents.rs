@@ -673,7 +673,7 @@ impl Agents {
     pub async fn hosts(&self) -> Result<Vec<HostView>, Error> {
         let statuses = self.statuses().await?;
         let mut out = Vec::new();
-        for h in self.store.hosts().await? {
+        for h in self.store.all_hosts().await? {
             out.push(HostView {
                 connected: self.fleet.host_connected(&h.id),
                 inventory: serde_json::from_str::<Inventory>(&h.inventory).unwrap_or_default(),

@@ -207,7 +207,7 @@ mod tests {
         assert!(woken.has_changed().unwrap());
         woken.borrow_and_update();
 
-        let writes = vec![Write::DetachHosts {
+        let writes = vec![Write::RetireSite {
             site: "a".into(),
             at: "2026-02-01T00:00:00Z".into(),
         }];

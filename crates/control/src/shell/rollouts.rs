@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use atoll_store::{HostRow, HostState};
+use atoll_store::HostRow;
 use tokio::sync::watch;
 
 use super::agents::Agents;
@@ -66,7 +66,7 @@ impl Controller {
         // Indexed once per pass: at ten thousand sites, looking each site's hosts and presence
         // up by scanning every host made a pass quadratic.
         let mut by_site: HashMap<&str, Vec<&HostRow>> = HashMap::new();
-        for h in hosts.iter().filter(|h| h.state == HostState::Attached) {
+        for h in &hosts {
             by_site.entry(h.site.as_str()).or_default().push(h);
         }
         let connectivity = self.agents.fleet().connectivity();

@@ -14,7 +14,7 @@ use atoll_api::{
 };
 use atoll_spec::render::Limits;
 use atoll_spec::{Application, Diagnostic, Kind, Resource, Source, parse_sources};
-use atoll_store::{HostState, ManifestRow, ResourceRow, Store, StoreError, Write};
+use atoll_store::{ManifestRow, ResourceRow, Store, StoreError, Write};
 use tokio::sync::Mutex;
 
 use super::clock::{now_ms, now_rfc3339};
@@ -156,9 +156,7 @@ impl ControlPlane {
         // The manifests are signed on the other cores while the store commits, so the
         // long-polls the commit wakes answer with bytes made already.
         let signing = sign_all(&self.signer, manifests);
-        let detaches = writes
-            .iter()
-            .any(|w| matches!(w, Write::DetachHosts { .. }));
+        let detaches = writes.iter().any(|w| matches!(w, Write::RetireSite { .. }));
         let version = self.store.commit(base, writes).await?;
         if detaches {
             // Before anyone is told the site is gone, its hosts are refused here, and their
@@ -240,8 +238,7 @@ impl ControlPlane {
         self.templates_read_hosts
             .store(read_hosts, std::sync::atomic::Ordering::Relaxed);
         if read_hosts || reading_hosts {
-            let hosts = self.store.hosts().await?;
-            for host in hosts.iter().filter(|h| h.state == HostState::Attached) {
+            for host in self.store.hosts().await? {
                 // An inventory that cannot be read (a newer agent's) gives no facts rather
                 // than stopping every apply.
                 if let Ok(inventory) = serde_json::from_str(&host.inventory) {
