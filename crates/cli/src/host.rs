@@ -29,10 +29,10 @@ pub async fn run(command: Command) -> Result<()> {
             let client = Client::from_config(&Config::load()?)?;
             let path = format!("/v1/hosts/{}/approve-key", args.host);
             let host: HostView = client.post(&path, &serde_json::json!({})).await?;
-            println!(
-                "host {} of site {}: its secrets are sealed to its new key from now on",
+            crate::output::print(&format!(
+                "host {} of site {}: its secrets are sealed to its new key from now on\n",
                 host.id, host.site
-            );
+            ));
             Ok(())
         }
     }
