@@ -105,9 +105,21 @@ pub struct SiteView {
     pub applied_revision: Option<u64>,
     #[serde(default)]
     pub last_seen: Option<String>,
-    /// From every replica its hosts reported: healthy, degraded, unhealthy or unknown.
+    /// From every replica its hosts reported, and their conditions: healthy, degraded,
+    /// unhealthy or unknown.
     #[serde(default = "unknown")]
     pub health: agent::Health,
+    /// The conditions its hosts have raised (a manifest a host cannot keep...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<SiteCondition>,
+}
+
+/// A host's condition, as its site shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteCondition {
+    pub host: String,
+    #[serde(flatten)]
+    pub condition: agent::HostCondition,
 }
 
 fn unknown() -> agent::Health {

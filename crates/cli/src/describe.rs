@@ -74,6 +74,19 @@ pub fn site(s: &SiteView) -> String {
         .revision
         .map_or_else(|| "none yet".into(), |r| r.to_string());
     let _ = writeln!(out, "Manifest:     revision {revision}");
+    if !s.conditions.is_empty() {
+        let _ = writeln!(out, "Conditions:");
+        for c in &s.conditions {
+            let _ = writeln!(
+                out,
+                "  {}: {} since {}: {}",
+                c.host,
+                c.condition.kind.as_str(),
+                c.condition.since,
+                c.condition.message
+            );
+        }
+    }
     if s.applications.is_empty() {
         let _ = writeln!(out, "Applications: <none>");
     } else {

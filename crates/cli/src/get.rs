@@ -214,6 +214,15 @@ async fn fetch<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A site's health, and the kind of the first condition its hosts raised, if any: a site
+/// whose host cannot keep its manifest must not read as healthy in the table.
+fn health(s: &SiteView) -> String {
+    match s.conditions.first() {
+        Some(c) => format!("{} ({})", s.health.as_str(), c.condition.kind.as_str()),
+        None => s.health.as_str().into(),
+    }
+}
+
 async fn get_kind(
     client: &Client,
     kind: Kind,
@@ -252,7 +261,7 @@ async fn get_kind(
                     t.row(vec![
                         s.view.resource.name().into(),
                         status.into(),
-                        s.health.as_str().into(),
+                        health(s),
                         s.hosts.to_string(),
                         format!("{applied}/{desired}"),
                         s.applications.len().to_string(),

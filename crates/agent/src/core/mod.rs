@@ -14,11 +14,13 @@
 //!
 //! Beside the reconcile pass, the rules of talking to the control plane: [`sync`] (which
 //! revision may replace the applied one; the pause after each long-poll), [`retry`] (backoff
-//! with jitter) and [`outbox`] (report sequence numbers, drops and acknowledgements). The
+//! with jitter), [`outbox`] (report sequence numbers, drops and acknowledgements) and
+//! [`fold`] (repeats of an event folded into one with a count). The
 //! simulator in `atoll-sim` runs these same functions for many virtual sites.
 
 pub mod backoff;
 pub mod desired;
+pub mod fold;
 pub mod health;
 pub mod outbox;
 pub mod plan;

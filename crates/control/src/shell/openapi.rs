@@ -370,6 +370,9 @@ fn schemas() -> Value {
         },
         "SiteView": view(json!({
             "revision": { "type": ["integer", "null"] },
+            "conditions": { "type": "array", "items": { "type": "object", "properties": {
+                "host": { "type": "string" }, "kind": { "type": "string" }, "message": { "type": "string" }, "since": { "type": "string" },
+            } } },
             "applications": { "type": "array", "items": { "type": "object", "properties": {
                 "deployment": { "type": "string" }, "application": { "type": "string" }, "version": { "type": "string" },
             } } },
