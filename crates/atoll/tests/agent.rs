@@ -174,8 +174,14 @@ fn outbox(agent_dir: &Path) -> Vec<Value> {
     names.sort();
     names
         .iter()
-        .filter_map(|n| std::fs::read(agent_dir.join("outbox").join(n)).ok())
-        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .filter_map(|n| {
+            let bytes = std::fs::read(agent_dir.join("outbox").join(n)).ok()?;
+            let mut report: Value = serde_json::from_slice(&bytes).ok()?;
+            // A batch's number is its file's name: a renumbered batch, or the held repeats
+            // queued by renaming their file, was only renamed.
+            report["seq"] = json!(n.trim_end_matches(".json").parse::<u64>().ok()?);
+            Some(report)
+        })
         .collect()
 }
 
