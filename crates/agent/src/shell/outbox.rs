@@ -595,6 +595,22 @@ mod tests {
     }
 
     #[test]
+    fn a_kill_between_numbering_the_held_repeats_and_queuing_them_sends_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path(), 10).unwrap();
+        outbox.push("t".into(), event(7), None);
+        outbox.push("t".into(), event(7), None);
+        outbox.push("t".into(), event(7), None);
+        // Killed right after the counter was written for them, before the rename.
+        let _ = outbox.number();
+        drop(outbox);
+        let mut outbox = Outbox::open(dir.path(), 10).unwrap();
+        let pending = outbox.pending(10);
+        assert_eq!(pending.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(counted(&pending, "7"), 3);
+    }
+
+    #[test]
     fn held_repeats_that_cannot_be_kept_on_disk_are_sent_from_memory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox");
