@@ -206,10 +206,16 @@ pub struct Report {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentEvent {
+    /// When it happened; for a folded event, when it last happened.
     pub at: String,
     /// `container`, `manifest`, `pull`, `refused`, `outbox`...
     pub kind: String,
     pub message: String,
+    /// How many times it happened, when the agent folded repeats into this one event (at least
+    /// 2); absent for an event that happened once. A control plane older than this field reads
+    /// a folded event as one event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
 }
 
 /// A host's view of its work, as of one report.
@@ -227,6 +233,46 @@ pub struct HostStatus {
     /// The version of each secret the host has delivered to its services.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, u64>,
+    /// What is wrong on the host itself, beside its replicas (a manifest it cannot keep, a
+    /// kept manifest found damaged); empty when nothing is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<HostCondition>,
+}
+
+/// A problem of the host, not of one replica: while one is raised the site is not healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCondition {
+    pub kind: ConditionKind,
+    /// What happened and what to do, for a person.
+    pub message: String,
+    /// When it was raised.
+    pub since: String,
+}
+
+/// The kinds of [`HostCondition`]: typed, so that the control plane decides on the kind and
+/// never on the words of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionKind {
+    /// The agent could not keep (persist) a new manifest, so it does not apply it: a full or
+    /// failing disk. What runs keeps running.
+    ManifestNotKept,
+    /// The kept manifest could not be read or verified at start: the agent runs on, touching
+    /// nothing, until the control plane sends it a fresh one.
+    KeptManifestDamaged,
+    /// A kind this version does not know (a newer agent's).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ConditionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionKind::ManifestNotKept => "manifest not kept",
+            ConditionKind::KeptManifestDamaged => "kept manifest damaged",
+            ConditionKind::Unknown => "unknown condition",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +342,18 @@ impl Health {
             worst = worst.max(h);
         }
         if seen { worst } else { Health::Unknown }
+    }
+
+    /// The health of the hosts that sent `statuses`: their replicas', and at least degraded
+    /// while one of them has a condition raised.
+    pub fn of_hosts<'a>(statuses: impl IntoIterator<Item = &'a HostStatus>) -> Health {
+        let statuses: Vec<&HostStatus> = statuses.into_iter().collect();
+        let replicas = Health::of(statuses.iter().flat_map(|s| &s.replicas));
+        if statuses.iter().any(|s| !s.conditions.is_empty()) {
+            replicas.max(Health::Degraded)
+        } else {
+            replicas
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -416,6 +474,44 @@ mod tests {
         ] {
             assert!(JoinToken::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_condition_kind_from_a_newer_agent_is_read_as_unknown() {
+        let status: HostStatus = serde_json::from_str(
+            r#"{"applied_revision":1,"replicas":[],"conditions":[{"kind":"disk_on_fire","message":"m","since":"t","extra":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(status.conditions[0].kind, ConditionKind::Unknown);
+        let old: HostStatus =
+            serde_json::from_str(r#"{"applied_revision":1,"replicas":[]}"#).unwrap();
+        assert!(old.conditions.is_empty());
+    }
+
+    #[test]
+    fn a_host_with_a_condition_is_not_healthy() {
+        let mut status = HostStatus::default();
+        assert_eq!(Health::of_hosts([&status]), Health::Unknown);
+        status.conditions.push(HostCondition {
+            kind: ConditionKind::ManifestNotKept,
+            message: "cannot keep the manifest: no space left on device".into(),
+            since: "t".into(),
+        });
+        assert_eq!(Health::of_hosts([&status]), Health::Degraded);
+    }
+
+    #[test]
+    fn a_folded_event_carries_its_count_and_a_single_one_none() {
+        let once = AgentEvent {
+            at: "t".into(),
+            kind: "container".into(),
+            message: "m".into(),
+            count: None,
+        };
+        assert!(!serde_json::to_string(&once).unwrap().contains("count"));
+        let folded: AgentEvent =
+            serde_json::from_str(r#"{"at":"t","kind":"k","message":"m","count":4}"#).unwrap();
+        assert_eq!(folded.count, Some(4));
     }
 }
 

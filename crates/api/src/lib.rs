@@ -108,7 +108,8 @@ pub struct SiteView {
     pub applied_revision: Option<u64>,
     #[serde(default)]
     pub last_seen: Option<String>,
-    /// From every replica its hosts reported: healthy, degraded, unhealthy or unknown.
+    /// From every replica its hosts reported, and their conditions: healthy, degraded,
+    /// unhealthy or unknown.
     #[serde(default = "unknown")]
     pub health: agent::Health,
     /// Reports its hosts' agents dropped, their outboxes full while offline (the sum of each
@@ -120,6 +121,17 @@ pub struct SiteView {
     /// past `--events-kept` or `--events-kept-for`).
     #[serde(default)]
     pub events_pruned: u64,
+    /// The conditions its hosts have raised (a manifest a host cannot keep...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<SiteCondition>,
+}
+
+/// A host's condition, as its site shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteCondition {
+    pub host: String,
+    #[serde(flatten)]
+    pub condition: agent::HostCondition,
 }
 
 fn unknown() -> agent::Health {

@@ -157,7 +157,8 @@ fn now_unix() -> i64 {
     .unwrap()
 }
 
-/// The reports waiting in an agent's outbox, oldest first.
+/// The reports waiting in an agent's outbox, oldest first (the batches, named by their
+/// sequence numbers; not the held repeats of [`held`]).
 fn outbox(agent_dir: &Path) -> Vec<Value> {
     let Ok(entries) = std::fs::read_dir(agent_dir.join("outbox")) else {
         return Vec::new();
@@ -165,17 +166,78 @@ fn outbox(agent_dir: &Path) -> Vec<Value> {
     let mut names: Vec<String> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+        .filter(|n| {
+            n.strip_suffix(".json")
+                .is_some_and(|seq| seq.parse::<u64>().is_ok())
+        })
         .collect();
     names.sort();
     names
         .iter()
-        .filter_map(|n| std::fs::read(agent_dir.join("outbox").join(n)).ok())
-        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .filter_map(|n| {
+            let bytes = std::fs::read(agent_dir.join("outbox").join(n)).ok()?;
+            let mut report: Value = serde_json::from_slice(&bytes).ok()?;
+            // A batch's number is its file's name: a renumbered batch, or the held repeats
+            // queued by renaming their file, was only renamed.
+            report["seq"] = json!(n.trim_end_matches(".json").parse::<u64>().ok()?);
+            Some(report)
+        })
         .collect()
 }
 
-/// `(seq, kind, message)` of every event in `reports`.
+/// The repeats of events the agent holds, folded, until their window ends (`folded.json`).
+fn held(agent_dir: &Path) -> Vec<Value> {
+    std::fs::read(agent_dir.join("outbox").join("folded.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .into_iter()
+        .collect()
+}
+
+/// The batches waiting in the outbox and the repeats held beside them, read so that held
+/// repeats queued (renamed into a batch) while reading are counted once.
+fn queued(agent_dir: &Path) -> (Vec<Value>, Vec<Value>) {
+    loop {
+        let before = held(agent_dir);
+        let batches = outbox(agent_dir);
+        if held(agent_dir) == before {
+            return (batches, before);
+        }
+    }
+}
+
+/// How many times `message` happened in `reports` (an event folded by the agent counts as
+/// often as its `count` says).
+fn occurrences(reports: &[Value], message: &str) -> u64 {
+    reports
+        .iter()
+        .flat_map(|r| r["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["message"] == message)
+        .map(|e| e["count"].as_u64().unwrap_or(1))
+        .sum()
+}
+
+/// How many times `message` happened in the control plane's `events`: a folded event is
+/// stored as `MESSAGE (N times)`.
+fn stored_occurrences(events: &[Value], message: &str) -> u64 {
+    events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter_map(|m| {
+            if m == message {
+                return Some(1);
+            }
+            m.strip_prefix(message)?
+                .strip_prefix(" (")?
+                .strip_suffix(" times)")?
+                .parse()
+                .ok()
+        })
+        .sum()
+}
+
+/// `(seq, kind, message)` of every event in `reports`, the message as the control plane
+/// stores it.
 fn events_of(reports: &[Value]) -> Vec<(u64, String, String)> {
     reports
         .iter()
@@ -187,10 +249,14 @@ fn events_of(reports: &[Value]) -> Vec<(u64, String, String)> {
                 .unwrap_or_default()
                 .into_iter()
                 .map(move |e| {
+                    let message = e["message"].as_str().unwrap_or_default();
                     (
                         seq,
                         e["kind"].as_str().unwrap_or_default().to_owned(),
-                        e["message"].as_str().unwrap_or_default().to_owned(),
+                        match e["count"].as_u64() {
+                            Some(n) => format!("{message} ({n} times)"),
+                            None => message.to_owned(),
+                        },
                     )
                 })
         })
@@ -1481,7 +1547,7 @@ fn the_outbox_survives_restarts_without_loss_or_duplicates() {
     let address = f.kill_control_plane();
 
     let restarted = format!("restarted {worker}, which had exited with code 137");
-    let mut kills = 0;
+    let mut kills: u64 = 0;
     let mut kill = |f: &Fixture| {
         let before = inspect(&worker_id).unwrap();
         assert!(before.running);
@@ -1493,10 +1559,9 @@ fn the_outbox_survives_restarts_without_loss_or_duplicates() {
             Duration::from_secs(30),
             || {
                 let c = inspect(&worker_id).ok_or("the worker is gone")?;
-                let queued = events_of(&outbox(&f.agent_dir()))
-                    .iter()
-                    .filter(|(_, _, m)| *m == restarted)
-                    .count();
+                // A repeat within the fold window is held, counted, until it goes as one.
+                let (batches, held) = queued(&f.agent_dir());
+                let queued = occurrences(&batches, &restarted) + occurrences(&held, &restarted);
                 if c.running && c.started_at != before.started_at && queued == expected {
                     Ok(())
                 } else {
@@ -1514,16 +1579,14 @@ fn the_outbox_survives_restarts_without_loss_or_duplicates() {
     f.start_agent(None);
     kill(&f);
     kill(&f);
-    let kills = 4;
+    let kills: u64 = 4;
 
-    let produced = outbox(&f.agent_dir());
+    let (produced, still_held) = queued(&f.agent_dir());
     let produced_events = events_of(&produced);
     assert_eq!(
-        produced_events
-            .iter()
-            .filter(|(_, _, m)| *m == restarted)
-            .count(),
-        kills
+        occurrences(&produced, &restarted) + occurrences(&still_held, &restarted),
+        kills,
+        "a kill of the agent loses no held repeat"
     );
     let seqs: Vec<u64> = produced
         .iter()
@@ -1541,7 +1604,7 @@ fn the_outbox_survives_restarts_without_loss_or_duplicates() {
         || {
             let left = outbox(&f.agent_dir());
             let site = f.site_view()?;
-            if left.is_empty() && site["connected"] == true {
+            if left.is_empty() && held(&f.agent_dir()).is_empty() && site["connected"] == true {
                 Ok(())
             } else {
                 Err(format!("{} batches left; {site}", left.len()))
@@ -1563,9 +1626,9 @@ fn the_outbox_survives_restarts_without_loss_or_duplicates() {
         );
     }
     assert_eq!(
-        count_messages(&events, |m| m == restarted),
+        stored_occurrences(&events, &restarted),
         kills,
-        "one restart event per kill: {events:#?}"
+        "every restart counted once: {events:#?}"
     );
     let hosts = f.cp().cli(&["get", "hosts", "-o", "json"]);
     hosts.ok("get hosts");
@@ -1817,5 +1880,390 @@ fn an_agent_with_a_relative_data_dir_runs_an_app_with_files() {
         !agent.stderr().contains("visible to every user"),
         "no warning for --token-file: {}",
         agent.stderr()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 12: the agent under faults
+
+/// A kept manifest made unreadable, as a cut power or a bad sector leaves it.
+const GARBAGE: &str = "{\"payload\": \"eyJyZXZpc2lvbiI6";
+
+/// Issue 12, item 9: a damaged kept manifest made the agent exit 1, a crash loop under systemd.
+#[test]
+fn a_damaged_kept_manifest_leaves_containers_running_and_is_replaced() {
+    let mut f = Fixture::new();
+    f.running_app();
+    let before = managed(&f.site);
+    assert_eq!(before.len(), 2, "{before:#?}");
+    let revision = f.cp().revision(&f.site);
+
+    // Damaged while the agent is stopped, and the control plane away when it starts, so what
+    // the agent does without any manifest can be watched.
+    f.kill_agent();
+    let manifest = f.agent_dir().join("manifest.json");
+    std::fs::write(&manifest, GARBAGE).unwrap();
+    let address = f.kill_control_plane();
+    f.start_agent(None);
+    let damage = eventually(
+        "the damage set aside and queued as an event and a condition",
+        Duration::from_secs(30),
+        || {
+            let queued = outbox(&f.agent_dir());
+            let condition = queued
+                .iter()
+                .filter_map(|r| r["status"]["conditions"].as_array())
+                .flatten()
+                .find(|c| c["kind"] == "kept_manifest_damaged")
+                .cloned();
+            let event = events_of(&queued)
+                .into_iter()
+                .find(|(_, kind, m)| kind == "manifest" && m.contains("cannot be used"));
+            match (condition, event) {
+                (Some(c), Some((_, _, message))) => Ok((c, message)),
+                other => Err(format!("{other:?} in {queued:#?}")),
+            }
+        },
+    );
+    assert!(
+        damage.0["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("manifest.json.damaged")),
+        "the condition says where the damaged file went: {}",
+        damage.0
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.agent_dir().join("manifest.json.damaged")).unwrap(),
+        GARBAGE,
+        "moved aside, not deleted"
+    );
+    assert!(
+        f.agent
+            .as_mut()
+            .unwrap()
+            .wait_exit(Duration::ZERO)
+            .is_none(),
+        "the agent runs on: {}",
+        tail(&f.agent.as_ref().unwrap().stderr(), 20)
+    );
+    let during = managed(&f.site);
+    for (name, c) in &before {
+        assert_eq!(
+            during.get(name).map(Ctr::fingerprint),
+            Some(c.fingerprint()),
+            "{name} was touched without a manifest"
+        );
+    }
+
+    // The control plane back: the agent asks for the site's manifest from scratch (have=0).
+    f.restart_control_plane(&address);
+    eventually(
+        "a fresh manifest kept, the damage reported, the condition cleared",
+        Duration::from_secs(60),
+        || {
+            let kept: Value = std::fs::read(&manifest)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or("no manifest kept yet")?;
+            let events = f.events();
+            let reported = count_messages(&events, |m| m == damage.1) == 1;
+            let site = f.site_view()?;
+            if kept["payload"].is_string()
+                && reported
+                && site["conditions"].as_array().is_none_or(Vec::is_empty)
+                && site["applied_revision"] == revision
+            {
+                Ok(())
+            } else {
+                Err(format!("reported {reported}; {site}"))
+            }
+        },
+    );
+    let after = managed(&f.site);
+    for (name, c) in &before {
+        assert_eq!(
+            after.get(name).map(Ctr::fingerprint),
+            Some(c.fingerprint()),
+            "{name} was not left untouched when the fresh manifest came"
+        );
+    }
+    let acted: Vec<String> = f
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "container")
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .filter(|m| !m.starts_with("created "))
+        .collect();
+    assert!(acted.is_empty(), "{acted:#?}");
+}
+
+/// A tmpfs of its own, unmounted however the test ends (after the fixture, declared later,
+/// has stopped the agent that writes to it).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = support::run({
+            let mut cmd = Command::new("mount");
+            cmd.args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path());
+            cmd
+        });
+        out.ok("mount -t tmpfs (these tests run as root)");
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes zeros into `name` until the file system is full.
+    fn fill(&self, name: &str) {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(self.path().join(name)).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Err(e) = file.write_all(&chunk).and_then(|()| file.sync_all()) {
+                assert_eq!(e.raw_os_error(), Some(28), "{e}");
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let out = support::run({
+            let mut cmd = Command::new("umount");
+            cmd.arg("-l").arg(self.dir.path());
+            cmd
+        });
+        if out.code != Some(0) {
+            eprintln!("umount {}: {}", self.dir.path().display(), out.stderr);
+        }
+    }
+}
+
+/// Whether an event of the control plane's is about a manifest that could not be kept.
+fn not_kept(e: &Value) -> bool {
+    e["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("cannot keep the manifest: no space left on device"))
+}
+
+/// Issue 12, item 11: a full disk at the edge refused new manifests 1.3 times a second while
+/// the control plane showed the site healthy with a frozen last-seen.
+#[test]
+fn a_full_disk_is_reported_and_the_site_shows_it() {
+    let disk = Tmpfs::mount("4m");
+    let mut f = Fixture::new();
+    std::os::unix::fs::symlink(disk.path(), f.agent_dir()).unwrap();
+    let replicas = f.running_app();
+    let before = managed(&f.site);
+
+    disk.fill("filler");
+    f.deploy("2.0", "two");
+    let new_revision = f.cp().revision(&f.site);
+    let (site, first_seen) = eventually(
+        "the site shows the manifest not kept",
+        Duration::from_secs(60),
+        || {
+            let site = f.site_view()?;
+            let raised = site["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["kind"] == "manifest_not_kept").cloned());
+            match raised {
+                Some(c)
+                    if c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("no space left on device")) =>
+                {
+                    let seen = site["last_seen"].as_str().unwrap_or_default().to_owned();
+                    Ok((site, seen))
+                }
+                _ => Err(site.to_string()),
+            }
+        },
+    );
+    let started = Instant::now();
+    assert_ne!(site["health"], "healthy", "{site}");
+    let table = f.cp().cli(&["get", "sites"]);
+    table.ok("get sites");
+    assert!(
+        table.stdout.contains("manifest not kept"),
+        "{}",
+        table.stdout
+    );
+    let described = f.cp().cli(&["describe", "site", &f.site]);
+    described.ok("describe site");
+    assert!(
+        described.stdout.contains("manifest not kept")
+            && described.stdout.contains("no space left on device"),
+        "{}",
+        described.stdout
+    );
+
+    // The failure goes on: its repeats are held and folded, and their report moves last-seen.
+    let events = eventually(
+        "a folded report of the repeats, and last-seen moving",
+        Duration::from_secs(75),
+        || {
+            let events = f.events();
+            let site = f.site_view()?;
+            let seen = site["last_seen"].as_str().unwrap_or_default();
+            let folded = events.iter().filter(|e| not_kept(e)).any(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with(" times)"))
+            });
+            if folded && seen > first_seen.as_str() {
+                Ok(events)
+            } else {
+                Err(format!(
+                    "last seen {seen} (first {first_seen}); {events:#?}"
+                ))
+            }
+        },
+    );
+    let window = started.elapsed();
+    let message = events
+        .iter()
+        .find(|e| not_kept(e) && !e["message"].as_str().unwrap().ends_with(" times)"))
+        .and_then(|e| e["message"].as_str())
+        .unwrap()
+        .to_owned();
+    let tries = stored_occurrences(&events, &message);
+    let stored = events.iter().filter(|e| not_kept(e)).count();
+    println!(
+        "FIGURE full disk: {tries} tries to keep the manifest in {:.1} s, {stored} events",
+        window.as_secs_f64()
+    );
+    assert!(
+        tries as f64 <= 2.0 + window.as_secs_f64() / 4.0,
+        "the fetch backs off: {tries} tries in {window:?}"
+    );
+    assert!(
+        stored <= 3,
+        "{stored} events for {tries} tries: {events:#?}"
+    );
+    let during = managed(&f.site);
+    for (name, c) in &before {
+        assert_eq!(
+            during.get(name).map(Ctr::fingerprint),
+            Some(c.fingerprint()),
+            "{name} keeps running on a full disk"
+        );
+    }
+
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    eventually(
+        "space freed: the new revision kept and applied, the condition cleared",
+        Duration::from_secs(120),
+        || {
+            let site = f.site_view()?;
+            let running = f.all_running(&BTreeSet::from([
+                id_of(&replicas["web"]),
+                id_of(&replicas["worker"]),
+            ]));
+            if site["applied_revision"] == new_revision
+                && site["conditions"].as_array().is_none_or(Vec::is_empty)
+                && running.is_ok()
+            {
+                Ok(())
+            } else {
+                Err(format!("{site}; {running:?}"))
+            }
+        },
+    );
+}
+
+/// An application whose one service Docker refuses to create, every time: a memory limit
+/// under Docker's minimum of 6 MB.
+fn refused_app_yaml(run: &str) -> String {
+    "kind: Application
+name: refused
+version: \"1.0\"
+services:
+  - name: tiny
+    image: @IMAGE@
+    args: [demo, tick, --every, 1s]
+    resources: { memory: 1Mi }
+---
+kind: Deployment
+name: refused-e2e
+application: refused
+placement:
+  sites: \"run == @RUN@\"
+"
+    .replace("@IMAGE@", IMAGE)
+    .replace("@RUN@", run)
+}
+
+/// Issue 12, item 14: a create that kept failing was retried five times a pass, 27 events in
+/// 18 s.
+#[test]
+fn a_create_that_keeps_failing_backs_off_and_folds_its_events() {
+    let mut f = Fixture::new();
+    f.enroll();
+    f.apply("refused.yaml", &refused_app_yaml(&f.run));
+    let name = format!("atoll_{}_refused-e2e_tiny_0", f.site);
+    let prefix = format!("cannot create {name}: ");
+    let first = eventually("the refusal reported", Duration::from_secs(60), || {
+        f.events()
+            .iter()
+            .filter_map(|e| e["message"].as_str())
+            .find(|m| m.starts_with(&prefix))
+            .map(str::to_owned)
+            .ok_or_else(|| "not yet".to_owned())
+    });
+    assert!(first.contains("6MB"), "Docker's words: {first}");
+    let started = Instant::now();
+    let events = eventually(
+        "the repeats folded into one event with a count",
+        Duration::from_secs(75),
+        || {
+            let events = f.events();
+            let folded = events
+                .iter()
+                .filter_map(|e| e["message"].as_str())
+                .any(|m| m.starts_with(&prefix) && m.ends_with(" times)"));
+            if folded {
+                Ok(events)
+            } else {
+                Err(format!("{events:#?}"))
+            }
+        },
+    );
+    let window = started.elapsed();
+    let about: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    let tries = stored_occurrences(&events, &first);
+    println!(
+        "FIGURE failing create: {tries} tries in {:.1} s, {} events",
+        window.as_secs_f64(),
+        about.len()
+    );
+    assert!(about.len() <= 3, "{about:#?}");
+    // 1 s doubling: a try at 0, 1, 3, 7, 15, 31, 63 s after the first.
+    assert!(
+        tries as f64 <= 3.0 + window.as_secs_f64() / 4.0,
+        "spaced out: {tries} tries in {window:?}: {about:#?}"
+    );
+    assert!(tries >= 3, "tried again: {about:#?}");
+    let status = f.cp().cli(&["status", "refused", "-o", "json"]);
+    status.ok("status");
+    let replica = &status.json()["sites"][0]["services"]["tiny"][0];
+    assert_eq!(replica["state"], "failed", "{replica}");
+    assert!(
+        replica["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be created")),
+        "{replica}"
     );
 }

@@ -104,6 +104,19 @@ pub fn site(s: &SiteView, events: &[EventView]) -> String {
             if s.dropped_reports == 1 { "" } else { "s" }
         );
     }
+    if !s.conditions.is_empty() {
+        let _ = writeln!(out, "Conditions:");
+        for c in &s.conditions {
+            let _ = writeln!(
+                out,
+                "  {}: {} since {}: {}",
+                c.host,
+                c.condition.kind.as_str(),
+                c.condition.since,
+                c.condition.message
+            );
+        }
+    }
     if s.applications.is_empty() {
         let _ = writeln!(out, "Applications: <none>");
     } else {

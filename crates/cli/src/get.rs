@@ -191,7 +191,7 @@ pub fn sites_table(items: &[SiteView]) -> String {
         t.row(vec![
             s.view.resource.name().into(),
             site_status(s),
-            s.health.as_str().into(),
+            health(s),
             s.hosts.to_string(),
             format!("{applied}/{desired}"),
             s.applications.len().to_string(),
@@ -324,6 +324,15 @@ async fn fetch<T: serde::de::DeserializeOwned>(
             .get::<List<T>>(&format!("/v1/{}", kind.plural()))
             .await?
             .items),
+    }
+}
+
+/// A site's health, and the kind of the first condition its hosts raised, if any: a site
+/// whose host cannot keep its manifest must not read as healthy in the table.
+fn health(s: &SiteView) -> String {
+    match s.conditions.first() {
+        Some(c) => format!("{} ({})", s.health.as_str(), c.condition.kind.as_str()),
+        None => s.health.as_str().into(),
     }
 }
 

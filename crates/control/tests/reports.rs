@@ -145,6 +145,7 @@ fn batch(seq: u64, at: &str, messages: &[String]) -> Report {
                 at: at.into(),
                 kind: "container".into(),
                 message: m.clone(),
+                count: None,
             })
             .collect(),
         status: None,

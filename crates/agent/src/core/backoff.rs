@@ -1,5 +1,9 @@
 //! When to try again: the restart delays of crashing containers, and the [`Memory`] of past
-//! restarts and failed pulls that the shell keeps between reconcile passes.
+//! restarts, failed creations and failed pulls that the shell keeps between reconcile passes.
+//!
+//! A container that cannot be created (the runtime refuses its spec, a bind that cannot be
+//! made) waits as a crashing one does, with the same delays: a failure that repeats at once
+//! repeats for ever, and retrying it every pass only floods the reports.
 //!
 //! Containers are created without a runtime restart policy: the agent restarts them itself, so
 //! that one place decides, the delays grow the same way on Docker and Podman, and the status can
@@ -51,6 +55,19 @@ pub struct Memory {
     pub restarts: BTreeMap<String, RestartInfo>,
     /// No pull of the image before this time (after a failed pull).
     pub pull_not_before_ms: BTreeMap<String, u64>,
+    /// Containers whose creation failed since one was last created, by container name.
+    #[serde(default)]
+    pub create_failures: BTreeMap<String, CreateFailure>,
+}
+
+/// The failed creations of one container since it was last created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateFailure {
+    pub count: u32,
+    /// No creation before this time.
+    pub not_before_ms: u64,
+    /// What the last try said.
+    pub error: String,
 }
 
 /// The restarts of one container since it last was stable.
@@ -74,6 +91,27 @@ impl Memory {
     /// removed (a new container deserves a fresh start).
     pub fn forget(&mut self, name: &str) {
         self.restarts.remove(name);
+    }
+
+    /// Records that creating `name` failed at `now_ms` with `error`: the next try waits as the
+    /// next restart of a crashing container would, 1 s doubling to [`MAX_RESTART_DELAY`].
+    pub fn record_failed_create(&mut self, name: &str, now_ms: u64, error: String) {
+        let failure = self.create_failures.entry(name.to_owned()).or_default();
+        failure.count = failure.count.saturating_add(1);
+        failure.not_before_ms = now_ms.saturating_add(millis(restart_delay(failure.count)));
+        failure.error = error;
+    }
+
+    /// Forgets the failed creations of `name`: it was created, or is no longer wanted.
+    pub fn created(&mut self, name: &str) {
+        self.create_failures.remove(name);
+    }
+
+    /// The earliest time a new try at creating `name` may go ahead (0: at once).
+    pub fn create_not_before_ms(&self, name: &str) -> u64 {
+        self.create_failures
+            .get(name)
+            .map_or(0, |f| f.not_before_ms)
     }
 
     /// How many times `name` was restarted since it last was stable.
@@ -179,10 +217,45 @@ mod tests {
     }
 
     #[test]
+    fn a_create_that_keeps_failing_waits_longer_each_time_up_to_a_minute() {
+        let mut m = Memory::default();
+        assert_eq!(m.create_not_before_ms("c"), 0, "a first try goes at once");
+        let mut now = 10_000;
+        let mut waits = Vec::new();
+        for n in 0..9 {
+            m.record_failed_create("c", now, format!("refused {n}"));
+            waits.push((m.create_not_before_ms("c") - now) / 1_000);
+            now = m.create_not_before_ms("c");
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(m.create_failures["c"].count, 9);
+        assert_eq!(m.create_failures["c"].error, "refused 8");
+        m.created("c");
+        assert_eq!(m.create_not_before_ms("c"), 0);
+    }
+
+    #[test]
+    fn failed_creates_saturate() {
+        let mut m = Memory::default();
+        m.create_failures.insert(
+            "c".into(),
+            CreateFailure {
+                count: u32::MAX,
+                not_before_ms: 0,
+                error: String::new(),
+            },
+        );
+        m.record_failed_create("c", u64::MAX - 1, "e".into());
+        assert_eq!(m.create_failures["c"].count, u32::MAX);
+        assert_eq!(m.create_not_before_ms("c"), u64::MAX);
+    }
+
+    #[test]
     fn memory_round_trips_through_json() {
         let mut m = Memory::default();
         m.record_restart("c", 5);
         m.pull_not_before_ms.insert("nginx:1".into(), 99);
+        m.record_failed_create("d", 5, "refused".into());
         let text = serde_json::to_string(&m).unwrap_or_default();
         assert_eq!(serde_json::from_str::<Memory>(&text).ok(), Some(m));
     }

@@ -56,6 +56,7 @@ pub fn fit_event(event: AgentEvent) -> AgentEvent {
         at: fit(event.at, MAX_EVENT_AT_BYTES),
         kind: fit(event.kind, MAX_EVENT_KIND_BYTES),
         message: fit(event.message, MAX_EVENT_MESSAGE_BYTES),
+        count: event.count,
     }
 }
 
@@ -171,6 +172,7 @@ pub fn fit_batch(mut report: Report) -> Report {
                 "{} events of this report were cut: it was past the control plane's bounds",
                 events.len() - keep
             ),
+            count: None,
         });
         if keep == 0 || fits(&kept, &report) {
             report.events = kept;
@@ -208,6 +210,7 @@ mod tests {
             at: "2026-01-01T00:00:00Z".into(),
             kind: "container".into(),
             message,
+            count: None,
         }
     }
 

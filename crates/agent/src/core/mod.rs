@@ -15,12 +15,14 @@
 //! Beside the reconcile pass, the rules of talking to the control plane: [`sync`] (which
 //! revision may replace the applied one; the pause after each long-poll), [`retry`] (backoff
 //! with jitter), [`outbox`] (report sequence numbers, drops and acknowledgements) and
-//! [`bounds`] (what is queued fits the control plane's bounds). The
+//! [`bounds`] (what is queued fits the control plane's bounds),
+//! [`fold`] (repeats of an event folded into one with a count). The
 //! simulator in `atoll-sim` runs these same functions for many virtual sites.
 
 pub mod backoff;
 pub mod bounds;
 pub mod desired;
+pub mod fold;
 pub mod health;
 pub mod outbox;
 pub mod plan;

@@ -79,9 +79,16 @@ pub fn plan(
         let image = &replica.spec.image;
         let present = images_present.contains(image);
         match slot.container {
-            None if present => changes.push(Action::Create {
-                replica: replica.clone(),
-            }),
+            None if present => {
+                let not_before = memory.create_not_before_ms(&replica.spec.name);
+                if now_ms >= not_before {
+                    changes.push(Action::Create {
+                        replica: replica.clone(),
+                    });
+                } else {
+                    requeue.after(not_before - now_ms);
+                }
+            }
             None => want_pull(image, memory, now_ms, &mut pulls, &mut requeue),
             Some(c) if has_hash(c, &replica.spec_hash) => match c.state {
                 State::Running => {}
@@ -217,7 +224,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::core::backoff::RestartInfo;
+    use crate::core::backoff::{CreateFailure, RestartInfo};
     use crate::core::desired::{LABEL_SPEC_HASH, desired};
     use crate::core::fixtures::{container_of, foreign, manifest, outdated, service, stray};
     use crate::core::status::status;
@@ -331,6 +338,39 @@ mod tests {
                 replica: d[0].clone()
             }]
         );
+    }
+
+    #[test]
+    fn a_create_that_keeps_failing_waits_for_its_backoff_and_requeues_then() {
+        let d = web(1);
+        let mut m = Memory::default();
+        m.record_failed_create(&d[0].spec.name, NOW, "minimum memory limit is 6MB".into());
+        m.record_failed_create(&d[0].spec.name, NOW, "minimum memory limit is 6MB".into());
+        let p = plan(&d, &[], &present(), &m, NOW);
+        assert_eq!(p.actions, [], "not tried again every pass");
+        assert_eq!(p.requeue_after_ms, Some(2_000));
+        let p = plan(&d, &[], &present(), &m, NOW + 2_000);
+        assert_eq!(
+            p.actions,
+            [Action::Create {
+                replica: d[0].clone()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_failed_create_does_not_hold_back_another_replica() {
+        let d = web(2);
+        let mut m = Memory::default();
+        m.record_failed_create(&d[0].spec.name, NOW, "refused".into());
+        let p = plan(&d, &[], &present(), &m, NOW);
+        assert_eq!(
+            p.actions,
+            [Action::Create {
+                replica: d[1].clone()
+            }]
+        );
+        assert_eq!(p.requeue_after_ms, Some(1_000));
     }
 
     // Container with the desired spec.
@@ -933,6 +973,15 @@ mod tests {
                     not_before_ms,
                 },
             );
+            // The same replica's creation failed as often, and waits as long.
+            memory.create_failures.insert(
+                replica.spec.name.clone(),
+                CreateFailure {
+                    count: 2,
+                    not_before_ms,
+                    error: "refused".into(),
+                },
+            );
         }
         World {
             desired,
@@ -1002,7 +1051,11 @@ mod tests {
                         let nb = w.memory.pull_not_before_ms.get(image).copied().unwrap_or(0);
                         prop_assert!(nb <= NOW);
                     }
-                    Action::Create { replica } | Action::Replace { replica, .. } => {
+                    Action::Create { replica } => {
+                        prop_assert!(w.images.contains(&replica.spec.image));
+                        prop_assert!(w.memory.create_not_before_ms(&replica.spec.name) <= NOW);
+                    }
+                    Action::Replace { replica, .. } => {
                         prop_assert!(w.images.contains(&replica.spec.image));
                     }
                     Action::Start { name, .. } => {
@@ -1057,6 +1110,7 @@ mod tests {
                     w.memory.restarts.get(&r.spec.name).is_some_and(|i| i.not_before_ms > NOW);
                 let pull_blocked = !images.contains(&r.spec.image)
                     && w.memory.pull_not_before_ms.get(&r.spec.image).is_some_and(|&t| t > NOW);
+                let create_blocked = w.memory.create_not_before_ms(&r.spec.name) > NOW;
                 match c {
                     Some(c) if has_hash(c, &r.spec_hash) => match c.state {
                         State::Running => {}
@@ -1067,7 +1121,7 @@ mod tests {
                         }
                     },
                     _ => {
-                        prop_assert!(pull_blocked, "{} not brought up", r.spec.name);
+                        prop_assert!(pull_blocked || create_blocked, "{} not brought up", r.spec.name);
                         waiting = true;
                     }
                 }

@@ -14,8 +14,9 @@
 //! - `missing`: no container, and the image is present: the next plan creates it.
 //! - `replacing`: a container of an older spec runs (or ran) while the new image is pulled, or
 //!   until the next plan replaces it.
-//! - `failed`: an operator or the rollout controller should look: its image cannot be pulled, or
-//!   it crashed more than [`FAILED_AFTER_RESTARTS`] times without becoming stable. The agent keeps
+//! - `failed`: an operator or the rollout controller should look: its image cannot be pulled, its
+//!   container cannot be created (the runtime refused it), or it crashed more than
+//!   [`FAILED_AFTER_RESTARTS`] times without becoming stable. The agent keeps
 //!   trying either way; `failed` is a report, not a verdict.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -113,10 +114,21 @@ pub fn status(
                         ReplicaState::Failed,
                         Some(format!("pulling {image} failed: {e}")),
                     ),
-                    None if images_present.contains(image) => (
-                        ReplicaState::Missing,
-                        Some("no container yet; it is created next".to_owned()),
-                    ),
+                    None if images_present.contains(image) => {
+                        match memory.create_failures.get(&replica.spec.name) {
+                            Some(f) => (
+                                ReplicaState::Failed,
+                                Some(format!(
+                                    "cannot be created ({} tries): {}; trying again with backoff",
+                                    f.count, f.error
+                                )),
+                            ),
+                            None => (
+                                ReplicaState::Missing,
+                                Some("no container yet; it is created next".to_owned()),
+                            ),
+                        }
+                    }
                     None => (ReplicaState::Pulling, Some(format!("pulling {image}"))),
                 },
             };
@@ -324,6 +336,22 @@ mod tests {
         let d = web(1);
         let s = one(&d, &[], &present(), &Memory::default(), &BTreeMap::new());
         assert_eq!(s.state, ReplicaState::Missing);
+    }
+
+    #[test]
+    fn a_create_that_keeps_failing_is_failed_with_the_runtimes_words() {
+        let d = web(1);
+        let mut m = Memory::default();
+        m.record_failed_create(&d[0].spec.name, 0, "minimum memory limit is 6MB".into());
+        m.record_failed_create(&d[0].spec.name, 0, "minimum memory limit is 6MB".into());
+        let s = one(&d, &[], &present(), &m, &BTreeMap::new());
+        assert_eq!(s.state, ReplicaState::Failed);
+        assert_eq!(
+            s.message.as_deref(),
+            Some(
+                "cannot be created (2 tries): minimum memory limit is 6MB; trying again with backoff"
+            )
+        );
     }
 
     #[test]

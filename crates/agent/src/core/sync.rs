@@ -32,6 +32,10 @@ pub enum Polled {
     Accepted,
     /// A manifest this agent refused (signature, site or revision).
     Refused,
+    /// A newer manifest, verified, that this host could not keep on disk (a full or failing
+    /// disk), so it is not applied. The next poll gets the same answer at once, and the disk
+    /// is not freed by asking faster: the pause grows as after a failure.
+    NotKept,
     /// No answer: connection failed, timed out, or the control plane failed (5xx, 429).
     Unreachable,
     /// The control plane is busy (503): try again after `Retry-After`, with jitter.
@@ -54,7 +58,7 @@ pub fn pause_after(polled: Polled, backoff: &mut Backoff, rng: &mut impl Rng) ->
             backoff.reset();
             Some(backoff.next(rng))
         }
-        Polled::Unreachable => Some(backoff.next(rng)),
+        Polled::Unreachable | Polled::NotKept => Some(backoff.next(rng)),
         // An answer, even a busy one, says the control plane is there: the backoff starts over.
         Polled::Busy(retry_after) => {
             backoff.reset();
@@ -79,6 +83,21 @@ mod tests {
         assert!(pause >= Duration::from_secs(3) && pause <= Duration::from_secs(6));
         let next = pause_after(Polled::Unreachable, &mut backoff, rng).unwrap();
         assert!(next <= Duration::from_secs(1), "{next:?}");
+    }
+
+    #[test]
+    fn a_manifest_that_cannot_be_kept_is_asked_for_again_later_and_later() {
+        let rng = &mut rand::thread_rng();
+        let mut b = Backoff::agent();
+        let pauses: Vec<Duration> = (0..8)
+            .map(|_| pause_after(Polled::NotKept, &mut b, rng).unwrap())
+            .collect();
+        let total: Duration = pauses[..4].iter().sum();
+        assert!(total >= Duration::from_millis(7_500), "{pauses:?}");
+        assert!(pauses[7] >= Duration::from_secs(30), "{pauses:?}");
+        assert!(pauses.iter().all(|p| *p <= Duration::from_secs(60)));
+        assert_eq!(pause_after(Polled::Accepted, &mut b, rng), None);
+        assert!(pause_after(Polled::NotKept, &mut b, rng).unwrap() <= Duration::from_secs(1));
     }
 
     #[test]

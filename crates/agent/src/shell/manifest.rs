@@ -1,6 +1,11 @@
 //! Accepting a manifest: verify the control plane's signature over the exact bytes received,
 //! check it is for this site and newer than what runs here, and keep it on disk (atomically)
 //! before anything acts on it, so a restarted agent carries on offline with it.
+//!
+//! A kept manifest that cannot be read or verified at start is not a reason to stop: it is
+//! [`Loaded::Damaged`], and the agent runs on without a desired state (touching nothing that
+//! runs) until the control plane sends a fresh one. Stopping would only make systemd restart
+//! the agent into the same file for ever.
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +14,7 @@ use atoll_api::agent::SignedManifest;
 use base64::Engine as _;
 use ring::signature::{ED25519, UnparsedPublicKey};
 
-use super::AgentError;
-use super::files::write_atomic;
+use super::files::{describe, write_atomic};
 use crate::core::sync::check_revision;
 
 const MANIFEST_FILE: &str = "manifest.json";
@@ -54,29 +58,70 @@ impl Kept {
     }
 
     /// The kept manifest, verified again (the file may have been tampered with).
-    pub fn load(&self, signing_key: &[u8], site: &str) -> Result<Option<Manifest>, AgentError> {
+    pub fn load(&self, signing_key: &[u8], site: &str) -> Loaded {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(AgentError::Local(format!("{}: {e}", self.path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::None,
+            Err(e) => return self.damaged(&describe(&e)),
         };
-        let signed: SignedManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| AgentError::Local(format!("{}: {e}", self.path.display())))?;
-        verify(&signed, signing_key, site, 0)
-            .map(Some)
-            .map_err(|e| AgentError::Local(format!("{}: {e}", self.path.display())))
+        let signed: SignedManifest = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => return self.damaged(&format!("not a signed manifest ({e})")),
+        };
+        match verify(&signed, signing_key, site, 0) {
+            Ok(m) => Loaded::Kept(m),
+            Err(e) => self.damaged(&e),
+        }
     }
 
     /// Removes the kept manifest, if there is one.
     pub fn forget(&self) -> std::io::Result<()> {
-        super::files::remove_if_present(&self.path)
+        super::files::remove_if_present(&self.path)?;
+        super::files::remove_if_present(&self.aside())
     }
 
-    pub fn save(&self, signed: &SignedManifest) -> Result<(), AgentError> {
-        let bytes = serde_json::to_vec(signed).unwrap_or_default();
-        write_atomic(&self.path, &bytes, 0o600)
-            .map_err(|e| AgentError::Local(format!("{}: {e}", self.path.display())))
+    /// Moves a damaged kept manifest aside (`manifest.json.damaged`, replacing an older one),
+    /// for whoever looks into it, so the next start does not meet it again. Returns where it
+    /// went.
+    pub fn set_aside(&self) -> std::io::Result<PathBuf> {
+        let aside = self.aside();
+        std::fs::rename(&self.path, &aside)?;
+        Ok(aside)
     }
+
+    /// Where a damaged kept manifest is set aside.
+    pub fn aside(&self) -> PathBuf {
+        self.path.with_extension("json.damaged")
+    }
+
+    fn damaged(&self, why: &str) -> Loaded {
+        Loaded::Damaged(format!(
+            "the kept manifest {} cannot be used: {why}; what runs is left untouched until the control plane sends a fresh manifest",
+            self.path.display()
+        ))
+    }
+
+    /// Keeps `signed`; the error says what failed, with the file.
+    pub fn save(&self, signed: &SignedManifest) -> Result<(), String> {
+        let bytes = serde_json::to_vec(signed).unwrap_or_default();
+        write_atomic(&self.path, &bytes, 0o600).map_err(|e| {
+            format!(
+                "cannot keep the manifest: {} ({})",
+                describe(&e),
+                self.path.display()
+            )
+        })
+    }
+}
+
+/// What was found in the data folder at start.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No manifest was ever kept: a new agent.
+    None,
+    Kept(Manifest),
+    /// A manifest file that cannot be read or verified, and why, in words for the report.
+    Damaged(String),
 }
 
 #[cfg(test)]
@@ -152,10 +197,62 @@ mod tests {
         let key = signer();
         let public = key.public_key().as_ref().to_vec();
         let kept = Kept::new(dir.path());
-        assert!(kept.load(&public, "s").unwrap().is_none());
+        assert!(matches!(kept.load(&public, "s"), Loaded::None));
         kept.save(&signed(&key, "s", 7)).unwrap();
-        assert_eq!(kept.load(&public, "s").unwrap().unwrap().revision, 7);
+        assert!(matches!(kept.load(&public, "s"), Loaded::Kept(m) if m.revision == 7));
         kept.save(&signed(&signer(), "s", 8)).unwrap();
-        assert!(kept.load(&public, "s").is_err());
+        assert!(
+            matches!(kept.load(&public, "s"), Loaded::Damaged(why) if why.contains("does not verify"))
+        );
+    }
+
+    #[test]
+    fn a_damaged_kept_manifest_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = signer();
+        let public = key.public_key().as_ref().to_vec();
+        let kept = Kept::new(dir.path());
+        let path = dir.path().join(MANIFEST_FILE);
+        for garbage in [&b"{\"payload\": \"trunc"[..], b"", b"\xff\xfe", b"[]"] {
+            std::fs::write(&path, garbage).unwrap();
+            match kept.load(&public, "s") {
+                Loaded::Damaged(why) => {
+                    assert!(why.contains(&path.display().to_string()), "{why}");
+                    assert!(why.contains("left untouched"), "{why}");
+                }
+                other => panic!("{garbage:?}: {other:?}"),
+            }
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(
+            matches!(kept.load(&public, "s"), Loaded::Damaged(_)),
+            "unreadable"
+        );
+    }
+
+    #[test]
+    fn a_damaged_kept_manifest_is_set_aside_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = Kept::new(dir.path());
+        std::fs::write(dir.path().join(MANIFEST_FILE), "garbage").unwrap();
+        let aside = kept.set_aside().unwrap();
+        assert_eq!(aside, dir.path().join("manifest.json.damaged"));
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "garbage");
+        assert!(matches!(
+            kept.load(signer().public_key().as_ref(), "s"),
+            Loaded::None
+        ));
+    }
+
+    #[test]
+    fn a_manifest_that_cannot_be_kept_says_why_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = signer();
+        let kept = Kept::new(&dir.path().join("data"));
+        std::fs::write(dir.path().join("data"), "a file, not a folder").unwrap();
+        let e = kept.save(&signed(&key, "s", 1)).unwrap_err();
+        assert!(e.starts_with("cannot keep the manifest: "), "{e}");
+        assert!(e.contains("manifest.json"), "{e}");
     }
 }

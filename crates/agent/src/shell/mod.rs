@@ -3,10 +3,13 @@
 //!
 //! Start-up order matters for offline autonomy: the kept manifest is loaded and the reconciler
 //! starts before the control plane is contacted, so a host that reboots with no network brings
-//! its containers back (adopting those still running, untouched) on its own.
+//! its containers back (adopting those still running, untouched) on its own. A kept manifest
+//! found damaged does not stop the agent: it is reported, and nothing is touched until the
+//! control plane sends a fresh one.
 
 mod client;
 pub mod clock;
+mod conditions;
 mod detach;
 mod files;
 pub mod identity;
@@ -23,13 +26,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atoll_api::agent::{JoinToken, RuntimeInventory};
+use atoll_api::agent::{ConditionKind, JoinToken, RuntimeInventory};
 use atoll_runtime::Driver;
 use sha2::Digest as _;
 use tokio::sync::{Notify, watch};
 
+use self::conditions::Conditions;
 use self::identity::Identity;
-use self::manifest::Kept;
+use self::manifest::{Kept, Loaded};
 use self::outbox::Outbox;
 use self::session::Session;
 
@@ -150,15 +154,49 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| default_secrets_dir(dir));
     let kept = Kept::new(dir);
-    let manifest = kept.load(&identity.signing_key, &site)?;
-    if let Some(m) = &manifest {
-        tracing::info!(revision = m.revision, "carrying on with the kept manifest");
-    }
+    let conditions = Conditions::default();
+    let mut outbox = Outbox::open(&dir.join("outbox"), config.outbox_capacity)?;
+    let manifest = match kept.load(&identity.signing_key, &site) {
+        Loaded::Kept(m) => {
+            tracing::info!(revision = m.revision, "carrying on with the kept manifest");
+            Some(m)
+        }
+        // Set aside at an earlier start, and no fresh manifest kept since: still damaged.
+        Loaded::None if kept.aside().exists() => {
+            conditions.raise(
+                ConditionKind::KeptManifestDamaged,
+                format!(
+                    "the kept manifest was found damaged at an earlier start (kept as {}) and no fresh manifest was kept since; what runs is left untouched until the control plane sends one",
+                    kept.aside().display()
+                ),
+            );
+            None
+        }
+        Loaded::None => None,
+        // Without a manifest the reconciler does nothing and the sync loop asks for the
+        // site's current one (have=0), which replaces the damaged file once verified.
+        Loaded::Damaged(why) => {
+            let why = match kept.set_aside() {
+                Ok(aside) => format!("{why} (the damaged file is kept as {})", aside.display()),
+                Err(e) => format!("{why} (it cannot be moved aside: {e})"),
+            };
+            tracing::error!(%why, "the kept manifest is damaged");
+            outbox.push(
+                clock::now_rfc3339(),
+                vec![atoll_api::agent::AgentEvent {
+                    at: clock::now_rfc3339(),
+                    kind: "manifest".to_owned(),
+                    message: why.clone(),
+                    count: None,
+                }],
+                None,
+            );
+            conditions.raise(ConditionKind::KeptManifestDamaged, why);
+            None
+        }
+    };
     let (manifests, manifest_rx) = watch::channel(manifest.map(Arc::new));
-    let outbox = Arc::new(Mutex::new(Outbox::open(
-        &dir.join("outbox"),
-        config.outbox_capacity,
-    )?));
+    let outbox = Arc::new(Mutex::new(outbox));
     let report_ready = Arc::new(Notify::new());
     let refused = Arc::new(Mutex::new(None));
     let session = Arc::new(Session::new(identity)?);
@@ -192,6 +230,7 @@ pub async fn run(
             outbox: outbox.clone(),
             report_ready: report_ready.clone(),
             refused: refused.clone(),
+            conditions: conditions.clone(),
             interval: config.interval,
             probe_targets,
             health,
@@ -206,6 +245,7 @@ pub async fn run(
             kept,
             manifests,
             refused,
+            conditions,
             outbox: outbox.clone(),
             report_ready: report_ready.clone(),
             wait: config.poll_wait,

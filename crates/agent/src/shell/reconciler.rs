@@ -18,6 +18,7 @@ use atoll_runtime::{Container, Driver, State};
 use tokio::sync::{Notify, watch};
 
 use super::clock::{now_ms, now_rfc3339};
+use super::conditions::Conditions;
 use super::outbox::Outbox;
 use super::prober::{HealthBook, Target};
 use crate::core::secrets::OpenedSecrets;
@@ -44,6 +45,8 @@ pub struct Reconciler {
     pub report_ready: Arc<Notify>,
     /// Why the newest manifest offered was refused, shared with the sync loop.
     pub refused: Arc<Mutex<Option<String>>>,
+    /// The host's conditions, carried in every status.
+    pub conditions: Conditions,
     pub interval: Duration,
     /// Running containers with a health check, for the prober.
     pub probe_targets: watch::Sender<Vec<Target>>,
@@ -101,6 +104,7 @@ impl Reconciler {
                 _ = self.shutdown.changed() => return,
                 changed = self.manifests.changed() => if changed.is_err() { return },
                 () = self.health_changed.notified() => {}
+                () = self.conditions.changed() => {}
                 event = recv(&mut events) => if event.is_none() {
                     // The runtime's event stream ended (daemon restart): subscribe again next
                     // round, after the periodic pass has had its say.
@@ -119,6 +123,16 @@ impl Reconciler {
         // "run nothing": planning now would remove the site's running containers, only to
         // create them again when the manifest arrives.
         let Some(manifest) = self.manifests.borrow().clone() else {
+            // Without a manifest there is no state to report, but a condition (a kept
+            // manifest found damaged) is: the host says it runs no revision it knows of.
+            let conditions = self.conditions.list();
+            if !conditions.is_empty() {
+                let status = HostStatus {
+                    conditions,
+                    ..HostStatus::default()
+                };
+                self.queue(pass, Vec::new(), Some(status));
+            }
             return (false, None);
         };
         let mut desired = core::desired(&self.site, &manifest, &self.files_dir);
@@ -174,6 +188,10 @@ impl Reconciler {
             }
         }
         forget_stable(&mut pass.memory, &observed);
+        // Failed creations of replicas no longer wanted are of no use.
+        pass.memory
+            .create_failures
+            .retain(|name, _| desired.iter().any(|r| r.spec.name == *name));
         let mut plan = core::plan(&desired, &observed, &images, &pass.memory, now_ms());
         self.hold_without_secrets(&mut plan, &desired, applied_revision, pass);
         if plan.actions.is_empty() {
@@ -221,6 +239,7 @@ impl Reconciler {
                     .unwrap_or_else(|e| e.into_inner())
                     .clone(),
                 dropped_reports: 0,
+                conditions: self.conditions.list(),
             };
             self.queue(pass, Vec::new(), Some(status));
             collect_garbage(&self.files_dir, &desired);
@@ -259,7 +278,7 @@ impl Reconciler {
             },
             Action::Create { replica } => {
                 pass.memory.forget(&replica.spec.name);
-                match self.create(replica).await {
+                match self.create(replica, pass, now).await {
                     Ok(id) => event(
                         "container",
                         format!("created {} ({})", replica.spec.name, short(&id)),
@@ -294,7 +313,7 @@ impl Reconciler {
                 if let Err(e) = self.remove(old_id).await {
                     return event("container", format!("cannot remove the old {name}: {e}"));
                 }
-                match self.create(replica).await {
+                match self.create(replica, pass, now).await {
                     Ok(id) => event(
                         "container",
                         format!(
@@ -308,6 +327,7 @@ impl Reconciler {
             }
             Action::Remove { id, name } => {
                 pass.memory.forget(name);
+                pass.memory.created(name);
                 match self.remove(id).await {
                     Ok(()) => event("container", format!("removed {name}")),
                     Err(e) => event("container", format!("cannot remove {name}: {e}")),
@@ -348,8 +368,23 @@ impl Reconciler {
         self.driver.remove(id).await
     }
 
-    /// Writes the replica's files and secrets, then creates and starts its container.
-    async fn create(&self, replica: &Replica) -> Result<String, String> {
+    /// Writes the replica's files and secrets, then creates and starts its container. A
+    /// failure before the container exists is remembered, so the next try waits (a start
+    /// that fails leaves a container, which restarts with the restart backoff).
+    async fn create(&self, replica: &Replica, pass: &mut Pass, now: u64) -> Result<String, String> {
+        let name = &replica.spec.name;
+        let created = self.create_container(replica).await;
+        match &created {
+            Ok(_) => pass.memory.created(name),
+            Err(e) => pass.memory.record_failed_create(name, now, e.clone()),
+        }
+        let id = created?;
+        self.driver.start(&id).await.map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// The files, the secrets and the container of `replica`, not started.
+    async fn create_container(&self, replica: &Replica) -> Result<String, String> {
         for file in &replica.files {
             super::files::write_atomic(&file.host_path, file.content.as_bytes(), file.mode)
                 .map_err(|e| format!("{}: {e}", file.host_path.display()))?;
@@ -358,13 +393,10 @@ impl Reconciler {
             write_secret(&file.host_path, &file.content)
                 .map_err(|e| format!("{}: {e}", file.host_path.display()))?;
         }
-        let id = self
-            .driver
+        self.driver
             .create(&replica.spec)
             .await
-            .map_err(|e| e.to_string())?;
-        self.driver.start(&id).await.map_err(|e| e.to_string())?;
-        Ok(id)
+            .map_err(|e| e.to_string())
     }
 
     /// The secrets of the manifest, opened with this host's key (once per revision). A secret
@@ -517,9 +549,8 @@ impl Reconciler {
             pass.last_status = Some(s.clone());
         }
         let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        match outbox.push(now_rfc3339(), events, status) {
-            Ok(_) => self.report_ready.notify_one(),
-            Err(e) => tracing::error!(error = %e, "cannot queue a report"),
+        if outbox.push(now_rfc3339(), events, status).is_some() {
+            self.report_ready.notify_one();
         }
     }
 }
@@ -712,6 +743,7 @@ fn event(kind: &str, message: String) -> AgentEvent {
         at: now_rfc3339(),
         kind: kind.to_owned(),
         message,
+        count: None,
     }
 }
 

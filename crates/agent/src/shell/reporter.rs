@@ -2,6 +2,7 @@
 //! what may be forgotten. While the control plane is away, batches wait on disk. After a lost
 //! counter, the first request carries no batch: its answer, the control plane's acknowledged
 //! sequence, says whether the waiting batches need new numbers before they go.
+//! The reporter also queues an event's folded repeats when their window ends.
 
 use std::sync::{Arc, Mutex};
 
@@ -30,18 +31,29 @@ impl Reporter {
     pub async fn run(mut self) {
         let mut backoff = Backoff::agent();
         loop {
-            let (probe, pending) = {
+            let (probe, pending, folded_due) = {
                 let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+                outbox.flush_folded();
+                let folded_due = outbox.folded_due_in();
                 if outbox.unconfirmed() {
-                    (true, Vec::new())
+                    (true, Vec::new(), folded_due)
                 } else {
-                    (false, outbox.pending(BATCH_LIMIT))
+                    (false, outbox.pending(BATCH_LIMIT), folded_due)
                 }
             };
             if pending.is_empty() && !probe {
+                // Folded repeats are queued when their window ends, whether or not anything
+                // else happens by then.
+                let folded = async {
+                    match folded_due {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = self.shutdown.changed() => return,
                     _ = self.report_ready.notified() => {}
+                    () = folded => continue,
                 }
                 // What follows a batch within the moment goes with it: the status after a
                 // manifest's reconcile with the event of its acceptance.

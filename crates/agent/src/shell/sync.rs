@@ -1,16 +1,20 @@
 //! Following the site's manifest: a long-poll that the control plane answers as soon as a newer
 //! revision exists. Every accepted manifest is verified and kept on disk before the reconciler
 //! sees it; a refused one is logged and said in the next report, and what runs keeps running.
+//! One that cannot be kept (a full disk) is not applied either: it is reported, raised as the
+//! host's `manifest_not_kept` condition until a manifest is kept again, and asked for again
+//! with a growing backoff. Keeping one clears a damaged kept manifest's condition too.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atoll_api::Manifest;
-use atoll_api::agent::{AgentEvent, SignedManifest};
+use atoll_api::agent::{AgentEvent, ConditionKind, SignedManifest};
 use tokio::sync::{Notify, watch};
 
 use super::AgentError;
 use super::clock::now_rfc3339;
+use super::conditions::Conditions;
 use super::manifest::{Kept, verify};
 use super::outbox::Outbox;
 use super::session::Session;
@@ -22,6 +26,7 @@ pub struct Sync {
     pub kept: Kept,
     pub manifests: watch::Sender<Option<Arc<Manifest>>>,
     pub refused: Arc<Mutex<Option<String>>>,
+    pub conditions: Conditions,
     pub outbox: Arc<Mutex<Outbox>>,
     pub report_ready: Arc<Notify>,
     pub wait: Duration,
@@ -62,13 +67,7 @@ impl Sync {
                     }
                     match answer {
                         None => Polled::NotModified,
-                        Some(signed) => {
-                            if self.accept(signed, have) {
-                                Polled::Refused
-                            } else {
-                                Polled::Accepted
-                            }
-                        }
+                        Some(signed) => self.accept(signed, have),
                     }
                 }
                 Err(AgentError::Busy { retry_after }) => Polled::Busy(retry_after),
@@ -94,8 +93,8 @@ impl Sync {
         }
     }
 
-    /// Takes a manifest the control plane sent; returns true if it was refused.
-    fn accept(&self, signed: SignedManifest, have: u64) -> bool {
+    /// Takes a manifest the control plane sent: accepted, refused or not kept.
+    fn accept(&self, signed: SignedManifest, have: u64) -> Polled {
         let session = &self.session;
         match verify(
             &signed,
@@ -105,9 +104,13 @@ impl Sync {
         ) {
             Ok(manifest) => {
                 if let Err(e) = self.kept.save(&signed) {
-                    tracing::error!(error = %e, "cannot keep the manifest on disk; not applying it");
-                    return true;
+                    tracing::error!(error = %e, revision = manifest.revision, "not applying the manifest; what runs keeps running");
+                    self.record("manifest", e.clone());
+                    self.conditions.raise(ConditionKind::ManifestNotKept, e);
+                    return Polled::NotKept;
                 }
+                self.conditions.clear(ConditionKind::ManifestNotKept);
+                self.conditions.clear(ConditionKind::KeptManifestDamaged);
                 tracing::info!(revision = manifest.revision, "applying manifest");
                 *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 self.record(
@@ -115,13 +118,13 @@ impl Sync {
                     format!("accepted manifest revision {}", manifest.revision),
                 );
                 self.manifests.send_replace(Some(Arc::new(manifest)));
-                false
+                Polled::Accepted
             }
             Err(reason) => {
                 tracing::warn!(%reason, "refused a manifest; what runs keeps running");
                 *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
                 self.record("refused", reason);
-                true
+                Polled::Refused
             }
         }
     }
@@ -131,9 +134,10 @@ impl Sync {
             at: now_rfc3339(),
             kind: kind.to_owned(),
             message,
+            count: None,
         };
         let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        if outbox.push(now_rfc3339(), vec![event], None).is_ok() {
+        if outbox.push(now_rfc3339(), vec![event], None).is_some() {
             self.report_ready.notify_one();
         }
     }

@@ -161,6 +161,7 @@ mod tests {
                             at: "2026-01-01T00:00:00Z".into(),
                             kind: "container".into(),
                             message: message.into(),
+                            count: None,
                         })
                         .collect(),
                     status: None,

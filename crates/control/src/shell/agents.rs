@@ -634,7 +634,7 @@ impl Agents {
                 events: b
                     .events
                     .into_iter()
-                    .map(|e| (e.at, e.kind, e.message))
+                    .map(|e| (e.at, e.kind, folded(e.message, e.count)))
                     .collect(),
                 status: b
                     .status
@@ -857,6 +857,15 @@ fn detached(identity: &AgentIdentity) -> Error {
         "host {} was detached from site {}: the site was deleted, and this host's identity is never accepted again; enroll it anew with a join token of its new site",
         identity.host, identity.site
     ))
+}
+
+/// An event's text as stored: a folded event says how many times it happened, since the store
+/// keeps events as text (the count stays typed on the wire, for what reads reports).
+fn folded(message: String, count: Option<u32>) -> String {
+    match count {
+        Some(n) if n > 1 => format!("{message} ({n} times)"),
+        _ => message,
+    }
 }
 
 fn invalid(field: &str, message: &str) -> Error {

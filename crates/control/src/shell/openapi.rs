@@ -491,6 +491,9 @@ fn schemas() -> Value {
         "SiteView": view(json!({
             "revision": { "type": ["integer", "null"] },
             "events_pruned": { "type": "integer", "description": "events of the site the retention pruned (the oldest received)" },
+            "conditions": { "type": "array", "items": { "type": "object", "properties": {
+                "host": { "type": "string" }, "kind": { "type": "string" }, "message": { "type": "string" }, "since": { "type": "string" },
+            } } },
             "applications": { "type": "array", "items": { "type": "object", "properties": {
                 "deployment": { "type": "string" }, "application": { "type": "string" }, "version": { "type": "string" },
             } } },

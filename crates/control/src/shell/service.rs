@@ -667,12 +667,19 @@ impl ControlPlane {
                         .map(|h| statuses.get(&h.id).map(|s| s.applied_revision))
                         .min()
                         .flatten(),
-                    health: atoll_api::agent::Health::of(
-                        members
-                            .iter()
-                            .filter_map(|h| statuses.get(&h.id))
-                            .flat_map(|s| &s.replicas),
+                    health: atoll_api::agent::Health::of_hosts(
+                        members.iter().filter_map(|h| statuses.get(&h.id)),
                     ),
+                    conditions: members
+                        .iter()
+                        .filter_map(|h| Some((h, statuses.get(&h.id)?)))
+                        .flat_map(|(h, s)| {
+                            s.conditions.iter().map(|c| atoll_api::SiteCondition {
+                                host: h.id.clone(),
+                                condition: c.clone(),
+                            })
+                        })
+                        .collect(),
                     last_seen: members.iter().filter_map(|h| h.last_seen.clone()).max(),
                     dropped_reports: members
                         .iter()

@@ -358,6 +358,7 @@ fn run_on_fake_runtime(site: &str, manifest: &Manifest) -> HostStatus {
         refused: None,
         dropped_reports: 0,
         secrets: BTreeMap::new(),
+        conditions: Vec::new(),
     }
 }
 
@@ -386,6 +387,7 @@ async fn report(
                     at,
                     kind: "manifest".into(),
                     message: format!("accepted manifest revision {revision}"),
+                    count: None,
                 }],
                 status: Some(status),
             }],
