@@ -9,6 +9,7 @@ use atoll_api::agent::HostView;
 use crate::client::Client;
 use crate::config::Config;
 use crate::error::Result;
+use crate::output;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -29,10 +30,11 @@ pub async fn run(command: Command) -> Result<()> {
             let client = Client::from_config(&Config::load()?)?;
             let path = format!("/v1/hosts/{}/approve-key", args.host);
             let host: HostView = client.post(&path, &serde_json::json!({})).await?;
-            println!(
-                "host {} of site {}: its secrets are sealed to its new key from now on",
+            // The host's id and site came from the network.
+            output::print(&format!(
+                "host {} of site {}: its secrets are sealed to its new key from now on\n",
                 host.id, host.site
-            );
+            ));
             Ok(())
         }
     }
