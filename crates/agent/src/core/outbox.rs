@@ -380,7 +380,8 @@ mod tests {
 
     /// One host's outbox on disk, the agent processes that use it one after another, and the
     /// control plane, for the tests below. The disk is written in `shell::outbox`'s order (a
-    /// push writes the counter, then the batch's file; an acknowledgement removes the forgotten
+    /// push writes the drop count and removes the batches it drops, if any, then writes the
+    /// counter, then the batch's file; an acknowledgement removes the forgotten
     /// files, writes the counter if it renumbered, renames newest first, then removes the
     /// `renumber-from` marker), and an agent may be SIGKILLed between any two writes. A request
     /// an agent sent is not lost with it: the control plane may store it after the next agent
@@ -391,6 +392,10 @@ mod tests {
         files: std::collections::BTreeMap<u64, u32>,
         counter: Option<u64>,
         marker: Option<u64>,
+        /// The drop count's file.
+        dropped: u64,
+        /// The outbox's capacity (none when 0).
+        capacity: usize,
         /// The identities of the batches whose file was written.
         written: Vec<u32>,
         identities: u32,
@@ -407,6 +412,7 @@ mod tests {
 
     #[derive(Debug, Clone, Copy)]
     enum Write {
+        Dropped(u64),
         Counter(u64),
         File(u64, u32),
         Remove(u64),
@@ -443,7 +449,12 @@ mod tests {
         /// `shell::outbox::Outbox::open`.
         fn start(&mut self) {
             let queued = self.files.keys().copied().collect();
-            let mut q = Queue::restore(queued, self.counter.unwrap_or(0), 0, 1000);
+            let capacity = if self.capacity == 0 {
+                usize::MAX
+            } else {
+                self.capacity
+            };
+            let mut q = Queue::restore(queued, self.counter.unwrap_or(0), self.dropped, capacity);
             if let Some(from) = self.marker {
                 q.lost_counter(from);
             } else if self.counter.is_none() {
@@ -461,6 +472,7 @@ mod tests {
                     return false;
                 }
                 match *w {
+                    Write::Dropped(count) => self.dropped = count,
                     Write::Counter(next) => self.counter = Some(next),
                     Write::File(seq, id) => {
                         self.files.insert(seq, id);
@@ -496,12 +508,15 @@ mod tests {
             };
             let alive = match *step {
                 Step::Push(kill_after) => {
-                    let seq = q.push().seq;
+                    let pushed = q.push();
                     self.identities += 1;
-                    let writes = [
-                        Write::Counter(q.next_seq()),
-                        Write::File(seq, self.identities),
-                    ];
+                    let mut writes = Vec::new();
+                    if !pushed.dropped.is_empty() {
+                        writes.push(Write::Dropped(q.dropped()));
+                    }
+                    writes.extend(pushed.dropped.iter().map(|s| Write::Remove(*s)));
+                    writes.push(Write::Counter(q.next_seq()));
+                    writes.push(Write::File(pushed.seq, self.identities));
                     self.write(&writes, kill_after)
                 }
                 Step::Send => {
@@ -587,23 +602,26 @@ mod tests {
             panic!("the outbox does not drain: {self:#?}");
         }
 
-        /// Every batch whose file was written is stored, once; none is stored twice.
+        /// No batch is stored twice, and every batch whose file was written is stored or
+        /// counted as dropped.
         fn check(&self) -> Result<(), String> {
             let mut stored = self.stored.clone();
             stored.sort_unstable();
             if stored.windows(2).any(|w| w[0] == w[1]) {
                 return Err(format!("a batch stored twice: {self:#?}"));
             }
-            match self
+            let lost = self
                 .written
                 .iter()
-                .find(|id| stored.binary_search(id).is_err())
-            {
-                Some(id) => Err(format!(
-                    "batch {id} was written but never stored: {self:#?}"
-                )),
-                None => Ok(()),
+                .filter(|id| stored.binary_search(id).is_err())
+                .count() as u64;
+            if lost > self.dropped {
+                return Err(format!(
+                    "{lost} batches written and never stored, {} counted as dropped: {self:#?}",
+                    self.dropped
+                ));
             }
+            Ok(())
         }
     }
 
@@ -641,6 +659,24 @@ mod tests {
         );
     }
 
+    /// A full outbox's push removed the oldest batch's file, then counted it: killed in
+    /// between, the batch was gone and no status ever said so.
+    #[test]
+    fn a_batch_dropped_from_a_full_outbox_is_counted_before_its_file_goes() {
+        let mut w = World {
+            capacity: 1,
+            ..World::stored_up_to(5)
+        };
+        w.start(); // again, with that capacity
+        w.step(&Step::Push(None)); // 6
+        w.step(&Step::Push(None)); // 7, dropping 6
+        w.step(&Step::Push(Some(1))); // 8, dropping 7: killed after one write
+        assert_eq!(w.dropped, 2, "{w:#?}");
+        assert!(w.files.contains_key(&7), "counted, and sent after all");
+        w.settle();
+        w.check().unwrap();
+    }
+
     /// A request a killed agent sent, stored only after the next agent asked for the cursor: the
     /// probe's answer is behind, and must not make the next agent's numbers collide.
     #[test]
@@ -676,12 +712,14 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
         /// Whatever the kills between any two writes, the counters lost or garbage at each
         /// start, and the order in which the control plane stores what dead and live agents
-        /// sent: every batch that reached disk is stored exactly once.
+        /// sent, and a full outbox: every batch that reached disk is stored once or counted as
+        /// dropped.
         #[test]
         fn no_batch_that_reached_disk_is_lost_or_stored_twice_whatever_the_kills(
             steps in proptest::collection::vec(steps(), 0..60),
+            capacity in proptest::option::of(1usize..4),
         ) {
-            let mut w = World::default();
+            let mut w = World { capacity: capacity.unwrap_or(0), ..World::default() };
             for step in &steps {
                 w.step(step);
             }

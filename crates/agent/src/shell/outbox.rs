@@ -151,12 +151,14 @@ impl Outbox {
         status: Option<HostStatus>,
     ) -> Result<u64, AgentError> {
         let pushed = self.queue.push();
+        // Counted before their files go: a kill in between leaves a batch counted as dropped
+        // and sent after all, never one gone without a count.
+        if !pushed.dropped.is_empty() {
+            self.write_dropped()?;
+        }
         for oldest in &pushed.dropped {
             let path = self.path(*oldest);
             std::fs::remove_file(&path).map_err(io(&path))?;
-        }
-        if !pushed.dropped.is_empty() {
-            self.write_dropped()?;
         }
         self.write_next_seq()?;
         let status = status.map(|mut s| {
