@@ -320,16 +320,18 @@ impl Outbox {
     /// oldest batches dropped to make room.
     fn number(&mut self) -> (u64, Result<(), String>) {
         let pushed = self.queue.push();
-        for oldest in &pushed.dropped {
-            if self.unkept.remove(oldest).is_none() {
-                let _ = std::fs::remove_file(self.path(*oldest));
-            }
-        }
+        // Counted before their files go: a kill in between leaves a batch counted as dropped
+        // and sent after all, never one gone without a count.
         let mut written = Ok(());
         if !pushed.dropped.is_empty() {
             let counter = self.dir.join(DROPPED);
             written = write_atomic(&counter, self.queue.dropped().to_string().as_bytes(), 0o600)
                 .map_err(failed(&counter));
+        }
+        for oldest in &pushed.dropped {
+            if self.unkept.remove(oldest).is_none() {
+                let _ = std::fs::remove_file(self.path(*oldest));
+            }
         }
         let next = self.write_next_seq().map_err(|e| e.to_string());
         (pushed.seq, written.and(next))
