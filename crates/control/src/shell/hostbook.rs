@@ -21,9 +21,11 @@ pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct HostBook {
     book: Mutex<Book>,
-    /// The highest host-change number followed; it moves whenever a followed change lands, so
-    /// a long-poll wakes to look at its host again.
-    followed: watch::Sender<u64>,
+    /// How many hosts this book has seen detached: it moves when a followed change detaches
+    /// one, so that waiting long-polls look at their host again. Only then: an enrollment or a
+    /// renewal takes nothing from a host that waits, and ten thousand enrollments waking ten
+    /// thousand waiting polls each would be quadratic.
+    detached: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -50,7 +52,7 @@ impl Default for HostBook {
     fn default() -> HostBook {
         HostBook {
             book: Mutex::default(),
-            followed: watch::channel(0).0,
+            detached: watch::channel(0).0,
         }
     }
 }
@@ -64,14 +66,19 @@ impl HostBook {
         if rows.is_empty() {
             return Ok(false);
         }
-        let followed = {
+        let detached = {
             let mut book = self.lock();
+            let mut detached = 0;
             for row in rows {
                 book.followed = book.followed.max(row.changed);
-                let newer = book
-                    .hosts
-                    .get(&row.id)
-                    .is_none_or(|m| m.changed < row.changed);
+                let known = book.hosts.get(&row.id);
+                let newer = known.is_none_or(|m| m.changed < row.changed);
+                if newer
+                    && row.state == HostState::Detached
+                    && known.is_some_and(|m| m.state == HostState::Attached)
+                {
+                    detached += 1;
+                }
                 if newer {
                     let member = Member {
                         site: row.site,
@@ -86,9 +93,11 @@ impl HostBook {
                     book.hosts.insert(row.id, member);
                 }
             }
-            book.followed
+            detached
         };
-        self.followed.send_replace(followed);
+        if detached > 0 {
+            self.detached.send_modify(|n| *n += detached);
+        }
         Ok(true)
     }
 
@@ -127,9 +136,9 @@ impl HostBook {
         Ok(self.member(host))
     }
 
-    /// Changes whenever a followed change lands.
+    /// Changes whenever a followed change detaches a host this book knew attached.
     pub fn watch(&self) -> watch::Receiver<u64> {
-        self.followed.subscribe()
+        self.detached.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -196,7 +205,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("atoll.db")).unwrap();
         let book = HostBook::default();
-        let mut woken = book.watch();
+        let woken = book.watch();
         enroll(&store, "h1", "a").await;
         // Not seen yet: found in the store on first ask.
         let found = book.find(&store, "h1").await.unwrap().unwrap();
@@ -204,8 +213,8 @@ mod tests {
             (found.site.as_str(), found.state),
             ("a", HostState::Attached)
         );
-        assert!(woken.has_changed().unwrap());
-        woken.borrow_and_update();
+        // A new host takes nothing from those waiting: they are not woken.
+        assert!(!woken.has_changed().unwrap());
 
         let writes = vec![Write::RetireSite {
             site: "a".into(),
