@@ -17,9 +17,7 @@ use atoll_control::shell::signing::ManifestSigner;
 use atoll_control::shell::tls::{AgentIdentity, Pki};
 use atoll_control::shell::vault::Vault;
 use atoll_spec::Source;
-use atoll_store::{
-    Enrolled, HostRow, HostState, JoinTokenRow, SqliteStore, Store, TokenRow, Write,
-};
+use atoll_store::{Enrolled, HostRow, JoinTokenRow, SqliteStore, Store, TokenRow, Write};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -82,12 +80,7 @@ async fn api(retention: Retention) -> Api {
         enrolled_at: "2026-01-01T00:00:00Z".into(),
         last_seen: None,
         recipient: None,
-        previous_serial: None,
-        previous_until: None,
-        pending_recipient: None,
-        state: HostState::Attached,
-        detached_at: None,
-        changed: 0,
+        ..HostRow::default()
     };
     assert_eq!(store.enroll_host(host, "t1").await.unwrap(), Enrolled::Yes);
     let agents = Agents::new(store, control.clone(), fleet, pki).with_retention(retention);

@@ -10,7 +10,7 @@ use atoll_control::shell::signing::ManifestSigner;
 use atoll_control::shell::tls::{AgentIdentity, Pki};
 use atoll_control::shell::vault::Vault;
 use atoll_spec::Source;
-use atoll_store::{Enrolled, HostRow, HostState, JoinTokenRow, SqliteStore, Store};
+use atoll_store::{Enrolled, HostRow, JoinTokenRow, SqliteStore, Store};
 
 fn host(id: &str) -> HostRow {
     HostRow {
@@ -23,12 +23,7 @@ fn host(id: &str) -> HostRow {
         enrolled_at: "2026-01-01T00:00:00Z".into(),
         last_seen: None,
         recipient: None,
-        previous_serial: None,
-        previous_until: None,
-        pending_recipient: None,
-        state: HostState::Attached,
-        detached_at: None,
-        changed: 0,
+        ..HostRow::default()
     }
 }
 

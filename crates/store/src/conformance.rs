@@ -337,12 +337,7 @@ fn host(id: &str, site: &str) -> HostRow {
         enrolled_at: "2026-01-01T00:00:00Z".into(),
         last_seen: None,
         recipient: Some(format!("key-of-{id}")),
-        previous_serial: None,
-        previous_until: None,
-        pending_recipient: None,
-        state: HostState::Attached,
-        detached_at: None,
-        changed: 0,
+        ..HostRow::default()
     }
 }
 

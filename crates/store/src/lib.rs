@@ -111,7 +111,9 @@ pub enum TokenRefusal {
     UsedUp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A host as stored. Its default is what a new host starts with besides its own facts:
+/// attached, no previous certificate, no key waiting, numbered by the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRow {
     pub id: String,
     pub site: String,
@@ -140,8 +142,9 @@ pub struct HostRow {
 /// Whether a host still belongs to its site. A host is attached from enrollment until its site
 /// is deleted; then it is detached for good: a site re-created under the same name is a new
 /// site, and no old host belongs to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostState {
+    #[default]
     Attached,
     Detached,
 }

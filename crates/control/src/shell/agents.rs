@@ -250,12 +250,7 @@ impl Agents {
                         enrolled_at: now.clone(),
                         last_seen: Some(now.clone()),
                         recipient: req.recipient.clone(),
-                        previous_serial: None,
-                        previous_until: None,
-                        pending_recipient: None,
-                        state: HostState::Attached,
-                        detached_at: None,
-                        changed: 0,
+                        ..HostRow::default()
                     },
                     &row.id,
                 )
