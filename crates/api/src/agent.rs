@@ -80,38 +80,7 @@ pub struct CreateTokenResponse {
     pub uses: u32,
 }
 
-/// What a host is, reported at enrollment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Inventory {
-    pub hostname: String,
-    /// `x86_64`, `aarch64`, ...
-    pub arch: String,
-    pub os: String,
-    pub kernel: String,
-    pub cpus: u32,
-    pub cpu_model: String,
-    pub memory_bytes: u64,
-    /// Total size of the filesystem holding the agent's data.
-    pub disk_bytes: u64,
-    pub runtime: RuntimeInventory,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<Device>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuntimeInventory {
-    pub name: String,
-    pub version: String,
-}
-
-/// An attached device: a camera, a serial port, a GPU...
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Device {
-    pub kind: String,
-    pub path: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
-}
+pub use crate::host::{Device, Inventory, RuntimeInventory};
 
 /// `POST /v1/enroll`: no client certificate yet; the join token proves the right to join.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //! themselves travel as `atoll_spec::Resource`, in the shape users write them.
 
 pub mod agent;
+pub mod host;
 pub mod manifest;
 pub mod secret;
 pub mod whole;
@@ -15,8 +16,8 @@ use atoll_spec::{Diagnostic, Kind, Resource, Source};
 use serde::{Deserialize, Serialize};
 
 pub use manifest::{
-    Manifest, ManifestApplication, ManifestContent, ManifestSecret, ManifestService, RenderedFile,
-    SealedSecret,
+    DeviceClass, DeviceRule, Manifest, ManifestApplication, ManifestContent, ManifestSecret,
+    ManifestService, RenderedFile, SealedSecret,
 };
 
 /// The path prefix of every API call.

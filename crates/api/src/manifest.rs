@@ -1,15 +1,29 @@
 //! A site's manifest: everything the site must run, rendered for it.
 //!
-//! The control plane compiles it; the agent (next) receives it. Content is hashed over its
-//! canonical JSON (fields in declaration order, maps sorted), so equal content always has the
-//! same hash, and the revision grows exactly when the hash changes.
+//! The control plane compiles it; the agent receives it. Content is hashed over its canonical
+//! JSON (fields in declaration order, maps sorted), so equal content always has the same hash,
+//! and the revision grows exactly when the hash changes.
+//!
+//! Agents in the field are older than the control plane, so these types are this crate's own
+//! (not the `spec` types users write, which refuse unknown fields) and every one of them reads
+//! past fields it does not know. What an older agent could not honour is never sent to it: the
+//! control plane checks the capabilities each agent advertises
+//! ([`crate::host::capability`]). A change an older agent would misread whatever it ignores
+//! raises [`SCHEMA`]; an agent refuses a manifest of a schema newer than its own. Every field
+//! added since the first agent is left out when empty, so a manifest that uses none of them is
+//! byte for byte what that agent always got, with the same hash. Enumerations (`Mode`,
+//! `Protocol`, `OnSecretChange`, `HealthCheck`) and units are shared with `spec`: an unknown
+//! variant cannot be read past, and a new one comes with a capability.
 
 use std::collections::BTreeMap;
 
-use atoll_spec::application::{
-    File, Health, Mode, OnSecretChange, Port, Requires, Resources, Volume,
-};
+use atoll_spec::application::{File, HealthCheck, Mode, OnSecretChange, Protocol};
+use atoll_spec::units::{ByteSize, Cpu, Span};
 use serde::{Deserialize, Serialize};
+
+/// The manifest schema this build writes and reads. An agent refuses a manifest whose
+/// [`ManifestContent::schema`] is higher, and reports its own version with the refusal.
+pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -54,14 +68,46 @@ pub struct Stanza {
     pub wrapped: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestContent {
+    /// The schema of this content; [`SCHEMA`] when left out.
+    #[serde(default = "schema_one", skip_serializing_if = "is_schema_one")]
+    pub schema: u32,
     /// Sorted by deployment name.
     pub applications: Vec<ManifestApplication>,
     /// Images to pull ahead of time: a rollout with `prefetch: true` lists the new version's
     /// images at sites whose wave has not opened yet, so the switch-over takes seconds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefetch: Vec<String>,
+    /// The device classes the requirements of `applications` name, so the site decides offline
+    /// which of its hosts qualify. Sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_classes: Vec<DeviceClass>,
+    /// The labels of the site's hosts, for host selectors and `requires.host_labels`; only when
+    /// a requirement reads labels. Host name → labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Default for ManifestContent {
+    /// Empty content of schema 1.
+    fn default() -> ManifestContent {
+        ManifestContent {
+            schema: 1,
+            applications: Vec::new(),
+            prefetch: Vec::new(),
+            device_classes: Vec::new(),
+            host_labels: BTreeMap::new(),
+        }
+    }
+}
+
+fn schema_one() -> u32 {
+    1
+}
+
+fn is_schema_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +116,10 @@ pub struct ManifestApplication {
     pub application: String,
     pub version: String,
     pub services: Vec<ManifestService>,
+    /// The deployment's host selector (`placement.hosts`): which of the site's hosts may run
+    /// its replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<String>,
 }
 
 /// A service with its templates rendered for one site.
@@ -131,6 +181,179 @@ pub struct RenderedFile {
     pub content: String,
     #[serde(with = "atoll_spec::application::octal_mode")]
     pub mode: u32,
+}
+
+/// A published port. `host` is the port on the host, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    pub container: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<u16>,
+    #[serde(default, skip_serializing_if = "is_tcp")]
+    pub protocol: Protocol,
+}
+
+fn is_tcp(p: &Protocol) -> bool {
+    *p == Protocol::Tcp
+}
+
+/// What one replica asks of its host: limits on its container, and the capacity placement
+/// reserves for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+}
+
+/// What a host must have for a replica to be placed on it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Requires {
+    /// Device classes: the host needs at least one device of each, all mapped into the
+    /// containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_labels: BTreeMap<String, String>,
+    /// The host's architecture, in OCI names (`amd64`, `arm64`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+}
+
+impl Requires {
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty() && self.host_labels.is_empty() && self.arch.is_none()
+    }
+}
+
+/// A health probe. Serialized flat, as written: `{ http: {...}, interval: 5s, ... }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    #[serde(flatten)]
+    pub check: HealthCheck,
+    pub interval: Span,
+    pub timeout: Span,
+    pub failures: u32,
+    pub start_period: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub name: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+/// A device class as the site receives it: a device has the class when any rule matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceClass {
+    pub name: String,
+    pub rules: Vec<DeviceRule>,
+    /// `nvidia`: the class's devices are NVIDIA GPUs, given to containers as device requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+}
+
+/// One rule of a device class: every attribute it names must match its glob.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subsystem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+impl DeviceClass {
+    /// Whether `device` has this class: the one rule of device classes, which the control plane
+    /// and the site both apply.
+    pub fn matches(&self, device: &crate::host::Device) -> bool {
+        self.rules.iter().any(|r| r.matches(device))
+    }
+}
+
+impl DeviceRule {
+    /// Every attribute the rule names matches; a rule naming none matches nothing. Vendor and
+    /// product ids are hex, compared without case.
+    pub fn matches(&self, device: &crate::host::Device) -> bool {
+        let glob = |pattern: &Option<String>, text: &str| {
+            pattern
+                .as_deref()
+                .is_none_or(|p| atoll_spec::glob::matches(p, text))
+        };
+        let hex = |pattern: &Option<String>, text: &str| {
+            pattern.as_deref().is_none_or(|p| {
+                atoll_spec::glob::matches(&p.to_ascii_lowercase(), &text.to_ascii_lowercase())
+            })
+        };
+        *self != DeviceRule::default()
+            && glob(&self.subsystem, &device.subsystem)
+            && hex(&self.vendor, &device.vendor)
+            && hex(&self.product, &device.product)
+            && glob(&self.name, &device.name)
+            && glob(&self.path, &device.path)
+            && glob(&self.serial, &device.serial)
+    }
+}
+
+impl From<&atoll_spec::application::Port> for Port {
+    fn from(p: &atoll_spec::application::Port) -> Port {
+        Port {
+            container: p.container,
+            host: p.host,
+            protocol: p.protocol,
+        }
+    }
+}
+
+impl From<&atoll_spec::application::Resources> for Resources {
+    fn from(r: &atoll_spec::application::Resources) -> Resources {
+        Resources {
+            cpu: r.cpu,
+            memory: r.memory,
+        }
+    }
+}
+
+impl From<&atoll_spec::application::Requires> for Requires {
+    fn from(r: &atoll_spec::application::Requires) -> Requires {
+        Requires {
+            devices: r.devices.clone(),
+            host_labels: r.host_labels.clone(),
+            arch: None,
+        }
+    }
+}
+
+impl From<&atoll_spec::application::Health> for Health {
+    fn from(h: &atoll_spec::application::Health) -> Health {
+        Health {
+            check: h.check.clone(),
+            interval: h.interval,
+            timeout: h.timeout,
+            failures: h.failures,
+            start_period: h.start_period,
+        }
+    }
+}
+
+impl From<&atoll_spec::application::Volume> for Volume {
+    fn from(v: &atoll_spec::application::Volume) -> Volume {
+        Volume {
+            name: v.name.clone(),
+            path: v.path.clone(),
+            read_only: v.read_only,
+        }
+    }
 }
 
 impl RenderedFile {

@@ -12,6 +12,7 @@ pub mod application;
 pub mod decode;
 pub mod deployment;
 pub mod diag;
+pub mod glob;
 pub mod names;
 pub mod render;
 pub mod resource;

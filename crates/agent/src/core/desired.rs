@@ -346,7 +346,8 @@ mod tests {
     use std::path::Path;
 
     use atoll_api::manifest::RenderedFile;
-    use atoll_spec::application::{Port, Protocol, Volume};
+    use atoll_api::manifest::{Port, Volume};
+    use atoll_spec::application::Protocol;
     use atoll_spec::units::{ByteSize, Cpu};
 
     use super::*;
@@ -739,7 +740,7 @@ mod tests {
         let mut m2 = m1.clone();
         m2.content.applications[0].version = "2.0.0".into();
         let mut svc = base;
-        svc.health = Some(atoll_spec::application::Health {
+        svc.health = Some(atoll_api::manifest::Health {
             check: atoll_spec::application::HealthCheck::Tcp { port: 80 },
             interval: atoll_spec::units::Span::from_secs(5),
             timeout: atoll_spec::units::Span::from_secs(1),

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use atoll_api::manifest::{Manifest, ManifestApplication, ManifestContent, ManifestService};
+use atoll_api::manifest::{Requires, Resources};
 use atoll_runtime::{Container, State};
-use atoll_spec::application::{Mode, Requires, Resources};
+use atoll_spec::application::Mode;
 
 use super::desired::{LABEL_MANAGED, Replica};
 
@@ -44,6 +45,7 @@ pub fn manifest(services: Vec<(&str, ManifestService)>) -> Manifest {
                 application: format!("app-{deployment}"),
                 version: "1.0.0".into(),
                 services: vec![svc],
+                hosts: None,
             }),
         }
     }
@@ -54,7 +56,7 @@ pub fn manifest(services: Vec<(&str, ManifestService)>) -> Manifest {
         hash: "sha256:test".into(),
         content: ManifestContent {
             applications,
-            prefetch: Vec::new(),
+            ..ManifestContent::default()
         },
         sealed: Vec::new(),
     }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use atoll_api::agent::ReplicaHealth;
-use atoll_spec::application::Health;
+use atoll_api::manifest::Health;
 
 /// The probe history of one container (a new container starts a new history).
 #[derive(Debug, Clone, PartialEq, Eq)]

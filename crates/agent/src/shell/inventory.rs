@@ -31,6 +31,7 @@ pub fn collect(data_dir: &Path, runtime: RuntimeInventory) -> Inventory {
             .unwrap_or(0),
         runtime,
         devices: devices(Path::new("/dev"), Path::new("/sys/class/video4linux")),
+        ..Inventory::default()
     }
 }
 
@@ -115,6 +116,7 @@ fn devices(dev: &Path, v4l: &Path) -> Vec<Device> {
                 kind: kind.into(),
                 path: dev.join(&name).display().to_string(),
                 name: label,
+                ..Device::default()
             })
         })
         .collect()

@@ -40,6 +40,14 @@ pub fn verify(
             manifest.site
         ));
     }
+    if manifest.content.schema > atoll_api::manifest::SCHEMA {
+        return Err(format!(
+            "the manifest is of schema {}, newer than this agent (atoll {}) reads ({}): upgrade the agent",
+            manifest.content.schema,
+            env!("CARGO_PKG_VERSION"),
+            atoll_api::manifest::SCHEMA
+        ));
+    }
     check_revision(manifest.revision, applied)?;
     Ok(manifest)
 }
@@ -189,6 +197,37 @@ mod tests {
         let mut garbage = signed(&key, "s", 3);
         garbage.signature = "%%%".into();
         assert!(verify(&garbage, &public, "s", 2).is_err());
+    }
+
+    #[test]
+    fn a_manifest_of_a_newer_schema_is_refused_naming_the_agents_version() {
+        let key = signer();
+        let public = key.public_key().as_ref().to_vec();
+        let mut m = Manifest {
+            site: "s".into(),
+            revision: 3,
+            hash: "sha256:x".into(),
+            content: Default::default(),
+            sealed: Vec::new(),
+        };
+        m.content.schema = atoll_api::manifest::SCHEMA + 1;
+        let payload = serde_json::to_string(&m).unwrap();
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(key.sign(payload.as_bytes()).as_ref());
+        let why = verify(&SignedManifest { payload, signature }, &public, "s", 2).unwrap_err();
+        assert!(why.contains("schema 2"), "{why}");
+        assert!(why.contains(env!("CARGO_PKG_VERSION")), "{why}");
+    }
+
+    #[test]
+    fn a_manifest_with_fields_this_agent_does_not_know_is_accepted() {
+        let key = signer();
+        let public = key.public_key().as_ref().to_vec();
+        let payload = r#"{"site":"s","revision":3,"hash":"sha256:x","future":1,"content":{"applications":[{"deployment":"d","application":"a","version":"1","future":[1],"services":[{"name":"web","image":"x","replicas":1,"mode":"replicated","ports":[{"container":80,"future":true}],"resources":{"future":"x"},"requires":{"future":"x"},"volumes":[{"name":"v","path":"/v","future":1}],"future":{}}]}],"future":"x"}}"#.to_owned();
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(key.sign(payload.as_bytes()).as_ref());
+        let m = verify(&SignedManifest { payload, signature }, &public, "s", 2).unwrap();
+        assert_eq!(m.content.applications[0].services[0].ports[0].container, 80);
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atoll_api::agent::ReplicaHealth;
+use atoll_api::manifest::Health;
 use atoll_runtime::Driver;
-use atoll_spec::application::{Health, HealthCheck};
+use atoll_spec::application::HealthCheck;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::secrets::{self, SecretMeta};
-use super::state::HostFacts;
+use atoll_api::host::Host;
 
 /// One application placed on a site by one deployment.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +69,7 @@ pub fn compile_site(
     site: &Site,
     placements: &[Placement<'_>],
     secrets: &BTreeMap<String, SecretMeta>,
-    hosts: &[HostFacts],
+    hosts: &[Host],
 ) -> Result<ManifestContent, Vec<RenderError>> {
     compile_site_with(&mut Templates::default(), site, placements, secrets, hosts)
 }
@@ -80,7 +80,7 @@ pub fn compile_site_with<'a>(
     site: &Site,
     placements: &[Placement<'a>],
     secrets: &BTreeMap<String, SecretMeta>,
-    hosts: &[HostFacts],
+    hosts: &[Host],
 ) -> Result<ManifestContent, Vec<RenderError>> {
     let mut errors = Vec::new();
     let mut applications = Vec::with_capacity(placements.len());
@@ -167,14 +167,14 @@ pub fn compile_site_with<'a>(
                 env: env_values,
                 replicas: service.replicas,
                 mode: service.mode,
-                ports: service.ports.clone(),
-                resources: service.resources.clone(),
-                requires: service.requires.clone(),
-                health: service.health.clone(),
+                ports: service.ports.iter().map(Into::into).collect(),
+                resources: (&service.resources).into(),
+                requires: (&service.requires).into(),
+                health: service.health.as_ref().map(Into::into),
                 files,
                 secrets: service_secrets,
                 on_secret_change: service.on_secret_change.clone(),
-                volumes: service.volumes.clone(),
+                volumes: service.volumes.iter().map(Into::into).collect(),
             });
         }
         applications.push(ManifestApplication {
@@ -182,6 +182,7 @@ pub fn compile_site_with<'a>(
             application: app.name.clone(),
             version: app.version.clone(),
             services,
+            hosts: None,
         });
     }
     if !errors.is_empty() {
@@ -190,7 +191,7 @@ pub fn compile_site_with<'a>(
     applications.sort_by(|a, b| a.deployment.cmp(&b.deployment));
     Ok(ManifestContent {
         applications,
-        prefetch: Vec::new(),
+        ..ManifestContent::default()
     })
 }
 
@@ -205,17 +206,39 @@ pub fn content_hash(content: &ManifestContent) -> String {
 /// [`Deployment::variables_for`].
 fn context(
     site: &Site,
-    hosts: &[HostFacts],
+    hosts: &[Host],
     deployment: &Deployment,
     app: &Application,
     service: &Service,
 ) -> Value {
     let variables = deployment.variables_for(&site.name, &site.labels, &site.variables);
+    let hosts: Vec<Value> = hosts.iter().map(host_view).collect();
     json!({
         "site": { "name": site.name, "labels": site.labels, "variables": variables, "hosts": hosts },
         "app": { "name": app.name, "version": app.version },
         "deployment": { "name": deployment.name },
         "service": { "name": service.name },
+    })
+}
+
+/// What templates read of one host as an element of `site.hosts`: its name, labels, the facts
+/// of its inventory (`runtime` as `name version`) and its devices with their attributes.
+fn host_view(host: &Host) -> Value {
+    let inv = &host.inventory;
+    json!({
+        "name": host.name,
+        "labels": host.labels,
+        "hostname": inv.hostname,
+        "arch": inv.arch,
+        "os": inv.os,
+        "kernel": inv.kernel,
+        "cpus": inv.cpus,
+        "cpu_model": inv.cpu_model,
+        "memory_bytes": inv.memory_bytes,
+        "disk_bytes": inv.disk_bytes,
+        "runtime": format!("{} {}", inv.runtime.name, inv.runtime.version),
+        "agent_version": inv.agent_version,
+        "devices": inv.devices,
     })
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use atoll_api::host::Host;
 use atoll_spec::{Application, Deployment, Kind, Resource, Site};
 use atoll_store::{ManifestHead, ResourceRow, RolloutRow, Snapshot};
 
@@ -30,55 +31,9 @@ pub struct State {
     pub rollouts: BTreeMap<String, Rollout>,
     /// Every secret's bookkeeping (never a value).
     pub secrets: BTreeMap<String, SecretMeta>,
-    /// The facts of each site's enrolled hosts, by site, sorted by host name: what templates
-    /// read as `site.hosts`.
-    pub hosts: BTreeMap<String, Vec<HostFacts>>,
-}
-
-/// What templates may read about one enrolled host.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct HostFacts {
-    pub name: String,
-    pub hostname: String,
-    pub arch: String,
-    pub os: String,
-    pub kernel: String,
-    pub cpus: u32,
-    pub cpu_model: String,
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    pub runtime: String,
-    /// Attached devices: `kind`, `path` and `name` each.
-    pub devices: Vec<BTreeMap<String, String>>,
-}
-
-impl HostFacts {
-    /// The facts in a host's inventory as the agent reported it.
-    pub fn from_inventory(name: &str, inventory: &atoll_api::agent::Inventory) -> HostFacts {
-        HostFacts {
-            name: name.to_owned(),
-            hostname: inventory.hostname.clone(),
-            arch: inventory.arch.clone(),
-            os: inventory.os.clone(),
-            kernel: inventory.kernel.clone(),
-            cpus: inventory.cpus,
-            cpu_model: inventory.cpu_model.clone(),
-            memory_bytes: inventory.memory_bytes,
-            disk_bytes: inventory.disk_bytes,
-            runtime: format!("{} {}", inventory.runtime.name, inventory.runtime.version),
-            devices: inventory
-                .devices
-                .iter()
-                .map(|d| {
-                    BTreeMap::from([
-                        ("kind".to_owned(), d.kind.clone()),
-                        ("path".to_owned(), d.path.clone()),
-                        ("name".to_owned(), d.name.clone()),
-                    ])
-                })
-                .collect(),
-        }
-    }
+    /// Each site's attached hosts, by site, sorted by host name: what placement decides on
+    /// and templates read as `site.hosts`.
+    pub hosts: BTreeMap<String, Vec<Host>>,
 }
 
 /// Application versions by (name, version), for versions that are not the current one.

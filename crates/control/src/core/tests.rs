@@ -15,8 +15,8 @@ use super::apply::{
 };
 use super::compile::compile_site;
 use super::secrets::{self, Change, SecretMeta, SecretValues};
-use super::state::HostFacts;
 use super::state::{Entry, State, Versions, decode_row};
+use atoll_api::host::Host;
 use atoll_spec::Resource;
 
 const NOW: Request<'static> = Request {
@@ -805,7 +805,11 @@ kind: Site\nname: s2\nlabels: { all: 'yes' }\n",
     .unwrap();
     w.state.hosts.insert(
         "s1".into(),
-        vec![HostFacts::from_inventory("till-1", &inventory)],
+        vec![Host {
+            name: "till-1".into(),
+            inventory,
+            labels: Default::default(),
+        }],
     );
     let plan = plan_host_change(&w.state, &w.versions, "s1", &NOW).unwrap();
     w.commit(&plan);

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use atoll_api::host::Host;
 use atoll_api::{
     ApplicationView, ApplyResponse, DeleteResponse, DeploymentView, Manifest, Placed, ResourceView,
     SiteView, VersionInfo,
@@ -26,7 +27,7 @@ use crate::core::apply::{
 };
 use crate::core::revision::{self, Answer, Held};
 use crate::core::rollout::{Command, Event, Rollout};
-use crate::core::state::{HostFacts, State, Versions, decode_rollout, decode_row, reads_hosts};
+use crate::core::state::{State, Versions, decode_rollout, decode_row, reads_hosts};
 
 /// Below this many manifests for each core, signing stays on one thread.
 const SIGNED_PER_THREAD: usize = 500;
@@ -246,7 +247,11 @@ impl ControlPlane {
                         .hosts
                         .entry(host.site.clone())
                         .or_default()
-                        .push(HostFacts::from_inventory(&host.id, &inventory));
+                        .push(Host {
+                            name: host.id.clone(),
+                            inventory,
+                            labels: BTreeMap::new(),
+                        });
                 }
             }
         }

@@ -209,7 +209,7 @@ async fn enroll(
                 name: "fake".into(),
                 version: "0".into(),
             },
-            devices: Vec::new(),
+            ..Inventory::default()
         },
         // Virtual sites run no secrets: nothing is sealed to them.
         recipient: None,
