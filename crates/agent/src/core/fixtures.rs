@@ -67,6 +67,13 @@ pub fn container_of(replica: &Replica, id: &str, state: State) -> Container {
         State::Running | State::Other => (Some(STARTED_AT.into()), None),
         State::Exited { .. } => (Some(STARTED_AT.into()), Some(FINISHED_AT.into())),
     };
+    let mut bind_sources: Vec<_> = replica
+        .spec
+        .binds
+        .iter()
+        .map(|b| b.source.clone())
+        .collect();
+    bind_sources.sort();
     Container {
         id: id.into(),
         name: replica.spec.name.clone(),
@@ -75,6 +82,7 @@ pub fn container_of(replica: &Replica, id: &str, state: State) -> Container {
         state,
         started_at,
         finished_at,
+        bind_sources,
     }
 }
 
@@ -99,6 +107,7 @@ pub fn foreign(id: &str, name: &str) -> Container {
         state: State::Running,
         started_at: Some(STARTED_AT.into()),
         finished_at: None,
+        bind_sources: Vec::new(),
     }
 }
 
