@@ -97,6 +97,14 @@ pub fn outdated(replica: &Replica, id: &str, state: State) -> Container {
     c
 }
 
+/// Like [`container_of`], but its files mounted from where another agent kept them (a data
+/// folder since replaced).
+pub fn mounted_elsewhere(replica: &Replica, id: &str, state: State) -> Container {
+    let mut c = container_of(replica, id, state);
+    c.bind_sources = vec!["/old/agent/files/web/0".into()];
+    c
+}
+
 /// A container someone else runs on the host: no managed label.
 pub fn foreign(id: &str, name: &str) -> Container {
     Container {
