@@ -1936,6 +1936,153 @@ fn a_reinstalled_agent_adopts_the_running_containers() {
     assert!(acted.is_empty(), "{acted:#?}");
 }
 
+/// Where a reinstalled agent keeps its data: a new folder, or the old one emptied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reinstall {
+    InAnotherFolder,
+    InTheEmptiedFolder,
+}
+
+/// Runs the application, reinstalls the agent (a fresh data folder, enrolled again), waits
+/// until the new host has adopted the running containers untouched, leaves the old folder gone,
+/// then `docker kill`s the web container, whose rendered file is bind-mounted from the old
+/// folder. Returns the web container before the kill, the one running after it, how long that
+/// took, and the new agent's folder.
+fn reinstall_then_kill_web(f: &mut Fixture, how: Reinstall) -> (Ctr, Ctr, Duration, PathBuf) {
+    let replicas = f.running_app();
+    let before = inspect(&id_of(&replicas["web"])).unwrap();
+    let hosts = f.cp().cli(&["get", "hosts", "-o", "json"]);
+    hosts.ok("get hosts");
+    let old_host = hosts.json()["items"][0]["id"].as_str().unwrap().to_owned();
+    let revision = f.site_view().unwrap()["revision"].clone();
+
+    f.kill_agent();
+    let new_dir = match how {
+        Reinstall::InAnotherFolder => f.tmp.path().join("agent-reinstalled"),
+        Reinstall::InTheEmptiedFolder => {
+            std::fs::remove_dir_all(f.agent_dir()).unwrap();
+            f.agent_dir()
+        }
+    };
+    let (token, _) = f.token(&f.site, &[]);
+    let url = f.cp().url.clone();
+    f.agent = Some(Process::spawn(
+        f.agent_command(&new_dir, Some((&url, &token))),
+    ));
+    eventually(
+        "the new host reports the site's revision applied, all running",
+        Duration::from_secs(60),
+        || {
+            let hosts = f.cp().cli(&["get", "hosts", "-o", "json"]);
+            if hosts.code != Some(0) {
+                return Err(hosts.stderr);
+            }
+            let hosts = hosts.json();
+            let new = hosts["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["id"] != old_host.as_str())
+                .cloned()
+                .ok_or_else(|| format!("no new host: {hosts}"))?;
+            let status = &new["status"];
+            let replicas = status["replicas"].as_array().cloned().unwrap_or_default();
+            if status["applied_revision"] == revision
+                && replicas.len() == 2
+                && replicas.iter().all(|r| r["state"] == "running")
+            {
+                Ok(())
+            } else {
+                Err(new.to_string())
+            }
+        },
+    );
+    assert_eq!(
+        inspect(&before.id).map(|c| c.fingerprint()),
+        Some(before.fingerprint()),
+        "the web container was adopted untouched"
+    );
+    if how == Reinstall::InAnotherFolder {
+        std::fs::remove_dir_all(f.agent_dir()).unwrap();
+    }
+
+    let web = f.name("web");
+    let killed = Instant::now();
+    docker_ok(&["kill", &before.id]);
+    let after = eventually(
+        "the web container runs again after `docker kill`",
+        Duration::from_secs(30),
+        || {
+            let c = inspect(&web).ok_or("no web container")?;
+            if c.running && c.started_at != before.started_at {
+                Ok(c)
+            } else {
+                Err(format!("running {} started {}", c.running, c.started_at))
+            }
+        },
+    );
+    (before, after, killed.elapsed(), new_dir)
+}
+
+/// The sources of `c`'s bind mounts.
+fn bind_sources(c: &Ctr) -> Vec<PathBuf> {
+    c.raw["Mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["Type"] == "bind")
+        .filter_map(|m| m["Source"].as_str().map(PathBuf::from))
+        .collect()
+}
+
+/// Issue 13, item 9: an agent reinstalled with a fresh data folder adopted the site's
+/// containers, whose rendered files are bind-mounted from the old folder; once that folder was
+/// gone, a container that stopped could never start again ("bind source path does not exist").
+/// It is now recreated, its file written where the new agent keeps it.
+#[test]
+fn a_reinstalled_agent_recreates_an_adopted_container_whose_files_are_gone() {
+    let mut f = Fixture::new();
+    let (before, after, back, new_dir) =
+        reinstall_then_kill_web(&mut f, Reinstall::InAnotherFolder);
+    figure("docker kill → recreated after a reinstall", back);
+    assert_ne!(
+        after.id, before.id,
+        "a new container replaced the one mounting the old folder"
+    );
+    let sources = bind_sources(&after);
+    assert!(
+        !sources.is_empty()
+            && sources
+                .iter()
+                .all(|s| s.starts_with(&new_dir) && s.exists()),
+        "the new container mounts its file from {}: {sources:?}",
+        new_dir.display()
+    );
+    assert!(
+        back < Duration::from_secs(2),
+        "the killed container ran again after {back:?}, more than 2 s"
+    );
+}
+
+/// Issue 13, item 9, the other way to reinstall: in the same folder, emptied. The adopted
+/// containers' mounts are the new agent's own paths, so its files are written back and the
+/// killed container is restarted as it is.
+#[test]
+fn an_agent_reinstalled_in_its_emptied_folder_restarts_an_adopted_container_with_its_files() {
+    let mut f = Fixture::new();
+    let (before, after, back, _) = reinstall_then_kill_web(&mut f, Reinstall::InTheEmptiedFolder);
+    assert_eq!(after.id, before.id, "the same container is restarted");
+    let sources = bind_sources(&after);
+    assert!(
+        !sources.is_empty() && sources.iter().all(|s| s.exists()),
+        "{sources:?}"
+    );
+    assert!(
+        back < Duration::from_secs(2),
+        "the killed container ran again after {back:?}, more than 2 s"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Issue 12: paths and the join token
 

@@ -18,14 +18,15 @@
 //! - A container's labels, as the daemon reports them, include its image's labels.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
-    HostConfig, Mount, MountType, PortBinding as DockerPortBinding, PortMap, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    DeviceMapping as DockerDeviceMapping, DeviceRequest, EventMessage, HostConfig, Mount,
+    MountType, PortBinding as DockerPortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -35,7 +36,10 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::{Container, ContainerSpec, Driver, Error, Event, Result, RuntimeInfo, State};
+use crate::{
+    Container, ContainerSpec, DeviceMapping, Driver, Error, Event, GpuRequest, Result, RuntimeInfo,
+    State, check_devices,
+};
 
 /// Where bollard looks when `DOCKER_HOST` is not set.
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -53,6 +57,12 @@ const STOP_SLACK: Duration = Duration::from_secs(60);
 
 /// Events queued for a slow subscriber before the forwarding task waits for it.
 const EVENT_BUFFER: usize = 256;
+
+/// The device driver `docker run --gpus` asks for: the NVIDIA container toolkit's.
+const GPU_DRIVER: &str = "nvidia";
+
+/// The capability a GPU request asks for, as `docker run --gpus` does.
+const GPU_CAPABILITY: &str = "gpu";
 
 /// Docker's zero time, which it reports for a start or finish that never happened.
 const ZERO_TIME_PREFIX: &str = "0001-01-01";
@@ -521,8 +531,14 @@ fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody> {
         })
         .transpose()?;
 
+    check_devices(spec)?;
+    let devices = devices(&spec.devices);
+    let device_requests = gpu_requests(&spec.gpus);
+
     let host_config = HostConfig {
         mounts: (!mounts.is_empty()).then_some(mounts),
+        devices: (!devices.is_empty()).then_some(devices),
+        device_requests: (!device_requests.is_empty()).then_some(device_requests),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
         memory,
         nano_cpus: spec.cpu_millis.map(|millis| i64::from(millis) * 1_000_000),
@@ -556,7 +572,41 @@ fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody> {
     })
 }
 
+/// The Engine API's `Devices` for `mappings`, checked by [`check_devices`] first.
+fn devices(mappings: &[DeviceMapping]) -> Vec<DockerDeviceMapping> {
+    mappings
+        .iter()
+        .map(|device| DockerDeviceMapping {
+            path_on_host: Some(device.host_path.to_string_lossy().into_owned()),
+            path_in_container: Some(device.container_path.clone()),
+            cgroup_permissions: Some(device.permissions.clone()),
+        })
+        .collect()
+}
+
+/// The Engine API's `DeviceRequests` for `gpus`: each the request `docker run --gpus
+/// device=ID,…` makes.
+fn gpu_requests(gpus: &[GpuRequest]) -> Vec<DeviceRequest> {
+    gpus.iter()
+        .map(|gpu| DeviceRequest {
+            driver: Some(GPU_DRIVER.to_owned()),
+            count: None,
+            device_ids: Some(gpu.device_ids.clone()),
+            capabilities: Some(vec![vec![GPU_CAPABILITY.to_owned()]]),
+            options: None,
+        })
+        .collect()
+}
+
 fn container_from_inspect(inspect: ContainerInspectResponse) -> Container {
+    let mut bind_sources: Vec<PathBuf> = inspect
+        .mounts
+        .iter()
+        .flatten()
+        .filter(|mount| mount.typ.as_deref() == Some("bind"))
+        .filter_map(|mount| mount.source.as_ref().map(PathBuf::from))
+        .collect();
+    bind_sources.sort();
     let config = inspect.config.unwrap_or_default();
     let docker_state = inspect.state.unwrap_or_default();
     let state = match docker_state.status {
@@ -584,6 +634,7 @@ fn container_from_inspect(inspect: ContainerInspectResponse) -> Container {
         state,
         started_at: real_time(docker_state.started_at),
         finished_at: real_time(docker_state.finished_at),
+        bind_sources,
     }
 }
 
@@ -686,6 +737,9 @@ fn with_causes(e: &BollardError) -> String {
 mod tests {
     use std::path::PathBuf;
 
+    use bollard::models::MountPoint;
+    use serde_json::json;
+
     use super::*;
     use crate::{Bind, NamedVolume, PortBinding};
 
@@ -702,6 +756,8 @@ mod tests {
             volumes: vec![],
             memory_bytes: None,
             cpu_millis: None,
+            devices: vec![],
+            gpus: vec![],
         }
     }
 
@@ -786,6 +842,114 @@ mod tests {
         }];
         let err = create_body(&spec).unwrap_err().to_string();
         assert!(err.contains("absolute path"), "{err}");
+    }
+
+    #[test]
+    fn devices_and_gpus_are_sent_as_docker_run_device_and_gpus_send_them() {
+        let mut spec = spec();
+        spec.devices = vec![
+            DeviceMapping::new("/dev/video0", "/dev/video0"),
+            DeviceMapping {
+                host_path: PathBuf::from("/dev/ttyUSB0"),
+                container_path: "/dev/gps".into(),
+                permissions: "r".into(),
+            },
+        ];
+        spec.gpus = vec![GpuRequest {
+            device_ids: vec!["0".into(), "GPU-8f2e".into()],
+        }];
+        let sent = serde_json::to_value(create_body(&spec).unwrap()).unwrap();
+        let host = &sent["HostConfig"];
+        assert_eq!(
+            host["Devices"],
+            json!([
+                {
+                    "PathOnHost": "/dev/video0",
+                    "PathInContainer": "/dev/video0",
+                    "CgroupPermissions": "rwm"
+                },
+                {
+                    "PathOnHost": "/dev/ttyUSB0",
+                    "PathInContainer": "/dev/gps",
+                    "CgroupPermissions": "r"
+                },
+            ])
+        );
+        assert_eq!(
+            host["DeviceRequests"],
+            json!([{"Driver": "nvidia", "DeviceIDs": ["0", "GPU-8f2e"], "Capabilities": [["gpu"]]}])
+        );
+    }
+
+    #[test]
+    fn without_devices_the_request_carries_no_device_fields() {
+        let sent = serde_json::to_value(create_body(&spec()).unwrap()).unwrap();
+        let host = sent["HostConfig"].as_object().unwrap();
+        assert!(!host.contains_key("Devices"), "{host:?}");
+        assert!(!host.contains_key("DeviceRequests"), "{host:?}");
+    }
+
+    #[test]
+    fn devices_no_runtime_could_honour_are_refused_naming_the_container() {
+        let device = |host: &str, container: &str, permissions: &str| DeviceMapping {
+            host_path: PathBuf::from(host),
+            container_path: container.into(),
+            permissions: permissions.into(),
+        };
+        let refused = [
+            (device("dev/video0", "/dev/video0", "rwm"), "absolute path"),
+            (device("/dev/video0", "video0", "rwm"), "absolute path"),
+            (device("/dev/video0", "/dev/video0", ""), "permissions"),
+            (device("/dev/video0", "/dev/video0", "rwx"), "permissions"),
+            (device("/dev/video0", "/dev/video0", "rr"), "permissions"),
+        ];
+        for (bad, says) in refused {
+            let mut spec = spec();
+            spec.devices = vec![bad.clone()];
+            let err = create_body(&spec).unwrap_err().to_string();
+            assert!(
+                err.contains("container web") && err.contains(says),
+                "{bad:?}: {err}"
+            );
+        }
+        for ids in [vec![], vec![String::new()]] {
+            let mut spec = spec();
+            spec.gpus = vec![GpuRequest { device_ids: ids }];
+            let err = create_body(&spec).unwrap_err().to_string();
+            assert!(
+                err.contains("container web") && err.contains("GPU"),
+                "{err}"
+            );
+        }
+        for permissions in ["r", "w", "m", "rw", "mwr"] {
+            let mut spec = spec();
+            spec.devices = vec![device("/dev/null", "/dev/null", permissions)];
+            assert!(create_body(&spec).is_ok(), "{permissions}");
+        }
+    }
+
+    #[test]
+    fn bind_sources_are_the_bind_mounts_sorted_without_volumes() {
+        let mount = |typ: &str, source: &str| MountPoint {
+            typ: Some(typ.into()),
+            source: Some(source.into()),
+            ..Default::default()
+        };
+        let inspect = ContainerInspectResponse {
+            mounts: Some(vec![
+                mount("bind", "/var/lib/atoll/files/b"),
+                mount("volume", "/var/lib/docker/volumes/data/_data"),
+                mount("bind", "/run/atoll/secrets/a"),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(
+            container_from_inspect(inspect).bind_sources,
+            [
+                PathBuf::from("/run/atoll/secrets/a"),
+                PathBuf::from("/var/lib/atoll/files/b")
+            ]
+        );
     }
 
     #[test]

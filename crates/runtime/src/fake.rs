@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::{Container, ContainerSpec, Driver, Error, Event, Result, RuntimeInfo, State};
+use crate::{
+    Container, ContainerSpec, Driver, Error, Event, Result, RuntimeInfo, State, check_devices,
+};
 
 /// Events queued for a subscriber; as with Docker, a subscriber that falls further behind
 /// misses events (they are hints: the reconciler's periodic pass catches up).
@@ -277,6 +279,7 @@ impl Driver for FakeDriver {
                 bind.source.display()
             )));
         }
+        check_devices(spec)?;
         inner.last_id += 1;
         let key = inner.last_id;
         let id = format!("fake-{key}");
@@ -294,6 +297,7 @@ impl Driver for FakeDriver {
             state: State::Created,
             started_at: None,
             finished_at: None,
+            bind_sources: sorted_sources(spec),
         };
         inner.containers.insert(
             key,
@@ -394,6 +398,13 @@ impl Driver for FakeDriver {
     }
 }
 
+/// The bind sources of `spec`, sorted, as [`Container::bind_sources`] lists them.
+fn sorted_sources(spec: &ContainerSpec) -> Vec<std::path::PathBuf> {
+    let mut sources: Vec<_> = spec.binds.iter().map(|bind| bind.source.clone()).collect();
+    sources.sort();
+    sources
+}
+
 /// Docker's rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -407,7 +418,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::Bind;
+    use crate::{Bind, DeviceMapping, GpuRequest};
 
     const IMAGE: &str = "app:1";
 
@@ -424,6 +435,8 @@ mod tests {
             volumes: vec![],
             memory_bytes: None,
             cpu_millis: None,
+            devices: vec![],
+            gpus: vec![],
         }
     }
 
@@ -530,6 +543,36 @@ mod tests {
             read_only: true,
         }];
         assert!(fake.create(&relative).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn devices_and_gpus_are_recorded_and_bind_sources_listed() {
+        let fake = FakeDriver::with_images([IMAGE]);
+        let mut cam = spec("cam", "s1");
+        cam.devices = vec![DeviceMapping::new("/dev/video0", "/dev/video0")];
+        cam.gpus = vec![GpuRequest {
+            device_ids: vec!["0".into()],
+        }];
+        cam.binds = ["/f/b", "/f/a"]
+            .map(|source| Bind {
+                source: PathBuf::from(source),
+                target: format!("/etc{source}"),
+                read_only: true,
+            })
+            .to_vec();
+        let id = fake.create(&cam).await.unwrap();
+        let recorded = fake.spec(&id).unwrap();
+        assert_eq!(recorded.devices, cam.devices);
+        assert_eq!(recorded.gpus, cam.gpus);
+        assert_eq!(
+            fake.list("io.atoll.site", "s1").await.unwrap()[0].bind_sources,
+            [PathBuf::from("/f/a"), PathBuf::from("/f/b")]
+        );
+
+        let mut relative = spec("rel", "s1");
+        relative.devices = vec![DeviceMapping::new("video0", "/dev/video0")];
+        let err = fake.create(&relative).await.unwrap_err().to_string();
+        assert!(err.contains("absolute path"), "{err}");
     }
 
     #[tokio::test]

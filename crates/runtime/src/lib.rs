@@ -39,6 +39,12 @@ pub struct ContainerSpec {
     pub memory_bytes: Option<u64>,
     /// Thousandths of a core.
     pub cpu_millis: Option<u32>,
+    /// Host device nodes made visible inside the container (Engine API `Devices`).
+    #[serde(default)]
+    pub devices: Vec<DeviceMapping>,
+    /// NVIDIA GPUs handed to the container (Engine API `DeviceRequests`).
+    #[serde(default)]
+    pub gpus: Vec<GpuRequest>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +59,42 @@ pub struct Bind {
     pub source: PathBuf,
     pub target: String,
     pub read_only: bool,
+}
+
+/// The permissions a device mapping gives when none are asked for: read, write and mknod, as
+/// `docker run --device` gives.
+pub const DEFAULT_DEVICE_PERMISSIONS: &str = "rwm";
+
+/// A host device node the container sees at `container_path` (`docker run --device`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMapping {
+    /// An absolute path to the device node on the host, such as `/dev/video0`.
+    pub host_path: PathBuf,
+    /// An absolute path inside the container.
+    pub container_path: String,
+    /// The device cgroup's permissions: one or more of `r` (read), `w` (write) and `m`
+    /// (mknod), each at most once.
+    pub permissions: String,
+}
+
+impl DeviceMapping {
+    /// `host_path` at `container_path` with [`DEFAULT_DEVICE_PERMISSIONS`].
+    pub fn new(host_path: impl Into<PathBuf>, container_path: impl Into<String>) -> Self {
+        Self {
+            host_path: host_path.into(),
+            container_path: container_path.into(),
+            permissions: DEFAULT_DEVICE_PERMISSIONS.to_owned(),
+        }
+    }
+}
+
+/// NVIDIA GPUs, by id, for one container: what `docker run --gpus device=0,1` asks for. The
+/// runtime hands them over through the NVIDIA container toolkit, which must be installed on the
+/// host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuRequest {
+    /// The GPUs as the NVIDIA driver names them: an index (`0`) or a UUID (`GPU-…`).
+    pub device_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +116,10 @@ pub struct Container {
     pub started_at: Option<String>,
     /// RFC 3339, when it last stopped; None if it never did.
     pub finished_at: Option<String>,
+    /// The host paths bind-mounted into the container (named volumes left out), sorted: the
+    /// agent compares them with where it keeps a replica's files now.
+    #[serde(default)]
+    pub bind_sources: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +167,58 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Refuses, naming the container, the devices and GPUs of `spec` that no runtime could honour
+/// as meant: a device path that is not absolute (the daemon would take it as relative to its
+/// own folder), permissions other than a set of `r`, `w` and `m`, and a GPU request naming no
+/// GPU (accepted by the daemon, it would give none). Both drivers check, so that the fake
+/// refuses what Docker would.
+pub(crate) fn check_devices(spec: &ContainerSpec) -> Result<()> {
+    let container = &spec.name;
+    for device in &spec.devices {
+        let host = device.host_path.display();
+        if !device.host_path.is_absolute() {
+            return Err(Error::Runtime(format!(
+                "container {container}: device {host} must be an absolute path"
+            )));
+        }
+        if !device.container_path.starts_with('/') {
+            return Err(Error::Runtime(format!(
+                "container {container}: device {host} is mapped at {:?}, which must be an \
+                 absolute path",
+                device.container_path
+            )));
+        }
+        if !cgroup_permissions(&device.permissions) {
+            return Err(Error::Runtime(format!(
+                "container {container}: device {host} has permissions {:?}; use one or more of \
+                 r, w and m (for example {DEFAULT_DEVICE_PERMISSIONS})",
+                device.permissions
+            )));
+        }
+    }
+    if let Some(gpu) = spec
+        .gpus
+        .iter()
+        .find(|gpu| gpu.device_ids.is_empty() || gpu.device_ids.iter().any(String::is_empty))
+    {
+        return Err(Error::Runtime(format!(
+            "container {container}: a GPU request must name its GPUs by index or UUID, and \
+             names {:?}",
+            gpu.device_ids
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `permissions` is a device cgroup's: one or more of `r`, `w` and `m`, each at most once.
+fn cgroup_permissions(permissions: &str) -> bool {
+    !permissions.is_empty()
+        && permissions.chars().all(|c| matches!(c, 'r' | 'w' | 'm'))
+        && ['r', 'w', 'm']
+            .iter()
+            .all(|c| permissions.matches(*c).count() <= 1)
+}
 
 /// A container runtime. Every method is idempotent where the runtime allows: stopping a stopped
 /// container or removing a removed one is not an error.

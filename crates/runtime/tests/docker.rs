@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use atoll_runtime::image::{DIGEST_LABEL, import_executable_image};
 use atoll_runtime::{
-    Bind, ContainerSpec, DockerDriver, Driver, Error, Event, NamedVolume, PortBinding, State,
+    Bind, ContainerSpec, DeviceMapping, DockerDriver, Driver, Error, Event, NamedVolume,
+    PortBinding, State,
 };
 use tokio::sync::mpsc;
 
@@ -122,6 +123,8 @@ impl Fixture {
             volumes: vec![],
             memory_bytes: None,
             cpu_millis: None,
+            devices: vec![],
+            gpus: vec![],
         }
     }
 
@@ -365,6 +368,10 @@ async fn create_applies_mounts_env_labels_ports_and_limits() {
     );
     assert!(host["PortBindings"].get("5353/udp").is_none(), "{host}");
 
+    // The listing reports the bind's source as it was asked for, and not the volume's.
+    let listed = f.list().await.remove(0);
+    assert_eq!(listed.bind_sources, [conf.path().to_path_buf()]);
+
     let mounts = container["Mounts"].as_array().unwrap();
     let bind = mounts
         .iter()
@@ -384,6 +391,52 @@ async fn create_applies_mounts_env_labels_ports_and_limits() {
     f.docker.remove(&id).await.unwrap();
     // Removing a container keeps its named volumes.
     assert_eq!(inspect(&volume)["Name"], volume.as_str());
+}
+
+/// The exit code of a container of `image` (made from `/usr/bin/test`) running
+/// `test -c /dev/camera0` with `devices` mapped.
+async fn test_for_a_character_device(f: &Fixture, image: &str, devices: Vec<DeviceMapping>) -> i64 {
+    let mut events = f.events().await;
+    let mut spec = f.spec();
+    spec.image = image.to_owned();
+    spec.args = vec!["-c".into(), "/dev/camera0".into()];
+    spec.devices = devices;
+    let id = f.docker.create(&spec).await.unwrap();
+    f.docker.start(&id).await.unwrap();
+    wait_for(&mut events, &id, "die", Duration::from_secs(10)).await;
+    let listed = f.list().await;
+    match listed.iter().find(|c| c.id == id).map(|c| c.state) {
+        Some(State::Exited { code }) => code,
+        other => panic!("the container of `test -c` is {other:?}"),
+    }
+}
+
+/// A device node made with `mknod` in a folder of the test's own (character device 1:3, what
+/// `/dev/null` is), mapped into a container: it sees a character device at the path asked for,
+/// and a container without the mapping does not. Needs root, as `mknod` does.
+#[tokio::test]
+async fn a_mapped_device_node_is_a_character_device_in_the_container() {
+    let f = Fixture::new().await;
+    let image = format!("atoll-runtime-test/test:{}", unique());
+    f.cleanup.image(&image);
+    import_executable_image(&f.docker, Path::new("/usr/bin/test"), &image)
+        .await
+        .expect("import /usr/bin/test as an image");
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("camera");
+    let made = Command::new("mknod")
+        .arg(&node)
+        .args(["c", "1", "3"])
+        .output()
+        .expect("run mknod");
+    assert!(
+        made.status.success(),
+        "mknod failed (this test must run as root): {made:?}"
+    );
+
+    let mapped = vec![DeviceMapping::new(&node, "/dev/camera0")];
+    assert_eq!(test_for_a_character_device(&f, &image, mapped).await, 0);
+    assert_eq!(test_for_a_character_device(&f, &image, vec![]).await, 1);
 }
 
 #[tokio::test]

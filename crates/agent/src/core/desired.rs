@@ -15,14 +15,21 @@
 //!
 //! The hash is computed over this module's own canonical form (`Canonical`), not over the
 //! manifest's serde shapes, so a change to the wire format does not restart every container on
-//! every site. Changing `Canonical` does exactly that; do it only on purpose.
+//! every site. Changing `Canonical` does exactly that; do it only on purpose. A field added to
+//! it later (secrets, devices) is left out of the hashed form while it is empty, so that an
+//! agent upgrade keeps the hash, and the container, of every service that does not use it.
+//!
+//! The host's devices a service gets ([`ServiceDevices`]) are in the hash, host paths
+//! included: unlike the agent's folders, they say what the container sees (a camera moved
+//! from `/dev/video0` to `/dev/video1` needs a new container to follow it). Which devices a
+//! service gets is the caller's to say ([`desired_with_devices`]), from what this host has.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use atoll_api::manifest::{Manifest, ManifestApplication, ManifestService};
-use atoll_runtime::{Bind, ContainerSpec, NamedVolume, PortBinding};
+use atoll_runtime::{Bind, ContainerSpec, DeviceMapping, GpuRequest, NamedVolume, PortBinding};
 use atoll_spec::application::{Mode, OnSecretChange, Protocol};
 
 use super::secrets::SecretFile;
@@ -87,6 +94,14 @@ pub struct Replica {
     pub on_secret_change: Option<String>,
 }
 
+/// The host devices one service's containers get: the device nodes and GPUs its requirements
+/// matched on this host. Empty for a service that requires none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceDevices {
+    pub devices: Vec<DeviceMapping>,
+    pub gpus: Vec<GpuRequest>,
+}
+
 /// A rendered file to put on the host, which a bind mount then shows inside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileToWrite {
@@ -102,18 +117,34 @@ pub struct FileToWrite {
 /// `files_dir/{container name}/{spec hash}/{file index}`, so a replacement's files never
 /// overwrite those the running container still reads.
 ///
-/// A service with `mode: every-host` gets one replica: for now a site is a single host.
+/// A service with `mode: every-host` gets one replica: for now a site is a single host. No
+/// service gets a device: see [`desired_with_devices`].
 pub fn desired(site: &str, manifest: &Manifest, files_dir: &Path) -> Vec<Replica> {
+    desired_with_devices(site, manifest, files_dir, |_, _| ServiceDevices::default())
+}
+
+/// [`desired`], with the containers of each service given the host devices that `devices`
+/// answers for it (called once per service): the caller matches the service's requirements
+/// against this host's devices. The devices are part of the spec hash.
+pub fn desired_with_devices(
+    site: &str,
+    manifest: &Manifest,
+    files_dir: &Path,
+    devices: impl Fn(&ManifestApplication, &ManifestService) -> ServiceDevices,
+) -> Vec<Replica> {
     let mut replicas = Vec::new();
     for app in &manifest.content.applications {
         for service in &app.services {
-            let hash = spec_hash(site, app, service);
+            let devices = devices(app, service);
+            let hash = spec_hash(site, app, service, &devices);
             let count = match service.mode {
                 Mode::Replicated => service.replicas,
                 Mode::EveryHost => 1,
             };
             for index in 0..count {
-                replicas.push(replica(site, app, service, index, &hash, files_dir));
+                replicas.push(replica(
+                    site, app, service, &devices, index, &hash, files_dir,
+                ));
             }
         }
     }
@@ -146,6 +177,7 @@ fn replica(
     site: &str,
     app: &ManifestApplication,
     service: &ManifestService,
+    devices: &ServiceDevices,
     index: u32,
     hash: &str,
     files_dir: &Path,
@@ -218,6 +250,8 @@ fn replica(
         volumes,
         memory_bytes: service.resources.memory.map(|m| m.0),
         cpu_millis: service.resources.cpu.map(|c| c.0),
+        devices: devices.devices.clone(),
+        gpus: devices.gpus.clone(),
     };
     Replica {
         key,
@@ -249,6 +283,21 @@ struct Canonical<'a> {
     /// secrets existed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<CanonicalSecret<'a>>,
+    /// Left out when empty, as `secrets` is: a container without devices keeps the hash it had
+    /// before devices existed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    devices: Vec<CanonicalDevice<'a>>,
+    /// The ids of each GPU request; left out when empty, as `devices` is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    gpus: Vec<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct CanonicalDevice<'a> {
+    /// As text, so that a path that is not UTF-8 still hashes (a `Path` would not serialize).
+    host_path: String,
+    container_path: &'a str,
+    permissions: &'a str,
 }
 
 /// Which secret goes where; with its version only when a new version needs a new container.
@@ -285,7 +334,12 @@ struct CanonicalFile<'a> {
 
 /// The first [`SPEC_HASH_LEN`] hex characters of the SHA-256 of the service's [`Canonical`]
 /// JSON. The same for every replica of a service.
-fn spec_hash(site: &str, app: &ManifestApplication, service: &ManifestService) -> String {
+fn spec_hash(
+    site: &str,
+    app: &ManifestApplication,
+    service: &ManifestService,
+    devices: &ServiceDevices,
+) -> String {
     let canonical = Canonical {
         image: &service.image,
         command: &service.command,
@@ -331,6 +385,20 @@ fn spec_hash(site: &str, app: &ManifestApplication, service: &ManifestService) -
                 version: (service.on_secret_change == OnSecretChange::Restart || s.env.is_some())
                     .then_some(s.version),
             })
+            .collect(),
+        devices: devices
+            .devices
+            .iter()
+            .map(|d| CanonicalDevice {
+                host_path: d.host_path.to_string_lossy().into_owned(),
+                container_path: &d.container_path,
+                permissions: &d.permissions,
+            })
+            .collect(),
+        gpus: devices
+            .gpus
+            .iter()
+            .map(|g| g.device_ids.as_slice())
             .collect(),
     };
     // Serializing plain structs, strings, numbers and string-keyed maps cannot fail.
@@ -897,6 +965,126 @@ mod tests {
     fn the_spec_carries_its_own_hash() {
         let r = one(with_files());
         assert_eq!(r.spec.labels[LABEL_SPEC_HASH], r.spec_hash);
+    }
+
+    /// Every field the hash reads, set: the service the upgrade regression pins.
+    fn everything() -> ManifestService {
+        let mut svc = with_files();
+        svc.command = vec!["/bin/server".into()];
+        svc.args = vec!["--port".into(), "80".into()];
+        svc.env = BTreeMap::from([("A".into(), "1".into())]);
+        svc.ports = vec![Port {
+            container: 80,
+            host: Some(8080),
+            protocol: Protocol::Tcp,
+        }];
+        svc.resources.memory = Some(ByteSize(256 << 20));
+        svc.resources.cpu = Some(Cpu(500));
+        svc.volumes = vec![Volume {
+            name: "data".into(),
+            path: "/data".into(),
+            read_only: false,
+        }];
+        svc.secrets = vec![atoll_api::manifest::ManifestSecret {
+            name: "db".into(),
+            key: Some("password".into()),
+            keys: vec!["password".into()],
+            path: Some("/run/secrets/db".into()),
+            env: None,
+            version: 3,
+        }];
+        svc
+    }
+
+    /// The hashes below were computed before devices existed (on the commit before they came):
+    /// an agent that knows devices must give every container without devices the hash it
+    /// already has, or its upgrade would replace every container of every site.
+    #[test]
+    fn an_agent_upgrade_keeps_the_spec_hash_of_containers_without_devices() {
+        assert_eq!(hash_of(service("web", "nginx:1")), "8660897b4367768a");
+        assert_eq!(hash_of(with_files()), "fcef82052638afba");
+        assert_eq!(hash_of(everything()), "4ae5f73a2288f38b");
+        let none = desired_with_devices(
+            "s1",
+            &manifest(vec![("shop", everything())]),
+            Path::new("/data/files"),
+            |_, _| ServiceDevices::default(),
+        );
+        assert_eq!(none[0].spec_hash, "4ae5f73a2288f38b");
+    }
+
+    fn with_devices(devices: ServiceDevices) -> Replica {
+        let mut all = desired_with_devices(
+            "s1",
+            &manifest(vec![
+                ("shop", service("cam", "cam:1")),
+                ("shop", service("web", "nginx:1")),
+            ]),
+            Path::new("/f"),
+            |_, service| {
+                if service.name == "cam" {
+                    devices.clone()
+                } else {
+                    ServiceDevices::default()
+                }
+            },
+        );
+        assert_eq!(
+            all[1].spec.devices,
+            [],
+            "only the service the caller named gets devices"
+        );
+        assert_eq!(all[1].spec_hash, hash_of(service("web", "nginx:1")));
+        all.remove(0)
+    }
+
+    fn camera() -> ServiceDevices {
+        ServiceDevices {
+            devices: vec![DeviceMapping::new("/dev/video0", "/dev/video0")],
+            gpus: vec![],
+        }
+    }
+
+    #[test]
+    fn the_devices_the_caller_gives_a_service_are_in_its_containers_spec() {
+        let gpu = GpuRequest {
+            device_ids: vec!["0".into()],
+        };
+        let r = with_devices(ServiceDevices {
+            gpus: vec![gpu.clone()],
+            ..camera()
+        });
+        assert_eq!(r.key.service, "cam");
+        assert_eq!(r.spec.devices, camera().devices);
+        assert_eq!(r.spec.gpus, [gpu]);
+    }
+
+    #[test]
+    fn spec_hash_changes_with_every_field_of_the_devices() {
+        let mut seen = vec![hash_of(service("cam", "cam:1"))];
+        let changes: Vec<fn(&mut ServiceDevices)> = vec![
+            |_| {},
+            |d| d.devices[0].host_path = "/dev/video1".into(),
+            |d| d.devices[0].container_path = "/dev/camera".into(),
+            |d| d.devices[0].permissions = "r".into(),
+            |d| {
+                d.gpus.push(GpuRequest {
+                    device_ids: vec!["0".into()],
+                })
+            },
+            |d| {
+                d.gpus.push(GpuRequest {
+                    device_ids: vec!["1".into()],
+                })
+            },
+        ];
+        for (n, change) in changes.into_iter().enumerate() {
+            let mut devices = camera();
+            change(&mut devices);
+            let hash = with_devices(devices).spec_hash;
+            assert!(!seen.contains(&hash), "change {n} did not change the hash");
+            seen.push(hash);
+        }
     }
 
     #[test]

@@ -69,6 +69,13 @@ pub fn container_of(replica: &Replica, id: &str, state: State) -> Container {
         State::Running | State::Other => (Some(STARTED_AT.into()), None),
         State::Exited { .. } => (Some(STARTED_AT.into()), Some(FINISHED_AT.into())),
     };
+    let mut bind_sources: Vec<_> = replica
+        .spec
+        .binds
+        .iter()
+        .map(|b| b.source.clone())
+        .collect();
+    bind_sources.sort();
     Container {
         id: id.into(),
         name: replica.spec.name.clone(),
@@ -77,6 +84,7 @@ pub fn container_of(replica: &Replica, id: &str, state: State) -> Container {
         state,
         started_at,
         finished_at,
+        bind_sources,
     }
 }
 
@@ -91,6 +99,14 @@ pub fn outdated(replica: &Replica, id: &str, state: State) -> Container {
     c
 }
 
+/// Like [`container_of`], but its files mounted from where another agent kept them (a data
+/// folder since replaced).
+pub fn mounted_elsewhere(replica: &Replica, id: &str, state: State) -> Container {
+    let mut c = container_of(replica, id, state);
+    c.bind_sources = vec!["/old/agent/files/web/0".into()];
+    c
+}
+
 /// A container someone else runs on the host: no managed label.
 pub fn foreign(id: &str, name: &str) -> Container {
     Container {
@@ -101,6 +117,7 @@ pub fn foreign(id: &str, name: &str) -> Container {
         state: State::Running,
         started_at: Some(STARTED_AT.into()),
         finished_at: None,
+        bind_sources: Vec::new(),
     }
 }
 

@@ -6,8 +6,9 @@
 //! 1. [`desired::desired`]: the manifest becomes the replicas this host must run, each with the
 //!    exact container spec, a spec hash and the files to write before creating it.
 //! 2. (shell) list the containers carrying the agent's labels and the images present.
-//! 3. [`plan::plan`]: desired and observed become actions (pull, create, start, replace, remove)
-//!    and when to look again. Level-triggered: it never asks what changed, only what is.
+//! 3. [`plan::plan`]: desired and observed become actions (pull, create, start, replace,
+//!    recreate, remove) and when to look again. Level-triggered: it never asks what changed,
+//!    only what is.
 //! 4. (shell) execute the actions, update the [`backoff::Memory`] of restarts and failed pulls.
 //! 5. [`status::status`]: what each replica is doing, as the wire's
 //!    [`atoll_api::agent::ReplicaStatus`], for the report to the control plane.

@@ -17,8 +17,19 @@
 //! **Then replacements, creations and starts**, by container name. An old container is replaced
 //! only once the new image is present, so a switch-over is never left half done by a slow or
 //! failing pull.
+//!
+//! A stopped container with the right spec is started again, unless its bind mounts are not
+//! the replica's: an agent reinstalled with a new data folder adopts containers whose files
+//! are mounted from the old one, which may be gone ("bind source path does not exist", for
+//! ever). Such a container is recreated instead ([`Action::Recreate`]), with no failed start
+//! first. Only a stopped one: the spec hash leaves the agent's folders out precisely so that a
+//! running container is never replaced because the agent moved, and this keeps to it. The
+//! mounts are compared as the runtime lists them, so a runtime that reports a source otherwise
+//! than it was given (a symbolic link resolved) costs a recreation, under the restart backoff,
+//! where a start would do, never a loop.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use atoll_runtime::{Container, State};
 
@@ -51,6 +62,11 @@ pub enum Action {
     /// The replica's image is present and its container has another spec: remove the old
     /// container, then write the files and create and start the new one (same name).
     Replace { old_id: String, replica: Replica },
+    /// A stopped container with the replica's spec mounts host paths that are not the
+    /// replica's (files kept by an agent with another data folder): remove it, then write the
+    /// files and create and start a new one (same name). It counts as a restart of the
+    /// replica, with the restart backoff.
+    Recreate { old_id: String, replica: Replica },
     /// Remove a managed container that no replica wants, or a duplicate of one that does.
     Remove { id: String, name: String },
 }
@@ -94,13 +110,20 @@ pub fn plan(
                 State::Running => {}
                 State::Created | State::Exited { .. } => {
                     let not_before = memory.restarts.get(&c.name).map_or(0, |r| r.not_before_ms);
-                    if now_ms >= not_before {
+                    if now_ms < not_before {
+                        requeue.after(not_before - now_ms);
+                    } else if !mounts_elsewhere(c, replica) {
                         changes.push(Action::Start {
                             id: c.id.clone(),
                             name: c.name.clone(),
                         });
+                    } else if present {
+                        changes.push(Action::Recreate {
+                            old_id: c.id.clone(),
+                            replica: replica.clone(),
+                        });
                     } else {
-                        requeue.after(not_before - now_ms);
+                        want_pull(image, memory, now_ms, &mut pulls, &mut requeue);
                     }
                 }
                 State::Other => requeue.after(TRANSIENT_REQUEUE_MS),
@@ -136,6 +159,25 @@ pub fn is_managed(container: &Container) -> bool {
 
 fn has_hash(container: &Container, hash: &str) -> bool {
     container.labels.get(LABEL_SPEC_HASH).map(String::as_str) == Some(hash)
+}
+
+/// Whether `container` bind-mounts other host paths than `replica` binds. A replica missing a
+/// secret lacks that secret's mount, so its spec is not the whole story: its container is
+/// taken as it is.
+fn mounts_elsewhere(container: &Container, replica: &Replica) -> bool {
+    if !replica.missing_secrets.is_empty() {
+        return false;
+    }
+    let mut wanted: Vec<&Path> = replica
+        .spec
+        .binds
+        .iter()
+        .map(|b| b.source.as_path())
+        .collect();
+    wanted.sort_unstable();
+    let mut has: Vec<&Path> = container.bind_sources.iter().map(|p| p.as_path()).collect();
+    has.sort_unstable();
+    wanted != has
 }
 
 fn want_pull(
@@ -226,7 +268,9 @@ mod tests {
     use super::*;
     use crate::core::backoff::{CreateFailure, RestartInfo};
     use crate::core::desired::{LABEL_SPEC_HASH, desired};
-    use crate::core::fixtures::{container_of, foreign, manifest, outdated, service, stray};
+    use crate::core::fixtures::{
+        container_of, foreign, manifest, mounted_elsewhere, outdated, service, stray,
+    };
     use crate::core::status::status;
 
     const NOW: u64 = 1_000_000;
@@ -486,6 +530,103 @@ mod tests {
         let p = plan(&d, &[a, b, c], &present(), &m, NOW);
         assert_eq!(p.actions, []);
         assert_eq!(p.requeue_after_ms, Some(500));
+    }
+
+    // Container with the desired spec, its files mounted from elsewhere.
+
+    /// A replica with a rendered file, as `desired` makes it under `/f`.
+    fn web_with_a_file() -> Vec<Replica> {
+        let mut svc = service("web", "nginx:1");
+        svc.files = vec![atoll_api::manifest::RenderedFile {
+            path: "/etc/web.toml".into(),
+            content: "a = 1".into(),
+            mode: 0o644,
+        }];
+        desired("s1", &manifest(vec![("shop", svc)]), Path::new("/f"))
+    }
+
+    fn recreate(c: &Container, replica: &Replica) -> Action {
+        Action::Recreate {
+            old_id: c.id.clone(),
+            replica: replica.clone(),
+        }
+    }
+
+    #[test]
+    fn a_stopped_container_mounted_from_another_data_folder_is_recreated_not_started() {
+        let d = web_with_a_file();
+        let c = mounted_elsewhere(&d[0], "c1", State::Exited { code: 137 });
+        let want = recreate(&c, &d[0]);
+        assert_eq!(run(&d, &[c], &present()).actions, [want]);
+    }
+
+    #[test]
+    fn a_never_started_container_mounted_elsewhere_is_recreated_too() {
+        let d = web_with_a_file();
+        let c = mounted_elsewhere(&d[0], "c1", State::Created);
+        let want = recreate(&c, &d[0]);
+        assert_eq!(run(&d, &[c], &present()).actions, [want]);
+    }
+
+    #[test]
+    fn a_container_missing_a_mount_the_replica_wants_is_recreated() {
+        let d = web_with_a_file();
+        let mut c = container_of(&d[0], "c1", State::Exited { code: 0 });
+        c.bind_sources.clear();
+        let want = recreate(&c, &d[0]);
+        assert_eq!(run(&d, &[c], &present()).actions, [want]);
+    }
+
+    #[test]
+    fn a_running_container_mounted_elsewhere_is_left_alone() {
+        let d = web_with_a_file();
+        let c = mounted_elsewhere(&d[0], "c1", State::Running);
+        assert_eq!(run(&d, &[c], &present()), Plan::default());
+    }
+
+    #[test]
+    fn a_recreation_waits_for_the_restart_backoff() {
+        let d = web_with_a_file();
+        let c = mounted_elsewhere(&d[0], "c1", State::Exited { code: 1 });
+        let m = backoff(&c.name, NOW + 4_000);
+        let p = plan(&d, std::slice::from_ref(&c), &present(), &m, NOW);
+        assert_eq!(p.actions, []);
+        assert_eq!(p.requeue_after_ms, Some(4_000));
+        let want = recreate(&c, &d[0]);
+        assert_eq!(plan(&d, &[c], &present(), &m, NOW + 4_000).actions, [want]);
+    }
+
+    #[test]
+    fn a_recreation_pulls_the_image_first_when_it_is_gone() {
+        let d = web_with_a_file();
+        let c = mounted_elsewhere(&d[0], "c1", State::Exited { code: 1 });
+        assert_eq!(run(&d, &[c], &images(&[])).actions, [pull("nginx:1")]);
+    }
+
+    #[test]
+    fn mounts_are_compared_in_any_order() {
+        let mut svc = service("web", "nginx:1");
+        svc.files = ["/etc/a", "/etc/b", "/etc/c"]
+            .map(|path| atoll_api::manifest::RenderedFile {
+                path: path.into(),
+                content: String::new(),
+                mode: 0o644,
+            })
+            .to_vec();
+        let d = desired("s1", &manifest(vec![("shop", svc)]), Path::new("/f"));
+        let mut c = container_of(&d[0], "c1", State::Exited { code: 0 });
+        c.bind_sources.reverse();
+        let want = start(&c);
+        assert_eq!(run(&d, &[c], &present()).actions, [want]);
+    }
+
+    #[test]
+    fn a_replica_missing_a_secret_takes_its_stopped_container_as_it_is() {
+        let mut d = web_with_a_file();
+        d[0].missing_secrets = vec!["db".into()];
+        let c = mounted_elsewhere(&d[0], "c1", State::Exited { code: 0 });
+        let want = start(&c);
+        assert_eq!(run(&d, &[c], &present()).actions, [want]);
     }
 
     // Container with another spec.
@@ -808,7 +949,7 @@ mod tests {
                         c.state = State::Running;
                     }
                 }
-                Action::Replace { old_id, replica } => {
+                Action::Replace { old_id, replica } | Action::Recreate { old_id, replica } => {
                     observed.retain(|c| &c.id != old_id);
                     fresh(replica, observed);
                 }
@@ -853,7 +994,7 @@ mod tests {
                 ),
                 0..6,
             ),
-            prop::collection::vec((0..7u8, 0..4usize, 0..4usize), 0..20),
+            prop::collection::vec((0..8u8, 0..4usize, 0..4usize), 0..20),
             prop::collection::vec(0..4usize, 0..4),
             0..3usize,
             any::<[bool; 3]>(),
@@ -926,6 +1067,7 @@ mod tests {
                     observed.push(container_of(replica, &next(), a));
                     observed.push(container_of(replica, &next(), b));
                 }
+                6 => observed.push(mounted_elsewhere(replica, &next(), a)),
                 _ => observed.push(foreign(&next(), &replica.spec.name)),
             }
         }
@@ -1004,16 +1146,16 @@ mod tests {
             Action::Pull { image } => image.clone(),
             Action::Remove { name, id } => format!("{name}\0{id}"),
             Action::Start { name, .. } => name.clone(),
-            Action::Create { replica } | Action::Replace { replica, .. } => {
-                replica.spec.name.clone()
-            }
+            Action::Create { replica }
+            | Action::Replace { replica, .. }
+            | Action::Recreate { replica, .. } => replica.spec.name.clone(),
         }
     }
 
     fn container_ids(action: &Action) -> Vec<&str> {
         match action {
             Action::Start { id, .. } | Action::Remove { id, .. } => vec![id],
-            Action::Replace { old_id, .. } => vec![old_id],
+            Action::Replace { old_id, .. } | Action::Recreate { old_id, .. } => vec![old_id],
             Action::Pull { .. } | Action::Create { .. } => vec![],
         }
     }
@@ -1061,6 +1203,20 @@ mod tests {
                     Action::Start { name, .. } => {
                         let nb = w.memory.restarts.get(name).map_or(0, |r| r.not_before_ms);
                         prop_assert!(nb <= NOW);
+                    }
+                    Action::Recreate { old_id, replica } => {
+                        prop_assert!(w.images.contains(&replica.spec.image));
+                        let name = &replica.spec.name;
+                        let nb = w.memory.restarts.get(name).map_or(0, |r| r.not_before_ms);
+                        prop_assert!(nb <= NOW);
+                        let old = w.observed.iter().find(|c| &c.id == old_id);
+                        let stopped_elsewhere = |c: &&Container| {
+                            c.state != State::Running && mounts_elsewhere(c, replica)
+                        };
+                        prop_assert!(
+                            old.is_some_and(|c| stopped_elsewhere(&c)),
+                            "{old_id} recreated without cause"
+                        );
                     }
                     Action::Remove { .. } => {}
                 }
@@ -1116,7 +1272,11 @@ mod tests {
                         State::Running => {}
                         State::Other => waiting = true,
                         _ => {
-                            prop_assert!(restart_blocked, "{} not started", c.name);
+                            prop_assert!(
+                                restart_blocked || (mounts_elsewhere(c, r) && pull_blocked),
+                                "{} not started",
+                                c.name
+                            );
                             waiting = true;
                         }
                     },

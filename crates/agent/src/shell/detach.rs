@@ -76,6 +76,8 @@ mod tests {
                 volumes: Vec::new(),
                 memory_bytes: None,
                 cpu_millis: None,
+                devices: Vec::new(),
+                gpus: Vec::new(),
             };
             let id = driver.create(&spec).await.unwrap();
             driver.start(&id).await.unwrap();

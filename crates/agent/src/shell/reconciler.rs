@@ -157,6 +157,20 @@ impl Reconciler {
                 tracing::warn!(path = %file.host_path.display(), error = %e, "cannot write a secret file");
             }
         }
+        // Likewise the rendered files, for an agent reinstalled in an emptied data folder: the
+        // containers it adopts mount them from where it keeps them again. (One reinstalled in
+        // another folder finds them mounted from elsewhere; the plan recreates those.)
+        for file in desired
+            .iter()
+            .flat_map(|r| &r.files)
+            .filter(|f| !f.host_path.exists())
+        {
+            if let Err(e) =
+                super::files::write_atomic(&file.host_path, file.content.as_bytes(), file.mode)
+            {
+                tracing::warn!(path = %file.host_path.display(), error = %e, "cannot write a file");
+            }
+        }
         let observed = match self
             .driver
             .list(core::desired::LABEL_SITE, &self.site)
@@ -291,14 +305,7 @@ impl Reconciler {
             }
             Action::Start { id, name } => {
                 pass.memory.record_restart(name, now);
-                let exited = observed
-                    .iter()
-                    .find(|c| c.id == *id)
-                    .and_then(|c| match c.state {
-                        State::Exited { code } => Some(code),
-                        _ => None,
-                    });
-                match (self.driver.start(id).await, exited) {
+                match (self.driver.start(id).await, exit_code(observed, id)) {
                     (Ok(()), Some(code)) => event(
                         "container",
                         format!("restarted {name}, which had exited with code {code}"),
@@ -319,6 +326,27 @@ impl Reconciler {
                         format!(
                             "replaced {name} with {} ({})",
                             replica.spec.image,
+                            short(&id)
+                        ),
+                    ),
+                    Err(e) => event("container", format!("cannot create {name}: {e}")),
+                }
+            }
+            Action::Recreate { old_id, replica } => {
+                let name = &replica.spec.name;
+                pass.memory.record_restart(name, now);
+                let exited = exit_code(observed, old_id)
+                    .map(|code| format!(" had exited with code {code} and"))
+                    .unwrap_or_default();
+                if let Err(e) = self.remove(old_id).await {
+                    return event("container", format!("cannot remove the old {name}: {e}"));
+                }
+                match self.create(replica, pass, now).await {
+                    Ok(id) => event(
+                        "container",
+                        format!(
+                            "recreated {name} ({}): it{exited} mounted files from where this \
+                             agent no longer keeps them",
                             short(&id)
                         ),
                     ),
@@ -461,9 +489,9 @@ impl Reconciler {
             return;
         }
         plan.actions.retain(|a| match a {
-            Action::Create { replica } | Action::Replace { replica, .. } => {
-                !held.contains_key(replica.spec.name.as_str())
-            }
+            Action::Create { replica }
+            | Action::Replace { replica, .. }
+            | Action::Recreate { replica, .. } => !held.contains_key(replica.spec.name.as_str()),
             _ => true,
         });
         if pass.held_said != Some(revision) {
@@ -583,6 +611,17 @@ fn probe_targets(manifest: &Manifest, desired: &[Replica], observed: &[Container
             })
         })
         .collect()
+}
+
+/// The exit code of container `id` in `observed`, if it exited.
+fn exit_code(observed: &[Container], id: &str) -> Option<i64> {
+    observed
+        .iter()
+        .find(|c| c.id == id)
+        .and_then(|c| match c.state {
+            State::Exited { code } => Some(code),
+            _ => None,
+        })
 }
 
 async fn recv(

@@ -343,6 +343,7 @@ fn run_on_fake_runtime(site: &str, manifest: &Manifest) -> HostStatus {
             state: State::Running,
             started_at: Some(now.clone()),
             finished_at: None,
+            bind_sources: r.spec.binds.iter().map(|b| b.source.clone()).collect(),
         })
         .collect();
     let images: BTreeSet<String> = replicas.iter().map(|r| r.spec.image.clone()).collect();
