@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod host;
 pub mod manifest;
+pub mod placement;
 pub mod secret;
 pub mod whole;
 
