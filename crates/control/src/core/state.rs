@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use atoll_spec::{Application, Deployment, Kind, Resource, Site};
+use atoll_spec::{Application, Deployment, DeviceClass, Kind, Resource, Site};
 use atoll_store::{ManifestHead, ResourceRow, RolloutRow, Snapshot};
 
 use super::compile::Placement;
@@ -25,6 +25,8 @@ pub struct State {
     pub applications: BTreeMap<String, Entry<Application>>,
     pub deployments: BTreeMap<String, Entry<Deployment>>,
     pub sites: BTreeMap<String, Entry<Site>>,
+    /// The device classes that services' `requires.devices` and host selectors name.
+    pub device_classes: BTreeMap<String, Entry<DeviceClass>>,
     pub manifests: BTreeMap<String, ManifestHead>,
     /// Each deployment's current rollout: which version each of its sites gets.
     pub rollouts: BTreeMap<String, Rollout>,
@@ -147,6 +149,17 @@ impl State {
                     },
                 )
                 .map(drop),
+            Resource::DeviceClass(value) => self
+                .device_classes
+                .insert(
+                    row.name,
+                    Entry {
+                        value,
+                        generation,
+                        created_at,
+                    },
+                )
+                .map(drop),
         };
         Ok(())
     }
@@ -156,6 +169,7 @@ impl State {
             Kind::Application => self.applications.contains_key(name),
             Kind::Deployment => self.deployments.contains_key(name),
             Kind::Site => self.sites.contains_key(name),
+            Kind::DeviceClass => self.device_classes.contains_key(name),
         }
     }
 
