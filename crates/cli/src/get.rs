@@ -133,7 +133,7 @@ pub async fn run(args: Args) -> Result<()> {
         word => {
             let kind = Kind::from_user(word).ok_or_else(|| {
                 CliError::user(format!(
-                    "cannot get `{word}`: choose sites, apps, deployments, hosts, secrets, manifest, events or audit"
+                    "cannot get `{word}`: choose sites, apps, deployments, deviceclasses, hosts, secrets, manifest, events or audit"
                 ))
             })?;
             get_kind(&client, kind, args.name.as_deref(), args.output).await?

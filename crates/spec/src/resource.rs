@@ -223,3 +223,27 @@ fn decode_document(d: &mut Decoder<'_>, root: &yaml::Node) -> Option<Resource> {
         Kind::DeviceClass => Resource::DeviceClass(device_class::decode(d, &fields, name, &path)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_the_words_users_type() {
+        for (word, kind) in [
+            ("app", Kind::Application),
+            ("Deployments", Kind::Deployment),
+            ("site", Kind::Site),
+            ("deviceclass", Kind::DeviceClass),
+            ("DeviceClasses", Kind::DeviceClass),
+            ("dc", Kind::DeviceClass),
+        ] {
+            assert_eq!(Kind::from_user(word), Some(kind), "{word}");
+        }
+        assert_eq!(Kind::from_user("device"), None);
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_user(kind.as_str()), Some(kind));
+            assert_eq!(Kind::from_user(kind.plural()), Some(kind));
+        }
+    }
+}

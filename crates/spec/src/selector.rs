@@ -189,9 +189,10 @@ impl Selector {
                 if rest.chars().count() > TRAILING_PREVIEW_CHARS {
                     preview.push('…');
                 }
-                let after_number = parser.pos > 0
+                // `memory >= 8 Gi`: a unit parted from its number by a space.
+                let after_number = parser.pos >= 2
                     && matches!(
-                        parser.tokens.get(parser.pos.saturating_sub(2)),
+                        parser.tokens.get(parser.pos - 2),
                         Some(Token {
                             kind: Kind::Cmp(_),
                             ..
