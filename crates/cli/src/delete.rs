@@ -9,7 +9,7 @@ use crate::output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// site, app or deployment.
+    /// site, app, deployment or deviceclass.
     pub kind: String,
     pub name: String,
 }

@@ -1,9 +1,10 @@
-//! `atoll describe site|app|deployment NAME`: one resource, everything about it, for people.
+//! `atoll describe site|app|deployment|deviceclass NAME`: one resource, everything about it,
+//! for people.
 
 use std::fmt::Write as _;
 
 use atoll_api::agent::EventView;
-use atoll_api::{ApplicationView, DeploymentView, List, SiteView};
+use atoll_api::{ApplicationView, DeploymentView, List, ResourceView, SiteView};
 use atoll_spec::application::Mode;
 use atoll_spec::{Kind, Resource};
 
@@ -14,7 +15,7 @@ use crate::output::{self, age};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// site, app or deployment.
+    /// site, app, deployment or deviceclass.
     pub kind: String,
     pub name: String,
 }
@@ -32,6 +33,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Kind::Application => application(&client.get(&path).await?),
         Kind::Deployment => deployment(&client.get(&path).await?),
+        Kind::DeviceClass => device_class(&client.get(&path).await?),
     };
     output::print(&text);
     Ok(())
@@ -40,7 +42,7 @@ pub async fn run(args: Args) -> Result<()> {
 /// The newest events `describe site` shows.
 const EVENTS: u32 = 20;
 
-fn header(out: &mut String, view: &atoll_api::ResourceView) {
+fn header(out: &mut String, view: &ResourceView) {
     let _ = writeln!(out, "Name:         {}", view.resource.name());
     let _ = writeln!(out, "Kind:         {}", view.resource.kind());
     let _ = writeln!(out, "Generation:   {}", view.generation);
@@ -218,6 +220,9 @@ pub fn deployment(d: &DeploymentView) -> String {
         let _ = writeln!(out, "Target:       {}", crate::get::target(d));
         let _ = writeln!(out, "Running:      {}", crate::get::running(d));
         let _ = writeln!(out, "Placement:    {}", dep.placement.sites.source());
+        if let Some(hosts) = &dep.placement.hosts {
+            let _ = writeln!(out, "On hosts:     {}", hosts.source());
+        }
         if let Some(r) = &dep.rollout {
             let _ = write!(
                 out,
@@ -233,6 +238,37 @@ pub fn deployment(d: &DeploymentView) -> String {
     out
 }
 
+/// The class and its rules, one line each: a device has the class when any line matches it.
+pub fn device_class(v: &ResourceView) -> String {
+    let mut out = String::new();
+    header(&mut out, v);
+    if let Resource::DeviceClass(c) = &v.resource {
+        if let Some(d) = &c.description {
+            let _ = writeln!(out, "Description:  {d}");
+        }
+        if let Some(gpu) = c.gpu {
+            let _ = writeln!(out, "GPU:          {}", gpu.as_str());
+        }
+        let _ = writeln!(out, "Match (any rule; every field of a rule):");
+        for rule in &c.rules {
+            let fields = [
+                ("subsystem", &rule.subsystem),
+                ("vendor", &rule.vendor),
+                ("product", &rule.product),
+                ("name", &rule.name),
+                ("path", &rule.path),
+                ("serial", &rule.serial),
+            ];
+            let given: Vec<String> = fields
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                .collect();
+            let _ = writeln!(out, "  - {}", given.join(" "));
+        }
+    }
+    out
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
@@ -240,7 +276,21 @@ fn indent(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::get::tests::{PWNED, event, site_view};
+    use crate::get::tests::{PWNED, device_class_view, event, site_view};
+
+    #[test]
+    fn describe_deviceclass_shows_each_rule() {
+        let text = device_class(&device_class_view());
+        assert!(text.contains("Kind:         DeviceClass\n"), "{text}");
+        assert!(text.contains("Description:  USB cameras\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "Match (any rule; every field of a rule):\n  - subsystem=video4linux name=*Camera*\n  - vendor=046d product=08e5\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("GPU:"), "{text}");
+    }
 
     #[test]
     fn an_event_with_escape_sequences_is_printed_escaped_in_describe_site() {

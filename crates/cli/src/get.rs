@@ -1,8 +1,10 @@
-//! `atoll get sites|apps|deployments|manifest|audit [NAME] [-o table|yaml|json]`.
+//! `atoll get sites|apps|deployments|deviceclasses|manifest|audit [NAME] [-o table|yaml|json]`.
 
 use atoll_api::agent::{EventView, HostView};
 use atoll_api::secret::SecretView;
-use atoll_api::{ApplicationView, AuditEntry, DeploymentView, List, Manifest, SiteView};
+use atoll_api::{
+    ApplicationView, AuditEntry, DeploymentView, List, Manifest, ResourceView, SiteView,
+};
 use atoll_spec::{Kind, Resource};
 
 use crate::client::Client;
@@ -12,7 +14,8 @@ use crate::output::{self, Format, Table, age};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// sites, apps, deployments, hosts, secrets, manifest SITE, events SITE or audit.
+    /// sites, apps, deployments, deviceclasses, hosts, secrets, manifest SITE, events SITE or
+    /// audit.
     pub what: String,
     pub name: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
@@ -130,7 +133,7 @@ pub async fn run(args: Args) -> Result<()> {
         word => {
             let kind = Kind::from_user(word).ok_or_else(|| {
                 CliError::user(format!(
-                    "cannot get `{word}`: choose sites, apps, deployments, hosts, secrets, manifest, events or audit"
+                    "cannot get `{word}`: choose sites, apps, deployments, deviceclasses, hosts, secrets, manifest, events or audit"
                 ))
             })?;
             get_kind(&client, kind, args.name.as_deref(), args.output).await?
@@ -393,7 +396,31 @@ async fn get_kind(
                 deployments_table(&items)
             })
         }
+        Kind::DeviceClass => {
+            let items: Vec<ResourceView> = fetch(client, kind, name).await?;
+            let resources: Vec<&Resource> = items.iter().map(|i| &i.resource).collect();
+            finish(format, name.is_some(), &items, &resources, || {
+                device_classes_table(&items)
+            })
+        }
     }
+}
+
+pub fn device_classes_table(items: &[ResourceView]) -> String {
+    let mut t = Table::new(&["NAME", "RULES", "GPU", "DESCRIPTION", "AGE"]);
+    for v in items {
+        let Resource::DeviceClass(c) = &v.resource else {
+            continue;
+        };
+        t.row(vec![
+            c.name.clone(),
+            c.rules.len().to_string(),
+            c.gpu.map_or("-", |g| g.as_str()).into(),
+            c.description.clone().unwrap_or_default(),
+            age(&v.created_at),
+        ]);
+    }
+    t.render()
 }
 
 fn finish<T: serde::Serialize>(
@@ -490,6 +517,32 @@ pub(crate) mod tests {
         );
         assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
         assert_eq!(output::terminal_safe(&text), text);
+    }
+
+    pub(crate) fn device_class_view() -> ResourceView {
+        serde_json::from_value(serde_json::json!({
+            "generation": 1,
+            "created_at": "2999-01-01T00:00:00Z",
+            "updated_at": "2999-01-01T00:00:00Z",
+            "resource": {
+                "kind": "DeviceClass", "name": "camera", "description": "USB cameras",
+                "match": [
+                    { "subsystem": "video4linux", "name": "*Camera*" },
+                    { "vendor": "046d", "product": "08e5" },
+                ],
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn get_deviceclasses_lists_rules_and_gpu() {
+        let text = device_classes_table(&[device_class_view()]);
+        assert_eq!(
+            cells(&text),
+            ["camera", "2", "-", "USB cameras", "0s"],
+            "{text}"
+        );
     }
 
     #[test]

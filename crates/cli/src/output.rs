@@ -214,7 +214,7 @@ pub fn manifest_changes(changes: &[atoll_api::ManifestChange], verb: &str) -> St
 pub fn kind_arg(word: &str, verb: &str) -> Result<atoll_spec::Kind> {
     atoll_spec::Kind::from_user(word).ok_or_else(|| {
         CliError::user(format!(
-            "cannot {verb} `{word}`: choose site, app or deployment"
+            "cannot {verb} `{word}`: choose site, app, deployment or deviceclass"
         ))
     })
 }

@@ -649,3 +649,71 @@ async fn a_rollout_history_without_a_rollout_has_a_null_current() {
         "{current}"
     );
 }
+
+#[tokio::test]
+async fn a_device_class_is_applied_listed_got_and_deleted_once_unused() {
+    let api = api().await;
+    let class = "kind: DeviceClass\nname: camera\nmatch:\n  - { subsystem: video4linux, name: '*Camera*' }\n";
+    let app = "kind: Application\nname: cam\nversion: '1'\nservices:\n  - name: web\n    image: web:1\n    requires: { devices: [camera] }\n";
+    let (status, body) = api.yaml(app).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["error"]["diagnostics"][0]["message"],
+        "device class `camera` does not exist"
+    );
+    let (status, body) = api.yaml(&format!("{class}---\n{app}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["kind"], "DeviceClass");
+
+    let (status, list) = api
+        .call("GET", "/v1/deviceclasses", None, Body::empty(), true)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["items"][0]["resource"]["match"][0]["name"], "*Camera*");
+    let (status, one) = api
+        .call("GET", "/v1/deviceclasses/camera", None, Body::empty(), true)
+        .await;
+    assert_eq!(
+        (status, one["generation"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (status, _) = api
+        .call("GET", "/v1/deviceclasses/gpu", None, Body::empty(), true)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, body) = api
+        .call(
+            "DELETE",
+            "/v1/deviceclasses/camera",
+            None,
+            Body::empty(),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["diagnostics"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("application cam version 1 service web requires it"),
+        "{body}"
+    );
+    let (status, _) = api
+        .call("DELETE", "/v1/applications/cam", None, Body::empty(), true)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api
+        .call(
+            "DELETE",
+            "/v1/deviceclasses/camera",
+            None,
+            Body::empty(),
+            true,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["kind"]),
+        (StatusCode::OK, &Value::from("DeviceClass"))
+    );
+}

@@ -181,10 +181,81 @@ pub struct Resources {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Requires {
+    /// Device classes (`kind: DeviceClass` names) the host must have a device of.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub host_labels: BTreeMap<String, String>,
+    /// The host's processor architecture, as images name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<Arch>,
+}
+
+/// A processor architecture by its OCI name (`GOARCH`), the one image manifests and agents'
+/// `arch` fact use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Arch {
+    #[serde(rename = "amd64")]
+    Amd64,
+    #[serde(rename = "arm64")]
+    Arm64,
+    #[serde(rename = "arm")]
+    Arm,
+    #[serde(rename = "386")]
+    I386,
+    #[serde(rename = "ppc64le")]
+    Ppc64le,
+    #[serde(rename = "s390x")]
+    S390x,
+    #[serde(rename = "riscv64")]
+    Riscv64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 7] = [
+        Arch::Amd64,
+        Arch::Arm64,
+        Arch::Arm,
+        Arch::I386,
+        Arch::Ppc64le,
+        Arch::S390x,
+        Arch::Riscv64,
+    ];
+
+    /// The OCI name: `amd64`, `386`...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+            Arch::Arm => "arm",
+            Arch::I386 => "386",
+            Arch::Ppc64le => "ppc64le",
+            Arch::S390x => "s390x",
+            Arch::Riscv64 => "riscv64",
+        }
+    }
+
+    /// The architecture of an OCI name; other spellings (`x86_64`, `aarch64`) are refused with
+    /// the list, since an agent reports the OCI name and a near-miss would never match.
+    pub fn parse(text: &str) -> Result<Arch, String> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.as_str() == text)
+            .ok_or_else(|| {
+                let guess = match text {
+                    "x86_64" | "x86-64" | "x64" => " (x86_64 is `amd64`)",
+                    "aarch64" | "arm64v8" => " (aarch64 is `arm64`)",
+                    "i386" | "i686" | "x86" => " (32-bit x86 is `386`)",
+                    "armv7" | "armv7l" | "armhf" | "armv6" => " (32-bit ARM is `arm`)",
+                    _ => "",
+                };
+                let names: Vec<&str> = Arch::ALL.iter().map(|a| a.as_str()).collect();
+                format!(
+                    "unknown architecture `{text}`{guess}: write one of {}, as images name them",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 /// A health probe. Serialized flat, as written: `{ http: {...}, interval: 5s, ... }`.
@@ -665,18 +736,37 @@ fn decode_resources(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Reso
 
 fn decode_requires(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Requires> {
     let fields = d.map(node, path)?;
-    d.deny_unknown(&fields, path, &["devices", "host_labels"]);
-    let devices = fields
-        .get("devices")
-        .and_then(|n| d.strings(n, &format!("{path}.devices")))
-        .unwrap_or_default();
+    d.deny_unknown(&fields, path, &["devices", "host_labels", "arch"]);
+    let mut devices = Vec::new();
+    if let Some(n) = fields.get("devices") {
+        let dpath = format!("{path}.devices");
+        for (i, item) in d.seq(n, &dpath).unwrap_or_default().iter().enumerate() {
+            let ipath = format!("{dpath}[{i}]");
+            let Some(class) = checked(d, item, &ipath, check_name) else {
+                continue;
+            };
+            if devices.contains(&class) {
+                d.error(
+                    item.pos,
+                    &ipath,
+                    format!("device class `{class}` is listed twice"),
+                );
+            } else {
+                devices.push(class);
+            }
+        }
+    }
     let host_labels = fields
         .get("host_labels")
         .map(|n| labels(d, n, &format!("{path}.host_labels")))
         .unwrap_or_default();
+    let arch = fields
+        .get("arch")
+        .and_then(|n| parsed(d, n, &format!("{path}.arch"), Arch::parse));
     Some(Requires {
         devices,
         host_labels,
+        arch,
     })
 }
 
@@ -902,4 +992,41 @@ fn decode_volume(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Volume>
         path: vpath,
         read_only,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_requires_read_and_write_as_before() {
+        let stored = r#"{"devices":["camera"],"host_labels":{"size":"large"}}"#;
+        let r: Requires = serde_json::from_str(stored).unwrap();
+        assert_eq!(r.arch, None);
+        assert_eq!(serde_json::to_string(&r).unwrap(), stored);
+        let with = r#"{"arch":"386"}"#;
+        let r: Requires = serde_json::from_str(with).unwrap();
+        assert_eq!(r.arch, Some(Arch::I386));
+        assert_eq!(serde_json::to_string(&r).unwrap(), with);
+        assert!(serde_json::from_str::<Requires>(r#"{"arch":"x86_64"}"#).is_err());
+    }
+
+    #[test]
+    fn architectures_are_oci_names() {
+        for arch in Arch::ALL {
+            assert_eq!(Arch::parse(arch.as_str()), Ok(arch));
+            let json = serde_json::to_string(&arch).unwrap();
+            assert_eq!(json, format!("\"{}\"", arch.as_str()));
+        }
+        assert!(
+            Arch::parse("aarch64")
+                .unwrap_err()
+                .contains("aarch64 is `arm64`")
+        );
+        assert!(
+            Arch::parse("AMD64")
+                .unwrap_err()
+                .contains("write one of amd64, arm64")
+        );
+    }
 }

@@ -32,6 +32,25 @@ impl Decoder<'_> {
         self.push(pos, path, message.into(), Some(hint.into()));
     }
 
+    /// An error at byte `offset` of a one-line scalar's `text` (a selector, a glob): the column
+    /// is the scalar's plus the characters before `offset`, plus one for an opening quote.
+    pub fn error_in_scalar(
+        &mut self,
+        node: &Node,
+        text: &str,
+        offset: usize,
+        path: &str,
+        message: impl Into<String>,
+    ) {
+        let quoted = !matches!(&node.value, Value::Scalar { plain: true, .. });
+        let before = text.get(..offset.min(text.len())).unwrap_or(text);
+        let pos = Pos {
+            line: node.pos.line,
+            column: node.pos.column + before.chars().count() + usize::from(quoted),
+        };
+        self.error(pos, path, message);
+    }
+
     fn push(&mut self, pos: Pos, path: &str, message: String, hint: Option<String>) {
         self.diags.push(Diagnostic {
             file: self.file.to_string(),

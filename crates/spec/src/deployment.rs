@@ -1,13 +1,15 @@
-//! `Deployment`: which sites run an application (a selector over site labels) and how a new
-//! version rolls out to them.
+//! `Deployment`: which sites run an application (a selector over site labels), on which of
+//! their hosts (a selector over host labels, facts and device classes), and how a new version
+//! rolls out to them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::application::checked;
 use crate::decode::{Decoder, Fields};
+use crate::device_class::DEVICE_KEY_PREFIX;
 use crate::names::{check_name, check_version};
 use crate::selector::Selector;
 use crate::units::Span;
@@ -80,6 +82,25 @@ impl Deployment {
 pub struct Placement {
     #[serde(with = "selector_text")]
     pub sites: Selector,
+    /// Which hosts of a selected site may run the application, by their labels and facts
+    /// (`arch`, `cpus`, `memory`...) and device classes (`device.camera >= 1`). None: any host.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_selector_text"
+    )]
+    pub hosts: Option<Selector>,
+}
+
+impl Placement {
+    /// The device classes the host selector reads (`camera` for `device.camera`).
+    pub fn device_classes(&self) -> BTreeSet<&str> {
+        self.hosts
+            .iter()
+            .flat_map(Selector::keys)
+            .filter_map(|k| k.strip_prefix(DEVICE_KEY_PREFIX))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,17 +337,10 @@ fn selector(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Selector> {
     match Selector::parse(&text) {
         Ok(s) => Some(s),
         Err(e) => {
-            // A plain or quoted scalar on one line: the error's column is the scalar's column
-            // plus the offset (plus one for an opening quote).
-            let quoted = !matches!(&node.value, crate::yaml::Value::Scalar { plain: true, .. });
-            let column = node.pos.column
-                + text[..e.offset.min(text.len())].chars().count()
-                + usize::from(quoted);
-            d.error(
-                crate::yaml::Pos {
-                    line: node.pos.line,
-                    column,
-                },
+            d.error_in_scalar(
+                node,
+                &text,
+                e.offset,
                 path,
                 format!("selector: {}", e.message),
             );
@@ -337,10 +351,27 @@ fn selector(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Selector> {
 
 fn decode_placement(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Placement> {
     let fields = d.map(node, path)?;
-    d.deny_unknown(&fields, path, &["sites"]);
+    d.deny_unknown(&fields, path, &["sites", "hosts"]);
+    let hosts = fields.get("hosts").and_then(|n| {
+        let hpath = format!("{path}.hosts");
+        let hosts = selector(d, n, &hpath)?;
+        for key in hosts.keys() {
+            if let Some(class) = key.strip_prefix(DEVICE_KEY_PREFIX)
+                && let Err(e) = check_name(class)
+            {
+                d.error_hint(
+                    n.pos,
+                    &hpath,
+                    format!("selector: `{key}` names no device class: {e}"),
+                    "`device.NAME` is how many of a host's devices the DeviceClass NAME matches",
+                );
+            }
+        }
+        Some(hosts)
+    });
     let sites_node = d.required(&fields, "sites", path)?;
     let sites = selector(d, sites_node, &format!("{path}.sites"))?;
-    Some(Placement { sites })
+    Some(Placement { sites, hosts })
 }
 
 fn share(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Share> {
@@ -463,6 +494,22 @@ fn decode_rollout(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rollou
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_json_without_host_placement_reads_and_writes_as_before() {
+        let stored = r#"{"name":"d","application":"a","placement":{"sites":"region == eu"}}"#;
+        let d: Deployment = serde_json::from_str(stored).unwrap();
+        assert_eq!(d.placement.hosts, None);
+        assert!(d.placement.device_classes().is_empty());
+        assert_eq!(serde_json::to_string(&d).unwrap(), stored);
+        let with = r#"{"name":"d","application":"a","placement":{"sites":"region == eu","hosts":"memory >= 8Gi && (device.camera >= 1 || device.usb-cam > 0)"}}"#;
+        let d: Deployment = serde_json::from_str(with).unwrap();
+        assert_eq!(serde_json::to_string(&d).unwrap(), with);
+        assert_eq!(
+            d.placement.device_classes().into_iter().collect::<Vec<_>>(),
+            ["camera", "usb-cam"]
+        );
+    }
 
     #[test]
     fn shares() {

@@ -1,4 +1,4 @@
-//! atoll's user-facing resources: `Application`, `Deployment` and `Site`.
+//! atoll's user-facing resources: `Application`, `Deployment`, `Site` and `DeviceClass`.
 //!
 //! YAML comes in, validated types come out. Validation collects *every* problem of a set of
 //! files in one pass, each with file:line:column, the path of the field and a hint, because the
@@ -11,6 +11,7 @@
 pub mod application;
 pub mod decode;
 pub mod deployment;
+pub mod device_class;
 pub mod diag;
 pub mod glob;
 pub mod names;
@@ -24,6 +25,7 @@ pub mod yaml;
 
 pub use application::Application;
 pub use deployment::Deployment;
+pub use device_class::DeviceClass;
 pub use diag::Diagnostic;
 pub use resource::{Document, Kind, Parsed, Resource, Source, parse_sources};
 pub use selector::Selector;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::application::{self, Application};
 use crate::decode::Decoder;
 use crate::deployment::{self, Deployment};
+use crate::device_class::{self, DeviceClass};
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::names::check_name;
 use crate::site::{self, Site};
@@ -19,16 +20,23 @@ pub enum Kind {
     Application,
     Deployment,
     Site,
+    DeviceClass,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Application, Kind::Deployment, Kind::Site];
+    pub const ALL: [Kind; 4] = [
+        Kind::Application,
+        Kind::Deployment,
+        Kind::Site,
+        Kind::DeviceClass,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Application => "Application",
             Kind::Deployment => "Deployment",
             Kind::Site => "Site",
+            Kind::DeviceClass => "DeviceClass",
         }
     }
 
@@ -39,6 +47,7 @@ impl Kind {
             "app" | "apps" | "application" | "applications" => Some(Kind::Application),
             "deployment" | "deployments" | "deploy" => Some(Kind::Deployment),
             "site" | "sites" => Some(Kind::Site),
+            "deviceclass" | "deviceclasses" | "dc" => Some(Kind::DeviceClass),
             _ => None,
         }
     }
@@ -49,6 +58,7 @@ impl Kind {
             Kind::Application => "applications",
             Kind::Deployment => "deployments",
             Kind::Site => "sites",
+            Kind::DeviceClass => "deviceclasses",
         }
     }
 }
@@ -67,6 +77,7 @@ pub enum Resource {
     Application(Application),
     Deployment(Deployment),
     Site(Site),
+    DeviceClass(DeviceClass),
 }
 
 impl Resource {
@@ -75,6 +86,7 @@ impl Resource {
             Resource::Application(_) => Kind::Application,
             Resource::Deployment(_) => Kind::Deployment,
             Resource::Site(_) => Kind::Site,
+            Resource::DeviceClass(_) => Kind::DeviceClass,
         }
     }
 
@@ -83,6 +95,7 @@ impl Resource {
             Resource::Application(a) => &a.name,
             Resource::Deployment(d) => &d.name,
             Resource::Site(s) => &s.name,
+            Resource::DeviceClass(c) => &c.name,
         }
     }
 }
@@ -207,5 +220,30 @@ fn decode_document(d: &mut Decoder<'_>, root: &yaml::Node) -> Option<Resource> {
         Kind::Application => Resource::Application(application::decode(d, &fields, name, &path)),
         Kind::Deployment => Resource::Deployment(deployment::decode(d, &fields, name, &path)?),
         Kind::Site => Resource::Site(site::decode(d, &fields, name, &path)),
+        Kind::DeviceClass => Resource::DeviceClass(device_class::decode(d, &fields, name, &path)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_the_words_users_type() {
+        for (word, kind) in [
+            ("app", Kind::Application),
+            ("Deployments", Kind::Deployment),
+            ("site", Kind::Site),
+            ("deviceclass", Kind::DeviceClass),
+            ("DeviceClasses", Kind::DeviceClass),
+            ("dc", Kind::DeviceClass),
+        ] {
+            assert_eq!(Kind::from_user(word), Some(kind), "{word}");
+        }
+        assert_eq!(Kind::from_user("device"), None);
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_user(kind.as_str()), Some(kind));
+            assert_eq!(Kind::from_user(kind.plural()), Some(kind));
+        }
+    }
 }

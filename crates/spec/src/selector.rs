@@ -1,10 +1,19 @@
-//! Placement selectors: a small boolean language that picks sites by their labels.
+//! Placement selectors: a small boolean language that picks sites by their labels, and
+//! hosts by their labels, facts and devices.
 //!
 //! An operator writes a selector such as
 //! `customer == acme && region in (eu-north, eu-west)` or
 //! `!has(decommissioned) && (tier != bronze || region notin (us-east))`, and the
 //! orchestrator places a workload on every site whose labels (a
-//! `BTreeMap<String, String>`) the selector [`matches`](Selector::matches).
+//! `BTreeMap<String, String>`) the selector [`matches`](Selector::matches). Host selectors
+//! read the same kind of map: a host's labels with its built-in facts beside them (`arch`,
+//! `os`, `cpus`, `memory` and `disk` in bytes, `agent_version`, and `device.<class>`, how many
+//! of its devices the device class matches), so `memory >= 8Gi && device.camera >= 1`.
+//!
+//! A key or a value written bare starts with an ASCII letter or digit and goes on with
+//! letters, digits, `.`, `_`, `/` and `-` (`app.kubernetes.io/name`, `device.camera`,
+//! `1.2.3-rc1`); anything else, and the keywords `in` and `notin` as keys, is written in
+//! double quotes, where `\"` and `\\` are the only escapes.
 //!
 //! The negative operators follow Kubernetes label selectors: `k != v` and
 //! `k notin (..)` are true when the site has no label `k` at all. Operators who
@@ -12,12 +21,21 @@
 //! of "keep away from X" (`tier != bronze` also picks sites that were never
 //! tiered). Use `has(k) && k != v` when the label must be present.
 //!
+//! The comparisons `<`, `<=`, `>` and `>=` compare numbers: the literal is an exact
+//! [`Quantity`] (`4`, `2.5`, `8Gi`, `500M`; a literal that is not one is refused when the
+//! selector is parsed), and the key's value is read the same way when matching. A missing key,
+//! or a value that is not a number (`lots`, `-1`, `8 Gi`), makes the comparison false, so
+//! `!(memory >= 8Gi)` holds for a host that reports no memory at all. Values are not ordered
+//! as text: "size medium or larger" is written `size in (medium, large, xlarge)`.
+//!
 //! Parsing never panics, reports every problem with the byte offset of the
 //! offending token, and bounds nesting so hostile input cannot exhaust the stack.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
+
+use crate::units::Quantity;
 
 /// Most levels of parentheses and `!` that may be nested inside each other.
 const MAX_NESTING: usize = 64;
@@ -52,6 +70,65 @@ pub enum Expr {
     In(String, Vec<String>),
     /// `k notin (v, ...)`: the label is absent or its value is not in the list.
     NotIn(String, Vec<String>),
+    /// `k >= n` and the other comparisons: the value is a number and compares so with `n`.
+    Compare(String, Comparison, Number),
+}
+
+/// The operator of [`Expr::Compare`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Comparison {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Comparison {
+    /// The operator as written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Comparison::Lt => "<",
+            Comparison::Le => "<=",
+            Comparison::Gt => ">",
+            Comparison::Ge => ">=",
+        }
+    }
+
+    /// Whether `value` compares so with `bound` (`value < bound` for `Lt`).
+    pub fn holds(self, value: &Quantity, bound: &Quantity) -> bool {
+        match self {
+            Comparison::Lt => value < bound,
+            Comparison::Le => value <= bound,
+            Comparison::Gt => value > bound,
+            Comparison::Ge => value >= bound,
+        }
+    }
+}
+
+/// A number literal of a comparison: the text as written (what the canonical form prints)
+/// and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Number {
+    text: String,
+    value: Quantity,
+}
+
+impl Number {
+    pub fn parse(text: &str) -> Result<Number, String> {
+        Ok(Number {
+            text: text.to_owned(),
+            value: Quantity::parse(text)?,
+        })
+    }
+
+    /// The literal as written: `8Gi`.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn value(&self) -> &Quantity {
+        &self.value
+    }
 }
 
 /// Why a selector could not be parsed, and where.
@@ -112,7 +189,21 @@ impl Selector {
                 if rest.chars().count() > TRAILING_PREVIEW_CHARS {
                     preview.push('…');
                 }
+                // `memory >= 8 Gi`: a unit parted from its number by a space.
+                let after_number = parser.pos >= 2
+                    && matches!(
+                        parser.tokens.get(parser.pos - 2),
+                        Some(Token {
+                            kind: Kind::Cmp(_),
+                            ..
+                        })
+                    );
                 let hint = match tok.kind {
+                    Kind::Word
+                        if after_number && Quantity::parse(&format!("1{}", tok.text)).is_ok() =>
+                    {
+                        " (write the unit right after the number, as in 8Gi)".to_string()
+                    }
                     Kind::Word | Kind::Quoted(_) | Kind::LParen | Kind::Not => {
                         " (join conditions with && or ||)".to_string()
                     }
@@ -136,16 +227,21 @@ impl Selector {
         &self.expr
     }
 
-    /// Whether a site with these labels is selected.
+    /// Whether a site (or host) with these labels (and facts) is selected.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         eval(&self.expr, labels)
     }
 
-    /// Every label key the expression reads.
-    pub fn label_keys(&self) -> BTreeSet<&str> {
+    /// Every key the expression reads: nothing else in the map can change whether it matches.
+    pub fn keys(&self) -> BTreeSet<&str> {
         let mut keys = BTreeSet::new();
         collect_keys(&self.expr, &mut keys);
         keys
+    }
+
+    /// The same as [`keys`](Selector::keys), under the name site selectors have used.
+    pub fn label_keys(&self) -> BTreeSet<&str> {
+        self.keys()
     }
 }
 
@@ -167,6 +263,10 @@ fn eval(expr: &Expr, labels: &BTreeMap<String, String>) -> bool {
         Expr::Ne(k, v) => labels.get(k).is_none_or(|x| x != v),
         Expr::In(k, vs) => labels.get(k).is_some_and(|x| vs.contains(x)),
         Expr::NotIn(k, vs) => labels.get(k).is_none_or(|x| !vs.contains(x)),
+        Expr::Compare(k, op, n) => labels
+            .get(k)
+            .and_then(|x| Quantity::parse(x).ok())
+            .is_some_and(|x| op.holds(&x, n.value())),
     }
 }
 
@@ -177,7 +277,12 @@ fn collect_keys<'a>(expr: &'a Expr, keys: &mut BTreeSet<&'a str>) {
             collect_keys(r, keys);
         }
         Expr::Not(e) => collect_keys(e, keys),
-        Expr::Has(k) | Expr::Eq(k, _) | Expr::Ne(k, _) | Expr::In(k, _) | Expr::NotIn(k, _) => {
+        Expr::Has(k)
+        | Expr::Eq(k, _)
+        | Expr::Ne(k, _)
+        | Expr::In(k, _)
+        | Expr::NotIn(k, _)
+        | Expr::Compare(k, _, _) => {
             keys.insert(k);
         }
     }
@@ -282,6 +387,11 @@ impl fmt::Display for Expr {
                 f.write_str(" notin ")?;
                 write_list(f, vs)
             }
+            Expr::Compare(k, op, n) => {
+                write_word(f, k)?;
+                write!(f, " {} ", op.symbol())?;
+                f.write_str(n.text())
+            }
         }
     }
 }
@@ -299,6 +409,7 @@ enum Kind {
     Not,
     EqEq,
     NotEq,
+    Cmp(Comparison),
     /// A bare word; its text is the token text.
     Word,
     /// A double-quoted string, unescaped.
@@ -338,6 +449,10 @@ fn lex(source: &str) -> Vec<Token<'_>> {
             '=' if next == Some(b'=') => (Kind::EqEq, 2),
             '!' if next == Some(b'=') => (Kind::NotEq, 2),
             '!' => (Kind::Not, 1),
+            '<' if next == Some(b'=') => (Kind::Cmp(Comparison::Le), 2),
+            '<' => (Kind::Cmp(Comparison::Lt), 1),
+            '>' if next == Some(b'=') => (Kind::Cmp(Comparison::Ge), 2),
+            '>' => (Kind::Cmp(Comparison::Gt), 1),
             '"' => match lex_string(source, i) {
                 Ok((value, len)) => (Kind::Quoted(value), len),
                 Err(e) => {
@@ -609,9 +724,15 @@ impl<'a> Parser<'a> {
                 self.advance();
                 Expr::NotIn(key, self.parse_list("notin")?)
             }
+            Kind::Cmp(cmp) => {
+                self.advance();
+                Expr::Compare(key, cmp, self.parse_number(cmp)?)
+            }
             _ => {
                 let mut err = self.expected(
-                    &format!("\"==\", \"!=\", \"in\" or \"notin\" after label key {key:?}"),
+                    &format!(
+                        "\"==\", \"!=\", \"<\", \"<=\", \">\", \">=\", \"in\" or \"notin\" after label key {key:?}"
+                    ),
                     &op,
                 );
                 if key == "has" && op.kind != Kind::End && hint_for(&op).is_empty() {
@@ -661,6 +782,32 @@ impl<'a> Parser<'a> {
                 Ok(value)
             }
             _ => Err(self.expected(what, &tok)),
+        }
+    }
+
+    /// The number a comparison compares with: a bare word that reads as a [`Quantity`].
+    fn parse_number(&mut self, cmp: Comparison) -> Result<Number, SelectorError> {
+        let tok = self.peek()?;
+        let what = format!("a number after \"{}\"", cmp.symbol());
+        match tok.kind {
+            Kind::Word => match Number::parse(tok.text) {
+                Ok(n) => {
+                    self.advance();
+                    Ok(n)
+                }
+                Err(e) => Err(self.error(
+                    tok.offset,
+                    format!("expected {what}, found {}: {e}", describe(&tok)),
+                )),
+            },
+            Kind::Quoted(_) => Err(self.error(
+                tok.offset,
+                format!(
+                    "expected {what}, found {}: numbers are written without quotes",
+                    describe(&tok)
+                ),
+            )),
+            _ => Err(self.expected(&what, &tok)),
         }
     }
 
@@ -745,6 +892,181 @@ mod tests {
 
     fn b(e: Expr) -> Box<Expr> {
         Box::new(e)
+    }
+
+    fn cmp(k: &str, op: Comparison, n: &str) -> Expr {
+        Expr::Compare(k.into(), op, Number::parse(n).expect("a number"))
+    }
+
+    // -- comparisons -------------------------------------------------------
+
+    #[test]
+    fn every_comparison_parses() {
+        assert_eq!(parse("memory >= 8Gi"), cmp("memory", Comparison::Ge, "8Gi"));
+        assert_eq!(parse("cpus>4"), cmp("cpus", Comparison::Gt, "4"));
+        assert_eq!(parse("load < 0.75"), cmp("load", Comparison::Lt, "0.75"));
+        assert_eq!(parse("disk<=500G"), cmp("disk", Comparison::Le, "500G"));
+        assert_eq!(
+            parse("device.camera >= 1"),
+            cmp("device.camera", Comparison::Ge, "1")
+        );
+        assert_eq!(parse(r#""my key" > 1"#), cmp("my key", Comparison::Gt, "1"));
+        assert_eq!(
+            parse("!cpus < 4 && memory >= 8Gi"),
+            Expr::And(
+                b(Expr::Not(b(cmp("cpus", Comparison::Lt, "4")))),
+                b(cmp("memory", Comparison::Ge, "8Gi"))
+            )
+        );
+    }
+
+    #[test]
+    fn every_comparison_matches_on_numbers_and_sizes() {
+        let host = labels(&[
+            ("cpus", "4"),
+            ("memory", "8589934592"),
+            ("load", "0.5"),
+            ("device.camera", "2"),
+            ("size", "medium"),
+        ]);
+        let yes = [
+            "cpus >= 4",
+            "cpus <= 4",
+            "cpus > 3",
+            "cpus < 4.5",
+            "memory >= 8Gi",
+            "memory <= 8Gi",
+            "memory > 8G",
+            "memory < 8.0001Gi",
+            "memory >= 8192Mi",
+            "load > 0.25",
+            "load >= 0.50",
+            "device.camera >= 1",
+            "!(device.serial >= 1)",
+            "memory >= 8Gi && device.camera >= 1 && size in (medium, large, xlarge)",
+        ];
+        let no = [
+            "cpus > 4",
+            "cpus < 4",
+            "cpus >= 4.001",
+            "memory > 8Gi",
+            "memory < 8Gi",
+            "memory >= 9G",
+            "load < 0.5",
+            "device.serial >= 1",
+            "device.serial < 1",
+            "size >= 1",
+            "size < 1",
+        ];
+        for s in yes {
+            assert!(sel(s).matches(&host), "{s} should match");
+        }
+        for s in no {
+            assert!(!sel(s).matches(&host), "{s} should not match");
+        }
+    }
+
+    #[test]
+    fn a_missing_key_or_a_value_that_is_no_number_compares_false() {
+        for value in ["lots", "", "-1", "8 Gi", "1e3", " 4", "0x10"] {
+            let l = labels(&[("n", value)]);
+            for op in ["<", "<=", ">", ">="] {
+                assert!(!sel(&format!("n {op} 0")).matches(&l), "{value:?} {op} 0");
+                assert!(sel(&format!("!n {op} 0")).matches(&l), "!{value:?} {op} 0");
+            }
+        }
+        let empty = BTreeMap::new();
+        assert!(!sel("memory >= 0").matches(&empty));
+        assert!(!sel("memory < 1E").matches(&empty));
+        // The value is read with its unit, as the literal is.
+        assert!(sel("memory >= 8Gi").matches(&labels(&[("memory", "8Gi")])));
+        assert!(sel("memory > 8G").matches(&labels(&[("memory", "8Gi")])));
+    }
+
+    #[test]
+    fn comparison_errors_point_at_the_literal() {
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "memory >= lots",
+                10,
+                r#"expected a number after ">=", found "lots": not a number: write digits such as 4 or 2.5, or a size such as 8Gi or 500M"#,
+            ),
+            (
+                "memory >= 8GB",
+                10,
+                r#"expected a number after ">=", found "8GB": unknown unit `GB` (write G, or Gi for 1024³): units are K, M, G, T, P, E (powers of 1000) and Ki, Mi, Gi, Ti, Pi, Ei (powers of 1024)"#,
+            ),
+            (
+                "cpus > 1.",
+                7,
+                r#"expected a number after ">", found "1.": not a number: write digits such as 4 or 2.5, or a size such as 8Gi or 500M"#,
+            ),
+            (
+                r#"cpus < "4""#,
+                7,
+                r#"expected a number after "<", found the string "4": numbers are written without quotes"#,
+            ),
+            (
+                "cpus <= -1",
+                8,
+                r#"expected a number after "<=", found "-" (bare words must start with a letter or digit; put other text in double quotes)"#,
+            ),
+            (
+                "cpus >=",
+                7,
+                r#"unexpected end of expression, expected a number after ">=""#,
+            ),
+            (
+                "cpus >= &&",
+                8,
+                r#"expected a number after ">=", found "&&""#,
+            ),
+            (
+                "memory >= 8 Gi",
+                12,
+                r#"unexpected trailing input "Gi" (write the unit right after the number, as in 8Gi)"#,
+            ),
+            (
+                "memory >= 8 x",
+                12,
+                r#"unexpected trailing input "x" (join conditions with && or ||)"#,
+            ),
+            (
+                "cpus => 4",
+                5,
+                r#"expected "==", "!=", "<", "<=", ">", ">=", "in" or "notin" after label key "cpus", found "=" (write == for equality)"#,
+            ),
+            ("cpus >> 4", 6, r#"expected a number after ">", found ">""#),
+            ("< 4", 0, r#"expected a label key, found "<""#),
+            ("a == b && >= 4", 10, r#"expected a label key, found ">=""#),
+        ];
+        for &(input, offset, message) in cases {
+            assert_eq!(err(input), (offset, message.to_string()), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn comparisons_display_canonically() {
+        let cases = [
+            ("memory>=8Gi", "memory >= 8Gi"),
+            ("cpus<4", "cpus < 4"),
+            ("x<=0.50", "x <= 0.50"),
+            ("device.camera>1", "device.camera > 1"),
+            (r#""in" >= 1"#, r#""in" >= 1"#),
+            ("!(cpus < 4)", "!cpus < 4"),
+            ("!(cpus < 4 || disk > 1T)", "!(cpus < 4 || disk > 1T)"),
+        ];
+        for (input, want) in cases {
+            let shown = parse(input).to_string();
+            assert_eq!(shown, want, "display of {input:?}");
+            assert_eq!(parse(&shown), parse(input), "reparse of {shown:?}");
+        }
+        let s = sel("memory >= 8Gi && device.camera >= 1 || has(gpu)");
+        assert_eq!(
+            s.keys().into_iter().collect::<Vec<_>>(),
+            vec!["device.camera", "gpu", "memory"]
+        );
+        assert_eq!(s.keys(), s.label_keys());
     }
 
     // -- operators --------------------------------------------------------
@@ -1041,22 +1363,22 @@ mod tests {
             (
                 "region = eu",
                 7,
-                r#"expected "==", "!=", "in" or "notin" after label key "region", found "=" (write == for equality)"#,
+                r#"expected "==", "!=", "<", "<=", ">", ">=", "in" or "notin" after label key "region", found "=" (write == for equality)"#,
             ),
             (
                 "region eu",
                 7,
-                r#"expected "==", "!=", "in" or "notin" after label key "region", found "eu""#,
+                r#"expected "==", "!=", "<", "<=", ">", ">=", "in" or "notin" after label key "region", found "eu""#,
             ),
             (
                 "region",
                 6,
-                r#"unexpected end of expression, expected "==", "!=", "in" or "notin" after label key "region""#,
+                r#"unexpected end of expression, expected "==", "!=", "<", "<=", ">", ">=", "in" or "notin" after label key "region""#,
             ),
             (
                 "a IN (x)",
                 2,
-                r#"expected "==", "!=", "in" or "notin" after label key "a", found "IN" (keywords are lowercase)"#,
+                r#"expected "==", "!=", "<", "<=", ">", ">=", "in" or "notin" after label key "a", found "IN" (keywords are lowercase)"#,
             ),
             ("a == \"abc", 5, "unterminated string: add a closing \""),
             ("a == \"abc\\\"", 5, "unterminated string: add a closing \""),
@@ -1154,7 +1476,7 @@ mod tests {
             (
                 "has x",
                 4,
-                r#"expected "==", "!=", "in" or "notin" after label key "has", found "x" (to test that a label exists, write has(key))"#,
+                r#"expected "==", "!=", "<", "<=", ">", ">=", "in" or "notin" after label key "has", found "x" (to test that a label exists, write has(key))"#,
             ),
             (
                 "",
@@ -1200,7 +1522,7 @@ mod tests {
         assert_eq!((e.offset, e.column), (5, 5));
         assert_eq!(
             e.to_string(),
-            r#"column 5: expected "==", "!=", "in" or "notin" after label key "ü", found "=" (write == for equality)"#
+            r#"column 5: expected "==", "!=", "<", "<=", ">", ">=", "in" or "notin" after label key "ü", found "=" (write == for equality)"#
         );
         let boxed: Box<dyn std::error::Error> = Box::new(e);
         assert!(boxed.to_string().starts_with("column 5: "));
@@ -1285,12 +1607,30 @@ mod tests {
         .boxed()
     }
 
+    fn number_strategy() -> BoxedStrategy<Number> {
+        "[0-9]{1,4}(\\.[0-9]{1,3})?(K|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?"
+            .prop_map(|t| Number::parse(&t).expect("the pattern writes numbers"))
+            .boxed()
+    }
+
+    fn comparison_strategy() -> impl Strategy<Value = Comparison> {
+        prop::sample::select(vec![
+            Comparison::Lt,
+            Comparison::Le,
+            Comparison::Gt,
+            Comparison::Ge,
+        ])
+    }
+
     fn expr_strategy(
         keys: BoxedStrategy<String>,
         values: BoxedStrategy<String>,
+        numbers: BoxedStrategy<Number>,
     ) -> impl Strategy<Value = Expr> {
         let list = prop::collection::vec(values.clone(), 1..4);
         let leaf = prop_oneof![
+            (keys.clone(), comparison_strategy(), numbers)
+                .prop_map(|(k, op, n)| Expr::Compare(k, op, n)),
             keys.clone().prop_map(Expr::Has),
             (keys.clone(), values.clone()).prop_map(|(k, v)| Expr::Eq(k, v)),
             (keys.clone(), values).prop_map(|(k, v)| Expr::Ne(k, v)),
@@ -1307,7 +1647,7 @@ mod tests {
     }
 
     fn any_expr() -> impl Strategy<Value = Expr> {
-        expr_strategy(word_strategy(false), word_strategy(true))
+        expr_strategy(word_strategy(false), word_strategy(true), number_strategy())
     }
 
     /// Keys and values from small pools, so that random labels actually hit them.
@@ -1319,6 +1659,9 @@ mod tests {
             prop::sample::select(vec!["1", "2", "3", ""])
                 .prop_map(String::from)
                 .boxed(),
+            prop::sample::select(vec!["0", "1", "2", "2.5", "3", "1K", "1Ki"])
+                .prop_map(|t| Number::parse(t).expect("a number"))
+                .boxed(),
         )
     }
 
@@ -1326,7 +1669,10 @@ mod tests {
         prop::collection::btree_map(
             prop::sample::select(vec!["a", "b", "c", "in", "x.y/z", "other"])
                 .prop_map(String::from),
-            prop::sample::select(vec!["1", "2", "3", ""]).prop_map(String::from),
+            prop::sample::select(vec![
+                "1", "2", "3", "", "2.50", "1000", "1024", "lots", "-1",
+            ])
+            .prop_map(String::from),
             0..6,
         )
     }
@@ -1343,6 +1689,18 @@ mod tests {
             Expr::Ne(k, v) => value(k) != Some(v.clone()),
             Expr::In(k, vs) => vs.iter().any(|v| value(k) == Some(v.clone())),
             Expr::NotIn(k, vs) => vs.iter().all(|v| value(k) != Some(v.clone())),
+            Expr::Compare(k, op, n) => {
+                let Some(Ok(have)) = value(k).map(|v| Quantity::parse(&v)) else {
+                    return false;
+                };
+                let order = have.cmp(n.value());
+                match op {
+                    Comparison::Lt => order.is_lt(),
+                    Comparison::Le => order.is_le(),
+                    Comparison::Gt => order.is_gt(),
+                    Comparison::Ge => order.is_ge(),
+                }
+            }
         }
     }
 
@@ -1350,7 +1708,7 @@ mod tests {
         let tokens = vec![
             "a", "b.c/d", "x-1", "==", "!=", "=", "!", "in", "notin", "has", "(", ")", ",", "&&",
             "||", "&", "|", "\"q\"", "\"", "\\", "\"\\\"", "\"\\x\"", "é", "'", "-", " ", "\t",
-            "((((", "))))", "!!!!",
+            "((((", "))))", "!!!!", "<", "<=", ">", ">=", "=>", "8Gi", "1.5", "2.", "lots",
         ];
         (
             prop::collection::vec(prop::sample::select(tokens), 0..24),
@@ -1393,10 +1751,33 @@ mod tests {
         #[test]
         fn only_label_keys_affect_matching(expr in pooled_expr(), labels in pooled_labels()) {
             let selector = Selector::parse(&expr.to_string())?;
-            let keys = selector.label_keys();
+            let keys = selector.keys();
             let mut read = labels.clone();
             read.retain(|k, _| keys.contains(k.as_str()));
             prop_assert_eq!(selector.matches(&labels), selector.matches(&read));
+        }
+
+        #[test]
+        fn comparisons_agree_with_the_numbers(
+            have in 0u64..100_000,
+            bound in 0u64..100_000,
+            units in (0usize..4, 0usize..4),
+            op in comparison_strategy(),
+        ) {
+            // Tenths with a unit: exact in integers, so the reference needs no Quantity.
+            let unit = |i: usize| [("", 1u128), ("K", 1000), ("Ki", 1024), ("M", 1_000_000)][i];
+            let text = |n: u64, i: usize| format!("{}.{}{}", n / 10, n % 10, unit(i).0);
+            let value = |n: u64, i: usize| u128::from(n) * unit(i).1;
+            let selector = Selector::parse(&format!("n {} {}", op.symbol(), text(bound, units.1)))?;
+            let (a, b) = (value(have, units.0), value(bound, units.1));
+            let want = match op {
+                Comparison::Lt => a < b,
+                Comparison::Le => a <= b,
+                Comparison::Gt => a > b,
+                Comparison::Ge => a >= b,
+            };
+            let host = labels(&[("n", &text(have, units.0))]);
+            prop_assert_eq!(selector.matches(&host), want);
         }
 
         #[test]

@@ -288,6 +288,111 @@ fn errors_name_their_file() {
     );
 }
 
+const CAMERA: &str = "kind: DeviceClass\nname: camera\nmatch:\n";
+
+#[test]
+fn a_device_class_reads_with_every_rule_field() {
+    let text = format!(
+        "{CAMERA}  - {{ subsystem: video4linux, name: '*Camera*' }}\n  - {{ vendor: 046d, product: '08e[0-9a-f]' }}\n  - {{ path: '/dev/video*', serial: '[!0]*' }}\ndescription: cameras\ngpu: nvidia\n"
+    );
+    assert!(diags(&text).is_empty(), "{:#?}", diags(&text));
+}
+
+#[test]
+fn device_class_rules_are_checked_where_written() {
+    // An invalid glob points at its `[`: the quote is at column 11, the pattern starts at 12.
+    let d = one(&format!("{CAMERA}  - path: '/dev/[video'\n"));
+    assert_eq!((d.line, d.column), (4, 17), "{d:?}");
+    assert_eq!(d.path, "DeviceClass camera.match[0].path");
+    assert!(d.message.starts_with("glob: unclosed `[`"), "{d:?}");
+    // A reversed range points at the range.
+    let d = one(&format!("{CAMERA}  - name: x[z-a]\n"));
+    assert_eq!((d.line, d.column), (4, 13), "{d:?}");
+    assert!(d.message.contains("range `z-a` is reversed"), "{d:?}");
+    // Vendor ids are hex.
+    let d = one(&format!("{CAMERA}  - vendor: Logitech\n"));
+    assert_eq!((d.line, d.column), (4, 13), "{d:?}");
+    assert!(d.message.contains("`L` is not a hex digit"), "{d:?}");
+    // An empty rule would match everything.
+    let d = one(&format!("{CAMERA}  - {{}}\n"));
+    assert_eq!(
+        (d.line, d.path.as_str()),
+        (4, "DeviceClass camera.match[0]")
+    );
+    assert_eq!(d.message, "an empty rule would match every device");
+    let d = one(&format!("{CAMERA}  - {{ subsystem: null }}\n"));
+    assert_eq!(d.message, "an empty rule would match every device");
+    // A misspelt field is unknown, with the nearest.
+    let d = diags(&format!("{CAMERA}  - {{ vendr: 046d }}\n"));
+    assert_eq!(d[0].message, "unknown field `vendr`");
+    assert_eq!(d[0].hint.as_deref(), Some("did you mean `vendor`?"));
+    // Some rule, and a known GPU vendor.
+    assert_eq!(
+        one("kind: DeviceClass\nname: c\n").message,
+        "missing field `match`"
+    );
+    assert_eq!(
+        one("kind: DeviceClass\nname: c\nmatch: []\n").message,
+        "a device class needs at least one rule"
+    );
+    let d = one(&format!("{CAMERA}  - subsystem: drm\ngpu: amd\n"));
+    assert_eq!(
+        (d.line, d.message.as_str()),
+        (5, "unknown GPU vendor `amd`")
+    );
+    // Names follow the rules of every resource.
+    let d = one("kind: DeviceClass\nname: Camera\nmatch: [{ subsystem: video4linux }]\n");
+    assert!(d.message.starts_with("invalid name `Camera`"), "{d:?}");
+    let d = one("kind: DeviceClas\nname: c\n");
+    assert_eq!(d.hint.as_deref(), Some("did you mean `DeviceClass`?"));
+}
+
+const APP_WITH: &str = "kind: Application\nname: a\nversion: '1'\nservices:\n  - name: web\n    image: x\n    requires:\n";
+
+#[test]
+fn requires_arch_and_devices_are_checked() {
+    assert!(diags(&format!("{APP_WITH}      arch: arm64\n      devices: [camera, gpu]\n      host_labels: {{ size: large }}\n")).is_empty());
+    let d = one(&format!("{APP_WITH}      arch: x86_64\n"));
+    assert_eq!((d.line, d.column), (8, 13));
+    assert_eq!(d.path, "Application a.services[0].requires.arch");
+    assert_eq!(
+        d.message,
+        "unknown architecture `x86_64` (x86_64 is `amd64`): write one of amd64, arm64, arm, 386, ppc64le, s390x, riscv64, as images name them"
+    );
+    assert!(diags(&format!("{APP_WITH}      arch: '386'\n")).is_empty());
+    let d = one(&format!("{APP_WITH}      devices: [camera, /dev/video0]\n"));
+    assert_eq!(d.path, "Application a.services[0].requires.devices[1]");
+    assert!(d.message.starts_with("invalid name `/dev/video0`"), "{d:?}");
+    let d = one(&format!("{APP_WITH}      devices: [camera, camera]\n"));
+    assert_eq!(d.message, "device class `camera` is listed twice");
+}
+
+const DEPLOY: &str = "kind: Deployment\nname: d\napplication: a\nplacement:\n  sites: has(x)\n";
+
+#[test]
+fn host_selectors_are_checked_like_site_selectors() {
+    assert!(diags(&format!("{DEPLOY}  hosts: memory >= 8Gi && device.camera >= 1 && size in (medium, large, xlarge)\n")).is_empty());
+    let d = one(&format!("{DEPLOY}  hosts: memory >= lots\n"));
+    // `hosts: ` puts the selector at column 10; `lots` is 10 bytes in.
+    assert_eq!((d.line, d.column), (6, 20), "{d:?}");
+    assert_eq!(d.path, "Deployment d.placement.hosts");
+    assert!(
+        d.message
+            .starts_with(r#"selector: expected a number after ">=", found "lots""#),
+        "{d:?}"
+    );
+    let d = one(&format!("{DEPLOY}  hosts: \"cpus >= '4'\"\n"));
+    assert_eq!((d.line, d.column), (6, 19), "{d:?}");
+    let d = one(&format!("{DEPLOY}  hosts: device.Camera >= 1\n"));
+    assert_eq!(d.line, 6);
+    assert!(
+        d.message.contains("`device.Camera` names no device class"),
+        "{d:?}"
+    );
+    let d = one(&format!("{DEPLOY}  host: cpus >= 4\n"));
+    assert_eq!(d.hint.as_deref(), Some("did you mean `hosts`?"));
+}
+
 const EXAMPLE: &str = include_str!("../../../examples/pos.yaml");
 
 proptest! {

@@ -100,6 +100,16 @@ pub fn plan_apply(
                 let (o, g) = upsert(&mut next.sites, &name, s.clone(), |cur| cur == s, req);
                 (o, g, None)
             }
+            Resource::DeviceClass(c) => {
+                let (o, g) = upsert(
+                    &mut next.device_classes,
+                    &name,
+                    c.clone(),
+                    |cur| cur == c,
+                    req,
+                );
+                (o, g, None)
+            }
         };
         if outcome != Outcome::Unchanged {
             changed.push((doc.resource.clone(), generation));
@@ -118,6 +128,7 @@ pub fn plan_apply(
             check_references(&next, versions, d, &doc.origin, &mut invalid);
         }
     }
+    check_device_classes(&next, versions, docs, &mut invalid);
     let rollout_writes = if invalid.is_empty() && conflicts.is_empty() {
         update_rollouts(state, &mut next, versions, req)
     } else {
@@ -335,6 +346,24 @@ pub fn plan_delete(
         Kind::Site => {
             next.sites.remove(name);
         }
+        Kind::DeviceClass => {
+            let users = device_class_users(state, versions, name);
+            if !users.is_empty() {
+                return Err(Refusal::Conflict(vec![Diagnostic {
+                    file: String::new(),
+                    line: 0,
+                    column: 0,
+                    path: format!("DeviceClass {name}"),
+                    message: format!("in use: {}", users.join("; ")),
+                    hint: Some(
+                        "remove it from those services' requires.devices and those deployments' \
+                         placement.hosts first"
+                            .into(),
+                    ),
+                }]));
+            }
+            next.device_classes.remove(name);
+        }
     }
     let mut invalid = Vec::new();
     let manifests = compile_all(&next, versions, req, &mut invalid);
@@ -532,7 +561,112 @@ fn existing_created_at<'a>(state: &'a State, resource: &Resource) -> Option<&'a 
         Kind::Application => state.applications.get(name).map(|e| e.created_at.as_str()),
         Kind::Deployment => state.deployments.get(name).map(|e| e.created_at.as_str()),
         Kind::Site => state.sites.get(name).map(|e| e.created_at.as_str()),
+        Kind::DeviceClass => state
+            .device_classes
+            .get(name)
+            .map(|e| e.created_at.as_str()),
     }
+}
+
+/// Refuses documents that name a device class that neither is stored nor comes in the same
+/// apply: a requirement no host could ever meet must not be accepted silently. A deployment
+/// pinned to a stored version is checked for that version's requirements too (a class may have
+/// been deleted since it was applied); an application in the apply is checked as itself.
+fn check_device_classes(
+    next: &State,
+    versions: &Versions,
+    docs: &[Document],
+    out: &mut Vec<Diagnostic>,
+) {
+    for doc in docs {
+        let mut missing = |path: String, class: &str| {
+            if !next.device_classes.contains_key(class) {
+                out.push(Diagnostic {
+                    file: doc.origin.file.to_string(),
+                    line: doc.origin.line,
+                    column: doc.origin.column,
+                    path: format!("{} {}: {path}", doc.resource.kind(), doc.resource.name()),
+                    message: format!("device class `{class}` does not exist"),
+                    hint: Some(format!(
+                        "apply a DeviceClass named {class} first, or in the same apply"
+                    )),
+                });
+            }
+        };
+        match &doc.resource {
+            Resource::Application(app) => {
+                for (path, class) in required_classes(app, "") {
+                    missing(path, class);
+                }
+            }
+            Resource::Deployment(d) => {
+                for class in d.placement.device_classes() {
+                    missing("placement.hosts".into(), class);
+                }
+                let applied_now = |app: &atoll_spec::Application| {
+                    docs.iter().any(|other| {
+                        matches!(&other.resource, Resource::Application(a)
+                            if a.name == app.name && a.version == app.version)
+                    })
+                };
+                if let Some(app) = next.resolve(d, versions).filter(|a| !applied_now(a)) {
+                    let prefix = format!("application {} version {}: ", app.name, app.version);
+                    for (path, class) in required_classes(app, &prefix) {
+                        missing(path, class);
+                    }
+                }
+            }
+            Resource::Site(_) | Resource::DeviceClass(_) => {}
+        }
+    }
+}
+
+/// Each device class the application's services require, with the field that names it.
+fn required_classes<'a>(app: &'a atoll_spec::Application, prefix: &str) -> Vec<(String, &'a str)> {
+    app.services
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            s.requires.devices.iter().map(move |c| {
+                (
+                    format!("{prefix}services[{i}].requires.devices"),
+                    c.as_str(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Who names device class `name`: each application version's services that require it, and
+/// each deployment whose host selector reads it.
+fn device_class_users(state: &State, versions: &Versions, name: &str) -> Vec<String> {
+    let mut users: Vec<String> = state
+        .applications
+        .values()
+        .map(|e| &e.value)
+        .chain(versions.values())
+        .flat_map(|app| {
+            app.services
+                .iter()
+                .filter(|s| s.requires.devices.iter().any(|c| c == name))
+                .map(|s| {
+                    format!(
+                        "application {} version {} service {} requires it",
+                        app.name, app.version, s.name
+                    )
+                })
+        })
+        .collect();
+    users.sort();
+    users.dedup();
+    users.extend(
+        state
+            .deployments
+            .values()
+            .filter(|d| d.value.placement.device_classes().contains(name))
+            .map(|d| format!("deployment {} places on hosts by it", d.value.name)),
+    );
+    users
 }
 
 fn check_references(

@@ -517,7 +517,7 @@ placement:
             match r {
                 Resource::Application(a) => app = Some(a),
                 Resource::Deployment(d) => dep = Some(d),
-                Resource::Site(_) => {}
+                Resource::Site(_) | Resource::DeviceClass(_) => {}
             }
         }
         (app.unwrap(), dep.unwrap())

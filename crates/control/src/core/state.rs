@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use atoll_api::host::Host;
-use atoll_spec::{Application, Deployment, Kind, Resource, Site};
+use atoll_spec::{Application, Deployment, DeviceClass, Kind, Resource, Site};
 use atoll_store::{ManifestHead, ResourceRow, RolloutRow, Snapshot};
 
 use super::compile::Placement;
@@ -26,6 +26,8 @@ pub struct State {
     pub applications: BTreeMap<String, Entry<Application>>,
     pub deployments: BTreeMap<String, Entry<Deployment>>,
     pub sites: BTreeMap<String, Entry<Site>>,
+    /// The device classes that services' `requires.devices` and host selectors name.
+    pub device_classes: BTreeMap<String, Entry<DeviceClass>>,
     pub manifests: BTreeMap<String, ManifestHead>,
     /// Each deployment's current rollout: which version each of its sites gets.
     pub rollouts: BTreeMap<String, Rollout>,
@@ -102,6 +104,17 @@ impl State {
                     },
                 )
                 .map(drop),
+            Resource::DeviceClass(value) => self
+                .device_classes
+                .insert(
+                    row.name,
+                    Entry {
+                        value,
+                        generation,
+                        created_at,
+                    },
+                )
+                .map(drop),
         };
         Ok(())
     }
@@ -111,6 +124,7 @@ impl State {
             Kind::Application => self.applications.contains_key(name),
             Kind::Deployment => self.deployments.contains_key(name),
             Kind::Site => self.sites.contains_key(name),
+            Kind::DeviceClass => self.device_classes.contains_key(name),
         }
     }
 

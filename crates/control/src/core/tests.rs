@@ -58,6 +58,7 @@ impl World {
                 Write::DeleteResource { kind, name } => match kind.as_str() {
                     "Application" => drop(self.state.applications.remove(name)),
                     "Deployment" => drop(self.state.deployments.remove(name)),
+                    "DeviceClass" => drop(self.state.device_classes.remove(name)),
                     _ => drop(self.state.sites.remove(name)),
                 },
                 Write::PutAppVersion(v) => {
@@ -120,6 +121,14 @@ impl World {
                 },
             )),
             Resource::Site(value) => drop(self.state.sites.insert(
+                row.name.clone(),
+                Entry {
+                    value,
+                    generation,
+                    created_at,
+                },
+            )),
+            Resource::DeviceClass(value) => drop(self.state.device_classes.insert(
                 row.name.clone(),
                 Entry {
                     value,
@@ -422,6 +431,145 @@ fn a_compile_shared_out_over_threads_gives_every_site_its_own_manifest_in_order(
     };
     assert_eq!(d.len(), 1, "{d:?}");
     assert!(d[0].message.ends_with("for site s1937"), "{d:?}");
+}
+
+const CAMERA: &str = "kind: DeviceClass\nname: camera\nmatch: [{ subsystem: video4linux }]\n";
+
+fn camera_app(version: &str, requires: &str) -> String {
+    format!(
+        "kind: Application\nname: cam\nversion: '{version}'\nservices:\n  - name: web\n    image: web:1\n{requires}"
+    )
+}
+
+const CAMERA_DEPLOYMENT: &str = "kind: Deployment\nname: d\napplication: cam\nplacement:\n  sites: has(x)\n  hosts: device.camera >= 1 && memory >= 1Gi\n";
+
+#[test]
+fn a_device_class_named_by_a_service_or_a_host_selector_must_exist() {
+    let mut w = World::default();
+    let requires = "    requires: { devices: [camera] }\n";
+    let Err(Refusal::Invalid(d)) = w.apply(&camera_app("1", requires)) else {
+        panic!()
+    };
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (d[0].file.as_str(), d[0].line, d[0].path.as_str()),
+        ("t.yaml", 1, "Application cam: services[0].requires.devices")
+    );
+    assert_eq!(d[0].message, "device class `camera` does not exist");
+    assert_eq!(
+        d[0].hint.as_deref(),
+        Some("apply a DeviceClass named camera first, or in the same apply")
+    );
+    // In the same apply, or stored before: either is found.
+    w.apply(&[camera_app("1", ""), CAMERA.into()].join("---\n"))
+        .unwrap();
+    assert!(w.state.device_classes.contains_key("camera"));
+    w.apply(&camera_app("2", requires)).unwrap();
+    w.apply(CAMERA_DEPLOYMENT).unwrap();
+    let Err(Refusal::Invalid(d)) =
+        w.apply(&CAMERA_DEPLOYMENT.replace("device.camera", "device.gpu"))
+    else {
+        panic!()
+    };
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].path, "Deployment d: placement.hosts");
+    assert_eq!(d[0].message, "device class `gpu` does not exist");
+}
+
+#[test]
+fn a_deployment_pinned_to_a_version_whose_device_class_is_gone_is_refused() {
+    let mut w = World::default();
+    let requires = "    requires: { devices: [camera] }\n";
+    w.apply(&[CAMERA.into(), camera_app("1", requires)].join("---\n"))
+        .unwrap();
+    w.apply(&camera_app("2", "")).unwrap();
+    // The store loads only the versions in use: version 1 is not, so the class may go.
+    let key = ("cam".to_owned(), "1".to_owned());
+    let v1 = w.versions.remove(&key).unwrap();
+    w.delete(Kind::DeviceClass, "camera").unwrap();
+    // Pinning version 1 again (a pinned version is loaded) would ask for a class that is gone.
+    w.versions.insert(key, v1);
+    let pinned =
+        "kind: Deployment\nname: d\napplication: cam\nversion: '1'\nplacement: { sites: has(x) }\n";
+    let Err(Refusal::Invalid(d)) = w.apply(pinned) else {
+        panic!()
+    };
+    assert_eq!(
+        d[0].path,
+        "Deployment d: application cam version 1: services[0].requires.devices"
+    );
+}
+
+#[test]
+fn a_device_class_in_use_is_not_deleted() {
+    let mut w = World::default();
+    let requires = "    requires: { devices: [camera] }\n";
+    w.apply(
+        &[
+            CAMERA.into(),
+            camera_app("1", requires),
+            CAMERA_DEPLOYMENT.into(),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let Err(Refusal::Conflict(d)) = w.delete(Kind::DeviceClass, "camera") else {
+        panic!()
+    };
+    assert_eq!(d[0].path, "DeviceClass camera");
+    assert_eq!(
+        d[0].message,
+        "in use: application cam version 1 service web requires it; deployment d places on hosts by it"
+    );
+    w.delete(Kind::Deployment, "d").unwrap();
+    let Err(Refusal::Conflict(d)) = w.delete(Kind::DeviceClass, "camera") else {
+        panic!()
+    };
+    assert_eq!(
+        d[0].message,
+        "in use: application cam version 1 service web requires it"
+    );
+    w.delete(Kind::Application, "cam").unwrap();
+    let plan = w.delete(Kind::DeviceClass, "camera").unwrap();
+    assert!(plan.manifests.is_empty());
+    assert!(plan.writes.contains(&Write::DeleteResource {
+        kind: "DeviceClass".into(),
+        name: "camera".into(),
+    }));
+    assert!(w.state.device_classes.is_empty());
+    assert!(matches!(
+        w.delete(Kind::DeviceClass, "camera"),
+        Err(Refusal::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_device_class_is_stored_like_any_resource_and_changes_no_manifest() {
+    let mut w = World::default();
+    w.apply(
+        &[
+            app("1", "api:1"),
+            DEPLOYMENT.into(),
+            site("a", "customer: acme, region: eu-north"),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let plan = w.apply(CAMERA).unwrap();
+    assert_eq!(plan.results.len(), 1);
+    assert_eq!(
+        (plan.results[0].kind, plan.results[0].outcome),
+        (Kind::DeviceClass, Outcome::Created)
+    );
+    assert!(plan.manifests.is_empty());
+    let plan = w.apply(CAMERA).unwrap();
+    assert_eq!(plan.results[0].outcome, Outcome::Unchanged);
+    assert!(plan.writes.is_empty());
+    let plan = w.apply(&CAMERA.replace("video4linux", "usb")).unwrap();
+    assert_eq!(
+        (plan.results[0].outcome, plan.results[0].generation),
+        (Outcome::Configured, 2)
+    );
 }
 
 #[test]

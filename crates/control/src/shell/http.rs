@@ -195,6 +195,11 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
             "/v1/deployments/{name}/rollout/{action}",
             post(rollout_api::control),
         )
+        .route("/v1/deviceclasses", get(list_device_classes))
+        .route(
+            "/v1/deviceclasses/{name}",
+            get(get_device_class).merge(delete_route(Kind::DeviceClass)),
+        )
         .route("/v1/secrets", get(secret_api::list))
         .route(
             "/v1/secrets/{name}",
@@ -523,6 +528,22 @@ async fn get_deployment(
 ) -> ApiResult<atoll_api::DeploymentView> {
     checked_name(&name)?;
     one(s.control.deployments(Some(&name)).await?)
+}
+
+async fn list_device_classes(
+    State(s): State<AppState>,
+) -> ApiResult<List<atoll_api::ResourceView>> {
+    Ok(Json(List {
+        items: s.control.device_classes(None).await?,
+    }))
+}
+
+async fn get_device_class(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<atoll_api::ResourceView> {
+    checked_name(&name)?;
+    one(s.control.device_classes(Some(&name)).await?)
 }
 
 /// `DELETE` of one resource of `kind`, named in the path.

@@ -128,6 +128,24 @@ pub const ROUTES: &[Route] = &[
         "Delete a deployment",
         "DeleteResponse",
     ),
+    route(
+        "get",
+        "/v1/deviceclasses",
+        "List device classes: the rules that give hosts' devices a class name",
+        "DeviceClassList",
+    ),
+    route(
+        "get",
+        "/v1/deviceclasses/{name}",
+        "One device class",
+        "DeviceClassView",
+    ),
+    route(
+        "delete",
+        "/v1/deviceclasses/{name}",
+        "Delete a device class; refused while a service requires it or a host selector reads it",
+        "DeleteResponse",
+    ),
     Route {
         request: Some("CreateTokenRequest"),
         ..route(
@@ -429,8 +447,8 @@ fn schemas() -> Value {
         "Resource": {
             "type": "object",
             "required": ["kind", "name"],
-            "description": "An Application, Deployment or Site, in the shape users write it",
-            "properties": { "kind": { "enum": ["Application", "Deployment", "Site"] }, "name": { "type": "string" } },
+            "description": "An Application, Deployment, Site or DeviceClass, in the shape users write it",
+            "properties": { "kind": { "enum": ["Application", "Deployment", "Site", "DeviceClass"] }, "name": { "type": "string" } },
         },
         "Diagnostic": {
             "type": "object",
@@ -511,7 +529,9 @@ fn schemas() -> Value {
             "rollout": { "enum": ["running", "paused", "complete", "rolling_back", "rolled_back", "aborted", "superseded"], "description": "the phase of the current rollout, if any" },
             "running": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 0 }, "description": "version -> how many of the selected sites run it, from their reports" },
         })),
+        "DeviceClassView": view(json!({})),
         "SiteList": list_of("SiteView"),
+        "DeviceClassList": list_of("DeviceClassView"),
         "ApplicationList": list_of("ApplicationView"),
         "DeploymentList": list_of("DeploymentView"),
         "AuditList": list_of("AuditEntry"),

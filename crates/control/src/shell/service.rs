@@ -275,7 +275,7 @@ impl ControlPlane {
                 column: 0,
                 path: String::new(),
                 message: "nothing to apply: the documents sent hold no resource".into(),
-                hint: Some("send Application, Deployment or Site documents".into()),
+                hint: Some("send Application, Deployment, Site or DeviceClass documents".into()),
             }]));
         }
         let names: Vec<(String, String)> = parsed
@@ -786,6 +786,15 @@ impl ControlPlane {
             });
         }
         Ok(out)
+    }
+
+    /// Device classes as stored: nothing is derived from them yet.
+    pub async fn device_classes(&self, only: Option<&str>) -> Result<Vec<ResourceView>, Error> {
+        self.rows(Kind::DeviceClass, only)
+            .await?
+            .iter()
+            .map(view)
+            .collect()
     }
 
     pub async fn manifest(&self, site: &str) -> Result<Manifest, Error> {
