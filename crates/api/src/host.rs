@@ -98,6 +98,20 @@ pub struct Device {
     pub missing_since: Option<String>,
 }
 
+impl Device {
+    /// The attributes device-class rules match on.
+    pub fn attributes(&self) -> atoll_spec::device_class::DeviceAttributes<'_> {
+        atoll_spec::device_class::DeviceAttributes {
+            subsystem: &self.subsystem,
+            vendor: &self.vendor,
+            product: &self.product,
+            name: &self.name,
+            path: &self.path,
+            serial: &self.serial,
+        }
+    }
+}
+
 /// `PUT /v1/sites/{site}/hosts/{host}/inventory` over mTLS: the host's inventory, sent when it
 /// changed since the one the control plane last acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

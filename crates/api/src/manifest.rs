@@ -282,26 +282,41 @@ impl DeviceClass {
 }
 
 impl DeviceRule {
-    /// Every attribute the rule names matches; a rule naming none matches nothing. Vendor and
-    /// product ids are hex, compared without case.
+    /// The rule of `spec`'s device classes ([`atoll_spec::device_class::RuleFields`]), except
+    /// that a rule naming no attribute this agent knows (one of a newer control plane's) matches
+    /// nothing rather than everything.
     pub fn matches(&self, device: &crate::host::Device) -> bool {
-        let glob = |pattern: &Option<String>, text: &str| {
-            pattern
-                .as_deref()
-                .is_none_or(|p| atoll_spec::glob::matches(p, text))
+        let fields = atoll_spec::device_class::RuleFields {
+            subsystem: self.subsystem.as_deref(),
+            vendor: self.vendor.as_deref(),
+            product: self.product.as_deref(),
+            name: self.name.as_deref(),
+            path: self.path.as_deref(),
+            serial: self.serial.as_deref(),
         };
-        let hex = |pattern: &Option<String>, text: &str| {
-            pattern.as_deref().is_none_or(|p| {
-                atoll_spec::glob::matches(&p.to_ascii_lowercase(), &text.to_ascii_lowercase())
-            })
-        };
-        *self != DeviceRule::default()
-            && glob(&self.subsystem, &device.subsystem)
-            && hex(&self.vendor, &device.vendor)
-            && hex(&self.product, &device.product)
-            && glob(&self.name, &device.name)
-            && glob(&self.path, &device.path)
-            && glob(&self.serial, &device.serial)
+        fields != atoll_spec::device_class::RuleFields::default()
+            && fields.matches(&device.attributes())
+    }
+}
+
+impl From<&atoll_spec::DeviceClass> for DeviceClass {
+    fn from(c: &atoll_spec::DeviceClass) -> DeviceClass {
+        DeviceClass {
+            name: c.name.clone(),
+            rules: c
+                .rules
+                .iter()
+                .map(|r| DeviceRule {
+                    subsystem: r.subsystem.clone(),
+                    vendor: r.vendor.clone(),
+                    product: r.product.clone(),
+                    name: r.name.clone(),
+                    path: r.path.clone(),
+                    serial: r.serial.clone(),
+                })
+                .collect(),
+            gpu: c.gpu.map(|g| g.as_str().to_owned()),
+        }
     }
 }
 
@@ -329,7 +344,7 @@ impl From<&atoll_spec::application::Requires> for Requires {
         Requires {
             devices: r.devices.clone(),
             host_labels: r.host_labels.clone(),
-            arch: None,
+            arch: r.arch.map(|a| a.as_str().to_owned()),
         }
     }
 }

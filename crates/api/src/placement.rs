@@ -350,7 +350,7 @@ fn bytes(n: u64) -> String {
     for (unit, m) in UNITS {
         if n >= m {
             let tenths = n * 10 / m;
-            return if tenths % 10 == 0 {
+            return if tenths.is_multiple_of(10) {
                 format!("{}{unit}", tenths / 10)
             } else {
                 format!("{}.{}{unit}", tenths / 10, tenths % 10)

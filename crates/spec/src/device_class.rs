@@ -93,20 +93,48 @@ impl DeviceClass {
 impl DeviceRule {
     /// Whether every field this rule gives matches the device's.
     pub fn matches(&self, device: &DeviceAttributes<'_>) -> bool {
-        let exact = |pattern: &Option<String>, value: &str| {
-            pattern.as_deref().is_none_or(|p| glob::matches(p, value))
-        };
-        let hex = |pattern: &Option<String>, value: &str| {
+        self.fields().matches(device)
+    }
+
+    pub fn fields(&self) -> RuleFields<'_> {
+        RuleFields {
+            subsystem: self.subsystem.as_deref(),
+            vendor: self.vendor.as_deref(),
+            product: self.product.as_deref(),
+            name: self.name.as_deref(),
+            path: self.path.as_deref(),
+            serial: self.serial.as_deref(),
+        }
+    }
+}
+
+/// The patterns of one rule, borrowed: what a rule as written and the copy a site's manifest
+/// carries are both tested with, so there is one matching rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RuleFields<'a> {
+    pub subsystem: Option<&'a str>,
+    pub vendor: Option<&'a str>,
+    pub product: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub path: Option<&'a str>,
+    pub serial: Option<&'a str>,
+}
+
+impl RuleFields<'_> {
+    /// Whether every pattern given matches the device's attribute.
+    pub fn matches(&self, device: &DeviceAttributes<'_>) -> bool {
+        let exact =
+            |pattern: Option<&str>, value: &str| pattern.is_none_or(|p| glob::matches(p, value));
+        let hex = |pattern: Option<&str>, value: &str| {
             pattern
-                .as_deref()
                 .is_none_or(|p| glob::matches(&p.to_ascii_lowercase(), &value.to_ascii_lowercase()))
         };
-        exact(&self.subsystem, device.subsystem)
-            && hex(&self.vendor, device.vendor)
-            && hex(&self.product, device.product)
-            && exact(&self.name, device.name)
-            && exact(&self.path, device.path)
-            && exact(&self.serial, device.serial)
+        exact(self.subsystem, device.subsystem)
+            && hex(self.vendor, device.vendor)
+            && hex(self.product, device.product)
+            && exact(self.name, device.name)
+            && exact(self.path, device.path)
+            && exact(self.serial, device.serial)
     }
 }
 

@@ -319,7 +319,10 @@ fn a_device_going_missing_still_counts_while_the_agent_keeps_it() {
 
 /// A random site: hosts with random capacity, labels and devices; deployments with random
 /// requirements.
-fn arbitrary_site() -> impl Strategy<Value = (Vec<Host>, Vec<(u8, u8, Requires, bool, u64, u64)>)> {
+/// One service: replicas, deployment index, requirements, every host, CPU, memory.
+type Drawn = (u8, u8, Requires, bool, u64, u64);
+
+fn arbitrary_site() -> impl Strategy<Value = (Vec<Host>, Vec<Drawn>)> {
     let one_host = (1u32..8, 1u64..16, any::<bool>(), any::<bool>(), 0u8..3).prop_map(
         |(cpus, mem, camera, serial, size)| {
             let mut devices = Vec::new();
@@ -378,7 +381,7 @@ fn arbitrary_site() -> impl Strategy<Value = (Vec<Host>, Vec<(u8, u8, Requires, 
         })
 }
 
-fn wants(services: &[(u8, u8, Requires, bool, u64, u64)]) -> Vec<Want<'_>> {
+fn wants(services: &[Drawn]) -> Vec<Want<'_>> {
     let names = ["d0", "d1", "d2"];
     let mut out: Vec<Want<'_>> = Vec::new();
     for (i, name) in names.iter().enumerate() {
