@@ -46,7 +46,7 @@ pub struct ServiceWant<'a> {
     pub replicas: u32,
     /// One replica on every qualifying host.
     pub every_host: bool,
-    pub requires: &'a Requires,
+    pub requires: Requires,
     /// Thousandths of a core each replica reserves.
     pub cpu_millis: u64,
     /// Bytes of memory each replica reserves.
@@ -174,7 +174,7 @@ fn place_one(
         let fixed: Vec<Result<(), String>> = hosts
             .iter()
             .zip(facts)
-            .map(|(h, f)| qualifies(h, f, classes, want.hosts, service.requires))
+            .map(|(h, f)| qualifies(h, f, classes, want.hosts, &service.requires))
             .collect();
         let mut on_host = vec![0u32; hosts.len()];
         let fits =

@@ -55,12 +55,12 @@ fn host(name: &str, cpus: u32, memory_gib: u64, devices: &[&str], labels: &[(&st
     }
 }
 
-fn service<'a>(name: &'a str, replicas: u32, requires: &'a Requires) -> ServiceWant<'a> {
+fn service<'a>(name: &'a str, replicas: u32, requires: &Requires) -> ServiceWant<'a> {
     ServiceWant {
         name,
         replicas,
         every_host: false,
-        requires,
+        requires: requires.clone(),
         cpu_millis: 0,
         memory: 0,
     }
@@ -394,7 +394,7 @@ fn wants(services: &[Drawn]) -> Vec<Want<'_>> {
                     name: ["s0", "s1", "s2", "s3", "s4", "s5"][j],
                     replicas: u32::from(*replicas),
                     every_host: *every,
-                    requires,
+                    requires: requires.clone(),
                     cpu_millis: *cpu,
                     memory: *memory,
                 },
@@ -426,7 +426,7 @@ proptest! {
             for a in assignments {
                 let s = want.services.iter().find(|s| s.name == a.service).unwrap();
                 let h = hosts.iter().find(|h| h.name == a.host).unwrap();
-                prop_assert!(qualifies(h, &h.facts(&classes), &classes, None, s.requires).is_ok());
+                prop_assert!(qualifies(h, &h.facts(&classes), &classes, None, &s.requires).is_ok());
                 let u = used.entry(&h.name).or_default();
                 u.0 += s.cpu_millis;
                 u.1 += s.memory;
@@ -456,7 +456,7 @@ proptest! {
         for want in &wants {
             let eligible = !hosts.is_empty()
                 && want.services.iter().all(|s| {
-                    hosts.iter().any(|h| qualifies(h, &h.facts(&classes), &classes, None, s.requires).is_ok())
+                    hosts.iter().any(|h| qualifies(h, &h.facts(&classes), &classes, None, &s.requires).is_ok())
                 });
             let eligible = eligible || (hosts.is_empty() && !want.reads_hosts());
             prop_assert_eq!(d.placed.contains_key(want.deployment), eligible, "{:?}", d.unplaced.get(want.deployment));

@@ -10,11 +10,13 @@ use atoll_spec::{Diagnostic, Document, Kind, Origin, Resource, Site};
 use atoll_store::{AppVersionRow, ManifestRow, ResourceRow, RolloutRow, SecretRow, Write};
 use serde_json::Value;
 
-use super::compile::{RenderError, Templates, compile_site_with, content_hash, diagnostics};
+use super::compile::{
+    Placement, RenderError, Templates, compile_site_with, content_hash, diagnostics,
+};
 use super::revision;
 use super::rollout::{self, Command, Event, Phase, Rollout, settled_version};
 use super::secrets::SecretMeta;
-use super::state::{Entry, State, Versions};
+use super::state::{Entry, SitePlacement, State, Versions};
 
 /// Who asked and when: the shell reads the clock and the caller's identity.
 #[derive(Debug, Clone)]
@@ -214,7 +216,7 @@ fn update_rollouts(
             if from.as_deref() == Some(target.as_str()) {
                 continue;
             }
-            let sites = next.targets(&d);
+            let sites = next.targets(&d, versions);
             let (started, _) = rollout::start(
                 &d.name,
                 d.rollout.as_ref(),
@@ -226,7 +228,7 @@ fn update_rollouts(
             writes.push(put_rollout(&started, req));
             next.rollouts.insert(d.name.clone(), started);
         } else if let Some(r) = current.filter(|r| !matches!(r.phase, Phase::Superseded { .. })) {
-            let sites = next.targets(&d);
+            let sites = next.targets(&d, versions);
             let known: Vec<&String> = r.sites.keys().collect();
             let now: Vec<&String> = sites.iter().map(|s| &s.name).collect();
             if known != now {
@@ -476,9 +478,34 @@ pub fn plan_host_change(
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        writes: placement_moved_rollouts(state, versions, req),
+        ..Plan::default()
+    };
     finish(&mut plan, manifests, req, None, Vec::new());
     Ok(plan)
+}
+
+/// Tells every rollout whose sites changed without an apply (a host's facts or labels moved
+/// a site in or out of its deployment's placement) which sites it has now.
+fn placement_moved_rollouts(state: &State, versions: &Versions, req: &Request<'_>) -> Vec<Write> {
+    let mut writes = Vec::new();
+    for r in state.rollouts.values() {
+        if matches!(r.phase, Phase::Superseded { .. }) {
+            continue;
+        }
+        let Some(d) = state.deployments.get(&r.deployment) else {
+            continue;
+        };
+        let sites = state.targets(&d.value, versions);
+        let known: Vec<&String> = r.sites.keys().collect();
+        let now: Vec<&String> = sites.iter().map(|s| &s.name).collect();
+        if known != now {
+            let (moved, _) = rollout::step(r, &Event::SitesChanged { sites }, req.now_ms);
+            writes.push(put_rollout(&moved, req));
+        }
+    }
+    writes
 }
 
 /// The deployments whose application (at any site's version) reads the secret.
@@ -759,12 +786,19 @@ fn compile_sites(
     let mut failed = Vec::new();
     let mut templates = Templates::new(limits);
     for site in sites {
-        let placements = next.placements(site, versions);
+        let placed = next.placed(site, versions);
         let hosts = next.hosts.get(&site.name).map_or(&[][..], Vec::as_slice);
-        match compile_site_with(&mut templates, site, &placements, &next.secrets, hosts) {
+        match compile_site_with(
+            &mut templates,
+            site,
+            &placed.placements,
+            &next.secrets,
+            hosts,
+        ) {
             Err(mut e) => failed.append(&mut e),
             Ok(mut content) => {
                 content.prefetch = prefetch(next, versions, &site.name);
+                add_host_facts(&mut content, &placed, hosts);
                 let hash = content_hash(&content);
                 let head = next.manifests.get(&site.name);
                 let Some(revision) =
@@ -791,6 +825,33 @@ fn compile_sites(
         }
     }
     (changed, failed)
+}
+
+/// What a site needs in its manifest to decide offline which of its hosts runs what: the
+/// device classes its work names and, when a placement reads labels, its hosts' labels.
+pub(super) fn add_host_facts(
+    content: &mut atoll_api::ManifestContent,
+    placed: &SitePlacement<'_>,
+    hosts: &[atoll_api::host::Host],
+) {
+    content.device_classes = placed.classes.clone();
+    if placed.placements.iter().any(reads_host_labels) {
+        content.host_labels = hosts
+            .iter()
+            .filter(|h| !h.labels.is_empty())
+            .map(|h| (h.name.clone(), h.labels.clone()))
+            .collect();
+    }
+}
+
+/// Whether a placement reads the labels of hosts: then the site's manifest carries them, so
+/// the site decides on them offline.
+fn reads_host_labels(p: &Placement<'_>) -> bool {
+    p.deployment.placement.hosts.is_some()
+        || p.application
+            .services
+            .iter()
+            .any(|s| !s.requires.host_labels.is_empty())
 }
 
 /// The new version's images at a site whose wave has not opened yet, for rollouts that asked

@@ -182,7 +182,12 @@ pub fn compile_site_with<'a>(
             application: app.name.clone(),
             version: app.version.clone(),
             services,
-            hosts: None,
+            hosts: p
+                .deployment
+                .placement
+                .hosts
+                .as_ref()
+                .map(|h| h.source().to_owned()),
         });
     }
     if !errors.is_empty() {

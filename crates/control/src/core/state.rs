@@ -1,8 +1,9 @@
 //! The control plane's state as typed values, read from a store snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use atoll_api::host::Host;
+use atoll_api::placement::{ServiceWant, Want};
 use atoll_spec::{Application, Deployment, DeviceClass, Kind, Resource, Site};
 use atoll_store::{ManifestHead, ResourceRow, RolloutRow, Snapshot};
 
@@ -177,21 +178,34 @@ impl State {
         }
     }
 
-    /// Whether any template of an application in use reads `site.hosts`: only then does a
-    /// host joining or leaving a site change what its manifest holds.
-    pub fn templates_read_hosts(&self, versions: &Versions) -> bool {
+    /// Whether what a site's hosts are can change what its manifest holds: a template of an
+    /// application in use reads `site.hosts`, a service asks something of its host, or a
+    /// deployment selects hosts. Only then does a host joining, leaving or changing recompile
+    /// its site.
+    pub fn hosts_matter(&self, versions: &Versions) -> bool {
         self.applications
             .values()
             .map(|e| &e.value)
             .chain(versions.values())
             .any(reads_hosts)
+            || self
+                .deployments
+                .values()
+                .any(|d| d.value.placement.hosts.is_some())
     }
 
-    /// The sites a deployment's placement selects.
-    pub fn targets(&self, deployment: &Deployment) -> Vec<SiteInfo> {
+    /// The sites a deployment is placed at: those its site selector picks where its host
+    /// requirements can be met (see [`State::placed`]).
+    pub fn targets(&self, deployment: &Deployment, versions: &Versions) -> Vec<SiteInfo> {
         self.sites
             .values()
             .filter(|s| deployment.placement.sites.matches(&s.value.labels))
+            .filter(|s| {
+                !self
+                    .placed(&s.value, versions)
+                    .unplaced
+                    .contains_key(&deployment.name)
+            })
             .map(|s| SiteInfo {
                 name: s.value.name.clone(),
                 labels: s.value.labels.clone(),
@@ -199,10 +213,20 @@ impl State {
             .collect()
     }
 
-    /// Every (deployment, application) placed on `site`, in deployment-name order. Deployments
-    /// whose application cannot be resolved are left out (applying them is refused earlier).
+    /// Every (deployment, application) placed on `site`, in deployment-name order: the
+    /// deployments its labels select whose application resolves and whose host requirements
+    /// the site's hosts meet.
     pub fn placements<'a>(&'a self, site: &Site, versions: &'a Versions) -> Vec<Placement<'a>> {
-        self.deployments
+        self.placed(site, versions).placements
+    }
+
+    /// The deployments `site`'s labels select, decided on its hosts (`atoll_api::placement`):
+    /// those placed, and why each of the others is not. A site none of whose deployments asks
+    /// anything of hosts (no host selector, requirement or resources) has everything placed
+    /// without a look at its hosts.
+    pub fn placed<'a>(&'a self, site: &Site, versions: &'a Versions) -> SitePlacement<'a> {
+        let selected: Vec<Placement<'a>> = self
+            .deployments
             .values()
             .filter(|d| d.value.placement.sites.matches(&site.labels))
             .filter_map(|d| {
@@ -211,14 +235,104 @@ impl State {
                     application: self.resolve_at(&d.value, &site.name, versions)?,
                 })
             })
+            .collect();
+        if !selected.iter().any(asks_of_hosts) {
+            return SitePlacement {
+                placements: selected,
+                unplaced: BTreeMap::new(),
+                classes: Vec::new(),
+            };
+        }
+        let wants: Vec<Want<'_>> = selected.iter().map(want).collect();
+        let hosts = self.hosts.get(&site.name).map_or(&[][..], Vec::as_slice);
+        // Every class, so that a reason can say which classes a host has; the decision reads
+        // only those the placements name, which the manifest carries.
+        let every_class: Vec<atoll_api::DeviceClass> = self
+            .device_classes
+            .values()
+            .map(|e| (&e.value).into())
+            .collect();
+        let decision = atoll_api::placement::place(hosts, &every_class, &wants);
+        let placements: Vec<Placement<'a>> = selected
+            .into_iter()
+            .filter(|p| decision.placed.contains_key(&p.deployment.name))
+            .collect();
+        let classes = self.classes_of(&placements);
+        SitePlacement {
+            placements,
+            unplaced: decision.unplaced,
+            classes,
+        }
+    }
+
+    /// The device classes the placements name, as the manifest carries them, sorted by name.
+    fn classes_of(&self, placements: &[Placement<'_>]) -> Vec<atoll_api::DeviceClass> {
+        let mut names = BTreeSet::new();
+        for p in placements {
+            names.extend(p.deployment.placement.device_classes());
+            for s in &p.application.services {
+                names.extend(s.requires.devices.iter().map(String::as_str));
+            }
+        }
+        names
+            .into_iter()
+            .filter_map(|n| self.device_classes.get(n))
+            .map(|e| (&e.value).into())
             .collect()
     }
 }
 
-/// Whether one of the application's templates reads `site.hosts` (judged by its text, so that
-/// the answer never depends on the data).
+/// A site's placement: what runs there, why the rest does not, and the device classes the
+/// decision read.
+#[derive(Debug, Clone, Default)]
+pub struct SitePlacement<'a> {
+    pub placements: Vec<Placement<'a>>,
+    /// Deployment name → why it is not placed at the site.
+    pub unplaced: BTreeMap<String, String>,
+    pub classes: Vec<atoll_api::DeviceClass>,
+}
+
+/// Whether a placement asks anything of the hosts it runs on.
+fn asks_of_hosts(p: &Placement<'_>) -> bool {
+    p.deployment.placement.hosts.is_some()
+        || p.application.services.iter().any(|s| {
+            s.requires != Default::default()
+                || s.resources.cpu.is_some()
+                || s.resources.memory.is_some()
+        })
+}
+
+/// What a placement asks of hosts, for `atoll_api::placement`.
+fn want<'a>(p: &Placement<'a>) -> Want<'a> {
+    Want {
+        deployment: &p.deployment.name,
+        hosts: p.deployment.placement.hosts.as_ref(),
+        services: p
+            .application
+            .services
+            .iter()
+            .map(|s| ServiceWant {
+                name: &s.name,
+                replicas: s.replicas,
+                every_host: s.mode == atoll_spec::application::Mode::EveryHost,
+                requires: (&s.requires).into(),
+                cpu_millis: s.resources.cpu.map_or(0, |c| u64::from(c.0)),
+                memory: s.resources.memory.map_or(0, |m| m.0),
+            })
+            .collect(),
+    }
+}
+
+/// Whether the application's manifest depends on the hosts it runs on: one of its templates
+/// reads `site.hosts` (judged by its text, so that the answer never depends on the data), or a
+/// service has requirements or resources that placement checks against hosts.
 pub fn reads_hosts(app: &Application) -> bool {
-    app.services
+    app.services.iter().any(|s| {
+        s.requires != Default::default()
+            || s.resources.cpu.is_some()
+            || s.resources.memory.is_some()
+    }) || app
+        .services
         .iter()
         .flat_map(|s| s.env.values().chain(s.files.iter().map(|f| &f.template)))
         .any(|t| t.source.contains("hosts"))

@@ -89,10 +89,13 @@ impl World {
                     self.state.secrets.insert(row.name.clone(), meta);
                 }
                 Write::DeleteSecret { name } => drop(self.state.secrets.remove(name)),
+                Write::PutRollout(row) => {
+                    let r = super::state::decode_rollout(row).unwrap();
+                    self.state.rollouts.insert(row.deployment.clone(), r);
+                }
                 Write::PutToken(_)
                 | Write::PutSetting { .. }
                 | Write::Audit { .. }
-                | Write::PutRollout(_)
                 | Write::ArchiveRollout { .. }
                 | Write::RetireSite { .. } => {}
             }
@@ -143,13 +146,11 @@ impl World {
     fn compiled(&self, site: &str) -> atoll_api::ManifestContent {
         let entry = &self.state.sites[site].value;
         let hosts = self.state.hosts.get(site).map_or(&[][..], Vec::as_slice);
-        compile_site(
-            entry,
-            &self.state.placements(entry, &self.versions),
-            &self.state.secrets,
-            hosts,
-        )
-        .unwrap()
+        let placed = self.state.placed(entry, &self.versions);
+        let mut content =
+            compile_site(entry, &placed.placements, &self.state.secrets, hosts).unwrap();
+        super::apply::add_host_facts(&mut content, &placed, hosts);
+        content
     }
 
     fn revision(&self, site: &str) -> u64 {
@@ -937,7 +938,7 @@ kind: Site\nname: s1\nlabels: { all: 'yes' }\n---\n\
 kind: Site\nname: s2\nlabels: { all: 'yes' }\n",
     )
     .unwrap();
-    assert!(w.state.templates_read_hosts(&w.versions));
+    assert!(w.state.hosts_matter(&w.versions));
     let env = |w: &World, name: &str| {
         let content = w.compiled(name);
         content.applications[0].services[0].env.clone()
@@ -970,4 +971,137 @@ kind: Site\nname: s2\nlabels: { all: 'yes' }\n",
     // Nothing changed for the site: no new revision.
     let again = plan_host_change(&w.state, &w.versions, "s1", &NOW).unwrap();
     assert!(again.writes.is_empty());
+}
+
+/// A host of `site` named `name`, with an agent of this build, 4 CPUs and 8 GiB, `labels`, and
+/// a camera if asked.
+fn site_host(name: &str, camera: bool, labels: &[(&str, &str)]) -> Host {
+    let mut devices = vec![atoll_api::host::Device {
+        path: "/dev/ttyUSB0".into(),
+        subsystem: "tty".into(),
+        ..Default::default()
+    }];
+    if camera {
+        devices.push(atoll_api::host::Device {
+            path: "/dev/video0".into(),
+            subsystem: "video4linux".into(),
+            name: "HD Camera".into(),
+            ..Default::default()
+        });
+    }
+    Host {
+        name: name.into(),
+        inventory: atoll_api::host::Inventory {
+            arch: "x86_64".into(),
+            cpus: 4,
+            memory_bytes: 8 << 30,
+            devices,
+            capabilities: atoll_api::host::capability::ALL
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+            ..Default::default()
+        },
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+const VISION: &str = "kind: DeviceClass\nname: camera\nmatch:\n  - subsystem: video4linux\n---\nkind: DeviceClass\nname: serial\nmatch:\n  - path: /dev/ttyUSB*\n---\nkind: Application\nname: vision\nversion: '1'\nservices:\n  - name: detect\n    image: vision:1\n    requires: { devices: [camera] }\n---\nkind: Deployment\nname: vision\napplication: vision\nplacement:\n  sites: customer == x\n  hosts: size in (medium, large, xlarge)\n---\nkind: Site\nname: x1\nlabels: { customer: x }\n---\nkind: Site\nname: x2\nlabels: { customer: x }\n---\nkind: Site\nname: x3\nlabels: { customer: x }\n---\nkind: Site\nname: y1\nlabels: { customer: y }\n";
+
+#[test]
+fn the_users_sentence_places_on_customer_x_medium_hosts_with_cameras() {
+    let mut w = World::default();
+    w.apply(VISION).unwrap();
+    let hosts = [
+        ("x1", site_host("h1", true, &[("size", "medium")])),
+        ("x2", site_host("h2", true, &[("size", "small")])),
+        ("x3", site_host("h3", false, &[("size", "large")])),
+        ("y1", site_host("h4", true, &[("size", "large")])),
+    ];
+    for (site, host) in hosts {
+        w.state.hosts.insert(site.into(), vec![host]);
+        let plan = plan_host_change(&w.state, &w.versions, site, &NOW).unwrap();
+        w.commit(&plan);
+    }
+    assert_eq!(w.placed("x1"), ["vision"]);
+    for site in ["x2", "x3", "y1"] {
+        assert!(w.placed(site).is_empty(), "{site}");
+    }
+    let x1 = w.compiled("x1");
+    assert_eq!(
+        x1.device_classes.len(),
+        1,
+        "only the classes the site's work names"
+    );
+    assert_eq!(x1.device_classes[0].name, "camera");
+    assert_eq!(
+        x1.applications[0].hosts.as_deref(),
+        Some("size in (medium, large, xlarge)")
+    );
+    assert_eq!(x1.host_labels["h1"]["size"], "medium");
+    let why = |site: &str| {
+        w.state
+            .placed(&w.state.sites[site].value, &w.versions)
+            .unplaced
+            .get("vision")
+            .cloned()
+    };
+    assert_eq!(
+        why("x2").unwrap(),
+        "no host can run service detect: h2 does not match placement.hosts (size in (medium, large, xlarge))"
+    );
+    assert_eq!(
+        why("x3").unwrap(),
+        "no host with device class camera (h3 has: serial)"
+    );
+    assert_eq!(why("y1"), None, "not selected by its labels at all");
+}
+
+#[test]
+fn a_site_without_hosts_gets_what_asks_nothing_of_hosts_and_waits_for_the_rest() {
+    let mut w = World::default();
+    w.apply(VISION).unwrap();
+    assert!(w.placed("x1").is_empty());
+    w.apply(&app("1", "pos:1")).unwrap();
+    w.apply("kind: Deployment\nname: pos\napplication: pos\nplacement: { sites: has(store_id) }\n---\nkind: Site\nname: x1\nlabels: { customer: x, store_id: '1' }\n").unwrap();
+    assert_eq!(w.placed("x1"), ["pos"]);
+}
+
+#[test]
+fn a_host_change_moves_a_site_in_and_out_of_a_running_rollout() {
+    let mut w = World::default();
+    w.apply(VISION).unwrap();
+    w.state.hosts.insert(
+        "x1".into(),
+        vec![site_host("h1", true, &[("size", "medium")])],
+    );
+    w.state.hosts.insert(
+        "x2".into(),
+        vec![site_host("h2", true, &[("size", "medium")])],
+    );
+    for site in ["x1", "x2"] {
+        let plan = plan_host_change(&w.state, &w.versions, site, &NOW).unwrap();
+        w.commit(&plan);
+    }
+    w.apply("kind: Application\nname: vision\nversion: '2'\nservices:\n  - name: detect\n    image: vision:2\n    requires: { devices: [camera] }\n").unwrap();
+    let d = &w.state.deployments["vision"].value;
+    let sites = |w: &World| -> Vec<String> {
+        w.state
+            .targets(d, &w.versions)
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    assert_eq!(sites(&w), ["x1", "x2"]);
+    w.state.hosts.insert(
+        "x2".into(),
+        vec![site_host("h2", false, &[("size", "medium")])],
+    );
+    let plan = plan_host_change(&w.state, &w.versions, "x2", &NOW).unwrap();
+    let rollout_moved = plan.writes.iter().any(|w| matches!(w, Write::PutRollout(r) if r.deployment == "vision" && !r.state.contains("\"x2\"")));
+    assert!(rollout_moved, "the rollout no longer counts x2");
+    assert_eq!(sites(&w), ["x1"]);
 }

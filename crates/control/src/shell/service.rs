@@ -96,7 +96,7 @@ pub struct ControlPlane {
     pub(super) writes: Arc<Mutex<()>>,
     /// Whether a template in use reads `site.hosts`, as of the last load: enrollments
     /// recompile their site only then. Presumed after a start or a commit, until a load says.
-    templates_read_hosts: Arc<std::sync::atomic::AtomicBool>,
+    hosts_matter: Arc<std::sync::atomic::AtomicBool>,
     /// How large rendered templates may be.
     template_limits: Limits,
 }
@@ -120,7 +120,7 @@ impl ControlPlane {
             vault,
             signer,
             writes: Arc::new(Mutex::new(())),
-            templates_read_hosts: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            hosts_matter: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             template_limits: Limits::default(),
         }
     }
@@ -172,7 +172,7 @@ impl ControlPlane {
             );
         }
         // What templates read may have changed: the next load says again.
-        self.templates_read_hosts
+        self.hosts_matter
             .store(true, std::sync::atomic::Ordering::Relaxed);
         for (site, revision, manifest) in published {
             let hash = hashes.get(&site).map_or("", String::as_str);
@@ -235,8 +235,8 @@ impl ControlPlane {
                 versions.insert((name, version), app);
             }
         }
-        let read_hosts = state.templates_read_hosts(&versions);
-        self.templates_read_hosts
+        let read_hosts = state.hosts_matter(&versions);
+        self.hosts_matter
             .store(read_hosts, std::sync::atomic::Ordering::Relaxed);
         if read_hosts || reading_hosts {
             for host in self.store.hosts().await? {
@@ -286,10 +286,11 @@ impl ControlPlane {
                 _ => None,
             })
             .collect();
-        let reading_hosts = parsed
-            .documents
-            .iter()
-            .any(|d| matches!(&d.resource, Resource::Application(a) if reads_hosts(a)));
+        let reading_hosts = parsed.documents.iter().any(|d| match &d.resource {
+            Resource::Application(a) => reads_hosts(a),
+            Resource::Deployment(d) => d.placement.hosts.is_some(),
+            _ => false,
+        });
         let _guard = self.writes.lock().await;
         self.commit_planned_reading(
             "apply",
@@ -411,13 +412,11 @@ impl ControlPlane {
         ))))
     }
 
-    /// A host joined `site` (or its facts changed): recompiles that site's manifest when a
-    /// template reads `site.hosts`. Nothing to do, and no store read, otherwise.
+    /// A host joined `site`, or its facts or labels changed: recompiles that site's manifest
+    /// (and tells running rollouts if the site's placement changed) when what hosts are can
+    /// matter ([`State::hosts_matter`]). Nothing to do, and no store read, otherwise.
     pub async fn hosts_changed(&self, site: &str) -> Result<(), Error> {
-        if !self
-            .templates_read_hosts
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if !self.hosts_matter.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
         let _guard = self.writes.lock().await;
