@@ -26,6 +26,7 @@ pub mod desired;
 pub mod fold;
 pub mod health;
 pub mod outbox;
+pub mod placement;
 pub mod plan;
 pub mod retry;
 pub mod secrets;

@@ -5,9 +5,10 @@
 //! The parsers are pure and tested on sample texts; a file that cannot be read leaves its field
 //! empty rather than failing enrollment.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use atoll_api::agent::{Device, Inventory, RuntimeInventory};
+use atoll_api::host::capability;
 
 pub fn collect(data_dir: &Path, runtime: RuntimeInventory) -> Inventory {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
@@ -31,8 +32,16 @@ pub fn collect(data_dir: &Path, runtime: RuntimeInventory) -> Inventory {
             .unwrap_or(0),
         runtime,
         devices: devices(Path::new("/dev"), Path::new("/sys/class/video4linux")),
-        ..Inventory::default()
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        capabilities: capability::ALL.iter().map(|c| (*c).to_owned()).collect(),
+        addresses: Vec::new(),
     }
+}
+
+/// Where the host's `/dev` and `/sys` are: `ATOLL_HOST_ROOT`, or `/`. Tests give a host
+/// devices it does not have through it.
+pub fn host_root() -> PathBuf {
+    std::env::var_os("ATOLL_HOST_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from)
 }
 
 /// `PRETTY_NAME` of os-release, or its `NAME`.

@@ -118,17 +118,7 @@ pub async fn run(
                 )));
             };
             let token = JoinToken::parse(token).map_err(AgentError::Local)?;
-            let runtime = driver
-                .info()
-                .await
-                .map_err(|e| AgentError::Local(e.to_string()))?;
-            let inventory = inventory::collect(
-                dir,
-                RuntimeInventory {
-                    name: runtime.name,
-                    version: runtime.version,
-                },
-            );
+            let inventory = collect_inventory(dir, driver.as_ref()).await?;
             let identity = loop {
                 match Identity::enroll(dir, url, &token, inventory.clone()).await {
                     Err(AgentError::Busy { retry_after }) => {
@@ -148,7 +138,11 @@ pub async fn run(
         }
     };
     let site = identity.site.clone();
+    let host = identity.host.clone();
     let sealing = identity.sealing.clone();
+    // Held to the end of the agent: a reconciler whose inventory sender is gone stops.
+    let (_inventory_tx, inventory_rx) =
+        watch::channel(collect_inventory(dir, driver.as_ref()).await?);
     let secrets_dir = config
         .secrets_dir
         .clone()
@@ -223,6 +217,9 @@ pub async fn run(
         reconciler::Reconciler {
             driver,
             site,
+            host,
+            inventory: inventory_rx,
+            host_root: inventory::host_root(),
             files_dir: dir.join("files"),
             secrets_dir,
             sealing,
@@ -307,5 +304,23 @@ fn default_secrets_dir(data_dir: &std::path::Path) -> PathBuf {
     PathBuf::from(format!(
         "/dev/shm/atoll-agent-{}",
         &hex::encode(digest)[..12]
+    ))
+}
+
+/// This host's inventory now, with its runtime's name and version.
+async fn collect_inventory(
+    dir: &std::path::Path,
+    driver: &dyn Driver,
+) -> Result<atoll_api::agent::Inventory, AgentError> {
+    let runtime = driver
+        .info()
+        .await
+        .map_err(|e| AgentError::Local(e.to_string()))?;
+    Ok(inventory::collect(
+        dir,
+        RuntimeInventory {
+            name: runtime.name,
+            version: runtime.version,
+        },
     ))
 }

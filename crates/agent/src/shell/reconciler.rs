@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atoll_api::Manifest;
-use atoll_api::agent::{AgentEvent, HostStatus};
+use atoll_api::agent::{AgentEvent, HostStatus, Inventory};
 use atoll_runtime::{Container, Driver, State};
 use tokio::sync::{Notify, watch};
 
@@ -35,6 +35,12 @@ const MAX_CHAINED_PASSES: usize = 5;
 pub struct Reconciler {
     pub driver: Arc<dyn Driver>,
     pub site: String,
+    /// This host's id in its site: placement gives replicas to hosts by it.
+    pub host: String,
+    /// What this host is now; a change places the manifest's replicas again.
+    pub inventory: watch::Receiver<Inventory>,
+    /// Where the host's `/dev` is found (`/` but in tests): device nodes are mapped from it.
+    pub host_root: PathBuf,
     pub files_dir: PathBuf,
     /// Where secret values are written (tmpfs) for containers to mount.
     pub secrets_dir: PathBuf,
@@ -75,6 +81,8 @@ struct Pass {
     opened: Option<(u64, OpenedSecrets)>,
     /// The manifest revision whose waiting-for-secrets events were said.
     held_said: Option<u64>,
+    /// The deployments not placed on this host, and why, as last said.
+    unplaced_said: BTreeMap<String, String>,
 }
 
 impl Reconciler {
@@ -103,6 +111,7 @@ impl Reconciler {
             tokio::select! {
                 _ = self.shutdown.changed() => return,
                 changed = self.manifests.changed() => if changed.is_err() { return },
+                changed = self.inventory.changed() => if changed.is_err() { return },
                 () = self.health_changed.notified() => {}
                 () = self.conditions.changed() => {}
                 event = recv(&mut events) => if event.is_none() {
@@ -135,7 +144,16 @@ impl Reconciler {
             }
             return (false, None);
         };
-        let mut desired = core::desired(&self.site, &manifest, &self.files_dir);
+        let inventory = self.inventory.borrow().clone();
+        let (mut desired, unplaced) = core::placement::for_host(
+            &self.site,
+            &manifest,
+            &self.files_dir,
+            &self.host,
+            &inventory,
+            &self.host_root,
+        );
+        self.say_unplaced(unplaced, pass);
         let opened = self.open_secrets(&manifest, pass);
         core::secrets::attach(
             &self.site,
@@ -568,6 +586,28 @@ impl Reconciler {
     }
 
     /// Queues events, and the status if it differs from the last one queued.
+    /// One event for each deployment newly kept off this host, with the reason.
+    fn say_unplaced(&self, unplaced: BTreeMap<String, String>, pass: &mut Pass) {
+        if unplaced == pass.unplaced_said {
+            return;
+        }
+        let events = unplaced
+            .iter()
+            .filter(|(d, why)| pass.unplaced_said.get(*d) != Some(*why))
+            .map(|(d, why)| {
+                tracing::warn!(deployment = %d, %why, "not run on this host");
+                AgentEvent {
+                    at: now_rfc3339(),
+                    kind: "placement".into(),
+                    message: format!("deployment {d} is not run on this host: {why}"),
+                    count: None,
+                }
+            })
+            .collect();
+        pass.unplaced_said = unplaced;
+        self.queue(pass, events, None);
+    }
+
     fn queue(&self, pass: &mut Pass, events: Vec<AgentEvent>, status: Option<HostStatus>) {
         let status = status.filter(|s| pass.last_status.as_ref() != Some(s));
         if status.is_none() && events.is_empty() {
