@@ -392,6 +392,9 @@ pub struct AppStatus {
     pub application: String,
     pub services: Vec<String>,
     pub sites: Vec<SiteAppStatus>,
+    /// Sites a deployment of the application selects where it is not placed, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unplaced: Vec<crate::Unplaced>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,6 +45,19 @@ pub struct ApplyResponse {
     pub results: Vec<ApplyResult>,
     /// Every site whose manifest changed, with its new revision.
     pub manifests: Vec<ManifestChange>,
+    /// What the apply was accepted despite, for a person: a deployment none of whose selected
+    /// sites has hosts that meet its requirements.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// A site a deployment's site selector picks where it is not placed, and why: no host there
+/// meets its requirements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unplaced {
+    pub site: String,
+    pub deployment: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +196,10 @@ pub struct DeploymentView {
     /// container). None from a control plane older than this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running: Option<BTreeMap<String, u32>>,
+    /// Sites the site selector picks where the deployment is not placed, with the reason; they
+    /// are not in `sites`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unplaced: Vec<Unplaced>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -90,5 +90,8 @@ pub fn render(response: &ApplyResponse) -> String {
         "changed"
     };
     out.push_str(&crate::output::manifest_changes(&response.manifests, verb));
+    for w in &response.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
     out
 }

@@ -235,6 +235,16 @@ pub fn deployment(d: &DeploymentView) -> String {
     for s in &d.sites {
         let _ = writeln!(out, "  {s}");
     }
+    if !d.unplaced.is_empty() {
+        let _ = writeln!(
+            out,
+            "Not placed:   {} selected by their labels, but no host qualifies",
+            d.unplaced.len()
+        );
+        for u in &d.unplaced {
+            let _ = writeln!(out, "  {}: {}", u.site, u.reason);
+        }
+    }
     out
 }
 

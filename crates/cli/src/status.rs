@@ -31,11 +31,20 @@ pub async fn run(args: Args) -> Result<()> {
 
 /// One row per site: connection, version, then one cell per service such as `running 2/2`.
 pub fn render(status: &AppStatus) -> String {
+    let mut not_placed = String::new();
+    for u in &status.unplaced {
+        not_placed.push_str(&format!(
+            "not placed at {} (deployment {}): {}\n",
+            u.site, u.deployment, u.reason
+        ));
+    }
     if status.sites.is_empty() {
-        return format!(
-            "No site runs {} (no deployment selects a site for it).\n",
-            status.application
-        );
+        let why = if status.unplaced.is_empty() {
+            " (no deployment selects a site for it)"
+        } else {
+            ""
+        };
+        return format!("No site runs {}{why}.\n{not_placed}", status.application);
     }
     let mut header = vec!["SITE", "CONNECTED", "VERSION", "HEALTH"];
     header.extend(status.services.iter().map(String::as_str));
@@ -58,7 +67,7 @@ pub fn render(status: &AppStatus) -> String {
         }
         table.row(row);
     }
-    table.render()
+    table.render() + &not_placed
 }
 
 /// `running 2/2`, or the least healthy state among the replicas: `pulling 0/1`, `failed 1/2`,

@@ -34,6 +34,9 @@ pub struct Plan {
     pub results: Vec<ApplyResult>,
     pub manifests: Vec<ManifestChange>,
     pub writes: Vec<Write>,
+    /// What the apply was accepted despite: a deployment whose host requirements no site it
+    /// selects can meet.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -145,6 +148,7 @@ pub fn plan_apply(
     if !invalid.is_empty() {
         return Err(Refusal::Invalid(invalid));
     }
+    plan.warnings = unmet(&next, versions, docs);
 
     let mut summary = Vec::new();
     for (resource, generation) in changed {
@@ -484,6 +488,48 @@ pub fn plan_host_change(
     };
     finish(&mut plan, manifests, req, None, Vec::new());
     Ok(plan)
+}
+
+/// The deployments the documents touch (applied, or running an application applied) that
+/// select sites and are placed at none of them: for each, why, naming a few of the sites.
+fn unmet(next: &State, versions: &Versions, docs: &[Document]) -> Vec<String> {
+    const SHOWN: usize = 3;
+    let mut out = Vec::new();
+    for d in next.deployments.values().map(|e| &e.value) {
+        let touched = docs.iter().any(|doc| match &doc.resource {
+            Resource::Deployment(x) => x.name == d.name,
+            Resource::Application(a) => a.name == d.application,
+            Resource::Site(_) | Resource::DeviceClass(_) => false,
+        });
+        if !touched {
+            continue;
+        }
+        let reasons: Vec<(String, String)> = next
+            .sites
+            .values()
+            .filter(|s| d.placement.sites.matches(&s.value.labels))
+            .map(|s| {
+                let why = next.placed(&s.value, versions).unplaced.remove(&d.name);
+                (s.value.name.clone(), why.unwrap_or_default())
+            })
+            .collect();
+        if reasons.is_empty() || reasons.iter().any(|(_, why)| why.is_empty()) {
+            continue;
+        }
+        let mut text = format!(
+            "deployment {}: none of the {} sites it selects can run it",
+            d.name,
+            reasons.len()
+        );
+        for (site, why) in reasons.iter().take(SHOWN) {
+            text.push_str(&format!("; {site}: {why}"));
+        }
+        if reasons.len() > SHOWN {
+            text.push_str(&format!("; and {} more", reasons.len() - SHOWN));
+        }
+        out.push(text);
+    }
+    out
 }
 
 /// Tells every rollout whose sites changed without an apply (a host's facts or labels moved

@@ -750,7 +750,7 @@ impl Agents {
     pub async fn app_status(
         &self,
         app: &str,
-        placements: Vec<(String, String, String)>,
+        (placements, unplaced): (Vec<(String, String, String)>, Vec<atoll_api::Unplaced>),
     ) -> Result<AppStatus, Error> {
         let row = self
             .store
@@ -793,6 +793,7 @@ impl Agents {
             application: app.to_owned(),
             services,
             sites,
+            unplaced,
         })
     }
 }

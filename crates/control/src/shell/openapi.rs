@@ -496,6 +496,7 @@ fn schemas() -> Value {
                     },
                 } },
                 "manifests": { "type": "array", "items": schema_ref("ManifestChange") },
+                "warnings": { "type": "array", "items": { "type": "string" }, "description": "what the apply was accepted despite: a deployment no selected site can run" },
             },
         },
         "ManifestChange": { "type": "object", "properties": { "site": { "type": "string" }, "revision": { "type": "integer" } } },
@@ -528,7 +529,12 @@ fn schemas() -> Value {
             "sites": { "type": "array", "items": { "type": "string" } },
             "rollout": { "enum": ["running", "paused", "complete", "rolling_back", "rolled_back", "aborted", "superseded"], "description": "the phase of the current rollout, if any" },
             "running": { "type": "object", "additionalProperties": { "type": "integer", "minimum": 0 }, "description": "version -> how many of the selected sites run it, from their reports" },
+            "unplaced": schema_ref("UnplacedList"),
         })),
+        "UnplacedList": { "type": "array", "description": "sites the site selector picks where no host meets the deployment's requirements, with the reason", "items": {
+            "type": "object", "required": ["site", "deployment", "reason"], "properties": {
+                "site": { "type": "string" }, "deployment": { "type": "string" }, "reason": { "type": "string" },
+            } } },
         "DeviceClassView": view(json!({})),
         "SiteList": list_of("SiteView"),
         "DeviceClassList": list_of("DeviceClassView"),
@@ -646,6 +652,7 @@ fn agent_schemas() -> Value {
         "AppStatus": { "type": "object", "properties": {
             "application": { "type": "string" }, "services": { "type": "array", "items": { "type": "string" } },
             "sites": { "type": "array", "items": { "type": "object" } },
+            "unplaced": schema_ref("UnplacedList"),
         } },
     })
 }

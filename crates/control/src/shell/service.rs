@@ -11,7 +11,7 @@ use std::time::Instant;
 use atoll_api::host::Host;
 use atoll_api::{
     ApplicationView, ApplyResponse, DeleteResponse, DeploymentView, Manifest, Placed, ResourceView,
-    SiteView, VersionInfo,
+    SiteView, Unplaced, VersionInfo,
 };
 use atoll_spec::render::Limits;
 use atoll_spec::{Application, Diagnostic, Kind, Resource, Source, parse_sources};
@@ -315,6 +315,7 @@ impl ControlPlane {
                     dry_run,
                     results: plan.results,
                     manifests: plan.manifests,
+                    warnings: plan.warnings,
                 };
                 // A dry run commits nothing.
                 let writes = if dry_run { Vec::new() } else { plan.writes };
@@ -697,12 +698,18 @@ impl ControlPlane {
             .collect()
     }
 
-    /// For each site that runs `app`: the site, the deployment and the version it gets.
-    pub async fn placements_of(&self, app: &str) -> Result<Vec<(String, String, String)>, Error> {
+    /// For each site that runs `app`: the site, the deployment and the version it gets; and
+    /// the sites a deployment of `app` selects where it is not placed, with the reason.
+    pub async fn placements_of(
+        &self,
+        app: &str,
+    ) -> Result<(Vec<(String, String, String)>, Vec<Unplaced>), Error> {
         let (state, versions) = self.load(&[]).await?;
         let mut out = Vec::new();
+        let mut unplaced = Vec::new();
         for entry in state.sites.values() {
-            for p in state.placements(&entry.value, &versions) {
+            let placed = state.placed(&entry.value, &versions);
+            for p in &placed.placements {
                 if p.application.name == app {
                     out.push((
                         entry.value.name.clone(),
@@ -711,8 +718,21 @@ impl ControlPlane {
                     ));
                 }
             }
+            for (deployment, reason) in placed.unplaced {
+                if state
+                    .deployments
+                    .get(&deployment)
+                    .is_some_and(|d| d.value.application == app)
+                {
+                    unplaced.push(Unplaced {
+                        site: entry.value.name.clone(),
+                        deployment,
+                        reason,
+                    });
+                }
+            }
         }
-        Ok(out)
+        Ok((out, unplaced))
     }
 
     pub async fn applications(&self, only: Option<&str>) -> Result<Vec<ApplicationView>, Error> {
@@ -757,16 +777,29 @@ impl ControlPlane {
         let mut out = Vec::new();
         for row in rows {
             let view = view(&row)?;
+            let mut unplaced = Vec::new();
             let (version, sites): (_, Vec<String>) = match &view.resource {
-                Resource::Deployment(d) => (
-                    state.resolve(d, &versions).map(|a| a.version.clone()),
-                    state
+                Resource::Deployment(d) => {
+                    let mut sites = Vec::new();
+                    for s in state
                         .sites
                         .values()
                         .filter(|s| d.placement.sites.matches(&s.value.labels))
-                        .map(|s| s.value.name.clone())
-                        .collect(),
-                ),
+                    {
+                        match state.placed(&s.value, &versions).unplaced.remove(&d.name) {
+                            Some(reason) => unplaced.push(Unplaced {
+                                site: s.value.name.clone(),
+                                deployment: d.name.clone(),
+                                reason,
+                            }),
+                            None => sites.push(s.value.name.clone()),
+                        }
+                    }
+                    (
+                        state.resolve(d, &versions).map(|a| a.version.clone()),
+                        sites,
+                    )
+                }
                 _ => (None, Vec::new()),
             };
             let running = crate::core::feed::running(sites.iter().map(|site| {
@@ -782,6 +815,7 @@ impl ControlPlane {
                 sites,
                 rollout,
                 running: Some(running),
+                unplaced,
             });
         }
         Ok(out)
