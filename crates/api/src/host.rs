@@ -111,6 +111,8 @@ pub const MAX_INVENTORY_BYTES: usize = 256 * 1024;
 pub const MAX_DEVICES: usize = 256;
 /// The most addresses an inventory lists.
 pub const MAX_ADDRESSES: usize = 16;
+/// The most capabilities an inventory lists.
+pub const MAX_CAPABILITIES: usize = 64;
 /// The longest string of an inventory (a device attribute, the hostname, a version...), in
 /// bytes of UTF-8; the agent cuts longer ones on a character boundary.
 pub const MAX_INVENTORY_STRING_BYTES: usize = 256;
