@@ -24,7 +24,8 @@ const RUN_BUDGET: Duration = Duration::from_secs(60);
 /// A fixed seed, so that CI runs the cases a developer ran.
 const SEED: &str = "1812";
 /// Agent protocol routes: see the module's comment.
-const AGENT_ROUTES: &str = "^/v1/(enroll|sites/[^/]+/reports|sites/[^/]+/hosts/[^/]+/(certificate|inventory))$";
+const AGENT_ROUTES: &str =
+    "^/v1/(enroll|sites/[^/]+/reports|sites/[^/]+/hosts/[^/]+/(certificate|inventory))$";
 
 /// Where `scripts/install-test-tools` puts schemathesis.
 const SCHEMATHESIS: &str = concat!(

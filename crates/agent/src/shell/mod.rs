@@ -21,6 +21,7 @@ mod reconciler;
 mod reporter;
 mod session;
 mod sync;
+mod watcher;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,11 @@ pub struct Config {
     /// it, `$RUNTIME_DIRECTORY/secrets` (systemd's `RuntimeDirectory=`) or a folder of its own
     /// under /dev/shm.
     pub secrets_dir: Option<PathBuf>,
+    /// Where the host's `/dev`, `/sys` and `/etc` are read (`ATOLL_HOST_ROOT`): `/`, or the
+    /// host's root mounted into the agent's container, or a test's made-up host.
+    pub host_root: PathBuf,
+    /// How long a device gone from `/dev` is still reported (missing) before it is dropped.
+    pub device_grace: Duration,
 }
 
 impl Config {
@@ -88,6 +94,8 @@ impl Config {
             poll_wait: Duration::from_secs(30),
             outbox_capacity: 10_000,
             secrets_dir: None,
+            host_root: PathBuf::from("/"),
+            device_grace: Duration::from_secs(60),
         }
     }
 }
@@ -123,6 +131,7 @@ pub async fn run(
                 .await
                 .map_err(|e| AgentError::Local(e.to_string()))?;
             let inventory = inventory::collect(
+                &config.host_root,
                 dir,
                 RuntimeInventory {
                     name: runtime.name,
@@ -208,7 +217,26 @@ pub async fn run(
     let health = prober::HealthBook::default();
     let health_changed = Arc::new(Notify::new());
 
+    // The host's inventory, kept current; placement at the edge reads it too.
+    let (watcher, inventory) = watcher::Watcher::start(
+        config.host_root.clone(),
+        dir.to_owned(),
+        driver.clone(),
+        config.device_grace,
+        stopping.clone(),
+    )
+    .await;
+
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(watcher.run());
+    tasks.spawn(
+        watcher::Sender {
+            session: session.clone(),
+            inventory,
+            shutdown: stopping.clone(),
+        }
+        .run(),
+    );
     tasks.spawn(
         prober::Prober {
             driver: driver.clone(),
