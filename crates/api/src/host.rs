@@ -119,6 +119,18 @@ pub struct InventoryReport {
     pub inventory: Inventory,
 }
 
+/// The largest body of an inventory report the control plane reads: 413 past it.
+pub const MAX_INVENTORY_BYTES: usize = 256 * 1024;
+/// The most devices an inventory lists; the agent keeps the first in path order.
+pub const MAX_DEVICES: usize = 256;
+/// The most addresses an inventory lists.
+pub const MAX_ADDRESSES: usize = 16;
+/// The most capabilities an inventory lists.
+pub const MAX_CAPABILITIES: usize = 64;
+/// The longest string of an inventory (a device attribute, the hostname, a version...), in
+/// bytes of UTF-8; the agent cuts longer ones on a character boundary.
+pub const MAX_INVENTORY_STRING_BYTES: usize = 256;
+
 /// The names of the built-in facts of [`Host::facts`]; a label may not take one.
 pub const FACTS: &[&str] = &["arch", "os", "cpus", "memory", "disk", "agent_version"];
 /// The prefix of the facts that count a host's devices of a class: `device.camera`.

@@ -34,11 +34,21 @@ pub struct Args {
     /// `$RUNTIME_DIRECTORY/secrets` (systemd), else a folder under /dev/shm.
     #[arg(long, env = "ATOLL_SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
+    /// Where the host's /dev, /sys and /etc are read: the host's root as the agent sees it
+    /// (in a container, where the host's / is mounted).
+    #[arg(long, env = "ATOLL_HOST_ROOT", default_value = "/")]
+    host_root: PathBuf,
+    /// How long a device gone from /dev is still reported, as missing, before it is dropped:
+    /// a flapping cable within it moves nothing. Such as 60s.
+    #[arg(long, default_value = "60s")]
+    device_grace: String,
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
     let interval = atoll_spec::units::Span::parse(&args.interval)
         .map_err(|e| CliError::user(format!("--interval: {e}")))?;
+    let device_grace = atoll_spec::units::Span::parse(&args.device_grace)
+        .map_err(|e| CliError::user(format!("--device-grace: {e}")))?;
     // Paths are made absolute once, here: the agent hands some of them to Docker as bind
     // sources (`files:`, secrets), which must be absolute whatever folder the agent started in.
     let data_dir = absolute(&args.data_dir, "--data-dir")?;
@@ -69,6 +79,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     config.token = token;
     config.interval = interval.0.max(Duration::from_secs(1));
     config.secrets_dir = secrets_dir;
+    config.host_root = absolute(&args.host_root, "--host-root")?;
+    config.device_grace = device_grace.0;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(atoll_agent::shell::run(config, Arc::new(driver), stopped));
     tokio::select! {

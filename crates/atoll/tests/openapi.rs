@@ -4,7 +4,7 @@
 //! schemathesis is a Python tool pinned in `scripts/test-requirements.txt` and installed in
 //! `.test-tools/` by `scripts/install-test-tools` (which `scripts/test` runs first). Without it
 //! this test fails saying so; it never skips. The agent protocol's routes (`/v1/enroll`, reports, certificate
-//! renewal) are left out of the run on purpose: they need a join token and a CSR, or the client
+//! renewal, inventory) are left out of the run on purpose: they need a join token and a CSR, or the client
 //! certificate of an enrolled host, which a fuzzer cannot present, so every request would stop
 //! at the door. `GET /v1/sites/{name}/manifest` is fuzzed as users call it, with the token; its
 //! long-poll is for agents' certificates only, so no request waits.
@@ -24,7 +24,8 @@ const RUN_BUDGET: Duration = Duration::from_secs(60);
 /// A fixed seed, so that CI runs the cases a developer ran.
 const SEED: &str = "1812";
 /// Agent protocol routes: see the module's comment.
-const AGENT_ROUTES: &str = "^/v1/(enroll|sites/[^/]+/reports|sites/[^/]+/hosts/[^/]+/certificate)$";
+const AGENT_ROUTES: &str =
+    "^/v1/(enroll|sites/[^/]+/reports|sites/[^/]+/hosts/[^/]+/(certificate|inventory))$";
 
 /// Where `scripts/install-test-tools` puts schemathesis.
 const SCHEMATHESIS: &str = concat!(

@@ -4,9 +4,9 @@
 //! fresh, empty store from a scratch folder.
 
 use crate::{
-    AppVersionRow, Enrolled, EventCounts, EventRetention, HostRow, HostState, JoinTokenRow,
-    ManifestRow, ReportBatch, ResourceRow, RolloutRow, SecretHead, SecretRow, Store, StoreError,
-    TokenRefusal, TokenRow, Write,
+    AppVersionRow, Enrolled, EventCounts, EventRetention, HostRow, HostState, InventoryChange,
+    JoinTokenRow, ManifestRow, ReportBatch, ResourceRow, RolloutRow, SecretHead, SecretRow, Store,
+    StoreError, TokenRefusal, TokenRow, Write,
 };
 
 #[macro_export]
@@ -29,6 +29,7 @@ macro_rules! conformance_suite {
             a_deleted_sites_hosts_are_detached_and_its_tokens_and_events_forgotten,
             every_change_of_a_host_takes_the_next_host_change_number,
             reports_are_stored_once_and_acknowledged,
+            an_inventory_replaces_the_hosts_and_its_events_join_the_sites,
             concurrent_reports_and_enrollments_are_each_answered_exactly,
             an_event_dated_2099_does_not_sort_as_newest,
             events_beyond_the_retention_are_pruned,
@@ -685,6 +686,113 @@ pub async fn reports_are_stored_once_and_acknowledged(store: &dyn Store) {
         3
     );
     assert_eq!(store.events("s", 2).await.unwrap().len(), 2);
+}
+
+fn inventory_change(host: &str, inventory: &str, events: &[&str]) -> InventoryChange {
+    InventoryChange {
+        host: host.into(),
+        hostname: format!("{host}.lan"),
+        inventory: inventory.into(),
+        now: "2026-01-01T00:02:00Z".into(),
+        events: events
+            .iter()
+            .map(|m| ("inventory".to_owned(), (*m).to_owned()))
+            .collect(),
+        retention: keep_all(),
+    }
+}
+
+pub async fn an_inventory_replaces_the_hosts_and_its_events_join_the_sites(store: &dyn Store) {
+    enroll(store, host("h1", "s")).await;
+    let before = store.host("h1").await.unwrap().unwrap();
+    store
+        .record_report(
+            "h1",
+            "s",
+            "2026-01-01T00:01:00Z",
+            vec![batch(1, 1, None)],
+            &keep_all(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .put_inventory(inventory_change("h1", r#"{"cpus":4}"#, &["a", "b"]))
+            .await
+            .unwrap()
+    );
+    // Stored again with events of the same moment: they follow, colliding with nothing.
+    assert!(
+        store
+            .put_inventory(inventory_change("h1", r#"{"cpus":8}"#, &["c"]))
+            .await
+            .unwrap()
+    );
+    let after = store.host("h1").await.unwrap().unwrap();
+    assert_eq!(after.inventory, r#"{"cpus":8}"#);
+    assert_eq!(after.hostname, "h1.lan");
+    assert_eq!(after.last_seen.as_deref(), Some("2026-01-01T00:02:00Z"));
+    assert_eq!(
+        after.changed, before.changed,
+        "an inventory is not a change of membership"
+    );
+    assert_eq!(after.cert_serial, before.cert_serial);
+    let events: Vec<(u64, String, String)> = store
+        .events("s", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.kind, e.message))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (1, "test".into(), "1.0".into()),
+            (0, "inventory".into(), "a".into()),
+            (0, "inventory".into(), "b".into()),
+            (0, "inventory".into(), "c".into()),
+        ]
+    );
+    let counts = store.event_counts().await.unwrap();
+    assert_eq!(counts[0].kept, 4);
+    // The report that follows is stored as ever: sequence 0 is not a batch's.
+    assert_eq!(
+        store
+            .record_report(
+                "h1",
+                "s",
+                "2026-01-01T00:03:00Z",
+                vec![batch(2, 1, None)],
+                &keep_all()
+            )
+            .await
+            .unwrap()
+            .acked,
+        2
+    );
+    assert!(
+        !store
+            .put_inventory(inventory_change("nope", "{}", &["x"]))
+            .await
+            .unwrap()
+    );
+    store
+        .commit(
+            store.version().await.unwrap(),
+            vec![Write::RetireSite {
+                site: "s".into(),
+                at: "2026-01-01T00:04:00Z".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .put_inventory(inventory_change("h1", "{}", &["x"]))
+            .await
+            .unwrap(),
+        "a detached host's inventory is not stored"
+    );
 }
 
 /// Many hosts at once (a fleet coming back): every report gets its own acknowledgement, and a

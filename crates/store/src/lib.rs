@@ -269,6 +269,20 @@ pub struct ReportRecorded {
     pub pruned: u64,
 }
 
+/// A host's new inventory, and the events the control plane made of its change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryChange {
+    pub host: String,
+    pub hostname: String,
+    /// JSON of the inventory.
+    pub inventory: String,
+    /// When it was received (RFC 3339): the events' time and the host's last-seen time.
+    pub now: String,
+    /// `(kind, message)` of each event, in order.
+    pub events: Vec<(String, String)>,
+    pub retention: EventRetention,
+}
+
 /// A deployment's rollout state (opaque JSON) and when it last changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutRow {
@@ -412,6 +426,13 @@ pub trait Store: Send + Sync + 'static {
         batches: Vec<ReportBatch>,
         retention: &EventRetention,
     ) -> Result<ReportRecorded>;
+    /// Replaces an attached host's inventory and hostname, and stores `change.events` in its
+    /// site's events, in one transaction. The events are the control plane's own, not a
+    /// report's: they take sequence 0, which no report batch has (batches are numbered from 1),
+    /// and the next index of that sequence, so they never collide with a batch or one another.
+    /// Retention applies as for a report. The host-change number does not move (an inventory
+    /// is neither membership nor credentials). `Ok(false)` when no attached host has its id.
+    async fn put_inventory(&self, change: InventoryChange) -> Result<bool>;
     async fn host_statuses(&self) -> Result<Vec<HostStatusRow>>;
     /// The newest `limit` events of a site by time received, oldest first.
     async fn events(&self, site: &str, limit: u32) -> Result<Vec<EventRow>>;

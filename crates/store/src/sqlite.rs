@@ -16,9 +16,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use crate::group::GroupWriter;
 use crate::{
     AppVersionRow, AuditRow, Enrolled, EventCounts, EventRetention, EventRow, HostRow, HostState,
-    HostStatusRow, JoinTokenRow, ManifestHead, ManifestRow, ReportBatch, ReportCursor,
-    ReportRecorded, ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot, Store,
-    StoreError, TokenRefusal, TokenRow, Write,
+    HostStatusRow, InventoryChange, JoinTokenRow, ManifestHead, ManifestRow, ReportBatch,
+    ReportCursor, ReportRecorded, ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot,
+    Store, StoreError, TokenRefusal, TokenRow, Write,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -735,6 +735,38 @@ impl Store for SqliteStore {
                 .execute(params![host, now])?;
             let pruned = retain_events(conn, &site, added, &retention)?;
             Ok(ReportRecorded { acked: seq, pruned })
+        })
+        .await
+    }
+
+    async fn put_inventory(&self, change: InventoryChange) -> Result<bool> {
+        self.group.write(move |conn| {
+            let site: Option<String> = conn
+                .prepare_cached("SELECT site FROM hosts WHERE id = ?1 AND state = 'attached'")?
+                .query_row([&change.host], |r| r.get(0))
+                .optional()?;
+            let Some(site) = site else {
+                return Ok(false);
+            };
+            conn.prepare_cached(
+                "UPDATE hosts SET hostname = ?2, inventory = ?3, last_seen = ?4 WHERE id = ?1",
+            )?
+            .execute(params![change.host, change.hostname, change.inventory, change.now])?;
+            if change.events.is_empty() {
+                return Ok(true);
+            }
+            let next: i64 = conn
+                .prepare_cached("SELECT COALESCE(MAX(idx), -1) + 1 FROM events WHERE host = ?1 AND seq = 0")?
+                .query_row([&change.host], |r| r.get(0))?;
+            let mut added = 0u64;
+            for (idx, (kind, message)) in (next..).zip(change.events) {
+                added += conn.prepare_cached(
+                    "INSERT INTO events (host, seq, idx, site, at, kind, message, received_at) VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?4)",
+                )?
+                .execute(params![change.host, idx, site, change.now, kind, message])? as u64;
+            }
+            retain_events(conn, &site, added, &change.retention)?;
+            Ok(true)
         })
         .await
     }

@@ -17,12 +17,14 @@
 //! revision may replace the applied one; the pause after each long-poll), [`retry`] (backoff
 //! with jitter), [`outbox`] (report sequence numbers, drops and acknowledgements) and
 //! [`bounds`] (what is queued fits the control plane's bounds),
-//! [`fold`] (repeats of an event folded into one with a count). The
+//! [`fold`] (repeats of an event folded into one with a count), and [`devices`] (the grace a
+//! device gone from `/dev` is kept for). The
 //! simulator in `atoll-sim` runs these same functions for many virtual sites.
 
 pub mod backoff;
 pub mod bounds;
 pub mod desired;
+pub mod devices;
 pub mod fold;
 pub mod health;
 pub mod outbox;

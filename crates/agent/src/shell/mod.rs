@@ -21,6 +21,7 @@ mod reconciler;
 mod reporter;
 mod session;
 mod sync;
+mod watcher;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,11 @@ pub struct Config {
     /// it, `$RUNTIME_DIRECTORY/secrets` (systemd's `RuntimeDirectory=`) or a folder of its own
     /// under /dev/shm.
     pub secrets_dir: Option<PathBuf>,
+    /// Where the host's `/dev`, `/sys` and `/etc` are read (`ATOLL_HOST_ROOT`): `/`, or the
+    /// host's root mounted into the agent's container, or a test's made-up host.
+    pub host_root: PathBuf,
+    /// How long a device gone from `/dev` is still reported (missing) before it is dropped.
+    pub device_grace: Duration,
 }
 
 impl Config {
@@ -88,6 +94,8 @@ impl Config {
             poll_wait: Duration::from_secs(30),
             outbox_capacity: 10_000,
             secrets_dir: None,
+            host_root: PathBuf::from("/"),
+            device_grace: Duration::from_secs(60),
         }
     }
 }
@@ -118,7 +126,7 @@ pub async fn run(
                 )));
             };
             let token = JoinToken::parse(token).map_err(AgentError::Local)?;
-            let inventory = collect_inventory(dir, driver.as_ref()).await?;
+            let inventory = collect_inventory(&config.host_root, dir, driver.as_ref()).await?;
             let identity = loop {
                 match Identity::enroll(dir, url, &token, inventory.clone()).await {
                     Err(AgentError::Busy { retry_after }) => {
@@ -140,9 +148,6 @@ pub async fn run(
     let site = identity.site.clone();
     let host = identity.host.clone();
     let sealing = identity.sealing.clone();
-    // Held to the end of the agent: a reconciler whose inventory sender is gone stops.
-    let (_inventory_tx, inventory_rx) =
-        watch::channel(collect_inventory(dir, driver.as_ref()).await?);
     let secrets_dir = config
         .secrets_dir
         .clone()
@@ -202,7 +207,27 @@ pub async fn run(
     let health = prober::HealthBook::default();
     let health_changed = Arc::new(Notify::new());
 
+    // The host's inventory, kept current; placement at the edge reads it too.
+    let (watcher, inventory) = watcher::Watcher::start(
+        config.host_root.clone(),
+        dir.to_owned(),
+        driver.clone(),
+        config.device_grace,
+        stopping.clone(),
+    )
+    .await;
+
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(watcher.run());
+    let inventory_rx = inventory.clone();
+    tasks.spawn(
+        watcher::Sender {
+            session: session.clone(),
+            inventory,
+            shutdown: stopping.clone(),
+        }
+        .run(),
+    );
     tasks.spawn(
         prober::Prober {
             driver: driver.clone(),
@@ -219,7 +244,7 @@ pub async fn run(
             site,
             host,
             inventory: inventory_rx,
-            host_root: inventory::host_root(),
+            host_root: config.host_root.clone(),
             files_dir: dir.join("files"),
             secrets_dir,
             sealing,
@@ -309,6 +334,7 @@ fn default_secrets_dir(data_dir: &std::path::Path) -> PathBuf {
 
 /// This host's inventory now, with its runtime's name and version.
 async fn collect_inventory(
+    host_root: &std::path::Path,
     dir: &std::path::Path,
     driver: &dyn Driver,
 ) -> Result<atoll_api::agent::Inventory, AgentError> {
@@ -317,6 +343,7 @@ async fn collect_inventory(
         .await
         .map_err(|e| AgentError::Local(e.to_string()))?;
     Ok(inventory::collect(
+        host_root,
         dir,
         RuntimeInventory {
             name: runtime.name,

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use atoll_api::agent::{Report, ReportAck, ReportRequest, SignedManifest};
+use atoll_api::host::{Inventory, InventoryReport};
 use reqwest::Method;
 
 use super::AgentError;
@@ -128,6 +129,31 @@ impl Session {
         )?;
         ack.map(|a| a.acked)
             .ok_or_else(|| AgentError::Protocol("a report was answered with no content".into()))
+    }
+
+    /// Sends the host's whole inventory; returns the one the control plane stored.
+    pub async fn put_inventory(&self, inventory: &Inventory) -> Result<Inventory, AgentError> {
+        let link = self.current();
+        let id = &link.identity;
+        let url = format!(
+            "{}/v1/sites/{}/hosts/{}/inventory",
+            id.control_url, id.site, id.host
+        );
+        let stored: Option<InventoryReport> = self.noting(
+            send(
+                &link.http,
+                Method::PUT,
+                &url,
+                Some(&InventoryReport {
+                    inventory: inventory.clone(),
+                }),
+                REPORT_TIMEOUT,
+            )
+            .await,
+        )?;
+        stored
+            .map(|s| s.inventory)
+            .ok_or_else(|| AgentError::Protocol("an inventory was answered with no content".into()))
     }
 
     /// Renews the certificate if a third of its life or less is left.

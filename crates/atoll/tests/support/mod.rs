@@ -29,7 +29,7 @@ pub fn examples() -> PathBuf {
 
 /// Environment variables that would change what a child process does; each run clears them
 /// and sets only what it means to.
-const ATOLL_ENV: [&str; 12] = [
+const ATOLL_ENV: [&str; 13] = [
     "ATOLL_CONFIG",
     "ATOLL_URL",
     "ATOLL_TOKEN",
@@ -41,6 +41,7 @@ const ATOLL_ENV: [&str; 12] = [
     "ATOLL_JOIN_TOKEN",
     "ATOLL_AGENT_DATA_DIR",
     "ATOLL_SECRETS_DIR",
+    "ATOLL_HOST_ROOT",
     "ATOLL_MASTER_KEY",
 ];
 

@@ -11,6 +11,7 @@ use atoll_api::agent::{
     AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
     HostView, MAX_REPORT_BYTES, RenewRequest, RenewResponse, ReportAck, ReportRequest,
 };
+use atoll_api::host::{InventoryReport, MAX_INVENTORY_BYTES};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -178,6 +179,33 @@ pub async fn renew(
     s.agents.authorize(&id, &name, Some(&host)).await?;
     let req: RenewRequest = json(body)?;
     Ok(Json(s.agents.renew(&id, &req).await?))
+}
+
+/// `PUT /v1/sites/{name}/hosts/{host}/inventory`: the host's whole inventory, from the host
+/// itself.
+pub async fn put_inventory(
+    State(s): State<AppState>,
+    Extension(id): Extension<AgentIdentity>,
+    Path((name, host)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<InventoryReport> {
+    checked_name(&name)?;
+    checked_name(&host)?;
+    s.agents.authorize(&id, &name, Some(&host)).await?;
+    let body = body.map_err(body_error)?;
+    if body.len() > MAX_INVENTORY_BYTES {
+        tracing::warn!(site = %id.site, host = %id.host, bytes = body.len(), "an inventory over the size bound is refused");
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the inventory is {} bytes, over the limit of {MAX_INVENTORY_BYTES} bytes (256 KiB)",
+                body.len()
+            ),
+        ));
+    }
+    let report: InventoryReport = serde_json::from_slice(&body).map_err(malformed_json)?;
+    Ok(Json(s.agents.put_inventory(&id, report).await?))
 }
 
 pub async fn hosts(State(s): State<AppState>) -> ApiResult<List<HostView>> {

@@ -11,10 +11,11 @@ use atoll_api::agent::{
     HostStatus, HostView, Inventory, JoinToken, RenewRequest, RenewResponse, ReplicaStatus,
     ReportRequest, SiteAppStatus,
 };
+use atoll_api::host::InventoryReport;
 use atoll_spec::{Kind, Resource};
 use atoll_store::{
-    Enrolled, EventRetention, HostRow, HostState, JoinTokenRow, ReportBatch, Store, StoreError,
-    TokenRefusal,
+    Enrolled, EventRetention, HostRow, HostState, InventoryChange, JoinTokenRow, ReportBatch,
+    Store, StoreError, TokenRefusal,
 };
 use base64::Engine as _;
 use bytes::Bytes;
@@ -28,6 +29,7 @@ use super::hostbook::{Member, canonical_serial};
 use super::service::{ControlPlane, Error};
 use super::tls::{AgentIdentity, Pki};
 use crate::core::events::{self, Retention};
+use crate::core::inventory;
 use crate::core::revision::{self, Answer, Held};
 use crate::core::state::decode_row;
 
@@ -637,11 +639,7 @@ impl Agents {
             })
             .collect();
         let now = now();
-        let retention = EventRetention {
-            keep: self.retention.keep,
-            received_after: humantime::format_rfc3339_seconds(self.retention.received_after(now))
-                .to_string(),
-        };
+        let retention = self.event_retention(now);
         let recorded = self
             .store
             .record_report(
@@ -663,6 +661,64 @@ impl Agents {
         }
         self.reported.notify_one();
         Ok(recorded.acked)
+    }
+
+    /// The events retention of a transaction at `now`.
+    fn event_retention(&self, now: std::time::SystemTime) -> EventRetention {
+        EventRetention {
+            keep: self.retention.keep,
+            received_after: humantime::format_rfc3339_seconds(self.retention.received_after(now))
+                .to_string(),
+        }
+    }
+
+    /// Stores the inventory a host sent, with an event of the site for each change since the
+    /// stored one (`core::inventory::changes`), and has the site recompiled when its hosts
+    /// matter to it. The answer is the inventory stored, which the agent takes as acknowledged.
+    pub async fn put_inventory(
+        &self,
+        identity: &AgentIdentity,
+        report: InventoryReport,
+    ) -> Result<InventoryReport, Error> {
+        let problems = inventory::check(&report.inventory);
+        if !problems.is_empty() {
+            tracing::warn!(site = %identity.site, host = %identity.host, problems = problems.len(), "an inventory over the protocol's bounds is refused");
+            return Err(Error::Invalid(problems));
+        }
+        let stored = self
+            .store
+            .host(&identity.host)
+            .await?
+            .ok_or_else(|| detached(identity))?;
+        let old = serde_json::from_str::<Inventory>(&stored.inventory).ok();
+        let new = report.inventory;
+        let messages = inventory::changes(&identity.host, old.as_ref(), &new);
+        let now = now();
+        let change = InventoryChange {
+            host: identity.host.clone(),
+            hostname: new.hostname.clone(),
+            inventory: serde_json::to_string(&new).map_err(|e| {
+                StoreError::Backend(format!("the inventory of host {}: {e}", identity.host))
+            })?,
+            now: humantime::format_rfc3339_seconds(now).to_string(),
+            events: messages
+                .iter()
+                .map(|m| (inventory::EVENT_KIND.to_owned(), m.clone()))
+                .collect(),
+            retention: self.event_retention(now),
+        };
+        if !self.store.put_inventory(change).await? {
+            return Err(detached(identity));
+        }
+        for message in &messages {
+            tracing::info!(site = %identity.site, host = %identity.host, "{message}");
+        }
+        if old.as_ref() != Some(&new)
+            && let Err(e) = self.control.hosts_changed(&identity.site).await
+        {
+            tracing::warn!(site = %identity.site, error = %e, "the site's manifest does not follow its host's new inventory");
+        }
+        Ok(InventoryReport { inventory: new })
     }
 
     pub async fn hosts(&self) -> Result<Vec<HostView>, Error> {
@@ -990,6 +1046,69 @@ mod tests {
         assert_eq!(second.host, "raspberrypi-2");
         assert_eq!(agents.store.host(&first.host).await.unwrap(), Some(before));
         assert_eq!(agents.store.site_hosts("s1").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_inventory_is_stored_and_its_changes_are_the_sites_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let agents = agents_with_site(dir.path()).await;
+        let enrolled = enroll_one(&agents, "h").await;
+        let identity = AgentIdentity {
+            site: enrolled.site.clone(),
+            host: enrolled.host.clone(),
+            serial: String::new(),
+        };
+        let camera = atoll_api::host::Device {
+            path: "/dev/video1".into(),
+            subsystem: "video4linux".into(),
+            name: "HD Pro Webcam C920".into(),
+            ..atoll_api::host::Device::default()
+        };
+        let mut inventory = Inventory {
+            hostname: "h".into(),
+            devices: vec![camera],
+            ..Inventory::default()
+        };
+        let report = InventoryReport {
+            inventory: inventory.clone(),
+        };
+        let stored = agents
+            .put_inventory(&identity, report.clone())
+            .await
+            .unwrap();
+        assert_eq!(stored, report);
+        // The same inventory again (an answer lost) makes no second event.
+        agents.put_inventory(&identity, report).await.unwrap();
+        let events: Vec<(String, u64, String)> = agents
+            .events("s1", 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.kind, e.seq, e.message))
+            .collect();
+        assert_eq!(
+            events,
+            [(
+                "inventory".to_owned(),
+                0,
+                format!(
+                    "host {}: device /dev/video1 (video4linux, HD Pro Webcam C920) appeared",
+                    enrolled.host
+                )
+            )]
+        );
+        let hosts = agents.hosts().await.unwrap();
+        assert_eq!(hosts[0].inventory.devices[0].path, "/dev/video1");
+
+        inventory.devices = vec![atoll_api::host::Device::default(); 257];
+        let refused = agents
+            .put_inventory(&identity, InventoryReport { inventory })
+            .await;
+        let Err(Error::Invalid(problems)) = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(problems[0].path, "inventory.devices");
+        assert_eq!(agents.hosts().await.unwrap()[0].inventory.devices.len(), 1);
     }
 
     #[test]

@@ -165,6 +165,10 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
             "/v1/sites/{name}/hosts/{host}/certificate",
             post(agent_api::renew),
         )
+        .route(
+            "/v1/sites/{name}/hosts/{host}/inventory",
+            put(agent_api::put_inventory),
+        )
         .route_layer(middleware::from_fn(agent_api::require_agent))
         .route("/v1/enroll", post(agent_api::enroll));
     let user = Router::new()

@@ -12,6 +12,9 @@ use atoll_api::agent::{
     MAX_BATCHES_PER_REPORT, MAX_EVENT_AT_BYTES, MAX_EVENT_KIND_BYTES, MAX_EVENT_MESSAGE_BYTES,
     MAX_EVENTS_PER_BATCH, MAX_REPORT_BYTES,
 };
+use atoll_api::host::{
+    MAX_ADDRESSES, MAX_CAPABILITIES, MAX_DEVICES, MAX_INVENTORY_BYTES, MAX_INVENTORY_STRING_BYTES,
+};
 use atoll_api::secret::Generate;
 use serde_json::{Value, json};
 
@@ -240,6 +243,16 @@ pub const ROUTES: &[Route] = &[
             "RenewResponse",
         )
     },
+    Route {
+        request: Some("InventoryReport"),
+        auth: Auth::Agent,
+        ..route(
+            "put",
+            "/v1/sites/{name}/hosts/{host}/inventory",
+            "Agent (client certificate of that host): its whole inventory, sent when it changed; answers the inventory stored. Each change since the stored one (a device appeared, went missing, came back or was dropped; memory, cpus, disk, arch, os, runtime or agent version changed) becomes an event of the site. A body over 256 KiB (`MAX_INVENTORY_BYTES`) is refused with 413; more than 256 devices, 16 addresses or 64 capabilities, a string over 256 bytes, or a `missing_since` that is not RFC 3339 with 400 naming the field, and nothing is stored",
+            "InventoryReport",
+        )
+    },
     route(
         "get",
         "/v1/secrets",
@@ -351,7 +364,7 @@ pub fn document() -> Value {
             "403": error_response("the credentials do not allow this"),
             "404": error_response("no such resource"),
             "409": error_response("conflicts with what is stored"),
-            "413": error_response("body over 4 MiB (a report: over 1 MiB)"),
+            "413": error_response("body over 4 MiB (a report: over 1 MiB; an inventory: over 256 KiB)"),
             "500": error_response("the control plane failed"),
         });
         if r.auth != Auth::Either && r.path != "/v1/openapi.json" {
@@ -556,6 +569,25 @@ fn schemas() -> Value {
     all
 }
 
+/// What an agent reads of its host. Unknown fields are read past (an agent newer than the
+/// control plane may send more), so the object is open.
+fn inventory_schema() -> Value {
+    let text = json!({ "type": "string", "maxLength": MAX_INVENTORY_STRING_BYTES });
+    let size = json!({ "type": "integer", "minimum": 0 });
+    json!({ "type": "object", "required": ["hostname", "arch", "os", "kernel", "cpus", "cpu_model", "memory_bytes", "disk_bytes", "runtime"], "properties": {
+        "hostname": text, "arch": text, "os": text, "kernel": text,
+        "cpus": integer(0, u64::from(u32::MAX)), "cpu_model": text, "memory_bytes": size, "disk_bytes": size,
+        "runtime": { "type": "object", "required": ["name", "version"], "properties": { "name": text, "version": text } },
+        "devices": { "type": "array", "maxItems": MAX_DEVICES, "items": { "type": "object", "required": ["path"], "properties": {
+            "kind": text, "path": text, "name": text, "subsystem": text, "vendor": text, "product": text, "serial": text,
+            "missing_since": { "type": "string", "format": "date-time", "maxLength": MAX_INVENTORY_STRING_BYTES, "description": "set while the node is gone from /dev, for the agent's grace period" },
+        } } },
+        "agent_version": text,
+        "capabilities": { "type": "array", "maxItems": MAX_CAPABILITIES, "items": text },
+        "addresses": { "type": "array", "maxItems": MAX_ADDRESSES, "items": text },
+    } })
+}
+
 /// The agent protocol's and rollouts' schemas (one `json!` would be too deep for the macro).
 fn agent_schemas() -> Value {
     json!({
@@ -571,10 +603,9 @@ fn agent_schemas() -> Value {
             "token": { "type": "string" }, "csr_pem": { "type": "string" }, "inventory": schema_ref("Inventory"),
             "recipient": or_null(json!({ "type": "string", "description": "the host's X25519 public key, base64" })),
         } },
-        "Inventory": { "type": "object", "properties": {
-            "hostname": { "type": "string" }, "arch": { "type": "string" }, "os": { "type": "string" }, "kernel": { "type": "string" },
-            "cpus": { "type": "integer" }, "cpu_model": { "type": "string" }, "memory_bytes": { "type": "integer" },
-            "disk_bytes": { "type": "integer" }, "runtime": { "type": "object" }, "devices": { "type": "array", "items": { "type": "object" } },
+        "Inventory": inventory_schema(),
+        "InventoryReport": { "type": "object", "required": ["inventory"], "description": format!("at most {MAX_INVENTORY_BYTES} bytes of JSON; lengths are in bytes of UTF-8"), "properties": {
+            "inventory": schema_ref("Inventory"),
         } },
         "EnrollResponse": { "type": "object", "properties": {
             "site": { "type": "string" }, "host": { "type": "string" }, "certificate_pem": { "type": "string" },
