@@ -4,6 +4,7 @@ pub mod apply;
 pub mod compile;
 pub mod events;
 pub mod feed;
+pub mod labels;
 pub mod revision;
 pub mod rollout;
 pub mod secrets;
