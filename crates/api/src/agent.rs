@@ -365,7 +365,7 @@ pub struct ReportAck {
     pub acked: u64,
 }
 
-/// `GET /v1/hosts`.
+/// `GET /v1/hosts` and `GET /v1/hosts/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostView {
     pub id: String,
@@ -383,6 +383,9 @@ pub struct HostView {
     /// (`atoll host approve-key`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sealing_key_pending: bool,
+    /// The labels operators gave the host (`atoll label host`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `GET /v1/applications/{name}/status`: every site that should run the application, and how

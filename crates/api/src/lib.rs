@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod host;
+pub mod labels;
 pub mod manifest;
 pub mod placement;
 pub mod secret;

@@ -131,17 +131,13 @@ async fn enrolled(
         &dir.join("site.yaml"),
         &format!("kind: Site\nname: {site}\n"),
     );
-    let (token, _) = cp.join_token(&site, &[]);
-    let agent_dir = dir.join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
-    let identity = atoll_agent::shell::identity::Identity::enroll(
-        &agent_dir,
-        &cp.url,
-        &atoll_api::agent::JoinToken::parse(&token).unwrap(),
+    let identity = support::enroll_host(
+        cp,
+        &dir.join("agent"),
+        &site,
         atoll_api::agent::Inventory::default(),
     )
-    .await
-    .expect("enrollment");
+    .await;
     (site, identity)
 }
 

@@ -1,9 +1,9 @@
-//! `atoll describe site|app|deployment|deviceclass NAME`: one resource, everything about it,
-//! for people.
+//! `atoll describe site|app|deployment|deviceclass|host NAME`: one resource, everything about
+//! it, for people.
 
 use std::fmt::Write as _;
 
-use atoll_api::agent::EventView;
+use atoll_api::agent::{EventView, HostView};
 use atoll_api::{ApplicationView, DeploymentView, List, ResourceView, SiteView};
 use atoll_spec::application::Mode;
 use atoll_spec::{Kind, Resource};
@@ -15,13 +15,24 @@ use crate::output::{self, age};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// site, app, deployment or deviceclass.
+    /// site, app, deployment, deviceclass or host.
     pub kind: String,
     pub name: String,
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let kind = output::kind_arg(&args.kind, "describe")?;
+    if matches!(args.kind.to_ascii_lowercase().as_str(), "host" | "hosts") {
+        let client = Client::from_config(&Config::load()?)?;
+        let view: HostView = client.get(&format!("/v1/hosts/{}", args.name)).await?;
+        output::print(&host(&view));
+        return Ok(());
+    }
+    let kind = output::kind_arg(&args.kind, "describe").map_err(|_| {
+        crate::error::CliError::user(format!(
+            "cannot describe `{}`: choose site, app, deployment or host",
+            args.kind
+        ))
+    })?;
     let client = Client::from_config(&Config::load()?)?;
     let path = format!("/v1/{}/{}", kind.plural(), args.name);
     let text = match kind {
@@ -279,6 +290,164 @@ pub fn device_class(v: &ResourceView) -> String {
     out
 }
 
+/// A host: where it belongs, its connection and credentials, its labels, the facts its agent
+/// reports, its devices and what is wrong on it.
+pub fn host(h: &HostView) -> String {
+    let mut out = String::new();
+    let i = &h.inventory;
+    let or_unknown = |text: &str| {
+        if text.is_empty() {
+            "<unknown>".to_owned()
+        } else {
+            text.to_owned()
+        }
+    };
+    let _ = writeln!(out, "Name:         {}", h.id);
+    let _ = writeln!(out, "Hostname:     {}", or_unknown(&i.hostname));
+    let _ = writeln!(out, "Site:         {}", h.site);
+    match &h.detached_at {
+        Some(at) => {
+            let _ = writeln!(
+                out,
+                "State:        detached {at} ({} ago), when its site was deleted",
+                age(at)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "State:        attached");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Enrolled:     {} ({} ago)",
+        h.enrolled_at,
+        age(&h.enrolled_at)
+    );
+    let _ = writeln!(out, "Certificate:  expires {}", h.certificate_expires_at);
+    if h.sealing_key_pending {
+        let _ = writeln!(
+            out,
+            "Sealing key:  a new key waits for approval (`atoll host approve-key {}`)",
+            h.id
+        );
+    }
+    let seen = h.last_seen.as_deref().map_or_else(
+        || "never seen".to_owned(),
+        |t| format!("last seen {t} ({} ago)", age(t)),
+    );
+    let _ = writeln!(
+        out,
+        "Connection:   {}, {seen}",
+        if h.connected { "connected" } else { "offline" }
+    );
+    map_block(&mut out, "Labels:", &h.labels);
+    let arch = atoll_api::host::oci_arch(&i.arch);
+    let arch = if arch == i.arch {
+        or_unknown(arch)
+    } else {
+        format!("{arch} (reported {})", i.arch)
+    };
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "<none>".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let _ = writeln!(out, "Facts:");
+    let _ = writeln!(out, "  arch:          {arch}");
+    let _ = writeln!(out, "  os:            {}", or_unknown(&i.os));
+    let _ = writeln!(out, "  kernel:        {}", or_unknown(&i.kernel));
+    let _ = writeln!(out, "  cpus:          {}", i.cpus);
+    let _ = writeln!(out, "  cpu model:     {}", or_unknown(&i.cpu_model));
+    let _ = writeln!(
+        out,
+        "  memory:        {}",
+        atoll_spec::units::ByteSize(i.memory_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "  disk:          {}",
+        atoll_spec::units::ByteSize(i.disk_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "  runtime:       {}",
+        or_unknown(format!("{} {}", i.runtime.name, i.runtime.version).trim())
+    );
+    let agent = if i.agent_version.is_empty() {
+        "<unknown: an agent older than this field>".to_owned()
+    } else {
+        i.agent_version.clone()
+    };
+    let _ = writeln!(out, "  agent:         {agent}");
+    let _ = writeln!(out, "  capabilities:  {}", list(&i.capabilities));
+    let _ = writeln!(out, "  addresses:     {}", list(&i.addresses));
+    if i.devices.is_empty() {
+        let _ = writeln!(out, "Devices:      <none>");
+    } else {
+        let _ = writeln!(out, "Devices:");
+        let mut t = output::Table::new(&[
+            "PATH",
+            "SUBSYSTEM",
+            "VENDOR:PRODUCT",
+            "NAME",
+            "SERIAL",
+            "MISSING SINCE",
+        ]);
+        let dash = |text: &str| {
+            if text.is_empty() {
+                "-".to_owned()
+            } else {
+                text.to_owned()
+            }
+        };
+        for d in &i.devices {
+            let ids = if d.vendor.is_empty() && d.product.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{}:{}", d.vendor, d.product)
+            };
+            t.row(vec![
+                d.path.clone(),
+                dash(&d.subsystem),
+                ids,
+                dash(&d.name),
+                dash(&d.serial),
+                d.missing_since.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        out.push_str(&indent(&t.render()));
+    }
+    match &h.status {
+        None => {
+            let _ = writeln!(out, "Applied:      nothing reported yet");
+        }
+        Some(s) => {
+            let _ = writeln!(out, "Applied:      revision {}", s.applied_revision);
+            if let Some(refused) = &s.refused {
+                let _ = writeln!(out, "Refused:      {refused}");
+            }
+        }
+    }
+    let conditions = h.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
+    if conditions.is_empty() {
+        let _ = writeln!(out, "Conditions:   <none>");
+    } else {
+        let _ = writeln!(out, "Conditions:");
+        for c in conditions {
+            let _ = writeln!(
+                out,
+                "  {} since {}: {}",
+                c.kind.as_str(),
+                c.since,
+                c.message
+            );
+        }
+    }
+    out
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
@@ -316,6 +485,71 @@ mod tests {
     #[test]
     fn describe_site_shows_the_reports_agents_dropped() {
         insta::assert_snapshot!(site(&site_view(12), &[event("web replica 0 started")]));
+    }
+
+    fn host_view() -> HostView {
+        serde_json::from_value(serde_json::json!({
+            "id": "h-till-1",
+            "site": "store-0042",
+            "inventory": {
+                "hostname": "till-1", "arch": "x86_64", "os": "Linux", "kernel": "6.1.0",
+                "cpus": 4, "cpu_model": "Intel N100", "memory_bytes": 8u64 << 30,
+                "disk_bytes": 64u64 << 30, "runtime": { "name": "docker", "version": "27.3" },
+                "devices": [
+                    { "kind": "camera", "path": "/dev/video0", "name": "HD Pro Webcam C920",
+                      "subsystem": "video4linux", "vendor": "046d", "product": "082d",
+                      "serial": "A1B2" },
+                    { "kind": "serial", "path": "/dev/ttyUSB0", "subsystem": "tty",
+                      "missing_since": "2026-12-03T10:00:00Z" },
+                ],
+                "agent_version": "0.9.0",
+                "capabilities": ["host-placement", "devices"],
+                "addresses": ["10.0.0.5"],
+            },
+            "enrolled_at": "2999-01-01T00:00:00Z",
+            "certificate_expires_at": "2999-01-31T00:00:00Z",
+            "connected": true,
+            "last_seen": "2999-01-01T00:00:00Z",
+            "status": {
+                "applied_revision": 7, "replicas": [],
+                "conditions": [{ "kind": "manifest_not_kept", "message": "disk full", "since": "2999-01-01T00:00:00Z" }],
+            },
+            "labels": { "size": "medium", "zone": "front" },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn describe_host_shows_labels_facts_devices_and_conditions() {
+        insta::assert_snapshot!(host(&host_view()));
+    }
+
+    #[test]
+    fn describe_host_of_an_older_agent_says_what_it_does_not_know() {
+        let mut view = host_view();
+        view.inventory = atoll_api::host::Inventory::default();
+        view.labels.clear();
+        view.status = None;
+        view.connected = false;
+        view.last_seen = None;
+        view.detached_at = Some("2999-01-01T00:00:00Z".into());
+        let text = host(&view);
+        for line in [
+            "State:        detached 2999-01-01T00:00:00Z (0s ago), when its site was deleted",
+            "Connection:   offline, never seen",
+            "Labels:       <none>",
+            "  arch:          <unknown>",
+            "  agent:         <unknown: an agent older than this field>",
+            "  capabilities:  <none>",
+            "Devices:      <none>",
+            "Applied:      nothing reported yet",
+            "Conditions:   <none>",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in:\n{text}"
+            );
+        }
     }
 
     /// Issue 12, item 13: what retention prunes is a loss, and is said.

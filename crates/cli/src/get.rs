@@ -58,6 +58,7 @@ pub async fn run(args: Args) -> Result<()> {
                         "RUNTIME",
                         "APPLIED",
                         "LAST SEEN",
+                        "LABELS",
                     ]);
                     for h in &items {
                         let i = &h.inventory;
@@ -82,6 +83,7 @@ pub async fn run(args: Args) -> Result<()> {
                             h.last_seen
                                 .as_deref()
                                 .map_or_else(|| "never".into(), |t| format!("{} ago", age(t))),
+                            output::labels(&h.labels),
                         ]);
                     }
                     t.render()

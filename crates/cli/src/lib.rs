@@ -13,6 +13,7 @@ pub mod describe;
 pub mod error;
 pub mod get;
 pub mod host;
+pub mod label;
 pub mod login;
 pub mod output;
 pub mod rollout;
@@ -35,6 +36,8 @@ pub enum Command {
     /// A host's own actions: approve the new sealing key it sent.
     #[command(subcommand)]
     Host(host::Command),
+    /// Add, change or remove labels of a host or a site: `key=value`, `key-`.
+    Label(label::Args),
     /// Delete a resource.
     Delete(delete::Args),
     /// Remember a control plane's URL, token and CA certificate.
@@ -58,6 +61,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Get(a) => get::run(a).await,
         Command::Describe(a) => describe::run(a).await,
         Command::Host(c) => host::run(c).await,
+        Command::Label(a) => label::run(a).await,
         Command::Delete(a) => delete::run(a).await,
         Command::Login(a) => login::run(a).await,
         Command::Rollout(c) => rollout::run(c).await,

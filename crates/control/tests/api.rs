@@ -717,3 +717,58 @@ async fn a_device_class_is_applied_listed_got_and_deleted_once_unused() {
         (StatusCode::OK, &Value::from("DeviceClass"))
     );
 }
+
+/// `PATCH …/labels` takes a closed `LabelChange`: an unknown field is malformed, a key both set
+/// and removed invalid, an unknown host or site not found; a valid change answers the labels.
+#[tokio::test]
+async fn a_label_change_is_closed_checked_and_answers_the_labels() {
+    let api = api().await;
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/apply",
+            Some("application/yaml"),
+            "kind: Site\nname: s1\nlabels:\n  region: eu\n",
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let patch = |path: &'static str, body: &'static str| {
+        api.call("PATCH", path, Some("application/json"), body, true)
+    };
+    let (status, body) = patch("/v1/sites/s1/labels", r#"{"set":{"a":"1"},"also":1}"#).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &"malformed".into()),
+        "{body}"
+    );
+    let (status, body) = patch("/v1/sites/s1/labels", r#"{"set":{"a":"1"},"remove":["a"]}"#).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &"invalid".into()),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["diagnostics"][0]["path"], "site s1: remove[0]",
+        "{body}"
+    );
+    for path in ["/v1/sites/nope/labels", "/v1/hosts/nope/labels"] {
+        let (status, body) = patch(path, "{}").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    let (status, body) = api
+        .call("GET", "/v1/hosts/nope", None, Body::empty(), true)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["message"], "host nope does not exist");
+    let (status, body) = patch(
+        "/v1/sites/s1/labels",
+        r#"{"set":{"a":"1"},"remove":["region","x"]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({ "labels": { "a": "1" }, "not_found": ["x"] })
+    );
+}

@@ -36,7 +36,7 @@ pub fn check_label_key(key: &str) -> Result<(), String> {
 }
 
 pub fn check_label_value(value: &str) -> Result<(), String> {
-    if value.len() > 256 || value.chars().any(char::is_control) {
+    if value.chars().count() > 256 || value.chars().any(char::is_control) {
         Err("invalid label value: at most 256 characters, no control characters".into())
     } else {
         Ok(())

@@ -25,6 +25,7 @@ macro_rules! conformance_suite {
             a_failed_batch_changes_nothing,
             join_tokens_are_used_up_and_expire,
             hosts_are_kept_and_listed,
+            host_labels_change_only_from_what_was_read_and_only_for_attached_hosts,
             host_ids_collide_an_enrollment_never_replaces_another_host,
             a_deleted_sites_hosts_are_detached_and_its_tokens_and_events_forgotten,
             every_change_of_a_host_takes_the_next_host_change_number,
@@ -399,6 +400,90 @@ pub async fn hosts_are_kept_and_listed(store: &dyn Store) {
         .collect();
     assert_eq!(b, ["h0", "h2"]);
     assert!(store.site_hosts("c").await.unwrap().is_empty());
+}
+
+fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+pub async fn host_labels_change_only_from_what_was_read_and_only_for_attached_hosts(
+    store: &dyn Store,
+) {
+    let mut given = host("h1", "a");
+    given.labels = labels(&[("size", "large")]);
+    assert_eq!(enroll(store, given).await, Enrolled::Yes);
+    let enrolled = store.host("h1").await.unwrap().unwrap();
+    assert!(
+        enrolled.labels.is_empty(),
+        "an enrollment starts unlabelled"
+    );
+    let before = store.host_changes(0).await.unwrap();
+
+    let medium = labels(&[("size", "medium"), ("zone", "till")]);
+    assert!(
+        store
+            .set_host_labels("h1", &labels(&[]), &medium)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.host("h1").await.unwrap().unwrap().labels, medium);
+    assert_eq!(
+        store.hosts().await.unwrap()[0].labels,
+        medium,
+        "listed with its labels"
+    );
+    // A change made from an older reading stores nothing.
+    assert!(
+        !store
+            .set_host_labels("h1", &labels(&[]), &labels(&[("size", "small")]))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.host("h1").await.unwrap().unwrap().labels, medium);
+    assert_eq!(
+        store.host_changes(0).await.unwrap(),
+        before
+            .into_iter()
+            .map(|h| HostRow {
+                labels: medium.clone(),
+                ..h
+            })
+            .collect::<Vec<_>>(),
+        "a label change is no change of membership or credentials"
+    );
+    // A renewal keeps the labels.
+    let mut renewed = host("h1", "a");
+    renewed.cert_serial = "02".into();
+    assert!(store.put_host(renewed, "01").await.unwrap());
+    assert_eq!(store.host("h1").await.unwrap().unwrap().labels, medium);
+    // Unknown and detached hosts are not labelled.
+    assert!(
+        !store
+            .set_host_labels("nope", &labels(&[]), &medium)
+            .await
+            .unwrap()
+    );
+    let base = store.version().await.unwrap();
+    store
+        .commit(
+            base,
+            vec![Write::RetireSite {
+                site: "a".into(),
+                at: "2026-01-02T00:00:00Z".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .set_host_labels("h1", &medium, &labels(&[]))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.host("h1").await.unwrap().unwrap().labels, medium);
 }
 
 /// Issue 12, item 19: an enrollment that drew an id already taken wrote `INSERT OR REPLACE`

@@ -16,6 +16,8 @@ mod sqlite;
 #[cfg(test)]
 mod conformance;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -137,6 +139,9 @@ pub struct HostRow {
     /// The host-change sequence number of the host's last change of membership or
     /// credentials: the store sets it; a cache reads what changed after the highest it saw.
     pub changed: u64,
+    /// The labels operators gave the host (`atoll label host`), stored as a JSON object. An
+    /// enrollment starts with none; only [`Store::set_host_labels`] changes them.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Whether a host still belongs to its site. A host is attached from enrollment until its site
@@ -397,12 +402,22 @@ pub trait Store: Send + Sync + 'static {
     /// Enrolls a new host with the join token `token` (its id) used for it: an insert that
     /// never replaces a row, made only while the token is still stored (a site's deletion
     /// forgets its tokens in the same commit that detaches its hosts, so a host enrolling while
-    /// its site is deleted is either detached with the rest or not stored). The state and
-    /// `changed` given are ignored: a new host is attached, at the next host-change number.
+    /// its site is deleted is either detached with the rest or not stored). The state,
+    /// `changed` and labels given are ignored: a new host is attached, unlabelled, at the next
+    /// host-change number.
     async fn enroll_host(&self, host: HostRow, token: &str) -> Result<Enrolled>;
     /// Replaces an attached host's credentials and facts (a renewal), at the next host-change
-    /// number; its site and state are kept. `Ok(false)` when no attached host has its id.
+    /// number; its site, state and labels are kept. `Ok(false)` when no attached host has its id.
     async fn put_host(&self, host: HostRow, replacing: &str) -> Result<bool>;
+    /// Replaces an attached host's labels with `labels`, only while they are still `old` (so
+    /// two changes made from one reading cannot both win). Not a host change: labels are not
+    /// membership or credentials. `Ok(false)` when no attached host has this id and labels.
+    async fn set_host_labels(
+        &self,
+        id: &str,
+        old: &BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<bool>;
     async fn host(&self, id: &str) -> Result<Option<HostRow>>;
     /// The hosts attached to their sites (the members of every site), ordered by site then id.
     async fn hosts(&self) -> Result<Vec<HostRow>>;

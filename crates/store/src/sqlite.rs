@@ -7,6 +7,7 @@
 //! writer directly; the small writes of agent traffic share transactions through the group
 //! writer (`group.rs`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_secrets.sql"),
     include_str!("../migrations/sqlite/0005_host_state.sql"),
     include_str!("../migrations/sqlite/0006_events.sql"),
+    include_str!("../migrations/sqlite/0007_host_labels.sql"),
 ];
 const READERS: usize = 4;
 
@@ -613,7 +615,7 @@ impl Store for SqliteStore {
             // `ON CONFLICT DO NOTHING`, never `OR REPLACE`: an id drawn twice must not take
             // over another host's site, certificate and sealing key.
             let inserted = conn.execute(
-                &format!("INSERT INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, NULL, 'attached', NULL, {NEXT_HOST_CHANGE}) ON CONFLICT (id) DO NOTHING"),
+                &format!("INSERT INTO hosts ({HOST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, NULL, 'attached', NULL, {NEXT_HOST_CHANGE}, '{{}}') ON CONFLICT (id) DO NOTHING"),
                 params![h.id, h.site, h.hostname, h.inventory, h.cert_serial, h.cert_expiry, h.enrolled_at, h.last_seen, h.recipient],
             )?;
             Ok(if inserted == 1 { Enrolled::Yes } else { Enrolled::IdTaken })
@@ -631,6 +633,24 @@ impl Store for SqliteStore {
             Ok(updated == 1)
         })
         .await
+    }
+
+    async fn set_host_labels(
+        &self,
+        id: &str,
+        old: &BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<bool> {
+        let (id, old, labels) = (id.to_owned(), labels_json(old), labels_json(labels));
+        self.group
+            .write(move |conn| {
+                let updated = conn.execute(
+                    "UPDATE hosts SET labels = ?3 WHERE id = ?1 AND state = 'attached' AND labels = ?2",
+                    params![id, old, labels],
+                )?;
+                Ok(updated == 1)
+            })
+            .await
     }
 
     async fn host(&self, id: &str) -> Result<Option<HostRow>> {
@@ -932,7 +952,24 @@ fn host_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
         },
         detached_at: r.get(13)?,
         changed: to_u64(r.get(14)?),
+        labels: {
+            let text: String = r.get(15)?;
+            serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    15,
+                    rusqlite::types::Type::Text,
+                    format!("host labels {text:?} are not a JSON object of strings: {e}").into(),
+                )
+            })?
+        },
     })
+}
+
+/// Labels as the `labels` column keeps them: a map serializes in key order, so equal labels
+/// are equal text, which `set_host_labels` compares.
+fn labels_json(labels: &BTreeMap<String, String>) -> String {
+    // A map of strings always serializes.
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
 }
 
 const SECRET_COLUMNS: &str = "name, meta, key_id, wrapped_key, ciphertext, updated_at";
@@ -948,7 +985,7 @@ fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
     })
 }
 
-const HOST_COLUMNS: &str = "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen, recipient, previous_serial, previous_until, pending_recipient, state, detached_at, changed";
+const HOST_COLUMNS: &str = "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen, recipient, previous_serial, previous_until, pending_recipient, state, detached_at, changed, labels";
 /// The next host-change number, as an SQL expression: one above the highest given out (read
 /// once per statement, so every host one statement changes takes the same number).
 const NEXT_HOST_CHANGE: &str = "(SELECT COALESCE(MAX(changed), 0) + 1 FROM hosts)";

@@ -547,6 +547,26 @@ impl ControlPlane {
     }
 }
 
+/// Enrolls a host for `site` in-process, with its own key and certificate kept in `agent_dir`,
+/// reporting `inventory`: a host the control plane knows, without an agent or Docker.
+pub async fn enroll_host(
+    cp: &ControlPlane,
+    agent_dir: &Path,
+    site: &str,
+    inventory: atoll_api::agent::Inventory,
+) -> atoll_agent::shell::identity::Identity {
+    let (token, _) = cp.join_token(site, &[]);
+    std::fs::create_dir_all(agent_dir).unwrap();
+    atoll_agent::shell::identity::Identity::enroll(
+        agent_dir,
+        &cp.url,
+        &atoll_api::agent::JoinToken::parse(&token).unwrap(),
+        inventory,
+    )
+    .await
+    .expect("enrollment")
+}
+
 /// A reqwest client whose only trusted root is the CA in `ca_pem`, as the CLI builds it.
 pub fn https_client(ca_pem: &[u8]) -> reqwest::Client {
     use rustls_pki_types::CertificateDer;

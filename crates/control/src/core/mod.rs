@@ -5,6 +5,7 @@ pub mod compile;
 pub mod events;
 pub mod feed;
 pub mod inventory;
+pub mod labels;
 pub mod revision;
 pub mod rollout;
 pub mod secrets;

@@ -214,6 +214,24 @@ pub async fn hosts(State(s): State<AppState>) -> ApiResult<List<HostView>> {
     }))
 }
 
+/// `GET /v1/hosts/{name}`: one host, detached or not.
+pub async fn host(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<HostView> {
+    checked_name(&name)?;
+    s.agents
+        .hosts()
+        .await?
+        .into_iter()
+        .find(|h| h.id == name)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("host {name} does not exist"),
+            )
+        })
+}
+
 /// `POST /v1/hosts/{name}/approve-key`: the new sealing key the host sent at renewal becomes
 /// the one its secrets are sealed to.
 pub async fn approve_key(

@@ -736,6 +736,7 @@ impl Agents {
                 last_seen: h.last_seen,
                 detached_at: h.detached_at,
                 sealing_key_pending: h.pending_recipient.is_some(),
+                labels: h.labels,
             });
         }
         Ok(out)

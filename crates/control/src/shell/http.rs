@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, get, patch, post, put};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use super::agent_api;
 use super::agents::Agents;
 use super::auth;
+use super::labels;
 use super::openapi;
 use super::rollout_api;
 use super::secret_api;
@@ -179,8 +180,11 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
             get(get_site).merge(delete_route(Kind::Site)),
         )
         .route("/v1/sites/{name}/events", get(agent_api::events))
+        .route("/v1/sites/{name}/labels", patch(labels::site))
         .route("/v1/tokens", post(agent_api::create_token))
         .route("/v1/hosts", get(agent_api::hosts))
+        .route("/v1/hosts/{name}", get(agent_api::host))
+        .route("/v1/hosts/{name}/labels", patch(labels::host))
         .route("/v1/hosts/{name}/approve-key", post(agent_api::approve_key))
         .route("/v1/applications/{name}/status", get(agent_api::app_status))
         .route("/v1/applications", get(list_applications))

@@ -9,6 +9,7 @@ pub mod files;
 pub mod fleet;
 pub mod hostbook;
 pub mod http;
+mod labels;
 pub mod openapi;
 mod rollout_api;
 pub mod rollouts;

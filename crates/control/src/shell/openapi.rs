@@ -165,6 +165,30 @@ pub const ROUTES: &[Route] = &[
         "HostList",
     ),
     route(
+        "get",
+        "/v1/hosts/{name}",
+        "One enrolled host, detached or not: inventory, labels, connection and newest status",
+        "HostView",
+    ),
+    Route {
+        request: Some("HostLabelChange"),
+        ..route(
+            "patch",
+            "/v1/hosts/{name}/labels",
+            "Set and remove a host's labels (not the names of its built-in facts); answers the labels that result. Audited; the host's site is recompiled when what it compiles reads its hosts",
+            "Labels",
+        )
+    },
+    Route {
+        request: Some("SiteLabelChange"),
+        ..route(
+            "patch",
+            "/v1/sites/{name}/labels",
+            "Set and remove a site's labels, as an apply of the Site with its new labels (its generation grows, its manifests recompile); answers the labels that result. Audited",
+            "Labels",
+        )
+    },
+    route(
         "post",
         "/v1/hosts/{name}/approve-key",
         "Approve the new sealing key a host sent at renewal: its secrets are sealed to it from now on",
@@ -309,6 +333,41 @@ const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 /// A secret key as `atoll_spec::names::check_secret_key` takes it: it names a file, so it is
 /// neither `.` nor `..`.
 const KEY_PATTERN: &str = "^([.]*[A-Za-z0-9_-][A-Za-z0-9._-]*|[.]{3,})$";
+
+/// A label key as `atoll_spec::names::check_label_key` takes it.
+const LABEL_KEY_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$";
+/// A label value as `atoll_spec::names::check_label_value` takes it: no control character
+/// (Unicode's `Cc`, as `char::is_control` reads it).
+const LABEL_VALUE_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// The body of a label change; for a host, no key may name a built-in fact
+/// (`atoll_api::host::is_reserved_label`).
+fn label_change_schema(host: bool) -> Value {
+    let mut key = json!({ "type": "string", "pattern": LABEL_KEY_PATTERN });
+    if host {
+        let reserved = format!(
+            "^{}",
+            atoll_api::host::DEVICE_FACT_PREFIX.replace('.', "[.]")
+        );
+        key["not"] = json!({ "anyOf": [
+            { "enum": atoll_api::host::FACTS },
+            { "pattern": reserved },
+        ] });
+    }
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "labels to add or change, and keys to remove; a key both set and removed is refused (400), a key removed that is not there is listed in the answer's `not_found`",
+        "properties": {
+            "set": {
+                "type": "object",
+                "propertyNames": key,
+                "additionalProperties": { "type": "string", "maxLength": 256, "pattern": LABEL_VALUE_PATTERN },
+            },
+            "remove": { "type": "array", "items": key },
+        },
+    })
+}
 
 /// Standard base64 with padding, as a secret's value is sent, and canonical: the bits past the
 /// last byte are zero (the decoder refuses others).
@@ -633,6 +692,13 @@ fn agent_schemas() -> Value {
         "HostView": { "type": "object", "required": ["id", "site", "connected"], "properties": {
             "id": { "type": "string" }, "site": { "type": "string" }, "connected": { "type": "boolean" },
             "detached_at": { "type": "string" }, "sealing_key_pending": { "type": "boolean" },
+            "labels": { "type": "object", "additionalProperties": { "type": "string" }, "description": "the labels operators gave the host; left out when there are none" },
+        } },
+        "HostLabelChange": label_change_schema(true),
+        "SiteLabelChange": label_change_schema(false),
+        "Labels": { "type": "object", "required": ["labels"], "properties": {
+            "labels": { "type": "object", "additionalProperties": { "type": "string" } },
+            "not_found": { "type": "array", "items": { "type": "string" }, "description": "keys asked to be removed that were not there" },
         } },
         "EventList": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object", "properties": {
             "host": { "type": "string" }, "seq": { "type": "integer" },

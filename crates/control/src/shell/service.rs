@@ -250,7 +250,7 @@ impl ControlPlane {
                         .push(Host {
                             name: host.id.clone(),
                             inventory,
-                            labels: BTreeMap::new(),
+                            labels: host.labels.clone(),
                         });
                 }
             }
