@@ -128,8 +128,8 @@ fn the_openapi_document_describes_the_server() {
     };
     assert_eq!(
         total - selected,
-        3,
-        "only the agent protocol's three routes are left out"
+        4,
+        "only the agent protocol's four routes are left out"
     );
     assert!(
         out.stdout

@@ -117,8 +117,14 @@ pub fn check(inventory: &Inventory) -> Vec<Diagnostic> {
 }
 
 /// The events of host `host`'s inventory going from `old` (None when none could be read) to
-/// `new`: devices first, in path order, then facts.
-pub fn changes(host: &str, old: Option<&Inventory>, new: &Inventory) -> Vec<String> {
+/// `new`: devices first, in path order, each named by the device classes of `classes` it has
+/// (`camera /dev/video1 …`, or `device …` when none), then facts.
+pub fn changes(
+    host: &str,
+    old: Option<&Inventory>,
+    new: &Inventory,
+    classes: &[atoll_api::DeviceClass],
+) -> Vec<String> {
     let mut out = Vec::new();
     let before = old.map_or(&[][..], |o| o.devices.as_slice());
     let find = |devices: &'_ [Device], path: &str| -> Option<usize> {
@@ -134,7 +140,19 @@ pub fn changes(host: &str, old: Option<&Inventory>, new: &Inventory) -> Vec<Stri
     for path in paths {
         let was = find(before, path).map(|i| &before[i]);
         let is = find(&new.devices, path).map(|i| &new.devices[i]);
-        let said = |d: &Device, what: &str| format!("host {host}: device {} {what}", described(d));
+        let said = |d: &Device, what: &str| {
+            let names: Vec<&str> = classes
+                .iter()
+                .filter(|c| c.matches(d))
+                .map(|c| c.name.as_str())
+                .collect();
+            let noun = if names.is_empty() {
+                "device".to_owned()
+            } else {
+                names.join(", ")
+            };
+            format!("host {host}: {noun} {} {what}", described(d))
+        };
         match (was, is) {
             (None, Some(d)) => {
                 out.push(said(d, "appeared"));
@@ -275,23 +293,23 @@ mod tests {
         let plugged = with(vec![camera("/dev/video1")]);
         let gone = with(vec![missing(camera("/dev/video1"))]);
         assert_eq!(
-            changes("h1", Some(&none), &plugged),
+            changes("h1", Some(&none), &plugged, &[]),
             ["host h1: device /dev/video1 (video4linux, HD Pro Webcam C920) appeared"]
         );
         assert_eq!(
-            changes("h1", Some(&plugged), &gone),
+            changes("h1", Some(&plugged), &gone, &[]),
             ["host h1: device /dev/video1 (video4linux, HD Pro Webcam C920) went missing"]
         );
         assert_eq!(
-            changes("h1", Some(&gone), &plugged),
+            changes("h1", Some(&gone), &plugged, &[]),
             ["host h1: device /dev/video1 (video4linux, HD Pro Webcam C920) came back"]
         );
         assert_eq!(
-            changes("h1", Some(&gone), &none),
+            changes("h1", Some(&gone), &none, &[]),
             ["host h1: device /dev/video1 (video4linux, HD Pro Webcam C920) was dropped"]
         );
-        assert!(changes("h1", Some(&gone), &gone).is_empty());
-        assert!(changes("h1", Some(&plugged), &plugged).is_empty());
+        assert!(changes("h1", Some(&gone), &gone, &[]).is_empty());
+        assert!(changes("h1", Some(&plugged), &plugged, &[]).is_empty());
     }
 
     #[test]
@@ -303,7 +321,7 @@ mod tests {
         };
         let old = with(vec![camera("/dev/video1")]);
         assert_eq!(
-            changes("h1", Some(&old), &with(vec![serial.clone()])),
+            changes("h1", Some(&old), &with(vec![serial.clone()]), &[]),
             [
                 "host h1: device /dev/video1 (video4linux, HD Pro Webcam C920) was dropped",
                 "host h1: device /dev/video1 appeared",
@@ -311,7 +329,7 @@ mod tests {
         );
         serial.missing_since = Some("2026-01-01T00:00:00Z".into());
         assert_eq!(
-            changes("h1", None, &with(vec![serial])),
+            changes("h1", None, &with(vec![serial]), &[]),
             [
                 "host h1: device /dev/video1 appeared",
                 "host h1: device /dev/video1 went missing",
@@ -332,7 +350,7 @@ mod tests {
         new.agent_version = "0.10.0".into();
         new.hostname = "renamed".into();
         assert_eq!(
-            changes("h1", Some(&old), &new),
+            changes("h1", Some(&old), &new, &[]),
             [
                 "host h1: device /dev/video0 (video4linux, HD Pro Webcam C920) appeared",
                 "host h1: memory changed from 8 GiB to 16 GiB",
@@ -345,7 +363,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            changes("h1", None, &new),
+            changes("h1", None, &new, &[]),
             ["host h1: device /dev/video0 (video4linux, HD Pro Webcam C920) appeared"]
         );
     }
@@ -383,5 +401,29 @@ mod tests {
             MAX_DEVICES
         ]);
         assert!(check(&exactly).is_empty());
+    }
+
+    #[test]
+    fn a_device_is_named_by_its_classes() {
+        let camera = atoll_api::DeviceClass {
+            name: "camera".into(),
+            rules: vec![atoll_api::DeviceRule {
+                subsystem: Some("video4linux".into()),
+                ..Default::default()
+            }],
+            gpu: None,
+        };
+        let new = Inventory {
+            devices: vec![Device {
+                path: "/dev/video1".into(),
+                subsystem: "video4linux".into(),
+                ..Device::default()
+            }],
+            ..Inventory::default()
+        };
+        assert_eq!(
+            changes("h1", Some(&Inventory::default()), &new, &[camera]),
+            ["host h1: camera /dev/video1 (video4linux) appeared"]
+        );
     }
 }

@@ -692,7 +692,17 @@ impl Agents {
             .ok_or_else(|| detached(identity))?;
         let old = serde_json::from_str::<Inventory>(&stored.inventory).ok();
         let new = report.inventory;
-        let messages = inventory::changes(&identity.host, old.as_ref(), &new);
+        let classes: Vec<atoll_api::DeviceClass> = self
+            .store
+            .resources(Kind::DeviceClass.as_str())
+            .await?
+            .iter()
+            .filter_map(|row| match decode_row(row) {
+                Ok(Resource::DeviceClass(c)) => Some((&c).into()),
+                _ => None,
+            })
+            .collect();
+        let messages = inventory::changes(&identity.host, old.as_ref(), &new, &classes);
         let now = now();
         let change = InventoryChange {
             host: identity.host.clone(),
