@@ -686,3 +686,30 @@ fn login_saves_a_private_config_that_the_cli_then_uses() {
     out.expect_code(1, "login with a wrong token over a good config");
     only_config(&["get", "sites"], &config).ok("get sites after the failed login");
 }
+
+#[test]
+fn a_second_control_plane_on_a_used_data_folder_is_refused_naming_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let first = ControlPlane::start(&dir);
+    let mut cmd = support::atoll_command(tmp.path());
+    cmd.arg("control")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0"]);
+    let second = support::run(cmd);
+    assert_ne!(second.code, Some(0), "{}", second.stdout);
+    assert!(
+        second.stderr.contains(&format!(
+            "data folder {} in use by process {}",
+            dir.display(),
+            first.pid()
+        )),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        first.cli(&["get", "sites"]).code == Some(0),
+        "the first one serves on"
+    );
+}

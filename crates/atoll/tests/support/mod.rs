@@ -404,6 +404,11 @@ impl ControlPlane {
         }
     }
 
+    /// The control plane's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// `127.0.0.1:PORT`: where this control plane listens, as `--listen` takes it.
     pub fn address(&self) -> &str {
         self.url.strip_prefix("https://").unwrap_or(&self.url)

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod hostbook;
 pub mod http;
 mod labels;
+pub mod lock;
 pub mod openapi;
 mod rollout_api;
 pub mod rollouts;
@@ -72,6 +73,8 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    InUse(#[from] lock::LockError),
+    #[error(transparent)]
     Store(#[from] atoll_store::StoreError),
     #[error(transparent)]
     Pki(#[from] tls::PkiError),
@@ -98,6 +101,8 @@ pub struct Running {
     pub initial_token: Option<String>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The data folder is this control plane's until it is dropped.
+    _lock: lock::DataLock,
 }
 
 impl Running {
@@ -135,6 +140,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: dir.display().to_string(),
         source,
     })?;
+    let data_lock = lock::lock(dir)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("atoll.db"))?);
     let vault = Vault::load(&config.master_key, dir).map_err(StartError::MasterKey)?;
     // A wrong key is refused before anything is written: the first start's commit happens
@@ -192,6 +198,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         initial_token,
         shutdown,
         task,
+        _lock: data_lock,
     })
 }
 
@@ -206,6 +213,8 @@ pub async fn rotate_master_key(
     if !db.exists() {
         return Err(format!("{}: no control plane data here", db.display()));
     }
+    // With the control plane stopped: its lock says whether it is.
+    let _lock = lock::lock(data_dir).map_err(|e| e.to_string())?;
     let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
     let old = Vault::load(current, data_dir)?;
     let new = Vault::load(&MasterKeySource::File(new_key_file.to_owned()), data_dir)?;
