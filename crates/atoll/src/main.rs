@@ -133,6 +133,11 @@ enum ControlAction {
         #[arg(long)]
         new_key_file: PathBuf,
     },
+    /// Copy the store to FILE, consistent and online: the control plane may run meanwhile
+    /// (`atoll control --data-dir D backup FILE`). FILE must not exist. The data folder's keys
+    /// (`ca.key`, the signing key, `master.key`) are files of their own: keep a copy of them
+    /// once, apart from the store's copies.
+    Backup { file: PathBuf },
 }
 
 #[derive(Debug, clap::Args)]
@@ -210,6 +215,16 @@ async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
         .map(|f| agent::absolute(f, "--master-key-file"))
         .transpose()?;
     let master_key = atoll_control::MasterKeySource::choose(master_key_file);
+    if let Some(ControlAction::Backup { file }) = &args.action {
+        let file = agent::absolute(file, "FILE")?;
+        let bytes = atoll_control::backup(&data_dir, &file).map_err(atoll_cli::CliError::user)?;
+        println!(
+            "copied the store of {} to {} ({bytes} bytes, checked)",
+            data_dir.display(),
+            file.display()
+        );
+        return Ok(());
+    }
     if let Some(ControlAction::RotateMasterKey { new_key_file }) = args.action {
         let new_key_file = agent::absolute(&new_key_file, "--new-key-file")?;
         let moved = atoll_control::rotate_master_key(&data_dir, &master_key, &new_key_file)

@@ -713,3 +713,44 @@ fn a_second_control_plane_on_a_used_data_folder_is_refused_naming_the_first() {
         "the first one serves on"
     );
 }
+
+#[test]
+fn a_backup_taken_while_serving_restores_what_was_applied_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut cp = ControlPlane::start(&dir);
+    cp.apply_examples().ok("apply the examples");
+    let copy = tmp.path().join("backup.db");
+    let mut cmd = support::atoll_command(tmp.path());
+    cmd.arg("control")
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("backup")
+        .arg(&copy);
+    let out = support::run(cmd);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("checked"), "{}", out.stdout);
+    // After the backup: not in it.
+    cp.apply_yaml(
+        &tmp.path().join("late.yaml"),
+        "kind: Site\nname: after-the-backup\n",
+    )
+    .ok("apply a site after the backup");
+    cp.kill9();
+
+    // Restore: the keys of the data folder, and the store's copy as its database.
+    let restored = tmp.path().join("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_file() && !name.starts_with("atoll.db") && name != "control.pid" {
+            std::fs::copy(&path, restored.join(&name)).unwrap();
+        }
+    }
+    std::fs::copy(&copy, restored.join("atoll.db")).unwrap();
+    let cp = ControlPlane::start(&restored);
+    let sites = item_names(&cp.cli(&["get", "sites", "-o", "json"]).json());
+    assert!(sites.contains(&"store-0042".to_owned()), "{sites:?}");
+    assert!(!sites.contains(&"after-the-backup".to_owned()), "{sites:?}");
+}

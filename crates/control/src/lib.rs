@@ -10,5 +10,5 @@ pub use core::events::Retention;
 pub use shell::connections::ConnectionLimits;
 pub use shell::vault::MasterKeySource;
 pub use shell::{
-    CA_FILE, Config, INITIAL_TOKEN_FILE, Running, StartError, rotate_master_key, start,
+    CA_FILE, Config, INITIAL_TOKEN_FILE, Running, StartError, backup, rotate_master_key, start,
 };

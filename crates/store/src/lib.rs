@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use report::ReportCursor;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, backup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

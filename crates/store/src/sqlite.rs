@@ -84,6 +84,50 @@ impl SqliteStore {
     }
 }
 
+/// Copies the database at `db` to a new file `to`, consistent and online: SQLite's `VACUUM
+/// INTO` reads one snapshot in a read transaction, so a control plane writing meanwhile is not
+/// stopped and nothing it commits after the snapshot is in the copy. The copy is made 0600
+/// (it holds token hashes and encrypted secrets) and checked (`PRAGMA quick_check`) before
+/// this answers; a copy that fails is removed. `to` must not exist: nothing is overwritten.
+/// Returns the copy's size in bytes.
+pub fn backup(db: &Path, to: &Path) -> Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    if !db.exists() {
+        return Err(StoreError::Backend(format!(
+            "{}: no control plane data here",
+            db.display()
+        )));
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(|e| {
+            StoreError::Backend(format!(
+                "{}: {e}; a backup never overwrites a file: choose a new name",
+                to.display()
+            ))
+        })?;
+    let copied = (|| {
+        let source = open_connection(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let target = to
+            .to_str()
+            .ok_or_else(|| StoreError::Backend(format!("{}: not UTF-8", to.display())))?;
+        source.execute("VACUUM INTO ?1", [target])?;
+        let copy = open_connection(to, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        check_integrity(&copy, to)?;
+        std::fs::metadata(to)
+            .map(|m| m.len())
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", to.display())))
+    })();
+    if copied.is_err() {
+        let _ = std::fs::remove_file(to);
+    }
+    copied
+}
+
 fn poisoned() -> StoreError {
     StoreError::Backend("a database connection was poisoned by a panic".into())
 }
@@ -1150,5 +1194,33 @@ mod tests {
             err.contains(&path.display().to_string()) && err.contains("is damaged"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_backup_is_a_consistent_private_copy_that_never_overwrites() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("atoll.db");
+        let store = SqliteStore::open(&db).unwrap();
+        store
+            .commit(
+                0,
+                vec![Write::PutSetting {
+                    name: "k".into(),
+                    value: "v".into(),
+                }],
+            )
+            .await
+            .unwrap();
+        let copy = dir.path().join("copy.db");
+        assert!(backup(&db, &copy).unwrap() > 0);
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let restored = SqliteStore::open(&copy).unwrap();
+        assert_eq!(restored.version().await.unwrap(), 1);
+        let again = backup(&db, &copy).unwrap_err().to_string();
+        assert!(again.contains("never overwrites"), "{again}");
+        assert!(backup(&dir.path().join("none.db"), &dir.path().join("x.db")).is_err());
     }
 }

@@ -221,6 +221,12 @@ pub async fn rotate_master_key(
     vault::rotate(&store, &old, &new).await
 }
 
+/// Copies the store of `data_dir` to `file`, consistent and online (`atoll_store::backup`):
+/// its size in bytes.
+pub fn backup(data_dir: &Path, file: &Path) -> Result<u64, String> {
+    atoll_store::backup(&data_dir.join("atoll.db"), file).map_err(|e| e.to_string())
+}
+
 /// On the first start of a data folder, makes the admin token: its hash goes to the store, the
 /// token itself only to a file readable by the owner.
 async fn first_start(dir: &Path, store: &dyn Store) -> Result<Option<String>, StartError> {
