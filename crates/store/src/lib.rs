@@ -11,6 +11,7 @@
 //! written against the trait only, and both do.
 
 mod group;
+mod location;
 #[cfg(any(test, feature = "test-cluster"))]
 pub mod pg_cluster;
 mod postgres;
@@ -25,6 +26,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use location::StoreLocation;
 pub use postgres::PostgresStore;
 pub use report::ReportCursor;
 pub use sqlite::SqliteStore;

@@ -68,10 +68,17 @@ impl Cluster {
 /// Where `initdb` and its siblings are: on PATH, else the newest of Debian's
 /// `/usr/lib/postgresql/VERSION/bin`.
 fn find_bin() -> Result<PathBuf, String> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+    find_bin_in(
+        std::env::var_os("PATH").as_deref(),
+        Path::new("/usr/lib/postgresql"),
+    )
+}
+
+fn find_bin_in(path: Option<&std::ffi::OsStr>, debian: &Path) -> Result<PathBuf, String> {
+    let on_path = path
+        .map(|p| std::env::split_paths(p).collect::<Vec<_>>())
         .unwrap_or_default();
-    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir(debian)
         .into_iter()
         .flatten()
         .flatten()
@@ -218,4 +225,19 @@ fn guard(bin: &Path, root: bool, dir: &Path, data: &Path) -> Result<ChildStdin, 
         .stdin
         .take()
         .ok_or_else(|| "the cluster's guard has no stdin".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_postgresql_the_tests_fail_naming_the_package() {
+        let nowhere = tempfile::tempdir().unwrap();
+        let err = find_bin_in(Some(nowhere.path().as_os_str()), nowhere.path()).unwrap_err();
+        assert!(
+            err.contains("install Debian's `postgresql` package"),
+            "{err}"
+        );
+    }
 }

@@ -71,11 +71,25 @@ impl std::fmt::Debug for PostgresStore {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
-        match e.as_db_error() {
-            Some(db) => StoreError::Backend(format!("PostgreSQL: {}", db.message())),
-            None => StoreError::Backend(format!("PostgreSQL: {e}")),
-        }
+        StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
     }
+}
+
+/// What went wrong, with its causes ("error connecting to server: Connection refused").
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Host, port and database of a connection configuration, as messages name it.
@@ -105,9 +119,9 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
         SslMode::Disable | SslMode::Prefer => {}
         _ => {
             return Err(StoreError::Backend(format!(
-                "store URL for {}: sslmode={:?} asks for TLS, which atoll's PostgreSQL store does not do yet; reach the database over loopback or a unix socket, without sslmode",
+                "store URL for {}: sslmode={} asks for TLS, which atoll's PostgreSQL store does not do yet; reach the database over loopback or a unix socket, without sslmode",
                 target(&config),
-                config.get_ssl_mode()
+                format!("{:?}", config.get_ssl_mode()).to_lowercase()
             )));
         }
     }
@@ -144,8 +158,12 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<Object> {
         self.pool.get().await.map_err(|e| {
+            let why = match &e {
+                deadpool_postgres::PoolError::Backend(e) => describe(e),
+                other => other.to_string(),
+            };
             StoreError::Backend(format!(
-                "cannot reach the PostgreSQL store at {}: {e}; is the database running and the URL right?",
+                "cannot reach the PostgreSQL store at {}: {why}; is the database running and the URL right?",
                 self.target
             ))
         })
@@ -1196,7 +1214,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("db.example:5433/fleet") && err.contains("sslmode=Require"),
+            err.contains("db.example:5433/fleet") && err.contains("sslmode=require"),
             "{err}"
         );
         let err = parse_url("postgres://atoll:secret@db/fleet?sslmode=verify-full")

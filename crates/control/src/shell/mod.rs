@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_store::{SqliteStore, Store, TokenRow, Write};
+use atoll_store::{Store, StoreLocation, TokenRow, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -51,6 +51,9 @@ pub const CA_FILE: &str = "ca.pem";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// Where the store is (`--store`): an SQLite file (by default `atoll.db` in the data
+    /// folder) or a PostgreSQL database.
+    pub store: StoreLocation,
     pub listen: SocketAddr,
     /// Extra DNS names or addresses for the server certificate.
     pub names: Vec<String>,
@@ -135,7 +138,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: dir.display().to_string(),
         source,
     })?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("atoll.db"))?);
+    let store = config.store.open().await?;
     let vault = Vault::load(&config.master_key, dir).map_err(StartError::MasterKey)?;
     // A wrong key is refused before anything is written: the first start's commit happens
     // only on an empty store, which has no check value to disagree with.
@@ -199,17 +202,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// with the control plane stopped. Returns how many secrets moved.
 pub async fn rotate_master_key(
     data_dir: &Path,
+    store: &StoreLocation,
     current: &MasterKeySource,
     new_key_file: &Path,
 ) -> Result<usize, String> {
-    let db = data_dir.join("atoll.db");
-    if !db.exists() {
+    if let StoreLocation::Sqlite(db) = store
+        && !db.exists()
+    {
         return Err(format!("{}: no control plane data here", db.display()));
     }
-    let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
+    let store = store.open().await.map_err(|e| e.to_string())?;
     let old = Vault::load(current, data_dir)?;
     let new = Vault::load(&MasterKeySource::File(new_key_file.to_owned()), data_dir)?;
-    vault::rotate(&store, &old, &new).await
+    vault::rotate(store.as_ref(), &old, &new).await
 }
 
 /// On the first start of a data folder, makes the admin token: its hash goes to the store, the
