@@ -1265,6 +1265,24 @@ mod tests {
         assert!(again.resource("Site", "a").await.unwrap().is_some());
     }
 
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let url = crate::pg_cluster::cluster().fresh_database();
+        let store = PostgresStore::open(&url).await.unwrap();
+        store
+            .client()
+            .await
+            .unwrap()
+            .execute("UPDATE schema_version SET version = 99", &[])
+            .await
+            .unwrap();
+        let err = PostgresStore::open(&url).await.unwrap_err().to_string();
+        assert!(
+            err.contains("schema version 99") && err.contains("upgrade atoll"),
+            "{err}"
+        );
+    }
+
     /// Two stores on one database are two replicas: a batch computed from a version another
     /// replica moved past is refused, whichever of them commits.
     #[tokio::test]
@@ -1288,6 +1306,75 @@ mod tests {
             );
         }
         assert_eq!(b.version().await.unwrap(), 20);
+    }
+
+    /// A site deleted on one replica while hosts enroll through another: each host is either
+    /// detached with the rest or refused, never left attached to the deleted site.
+    #[tokio::test]
+    async fn enrollments_racing_a_sites_deletion_on_another_replica_are_detached_or_refused() {
+        let url = crate::pg_cluster::cluster().fresh_database();
+        let (a, b) = (
+            PostgresStore::open(&url).await.unwrap(),
+            PostgresStore::open(&url).await.unwrap(),
+        );
+        a.create_join_token(JoinTokenRow {
+            id: "t".into(),
+            hash: "hash-t".into(),
+            site: "s".into(),
+            uses_left: 1000,
+            expires_at: "2099-01-01T00:00:00Z".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        })
+        .await
+        .unwrap();
+        let hosts = 40;
+        let enrollments = tokio::spawn(async move {
+            let all = (0..hosts).map(|i| {
+                let a = a.clone();
+                async move {
+                    let host = HostRow {
+                        id: format!("h{i}"),
+                        site: "s".into(),
+                        cert_serial: "01".into(),
+                        ..HostRow::default()
+                    };
+                    a.enroll_host(host, "t").await.unwrap()
+                }
+            });
+            futures_util::future::join_all(all).await
+        });
+        // Retire the site once some hosts are in, while the rest are still enrolling.
+        while b.all_hosts().await.unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let retire = vec![Write::RetireSite {
+            site: "s".into(),
+            at: "2026-01-01T00:00:01Z".into(),
+        }];
+        b.commit(0, retire).await.unwrap();
+        let outcomes = enrollments.await.unwrap();
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, Enrolled::Yes | Enrolled::SiteDeleted))
+        );
+        let attached: Vec<String> = b
+            .site_hosts("s")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        assert!(
+            attached.is_empty(),
+            "{attached:?} left attached to a deleted site"
+        );
+        let stored = b.all_hosts().await.unwrap().len();
+        let yes = outcomes.iter().filter(|o| **o == Enrolled::Yes).count();
+        assert_eq!(
+            stored, yes,
+            "every host answered Yes is stored, and only those"
+        );
     }
 
     /// Enrollments racing on two replicas: each host's number is above every number a reader
@@ -1329,16 +1416,27 @@ mod tests {
         });
         let mut seen = std::collections::BTreeSet::new();
         let mut after = 0;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while seen.len() < hosts {
-            assert!(tokio::time::Instant::now() < deadline, "saw {}", seen.len());
+        loop {
+            // Read once more after the last enrollment committed.
+            let done = writers.is_finished();
             for h in reader.host_changes(after).await.unwrap() {
                 after = after.max(h.changed);
                 assert!(seen.insert(h.id.clone()), "{} seen twice", h.id);
             }
+            if done {
+                break;
+            }
             tokio::task::yield_now().await;
         }
         writers.await.unwrap();
+        let missed: Vec<String> = (0..hosts)
+            .map(|i| format!("h{i}"))
+            .filter(|id| !seen.contains(id))
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "{missed:?} were committed below a number the reader had seen"
+        );
         assert!(reader.host_changes(after).await.unwrap().is_empty());
     }
 }

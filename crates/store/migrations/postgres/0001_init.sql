@@ -65,8 +65,9 @@ CREATE TABLE join_tokens (
 );
 
 -- `changed` is the host-change number, taken from the sequence `host_change` (see
--- src/postgres.rs for why a reader never misses a change).
-CREATE SEQUENCE host_change AS BIGINT;
+-- src/postgres.rs for why a reader never misses a change). CACHE 1 (the default): a session
+-- caching numbers ahead would hand them out of order.
+CREATE SEQUENCE host_change AS BIGINT CACHE 1;
 CREATE TABLE hosts (
     id                TEXT COLLATE "C" PRIMARY KEY,
     site              TEXT COLLATE "C" NOT NULL,
