@@ -536,6 +536,47 @@ async fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
     Ok(())
 }
 
+/// Stores `events` (`(at, kind, message)`) of one batch in one statement, numbered from
+/// `first`, received at `now`; one already stored (a resent batch) is left as it is. Returns
+/// how many were new.
+async fn insert_events(
+    tx: &Transaction<'_>,
+    host: &str,
+    seq: u64,
+    first: i64,
+    site: &str,
+    now: &str,
+    events: Vec<(String, String, String)>,
+) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    for (at, kind, message) in events {
+        columns.0.push(at);
+        columns.1.push(kind);
+        columns.2.push(message);
+    }
+    execute(
+        tx,
+        "INSERT INTO events (host, seq, idx, site, at, kind, message, received_at)
+         SELECT $1, $2, $3 + e.n - 1, $4, e.at, e.kind, e.message, $5
+         FROM unnest($6::text[], $7::text[], $8::text[]) WITH ORDINALITY AS e (at, kind, message, n)
+         ON CONFLICT DO NOTHING",
+        &[
+            &host,
+            &to_i64(seq),
+            &first,
+            &site,
+            &now,
+            &columns.0,
+            &columns.1,
+            &columns.2,
+        ],
+    )
+    .await
+}
+
 /// Counts the `added` events of a site and removes those beyond `retention`, as the SQLite
 /// backend does (see its `retain_events`). The upsert of the site's count takes its row lock
 /// first, so concurrent reports of one site prune one after the other. Returns how many were
@@ -1066,14 +1107,7 @@ impl Store for PostgresStore {
             if !cursor.admit(batch.seq) {
                 continue;
             }
-            for (idx, (at, kind, message)) in (0i64..).zip(batch.events) {
-                added += execute(
-                    &tx,
-                    "INSERT INTO events (host, seq, idx, site, at, kind, message, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-                    &[&host, &to_i64(batch.seq), &idx, &site, &at, &kind, &message, &now],
-                )
-                .await?;
-            }
+            added += insert_events(&tx, host, batch.seq, 0, site, now, batch.events).await?;
             if let Some(s) = batch.status {
                 status = s;
             }
@@ -1133,15 +1167,13 @@ impl Store for PostgresStore {
             .map(|r| r.try_get(0))
             .transpose()?
             .unwrap_or(0);
-            let mut added = 0u64;
-            for (idx, (kind, message)) in (next..).zip(change.events) {
-                added += execute(
-                    &tx,
-                    "INSERT INTO events (host, seq, idx, site, at, kind, message, received_at) VALUES ($1, 0, $2, $3, $4, $5, $6, $4)",
-                    &[&change.host, &idx, &site, &change.now, &kind, &message],
-                )
-                .await?;
-            }
+            let events = change
+                .events
+                .into_iter()
+                .map(|(kind, message)| (change.now.clone(), kind, message))
+                .collect();
+            let added =
+                insert_events(&tx, &change.host, 0, next, &site, &change.now, events).await?;
             retain_events(&tx, &site, added, &change.retention).await?;
         }
         tx.commit().await?;
