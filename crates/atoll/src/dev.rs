@@ -60,6 +60,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         .map_err(|e| CliError::user(format!("{}: {e}", args.data_dir.display())))?;
     let control = atoll_control::Config {
         data_dir: data_dir.join("control"),
+        store: atoll_store::StoreLocation::Sqlite(data_dir.join("control").join("atoll.db")),
         listen: args.listen,
         names: Vec::new(),
         master_key: atoll_control::MasterKeySource::choose(None),

@@ -51,6 +51,11 @@ struct ControlArgs {
     /// Where the database, the CA and the first admin token live.
     #[arg(long, env = "ATOLL_DATA_DIR")]
     data_dir: PathBuf,
+    /// Where the state is kept: a PostgreSQL database (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`,
+    /// reached without TLS: loopback or a private network only) or the path of an SQLite file.
+    /// Without it, `atoll.db` in the data folder.
+    #[arg(long, env = "ATOLL_STORE")]
+    store: Option<String>,
     /// The master key that encrypts secrets at rest: a file holding 32 random bytes in base64
     /// (`head -c 32 /dev/urandom | base64`). Without it, ATOLL_MASTER_KEY is read, and without
     /// that, `master.key` in the data folder (made on first start).
@@ -215,9 +220,18 @@ async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
         .map(|f| agent::absolute(f, "--master-key-file"))
         .transpose()?;
     let master_key = atoll_control::MasterKeySource::choose(master_key_file);
+    let store =
+        match atoll_store::StoreLocation::parse(args.store.as_deref(), &data_dir.join("atoll.db"))
+            .map_err(atoll_cli::CliError::user)?
+        {
+            atoll_store::StoreLocation::Sqlite(path) => {
+                atoll_store::StoreLocation::Sqlite(agent::absolute(&path, "--store")?)
+            }
+            postgres => postgres,
+        };
     if let Some(ControlAction::Backup { file }) = &args.action {
         let file = agent::absolute(file, "FILE")?;
-        let bytes = atoll_control::backup(&data_dir, &file).map_err(atoll_cli::CliError::user)?;
+        let bytes = atoll_control::backup(&store, &file).map_err(atoll_cli::CliError::user)?;
         println!(
             "copied the store of {} to {} ({bytes} bytes, checked)",
             data_dir.display(),
@@ -227,7 +241,7 @@ async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
     }
     if let Some(ControlAction::RotateMasterKey { new_key_file }) = args.action {
         let new_key_file = agent::absolute(&new_key_file, "--new-key-file")?;
-        let moved = atoll_control::rotate_master_key(&data_dir, &master_key, &new_key_file)
+        let moved = atoll_control::rotate_master_key(&data_dir, &store, &master_key, &new_key_file)
             .await
             .map_err(atoll_cli::CliError::user)?;
         println!(
@@ -239,6 +253,7 @@ async fn control(args: ControlArgs) -> Result<(), atoll_cli::CliError> {
     }
     let config = atoll_control::Config {
         data_dir: data_dir.clone(),
+        store,
         listen: args.listen,
         names: args.names,
         master_key,

@@ -1,7 +1,8 @@
 //! The behaviour every [`Store`] backend must have, written against the trait only.
 //!
 //! A backend runs the whole suite with `conformance_suite!(factory)`, where `factory` makes a
-//! fresh, empty store from a scratch folder.
+//! fresh, empty store from a scratch folder, or `conformance_suite!(async factory)` when the
+//! factory returns a future of the store (a backend that connects to a server).
 
 use crate::{
     AppVersionRow, Enrolled, EventCounts, EventRetention, HostRow, HostState, InventoryChange,
@@ -11,7 +12,7 @@ use crate::{
 
 #[macro_export]
 macro_rules! conformance_suite {
-    ($factory:expr) => {
+    (async $factory:expr) => {
         $crate::conformance_suite!(@cases $factory;
             empty_store_starts_at_version_zero,
             commit_bumps_the_version_and_is_visible,
@@ -44,10 +45,16 @@ macro_rules! conformance_suite {
             #[tokio::test]
             async fn $case() {
                 let dir = tempfile::tempdir().unwrap();
-                let store = ($factory)(dir.path());
+                let store = ($factory)(dir.path()).await;
                 $crate::conformance::$case(&store).await;
             }
         )*
+    };
+    ($factory:expr) => {
+        $crate::conformance_suite!(async |dir: &::std::path::Path| {
+            let store = ($factory)(dir);
+            async move { store }
+        });
     };
 }
 

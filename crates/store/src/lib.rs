@@ -6,10 +6,15 @@
 //! made from snapshots can never overwrite each other (the control plane simply recomputes).
 //! A `commit` that returns `Ok` is durable.
 //!
-//! Backends: SQLite (embedded, the default). Every backend must pass the conformance suite in
-//! `conformance.rs`, written against the trait only.
+//! Backends: SQLite (embedded, the default) and PostgreSQL (one database behind several
+//! control-plane replicas). Every backend must pass the conformance suite in `conformance.rs`,
+//! written against the trait only, and both do.
 
 mod group;
+mod location;
+#[cfg(any(test, feature = "test-cluster"))]
+pub mod pg_cluster;
+mod postgres;
 mod report;
 mod sqlite;
 
@@ -21,6 +26,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use location::StoreLocation;
+pub use postgres::PostgresStore;
 pub use report::ReportCursor;
 pub use sqlite::{SqliteStore, backup};
 

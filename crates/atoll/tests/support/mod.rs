@@ -29,12 +29,13 @@ pub fn examples() -> PathBuf {
 
 /// Environment variables that would change what a child process does; each run clears them
 /// and sets only what it means to.
-const ATOLL_ENV: [&str; 13] = [
+const ATOLL_ENV: [&str; 14] = [
     "ATOLL_CONFIG",
     "ATOLL_URL",
     "ATOLL_TOKEN",
     "ATOLL_CA_FILE",
     "ATOLL_DATA_DIR",
+    "ATOLL_STORE",
     "ATOLL_LISTEN",
     "ATOLL_LOG",
     "ATOLL_CONTROL",

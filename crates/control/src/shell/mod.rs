@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_store::{SqliteStore, Store, TokenRow, Write};
+use atoll_store::{Store, StoreLocation, TokenRow, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -52,6 +52,9 @@ pub const CA_FILE: &str = "ca.pem";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// Where the store is (`--store`): an SQLite file (by default `atoll.db` in the data
+    /// folder) or a PostgreSQL database.
+    pub store: StoreLocation,
     pub listen: SocketAddr,
     /// Extra DNS names or addresses for the server certificate.
     pub names: Vec<String>,
@@ -141,7 +144,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let data_lock = lock::lock(dir)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("atoll.db"))?);
+    let store = config.store.open().await?;
     let vault = Vault::load(&config.master_key, dir).map_err(StartError::MasterKey)?;
     // A wrong key is refused before anything is written: the first start's commit happens
     // only on an empty store, which has no check value to disagree with.
@@ -206,25 +209,32 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// with the control plane stopped. Returns how many secrets moved.
 pub async fn rotate_master_key(
     data_dir: &Path,
+    store: &StoreLocation,
     current: &MasterKeySource,
     new_key_file: &Path,
 ) -> Result<usize, String> {
-    let db = data_dir.join("atoll.db");
-    if !db.exists() {
+    if let StoreLocation::Sqlite(db) = store
+        && !db.exists()
+    {
         return Err(format!("{}: no control plane data here", db.display()));
     }
     // With the control plane stopped: its lock says whether it is.
     let _lock = lock::lock(data_dir).map_err(|e| e.to_string())?;
-    let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
+    let store = store.open().await.map_err(|e| e.to_string())?;
     let old = Vault::load(current, data_dir)?;
     let new = Vault::load(&MasterKeySource::File(new_key_file.to_owned()), data_dir)?;
-    vault::rotate(&store, &old, &new).await
+    vault::rotate(store.as_ref(), &old, &new).await
 }
 
-/// Copies the store of `data_dir` to `file`, consistent and online (`atoll_store::backup`):
-/// its size in bytes.
-pub fn backup(data_dir: &Path, file: &Path) -> Result<u64, String> {
-    atoll_store::backup(&data_dir.join("atoll.db"), file).map_err(|e| e.to_string())
+/// Copies the store to `file`, consistent and online (`atoll_store::backup`): its size in
+/// bytes. A PostgreSQL store is backed up with PostgreSQL's own tools.
+pub fn backup(store: &StoreLocation, file: &Path) -> Result<u64, String> {
+    match store {
+        StoreLocation::Sqlite(db) => atoll_store::backup(db, file).map_err(|e| e.to_string()),
+        StoreLocation::Postgres(_) => Err(
+            "the store is a PostgreSQL database: back it up with `pg_dump --format=custom` (online and consistent), restore with `pg_restore` into an empty database".into(),
+        ),
+    }
 }
 
 /// On the first start of a data folder, makes the admin token: its hash goes to the store, the
