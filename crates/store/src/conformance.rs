@@ -6,8 +6,8 @@
 
 use crate::{
     AppVersionRow, Enrolled, EventCounts, EventRetention, HostRow, HostState, InventoryChange,
-    JoinTokenRow, ManifestRow, ReportBatch, ResourceRow, RolloutRow, SecretHead, SecretRow, Store,
-    StoreError, TokenRefusal, TokenRow, Write,
+    JoinTokenRow, ManifestHead, ManifestRow, ReportBatch, ResourceRow, RolloutRow, SecretHead,
+    SecretRow, Store, StoreError, TokenRefusal, TokenRow, Write,
 };
 
 #[macro_export]
@@ -20,6 +20,7 @@ macro_rules! conformance_suite {
             resources_update_in_place_and_delete,
             app_versions_are_immutable,
             manifest_revisions_only_grow,
+            every_manifest_write_takes_the_next_manifest_change_number,
             snapshot_is_consistent,
             tokens_are_found_by_hash,
             audit_is_newest_first,
@@ -209,6 +210,62 @@ pub async fn manifest_revisions_only_grow(store: &dyn Store) {
     assert!(store.commit(2, vec![manifest("s", 1)]).await.is_err());
     let m = store.manifest("s").await.unwrap().unwrap();
     assert_eq!((m.revision, m.hash.as_str()), (2, "hash-2"));
+}
+
+/// What another replica's fleet follows: every manifest written, in the order written, once
+/// per site with its newest head, in pages; a refused batch takes no number.
+pub async fn every_manifest_write_takes_the_next_manifest_change_number(store: &dyn Store) {
+    let heads = |changes: Vec<(u64, ManifestHead)>| -> Vec<(String, u64)> {
+        changes
+            .into_iter()
+            .map(|(_, h)| (h.site, h.revision))
+            .collect()
+    };
+    assert_eq!(store.last_manifest_change().await.unwrap(), 0);
+    assert!(store.manifest_changes(0, 100).await.unwrap().is_empty());
+
+    store
+        .commit(0, vec![manifest("a", 1), manifest("b", 1)])
+        .await
+        .unwrap();
+    let first = store.manifest_changes(0, 100).await.unwrap();
+    assert_eq!(heads(first.clone()), [("a".into(), 1), ("b".into(), 1)]);
+    assert!(first[0].0 > 0 && first[0].0 < first[1].0, "{first:?}");
+    let seen = store.last_manifest_change().await.unwrap();
+    assert_eq!(seen, first[1].0);
+
+    store.commit(1, vec![manifest("a", 2)]).await.unwrap();
+    assert!(
+        store
+            .commit(2, vec![manifest("c", 1), manifest("b", 1)])
+            .await
+            .is_err()
+    );
+    let later = store.manifest_changes(seen, 100).await.unwrap();
+    assert_eq!(heads(later.clone()), [("a".into(), 2)]);
+    assert_eq!(later[0].1.hash, "hash-2");
+    assert!(later[0].0 > seen);
+    assert_eq!(store.last_manifest_change().await.unwrap(), later[0].0);
+    assert_eq!(
+        heads(store.manifest_changes(0, 100).await.unwrap()),
+        [("b".into(), 1), ("a".into(), 2)],
+        "a site appears once, where its newest write is"
+    );
+
+    let page = store.manifest_changes(0, 1).await.unwrap();
+    assert_eq!(heads(page.clone()), [("b".into(), 1)]);
+    assert_eq!(
+        heads(store.manifest_changes(page[0].0, 1).await.unwrap()),
+        [("a".into(), 2)],
+        "the next page goes on after the last number read"
+    );
+    assert!(
+        store
+            .manifest_changes(later[0].0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn snapshot_is_consistent(store: &dyn Store) {

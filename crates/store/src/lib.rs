@@ -327,6 +327,7 @@ pub enum Write {
         name: String,
     },
     /// Create or replace a site's manifest; its revision must be higher than the stored one.
+    /// It takes the next manifest-change number ([`Store::manifest_changes`]).
     PutManifest(ManifestRow),
     PutToken(TokenRow),
     /// Create or replace a deployment's current rollout.
@@ -381,6 +382,14 @@ pub trait Store: Send + Sync + 'static {
     /// All versions of an application, oldest applied first.
     async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRow>>;
     async fn manifest(&self, site: &str) -> Result<Option<ManifestRow>>;
+    /// The manifests written after manifest-change number `after`, each with its number, in
+    /// number order, at most `limit` of them: how a control plane learns what other replicas
+    /// committed. Every manifest write takes the next number, and a number is never seen
+    /// before every lower one is committed, so a reader that goes on after the highest number
+    /// it saw misses no change. A site appears once, with its newest manifest.
+    async fn manifest_changes(&self, after: u64, limit: u32) -> Result<Vec<(u64, ManifestHead)>>;
+    /// The highest manifest-change number committed; 0 before any.
+    async fn last_manifest_change(&self) -> Result<u64>;
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>>;
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditRow>>;

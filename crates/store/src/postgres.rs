@@ -18,6 +18,11 @@
 //!   sees number `n`, every lower number is committed or was never used, and
 //!   [`Store::host_changes`] never misses a change. The same lock orders an enrollment after a
 //!   site's retirement (which forgets its join tokens) or before it (and is detached with it).
+//! - Manifest-change numbers come from the sequence `manifest_change` the same way: a commit
+//!   that writes manifests takes the advisory lock [`MANIFEST_CHANGE_LOCK`] (after the version
+//!   row, which already makes such commits one at a time; the lock keeps the rule true for any
+//!   later write of a manifest outside the versioned commit) and draws under it, so
+//!   [`Store::manifest_changes`] never misses a change either.
 //! - No group commit: agent writes (reports, tokens, hosts, audit) each run in their own
 //!   transaction, concurrently on the pool. PostgreSQL already flushes the WAL of concurrent
 //!   commits together, so batching them here would add latency and a shared failure for no
@@ -40,12 +45,18 @@ use crate::{
     Store, StoreError, TokenRefusal, TokenRow, Write,
 };
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_init.sql"),
+    include_str!("../migrations/postgres/0002_manifest_changes.sql"),
+];
 /// Connections per replica: enough for a fleet's concurrent reports and long-polls' reads,
 /// few enough that several replicas stay under PostgreSQL's default `max_connections` (100).
 const POOL_SIZE: usize = 16;
 /// The advisory lock held by every transaction that draws a host-change number ("atoll" and 1).
 const HOST_CHANGE_LOCK: i64 = 0x61_746f_6c6c_0001;
+/// The advisory lock held by every transaction that draws a manifest-change number ("atoll"
+/// and 3).
+const MANIFEST_CHANGE_LOCK: i64 = 0x61_746f_6c6c_0003;
 /// The advisory lock held while the schema is brought up to date, so that replicas starting
 /// together migrate once.
 const MIGRATION_LOCK: i64 = 0x61_746f_6c6c_0002;
@@ -462,8 +473,8 @@ async fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
             }
             execute(
                 tx,
-                "INSERT INTO manifests (site, revision, hash, body, updated_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (site) DO UPDATE SET revision = $2, hash = $3, body = $4, updated_at = $5",
+                "INSERT INTO manifests (site, revision, hash, body, updated_at, changed) VALUES ($1, $2, $3, $4, $5, nextval('manifest_change'))
+                 ON CONFLICT (site) DO UPDATE SET revision = $2, hash = $3, body = $4, updated_at = $5, changed = excluded.changed",
                 &[&m.site, &to_i64(m.revision), &m.hash, &m.body, &m.updated_at],
             )
             .await?;
@@ -721,6 +732,14 @@ impl Store for PostgresStore {
         if writes.iter().any(|w| matches!(w, Write::RetireSite { .. })) {
             lock_host_changes(&tx).await?;
         }
+        if writes.iter().any(|w| matches!(w, Write::PutManifest(_))) {
+            execute(
+                &tx,
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&MANIFEST_CHANGE_LOCK],
+            )
+            .await?;
+        }
         for write in writes {
             apply_write(&tx, write).await?;
         }
@@ -795,6 +814,34 @@ impl Store for PostgresStore {
             })
         })
         .transpose()
+    }
+
+    async fn manifest_changes(&self, after: u64, limit: u32) -> Result<Vec<(u64, ManifestHead)>> {
+        self.query(
+            "SELECT changed, site, revision, hash FROM manifests WHERE changed > $1 ORDER BY changed LIMIT $2",
+            &[&to_i64(after), &i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                to_u64(r.try_get(0)?),
+                ManifestHead {
+                    site: r.try_get(1)?,
+                    revision: to_u64(r.try_get(2)?),
+                    hash: r.try_get(3)?,
+                },
+            ))
+        })
+        .collect()
+    }
+
+    async fn last_manifest_change(&self) -> Result<u64> {
+        let row = self
+            .query_opt("SELECT COALESCE(MAX(changed), 0) FROM manifests", &[])
+            .await?
+            .ok_or_else(|| StoreError::Backend("no answer to MAX(changed)".into()))?;
+        Ok(to_u64(row.try_get(0)?))
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
@@ -1470,5 +1517,78 @@ mod tests {
             "{missed:?} were committed below a number the reader had seen"
         );
         assert!(reader.host_changes(after).await.unwrap().is_empty());
+    }
+
+    /// Commits racing on two replicas while a third follows the manifest changes: every
+    /// manifest written is seen, once, however the commits interleave with the reads.
+    #[tokio::test]
+    async fn a_reader_following_manifest_changes_never_misses_a_commit_of_another_replica() {
+        let url = crate::pg_cluster::cluster().fresh_database();
+        let (a, b, reader) = (
+            PostgresStore::open(&url).await.unwrap(),
+            PostgresStore::open(&url).await.unwrap(),
+            PostgresStore::open(&url).await.unwrap(),
+        );
+        let sites = 40;
+        let write = |store: &PostgresStore, i: usize| {
+            let store = store.clone();
+            async move {
+                let row = ManifestRow {
+                    site: format!("s{i}"),
+                    revision: 1,
+                    hash: format!("h{i}"),
+                    body: "{}".into(),
+                    updated_at: "2026-01-01T00:00:00Z".into(),
+                };
+                // Another replica's commit in between is a conflict: computed again, as the
+                // control plane does.
+                loop {
+                    let base = store.version().await.unwrap();
+                    match store
+                        .commit(base, vec![Write::PutManifest(row.clone())])
+                        .await
+                    {
+                        Ok(_) => return,
+                        Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        };
+        let writers = tokio::spawn(async move {
+            let all = (0..sites).map(|i| write(if i % 2 == 0 { &a } else { &b }, i));
+            futures_util::future::join_all(all).await;
+        });
+        let mut seen = std::collections::BTreeSet::new();
+        let mut after = 0;
+        loop {
+            let done = writers.is_finished();
+            for (number, head) in reader.manifest_changes(after, 7).await.unwrap() {
+                assert!(number > after, "{number} after {after}");
+                after = number;
+                assert!(seen.insert(head.site.clone()), "{} seen twice", head.site);
+            }
+            if done {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        writers.await.unwrap();
+        // The last pages, read after every commit.
+        loop {
+            let page = reader.manifest_changes(after, 7).await.unwrap();
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            seen.extend(page.into_iter().map(|(_, h)| h.site));
+        }
+        let missed: Vec<String> = (0..sites)
+            .map(|i| format!("s{i}"))
+            .filter(|s| !seen.contains(s))
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "{missed:?} were committed below a number the reader had seen"
+        );
+        assert_eq!(reader.last_manifest_change().await.unwrap(), after);
     }
 }

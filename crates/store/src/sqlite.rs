@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_host_state.sql"),
     include_str!("../migrations/sqlite/0006_events.sql"),
     include_str!("../migrations/sqlite/0007_host_labels.sql"),
+    include_str!("../migrations/sqlite/0008_manifest_changes.sql"),
 ];
 const READERS: usize = 4;
 
@@ -334,9 +335,11 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
                     m.site, m.revision
                 )));
             }
+            // The one writer connection makes MAX + 1 the next number: no other write of
+            // the manifests table can commit between the read and this one.
             tx.prepare_cached(
-                "INSERT INTO manifests (site, revision, hash, body, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (site) DO UPDATE SET revision = ?2, hash = ?3, body = ?4, updated_at = ?5",
+                "INSERT INTO manifests (site, revision, hash, body, updated_at, changed) VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(changed), 0) + 1 FROM manifests))
+                 ON CONFLICT (site) DO UPDATE SET revision = ?2, hash = ?3, body = ?4, updated_at = ?5, changed = excluded.changed",
             )?
             .execute(params![m.site, to_i64(m.revision), m.hash, m.body, m.updated_at])?;
         }
@@ -508,6 +511,38 @@ impl Store for SqliteStore {
                     })
                 })
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn manifest_changes(&self, after: u64, limit: u32) -> Result<Vec<(u64, ManifestHead)>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT changed, site, revision, hash FROM manifests WHERE changed > ?1 ORDER BY changed LIMIT ?2",
+                )?
+                .query_map(params![to_i64(after), limit], |r| {
+                    Ok((
+                        to_u64(r.get(0)?),
+                        ManifestHead {
+                            site: r.get(1)?,
+                            revision: to_u64(r.get(2)?),
+                            hash: r.get(3)?,
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn last_manifest_change(&self) -> Result<u64> {
+        self.read(|conn| {
+            Ok(to_u64(conn.query_row(
+                "SELECT COALESCE(MAX(changed), 0) FROM manifests",
+                [],
+                |r| r.get(0),
+            )?))
         })
         .await
     }
