@@ -2,6 +2,15 @@
 //! and content hash each site should have (so waiting long-polls wake the moment it changes,
 //! and compare what an agent holds, without reading the store), the manifests committed since start (so the long-polls a commit wakes, every site at
 //! once after a fleet-wide change, do not all read the store), and which hosts are in touch.
+//!
+//! The heads follow the store's manifest-change feed ([`Fleet::follow`], every
+//! [`FOLLOW_EVERY`]), so a commit made by another replica wakes the long-polls waiting here
+//! within that period: the feed, not a message between replicas, is the truth, and a reader
+//! that goes on from the highest number it saw misses no change. A head learnt from the feed
+//! comes without its body; the poll it wakes reads the manifest from the store, as for one
+//! committed before this process started. With SQLite (one control plane) the feed only
+//! repeats this process's own commits, which `publish` ignores; it is followed anyway: one
+//! indexed read per period, and one code path whatever the backend.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,6 +22,13 @@ use tokio::sync::watch;
 
 use super::hostbook::HostBook;
 use crate::core;
+
+/// How often the fleet reads the manifests other replicas committed: a commit anywhere wakes
+/// the long-polls waiting here within this, plus one read.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+/// How many manifest changes one read of the feed takes at most (a fleet-wide change is read
+/// in pages).
+const FOLLOW_PAGE: u32 = 10_000;
 
 /// A host counts as connected while it holds a long-poll open, or for this long after its last
 /// request (a long-poll ends and the next begins within a round trip).
@@ -29,6 +45,8 @@ pub struct Fleet {
     hosts: Arc<HostBook>,
     /// When this control plane started: presence is only known from then on.
     started: Instant,
+    /// The highest manifest-change number followed.
+    followed: Mutex<u64>,
 }
 
 impl Default for Fleet {
@@ -39,6 +57,7 @@ impl Default for Fleet {
             presence: Mutex::default(),
             hosts: Arc::default(),
             started: Instant::now(),
+            followed: Mutex::default(),
         }
     }
 }
@@ -80,6 +99,9 @@ impl Fleet {
     /// long-polls read the store only when the fleet says there is something newer.
     pub async fn from_store(store: &dyn Store) -> Result<Fleet, StoreError> {
         let fleet = Fleet::default();
+        // The number first: a commit between it and the snapshot is read again by the first
+        // follow, which publishing ignores.
+        *fleet.lock_followed() = store.last_manifest_change().await?;
         for head in store.snapshot().await?.manifests {
             fleet.publish(&head.site, head.revision, &head.hash);
         }
@@ -90,6 +112,52 @@ impl Fleet {
     /// Which site each host belongs to, and whether it still does.
     pub fn hosts(&self) -> &Arc<HostBook> {
         &self.hosts
+    }
+
+    /// Reads the manifests committed (by any replica) since the last change followed, and
+    /// publishes their heads. How many changes it read.
+    pub async fn follow(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let mut read = 0;
+        loop {
+            let after = *self.lock_followed();
+            let page = store.manifest_changes(after, FOLLOW_PAGE).await?;
+            let full = page.len() == FOLLOW_PAGE as usize;
+            read += page.len();
+            for (number, head) in page {
+                self.publish(&head.site, head.revision, &head.hash);
+                let mut followed = self.lock_followed();
+                *followed = (*followed).max(number);
+            }
+            if !full {
+                return Ok(read);
+            }
+        }
+    }
+
+    /// Follows the store every `period` until `shutdown` turns true: how commits other
+    /// replicas make wake the long-polls held here. A failed read is logged and tried again
+    /// next turn.
+    pub async fn follow_every(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        period: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Err(e) = self.follow(store.as_ref()).await {
+                tracing::warn!(error = %e, "reading manifest changes failed; trying again");
+            }
+        }
+    }
+
+    fn lock_followed(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.followed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A site's manifest is now at `revision` with content `hash`: wake everyone waiting for
@@ -240,6 +308,8 @@ impl Drop for PollGuard<'_> {
 
 #[cfg(test)]
 mod tests {
+    use atoll_store::{ManifestRow, SqliteStore, Write};
+
     use super::*;
 
     #[tokio::test]
@@ -253,6 +323,50 @@ mod tests {
         fleet.publish("s", 1, "one");
         assert!(!rx.has_changed().unwrap());
         assert_eq!(fleet.watch("other").borrow().stored(), None);
+    }
+
+    fn manifest(site: &str, revision: u64) -> Write {
+        Write::PutManifest(ManifestRow {
+            site: site.into(),
+            revision,
+            hash: format!("h{revision}"),
+            body: "{}".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_commit_made_by_another_replica_wakes_the_watchers_when_the_fleet_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("atoll.db")).unwrap();
+        store.commit(0, vec![manifest("s", 1)]).await.unwrap();
+        let fleet = Fleet::from_store(&store).await.unwrap();
+        let mut rx = fleet.watch("s");
+        assert_eq!(rx.borrow_and_update().stored(), Some((1, "h1")));
+        assert_eq!(fleet.follow(&store).await.unwrap(), 0, "known at start");
+
+        // Another replica commits on the same store: nothing here knows until it follows.
+        store
+            .commit(1, vec![manifest("s", 2), manifest("t", 1)])
+            .await
+            .unwrap();
+        assert!(!rx.has_changed().unwrap());
+        assert_eq!(fleet.follow(&store).await.unwrap(), 2);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(rx.borrow_and_update().stored(), Some((2, "h2")));
+        assert_eq!(fleet.watch("t").borrow().stored(), Some((1, "h1")));
+        assert!(
+            fleet.manifest("s").is_none(),
+            "the body is read from the store when a poll asks"
+        );
+        assert_eq!(fleet.follow(&store).await.unwrap(), 0, "nothing new");
+
+        // This replica's own commit, published as it commits, is read again and ignored.
+        fleet.publish_manifest("s", 3, "h3", Published::Signed(Bytes::from_static(b"3")));
+        rx.borrow_and_update();
+        store.commit(2, vec![manifest("s", 3)]).await.unwrap();
+        assert_eq!(fleet.follow(&store).await.unwrap(), 1);
+        assert!(!rx.has_changed().unwrap());
     }
 
     #[test]

@@ -179,11 +179,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .with_retention(config.retention);
     let router = http::router(control.clone(), agents.clone());
     let (shutdown, stop) = watch::channel(false);
+    tokio::spawn(fleet.hosts().clone().follow_every(
+        store.clone(),
+        hostbook::FOLLOW_EVERY,
+        stop.clone(),
+    ));
     tokio::spawn(
         fleet
-            .hosts()
             .clone()
-            .follow_every(store, hostbook::FOLLOW_EVERY, stop.clone()),
+            .follow_every(store, fleet::FOLLOW_EVERY, stop.clone()),
     );
     tokio::spawn(
         rollouts::Controller {
