@@ -14,6 +14,7 @@ mod group;
 mod location;
 #[cfg(any(test, feature = "test-cluster"))]
 pub mod pg_cluster;
+mod pg_listen;
 mod postgres;
 mod report;
 mod sqlite;
@@ -390,6 +391,11 @@ pub trait Store: Send + Sync + 'static {
     async fn manifest_changes(&self, after: u64, limit: u32) -> Result<Vec<(u64, ManifestHead)>>;
     /// The highest manifest-change number committed; 0 before any.
     async fn last_manifest_change(&self) -> Result<u64>;
+    /// A hint that manifests may have been committed elsewhere, so a follower of
+    /// [`Store::manifest_changes`] reads at once rather than at its next period; ready when
+    /// returned. A hint may be lost or ring for nothing new: the feed is the truth. `None`
+    /// for a backend without one (SQLite, whose one control plane makes every commit itself).
+    async fn manifest_hint(&self) -> Result<Option<std::sync::Arc<tokio::sync::Notify>>>;
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>>;
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditRow>>;

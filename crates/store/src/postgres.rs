@@ -23,6 +23,8 @@
 //!   row, which already makes such commits one at a time; the lock keeps the rule true for any
 //!   later write of a manifest outside the versioned commit) and draws under it, so
 //!   [`Store::manifest_changes`] never misses a change either.
+//!   Such a commit also NOTIFYs the channel of `pg_listen`, a wake-up hint for the replicas
+//!   that follow the feed ([`Store::manifest_hint`]); the feed stays the truth.
 //! - No group commit: agent writes (reports, tokens, hosts, audit) each run in their own
 //!   transaction, concurrently on the pool. PostgreSQL already flushes the WAL of concurrent
 //!   commits together, so batching them here would add latency and a shared failure for no
@@ -31,13 +33,16 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr as _;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
+use tokio::sync::Notify;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
+use crate::pg_listen;
 use crate::{
     AppVersionRow, AuditRow, Enrolled, EventCounts, EventRetention, EventRow, HostRow, HostState,
     HostStatusRow, InventoryChange, JoinTokenRow, ManifestHead, ManifestRow, ReportBatch,
@@ -70,6 +75,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// Where the database is, for messages: host, port and database, never the password.
     target: String,
+    /// How to connect, for the listening connection of [`Store::manifest_hint`].
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -152,7 +159,7 @@ impl PostgresStore {
         let config = parse_url(url)?;
         let target = target(&config);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -162,7 +169,11 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL store {target}: {e}")))?;
-        let store = PostgresStore { pool, target };
+        let store = PostgresStore {
+            pool,
+            target,
+            config,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -739,6 +750,8 @@ impl Store for PostgresStore {
                 &[&MANIFEST_CHANGE_LOCK],
             )
             .await?;
+            // Delivered when the transaction commits, never if it does not.
+            execute(&tx, "SELECT pg_notify($1, '')", &[&pg_listen::CHANNEL]).await?;
         }
         for write in writes {
             apply_write(&tx, write).await?;
@@ -834,6 +847,12 @@ impl Store for PostgresStore {
             ))
         })
         .collect()
+    }
+
+    async fn manifest_hint(&self) -> Result<Option<Arc<Notify>>> {
+        Ok(Some(
+            pg_listen::listen(self.config.clone(), self.target.clone()).await?,
+        ))
     }
 
     async fn last_manifest_change(&self) -> Result<u64> {
@@ -1590,5 +1609,31 @@ mod tests {
             "{missed:?} were committed below a number the reader had seen"
         );
         assert_eq!(reader.last_manifest_change().await.unwrap(), after);
+    }
+
+    /// The hint rings for a manifest committed through another store on the database.
+    #[tokio::test]
+    async fn a_manifest_commit_on_one_replica_rings_the_hint_of_another() {
+        let url = crate::pg_cluster::cluster().fresh_database();
+        let (a, b) = (
+            PostgresStore::open(&url).await.unwrap(),
+            PostgresStore::open(&url).await.unwrap(),
+        );
+        let hint = a
+            .manifest_hint()
+            .await
+            .unwrap()
+            .expect("PostgreSQL has a hint");
+        let row = ManifestRow {
+            site: "s".into(),
+            revision: 1,
+            hash: "h".into(),
+            body: "{}".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        };
+        b.commit(0, vec![Write::PutManifest(row)]).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), hint.notified())
+            .await
+            .expect("no hint within 10 s of the commit");
     }
 }

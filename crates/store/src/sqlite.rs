@@ -536,6 +536,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn manifest_hint(&self) -> Result<Option<Arc<tokio::sync::Notify>>> {
+        Ok(None)
+    }
+
     async fn last_manifest_change(&self) -> Result<u64> {
         self.read(|conn| {
             Ok(to_u64(conn.query_row(

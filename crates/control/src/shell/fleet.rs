@@ -8,7 +8,9 @@
 //! within that period: the feed, not a message between replicas, is the truth, and a reader
 //! that goes on from the highest number it saw misses no change. A head learnt from the feed
 //! comes without its body; the poll it wakes reads the manifest from the store, as for one
-//! committed before this process started. With SQLite (one control plane) the feed only
+//! committed before this process started. On PostgreSQL every manifest commit also
+//! NOTIFYs a channel the store listens on ([`Store::manifest_hint`]): a hint that has the feed
+//! read at once, so a wake-up usually takes one round trip rather than up to a period. With SQLite (one control plane) the feed only
 //! repeats this process's own commits, which `publish` ignores; it is followed anyway: one
 //! indexed read per period, and one code path whatever the backend.
 
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use atoll_store::{Store, StoreError};
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::hostbook::HostBook;
 use crate::core;
@@ -134,21 +136,29 @@ impl Fleet {
         }
     }
 
-    /// Follows the store every `period` until `shutdown` turns true: how commits other
-    /// replicas make wake the long-polls held here. A failed read is logged and tried again
-    /// next turn.
+    /// Follows the store every `period`, and at once when `hint` rings, until `shutdown`
+    /// turns true: how commits other replicas make wake the long-polls held here. A failed
+    /// read is logged and tried again next turn.
     pub async fn follow_every(
         self: Arc<Self>,
         store: Arc<dyn Store>,
         period: Duration,
+        hint: Option<Arc<Notify>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let hinted = async {
+                match &hint {
+                    Some(hint) => hint.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = ticks.tick() => {}
+                () = hinted => {}
             }
             if let Err(e) = self.follow(store.as_ref()).await {
                 tracing::warn!(error = %e, "reading manifest changes failed; trying again");

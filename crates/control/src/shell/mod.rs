@@ -184,10 +184,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hostbook::FOLLOW_EVERY,
         stop.clone(),
     ));
+    let hint = store.manifest_hint().await?;
     tokio::spawn(
         fleet
             .clone()
-            .follow_every(store, fleet::FOLLOW_EVERY, stop.clone()),
+            .follow_every(store, fleet::FOLLOW_EVERY, hint, stop.clone()),
     );
     tokio::spawn(
         rollouts::Controller {
