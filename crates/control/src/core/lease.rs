@@ -194,7 +194,7 @@ mod tests {
                     last_success = Some(sent);
                 }
                 let after = next.fence_at(now);
-                if let Some(_) = after {
+                if after.is_some() {
                     prop_assert!(now < last_success.unwrap() + ttl);
                     prop_assert!(matches!(answer, Answer::Acquired(_) | Answer::Failed));
                 }

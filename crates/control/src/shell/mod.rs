@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod hostbook;
 pub mod http;
 mod labels;
+pub mod lease;
 pub mod lock;
 pub mod openapi;
 mod rollout_api;
@@ -179,16 +180,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .with_retention(config.retention);
     let router = http::router(control.clone(), agents.clone());
     let (shutdown, stop) = watch::channel(false);
-    tokio::spawn(
-        fleet
-            .hosts()
-            .clone()
-            .follow_every(store, hostbook::FOLLOW_EVERY, stop.clone()),
+    tokio::spawn(fleet.hosts().clone().follow_every(
+        store.clone(),
+        hostbook::FOLLOW_EVERY,
+        stop.clone(),
+    ));
+    let holder = rollouts::holder_id();
+    tracing::info!(%holder, lease = rollouts::LEASE, "rollout controller runs while this process holds its lease");
+    let (lease, _) = lease::Lease::keep(
+        store.clone(),
+        rollouts::LEASE,
+        &holder,
+        rollouts::LEASE_TIMING,
+        stop.clone(),
     );
     tokio::spawn(
         rollouts::Controller {
             control,
             agents,
+            lease,
             shutdown: stop.clone(),
         }
         .run(),
