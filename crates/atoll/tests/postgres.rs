@@ -3,7 +3,11 @@
 
 mod support;
 
-use support::{ControlPlane, atoll_command, run};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use atoll_store::{LeaseRow, PostgresStore, Store};
+use support::{ControlPlane, atoll_command, examples, run, wait_until};
 
 #[test]
 fn a_control_plane_on_postgres_serves_the_examples_and_keeps_them_across_a_crash() {
@@ -53,4 +57,92 @@ fn an_unknown_store_scheme_and_a_url_asking_for_tls_are_refused() {
     let out = run(cmd);
     assert_ne!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stderr.contains("sslmode"), "{}", out.stderr);
+}
+
+/// Copies the data folder `from` into `to` for a second replica: the keys and certificates,
+/// not the SQLite files or the first one's lock.
+fn copy_data_folder(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("atoll.db") || name == "control.pid" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_data_folder(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The process id in a lease holder's name (`PID-RANDOM`).
+fn holder_pid(lease: &LeaseRow) -> u32 {
+    lease.holder.split('-').next().unwrap().parse().unwrap()
+}
+
+/// Issue 14: two replicas on one database run the rollout controller one at a time, and when
+/// the lease's holder is killed with -9 the other takes the lease over within 10 s, with a
+/// higher fence, and the rollout is still there to be driven.
+#[test]
+fn the_rollout_lease_moves_to_the_other_replica_within_10_s_of_its_holders_death() {
+    let url = atoll_store::pg_cluster::cluster().fresh_database();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime.block_on(PostgresStore::open(&url)).unwrap();
+    let lease = || runtime.block_on(store.lease("rollouts")).unwrap();
+
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let first = ControlPlane::start_with(dirs[0].path(), "127.0.0.1:0", &["--store", &url]);
+    first.apply_examples();
+    copy_data_folder(dirs[0].path(), dirs[1].path());
+    let second = ControlPlane::start_with(dirs[1].path(), "127.0.0.1:0", &["--store", &url]);
+    let mut replicas = [first, second];
+
+    // A new version of the examples' application: a rollout starts.
+    let pos = std::fs::read_to_string(examples().join("pos.yaml")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    replicas[1].apply_yaml(
+        &work.path().join("pos.yaml"),
+        &pos.replace("1.4.2", "1.4.3"),
+    );
+    let status = replicas[0].cli(&["rollout", "status", "pos-prod", "-o", "json"]);
+    status.ok("rollout status");
+
+    let held = wait_until(Duration::from_secs(10), || {
+        lease().filter(|l| !l.holder.is_empty())
+    })
+    .expect("one replica takes the lease");
+    let holder = replicas
+        .iter()
+        .position(|r| r.pid() == holder_pid(&held))
+        .unwrap_or_else(|| panic!("the holder {} is one of the replicas", held.holder));
+    let other = 1 - holder;
+    assert!(
+        replicas[holder].stderr().contains("took the lease"),
+        "{}",
+        replicas[holder].stderr()
+    );
+
+    replicas[holder].kill9();
+    let killed = Instant::now();
+    let taken = wait_until(Duration::from_secs(10), || {
+        lease().filter(|l| l.holder != held.holder && !l.holder.is_empty())
+    })
+    .expect("the other replica takes the lease over within 10 s");
+    let after = killed.elapsed();
+    assert_eq!(holder_pid(&taken), replicas[other].pid());
+    assert!(taken.fence > held.fence, "{taken:?} after {held:?}");
+    assert!(after <= Duration::from_secs(10), "{after:?}");
+    wait_until(Duration::from_secs(5), || {
+        replicas[other]
+            .stderr()
+            .contains("took the lease")
+            .then_some(())
+    })
+    .expect("the new holder says so");
+    replicas[other]
+        .cli(&["rollout", "status", "pos-prod", "-o", "json"])
+        .ok("the rollout, served by the survivor");
 }
