@@ -6,7 +6,8 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{ControlPlane, atoll_command, run};
+use atoll_store::{LeaseRow, PostgresStore, Store};
+use support::{ControlPlane, atoll_command, examples, run, wait_until};
 
 #[test]
 fn a_control_plane_on_postgres_serves_the_examples_and_keeps_them_across_a_crash() {
@@ -154,4 +155,82 @@ async fn an_apply_through_one_replica_wakes_the_long_poll_waiting_on_another_wit
         delay < Duration::from_secs(1),
         "A answered {delay:?} after B's apply"
     );
+}
+
+/// The process id in a lease holder's name (`PID-RANDOM`).
+fn holder_pid(lease: &LeaseRow) -> u32 {
+    lease.holder.split('-').next().unwrap().parse().unwrap()
+}
+
+/// The rollout of `pos-prod` as `atoll rollout status -o json` shows it through `replica`.
+fn rollout(replica: &ControlPlane) -> serde_json::Value {
+    replica
+        .cli(&["rollout", "status", "pos-prod", "-o", "json"])
+        .ok("rollout status")
+        .json()
+}
+
+/// Issue 14: two replicas on one database run the rollout controller one at a time, and when
+/// the lease's holder is killed with -9 the other takes the lease over within 10 s, with a
+/// higher fence, and drives the rollout: started after the kill, through the survivor, it is
+/// stepped (its view changes) within 10 s of the kill.
+#[test]
+fn the_rollout_lease_moves_to_the_other_replica_within_10_s_of_its_holders_death() {
+    let url = atoll_store::pg_cluster::cluster().fresh_database();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime.block_on(PostgresStore::open(&url)).unwrap();
+    let lease = || runtime.block_on(store.lease("rollouts")).unwrap();
+
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let first = ControlPlane::start_with(dirs[0].path(), "127.0.0.1:0", &["--store", &url]);
+    first.apply_examples();
+    share_keys(dirs[0].path(), dirs[1].path());
+    let second = ControlPlane::start_with(dirs[1].path(), "127.0.0.1:0", &["--store", &url]);
+    let mut replicas = [first, second];
+
+    let held = wait_until(Duration::from_secs(10), || {
+        lease().filter(|l| !l.holder.is_empty())
+    })
+    .expect("one replica takes the lease");
+    let holder = replicas
+        .iter()
+        .position(|r| r.pid() == holder_pid(&held))
+        .unwrap_or_else(|| panic!("the holder {} is one of the replicas", held.holder));
+    let other = 1 - holder;
+    assert!(
+        replicas[holder].stderr().contains("took the lease"),
+        "{}",
+        replicas[holder].stderr()
+    );
+
+    replicas[holder].kill9();
+    let killed = Instant::now();
+    // A new version of the examples' application, through the survivor: a rollout starts,
+    // which only the lease's next holder can step.
+    let pos = std::fs::read_to_string(examples().join("pos.yaml")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    replicas[other].apply_yaml(
+        &work.path().join("pos.yaml"),
+        &pos.replace("1.4.2", "1.4.3"),
+    );
+    let started = rollout(&replicas[other]);
+
+    let taken = wait_until(Duration::from_secs(10), || {
+        lease().filter(|l| l.holder != held.holder && !l.holder.is_empty())
+    })
+    .expect("the other replica takes the lease over within 10 s");
+    assert_eq!(holder_pid(&taken), replicas[other].pid());
+    assert!(taken.fence > held.fence, "{taken:?} after {held:?}");
+    let stepped = wait_until(
+        Duration::from_secs(10).saturating_sub(killed.elapsed()),
+        || Some(rollout(&replicas[other])).filter(|view| *view != started),
+    )
+    .unwrap_or_else(|| panic!("the rollout is stepped within 10 s of the kill: {started:#}"));
+    assert!(killed.elapsed() <= Duration::from_secs(10));
+    assert!(
+        replicas[other].stderr().contains("took the lease"),
+        "{}",
+        replicas[other].stderr()
+    );
+    assert_eq!(stepped["to_version"], "1.4.3", "{stepped:#}");
 }

@@ -9,6 +9,7 @@ use crate::{
     JoinTokenRow, ManifestHead, ManifestRow, ReportBatch, ResourceRow, RolloutRow, SecretHead,
     SecretRow, Store, StoreError, TokenRefusal, TokenRow, Write,
 };
+use std::time::Duration;
 
 #[macro_export]
 macro_rules! conformance_suite {
@@ -39,6 +40,9 @@ macro_rules! conformance_suite {
             events_older_than_the_retention_are_pruned,
             rollouts_are_kept_with_the_snapshot_and_archived,
             secrets_and_settings_are_kept_with_their_bytes,
+            a_lease_is_refused_while_held_and_taken_over_after_expiry_with_the_next_fence,
+            a_renewal_by_the_holder_keeps_the_fence,
+            a_commit_with_a_stale_fence_is_refused_whole,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -1291,5 +1295,178 @@ pub async fn secrets_and_settings_are_kept_with_their_bytes(store: &dyn Store) {
     assert_eq!(
         store.setting("check").await.unwrap().as_deref(),
         Some("def")
+    );
+}
+
+const TTL: Duration = Duration::from_secs(5);
+
+pub async fn a_lease_is_refused_while_held_and_taken_over_after_expiry_with_the_next_fence(
+    store: &dyn Store,
+) {
+    assert_eq!(store.lease("rollouts").await.unwrap(), None);
+    assert_eq!(
+        store
+            .acquire_lease("rollouts", "a", TTL, 1_000)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .acquire_lease("rollouts", "b", TTL, 5_999)
+            .await
+            .unwrap(),
+        None,
+        "held until 6000"
+    );
+    assert_eq!(
+        store.acquire_lease("other", "b", TTL, 5_999).await.unwrap(),
+        Some(1),
+        "leases are independent"
+    );
+    assert_eq!(
+        store
+            .acquire_lease("rollouts", "b", TTL, 6_000)
+            .await
+            .unwrap(),
+        Some(2),
+        "expired: taken over with the next fence"
+    );
+    assert_eq!(
+        store
+            .acquire_lease("rollouts", "a", TTL, 6_001)
+            .await
+            .unwrap(),
+        None,
+        "the old holder cannot come back while b holds it"
+    );
+    let row = store.lease("rollouts").await.unwrap().unwrap();
+    assert_eq!(
+        (row.holder.as_str(), row.fence, row.expires_at_ms),
+        ("b", 2, 11_000)
+    );
+
+    assert!(!store.release_lease("rollouts", "a").await.unwrap());
+    assert!(store.release_lease("rollouts", "b").await.unwrap());
+    assert_eq!(
+        store
+            .acquire_lease("rollouts", "a", TTL, 6_002)
+            .await
+            .unwrap(),
+        Some(3),
+        "released: free at once, and the fence still grows"
+    );
+    assert_eq!(
+        store
+            .acquire_lease("rollouts", "b", TTL, 6_003)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .acquire_lease("rollouts", "", TTL, 6_003)
+            .await
+            .is_err(),
+        "the empty holder is a released lease's"
+    );
+}
+
+pub async fn a_renewal_by_the_holder_keeps_the_fence(store: &dyn Store) {
+    assert_eq!(
+        store
+            .acquire_lease("rollouts", "a", TTL, 1_000)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .acquire_lease("rollouts", "a", TTL, 4_000)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .acquire_lease("rollouts", "b", TTL, 6_500)
+            .await
+            .unwrap(),
+        None,
+        "the renewal moved the expiry to 9000"
+    );
+    assert_eq!(
+        store
+            .acquire_lease("rollouts", "a", TTL, 20_000)
+            .await
+            .unwrap(),
+        Some(1),
+        "expired but taken by no one: still the holder's fence"
+    );
+    assert_eq!(
+        store
+            .lease("rollouts")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at_ms,
+        25_000
+    );
+}
+
+pub async fn a_commit_with_a_stale_fence_is_refused_whole(store: &dyn Store) {
+    let fenced = |fence| Write::Fenced {
+        lease: "rollouts".into(),
+        fence,
+    };
+    let err = store
+        .commit(0, vec![fenced(1), site_row("a", 1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 1,
+                actual: 0
+            }
+        ),
+        "no lease yet: {err}"
+    );
+    let a = store
+        .acquire_lease("rollouts", "a", TTL, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .commit(0, vec![fenced(a), site_row("a", 1)])
+            .await
+            .unwrap(),
+        1
+    );
+    let b = store
+        .acquire_lease("rollouts", "b", TTL, 7_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b, a + 1);
+    // `a` was paused past its lease and wakes up: its write is refused, whole.
+    let err = store
+        .commit(1, vec![site_row("b", 1), fenced(a)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { expected, actual } if expected == a && actual == b),
+        "{err}"
+    );
+    assert!(store.resource("Site", "b").await.unwrap().is_none());
+    assert_eq!(store.version().await.unwrap(), 1);
+    assert_eq!(
+        store
+            .commit(1, vec![fenced(b), site_row("b", 1)])
+            .await
+            .unwrap(),
+        2
     );
 }

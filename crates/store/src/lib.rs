@@ -355,6 +355,25 @@ pub enum Write {
         action: String,
         detail: String,
     },
+    /// The batch commits only while lease `lease` still has fence `fence` (see
+    /// [`Store::acquire_lease`]); otherwise the whole batch is refused with
+    /// [`StoreError::Conflict`] (`expected` the fence given, `actual` the lease's, 0 for no
+    /// lease). So a holder that was paused while another took its lease over cannot write.
+    Fenced {
+        lease: String,
+        fence: u64,
+    },
+}
+
+/// A lease as stored: its holder (empty once released), its fence, and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRow {
+    pub name: String,
+    pub holder: String,
+    /// Grows by one every time the lease changes hands; never reset.
+    pub fence: u64,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
 }
 
 /// Everything the control plane's pure core needs to decide an apply.
@@ -475,4 +494,38 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, site: &str, limit: u32) -> Result<Vec<EventRow>>;
     /// Every site that has had events, ordered by site.
     async fn event_counts(&self) -> Result<Vec<EventCounts>>;
+
+    // Leases: a loop that must run on one replica at a time runs under one.
+
+    /// Takes lease `name` for `holder` until `now_ms + ttl` (milliseconds since the Unix
+    /// epoch, the caller's clock), atomically, when it is free, expired or already `holder`'s;
+    /// returns its fence, or `None` when another holder has it. A renewal by the holder keeps
+    /// the fence; a change of holder (a takeover, or a take after a release) increments it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now_ms: u64,
+    ) -> Result<Option<u64>>;
+    /// Gives lease `name` up if `holder` has it, keeping its fence (so the next holder's is
+    /// higher); `Ok(false)` when `holder` did not have it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool>;
+    async fn lease(&self, name: &str) -> Result<Option<LeaseRow>>;
+}
+
+/// A lease's holder names it: an empty one is what a released lease has.
+fn check_holder(holder: &str) -> Result<()> {
+    if holder.is_empty() {
+        return Err(StoreError::Backend(
+            "a lease holder must have a name: the empty one marks a released lease".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Milliseconds as stored: a ttl too long for the column is cut to the longest one.
+fn lease_expiry(now_ms: u64, ttl: std::time::Duration) -> u64 {
+    let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    now_ms.saturating_add(ttl).min(i64::MAX as u64)
 }

@@ -45,14 +45,15 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 use crate::pg_listen;
 use crate::{
     AppVersionRow, AuditRow, Enrolled, EventCounts, EventRetention, EventRow, HostRow, HostState,
-    HostStatusRow, InventoryChange, JoinTokenRow, ManifestHead, ManifestRow, ReportBatch,
+    HostStatusRow, InventoryChange, JoinTokenRow, LeaseRow, ManifestHead, ManifestRow, ReportBatch,
     ReportCursor, ReportRecorded, ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot,
-    Store, StoreError, TokenRefusal, TokenRow, Write,
+    Store, StoreError, TokenRefusal, TokenRow, Write, check_holder, lease_expiry,
 };
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_manifest_changes.sql"),
+    include_str!("../migrations/postgres/0003_leases.sql"),
 ];
 /// Connections per replica: enough for a fleet's concurrent reports and long-polls' reads,
 /// few enough that several replicas stay under PostgreSQL's default `max_connections` (100).
@@ -554,9 +555,39 @@ async fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
             )
             .await?;
         }
+        Write::Fenced { lease, fence } => {
+            // The row's share lock holds off a takeover until this commit ends: a commit that
+            // passed the check is ordered before the next holder's first.
+            let actual = query_opt(
+                tx,
+                "SELECT fence FROM leases WHERE name = $1 FOR SHARE",
+                &[&lease],
+            )
+            .await?
+            .map(|r| r.try_get::<_, i64>(0))
+            .transpose()?
+            .map_or(0, to_u64);
+            if actual != fence {
+                return Err(StoreError::Conflict {
+                    expected: fence,
+                    actual,
+                });
+            }
+        }
     }
     Ok(())
 }
+
+/// Takes a lease that is free, expired or the holder's own, in one statement (a concurrent
+/// take of the same row waits for this one, then sees its holder): a change of holder
+/// increments the fence, a renewal keeps it; no row comes back when another holds it.
+const ACQUIRE_LEASE: &str = "INSERT INTO leases (name, holder, fence, expires_at) VALUES ($1, $2, 1, $3)
+     ON CONFLICT (name) DO UPDATE SET
+         fence = CASE WHEN leases.holder = EXCLUDED.holder THEN leases.fence ELSE leases.fence + 1 END,
+         holder = EXCLUDED.holder,
+         expires_at = EXCLUDED.expires_at
+     WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= $4
+     RETURNING fence";
 
 /// Stores `events` (`(at, kind, message)`) of one batch in one statement, numbered from
 /// `first`, received at `now`; one already stored (a resent batch) is left as it is. Returns
@@ -1293,6 +1324,49 @@ impl Store for PostgresStore {
                 })
             },
         )
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now_ms: u64,
+    ) -> Result<Option<u64>> {
+        check_holder(holder)?;
+        let expires = to_i64(lease_expiry(now_ms, ttl));
+        self.query_opt(ACQUIRE_LEASE, &[&name, &holder, &expires, &to_i64(now_ms)])
+            .await?
+            .map(|r| Ok(to_u64(r.try_get(0)?)))
+            .transpose()
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        check_holder(holder)?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE leases SET holder = '', expires_at = 0 WHERE name = $1 AND holder = $2",
+            )
+            .await?;
+        Ok(client.execute(&statement, &[&name, &holder]).await? > 0)
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<LeaseRow>> {
+        self.query_opt(
+            "SELECT name, holder, fence, expires_at FROM leases WHERE name = $1",
+            &[&name],
+        )
+        .await?
+        .map(|r| {
+            Ok(LeaseRow {
+                name: r.try_get(0)?,
+                holder: r.try_get(1)?,
+                fence: to_u64(r.try_get(2)?),
+                expires_at_ms: to_u64(r.try_get(3)?),
+            })
+        })
+        .transpose()
     }
 }
 

@@ -17,9 +17,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use crate::group::GroupWriter;
 use crate::{
     AppVersionRow, AuditRow, Enrolled, EventCounts, EventRetention, EventRow, HostRow, HostState,
-    HostStatusRow, InventoryChange, JoinTokenRow, ManifestHead, ManifestRow, ReportBatch,
+    HostStatusRow, InventoryChange, JoinTokenRow, LeaseRow, ManifestHead, ManifestRow, ReportBatch,
     ReportCursor, ReportRecorded, ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot,
-    Store, StoreError, TokenRefusal, TokenRow, Write,
+    Store, StoreError, TokenRefusal, TokenRow, Write, check_holder, lease_expiry,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -31,8 +31,23 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_events.sql"),
     include_str!("../migrations/sqlite/0007_host_labels.sql"),
     include_str!("../migrations/sqlite/0008_manifest_changes.sql"),
+    include_str!("../migrations/sqlite/0009_leases.sql"),
 ];
 const READERS: usize = 4;
+
+/// Takes a lease that is free, expired or the holder's own, in one statement: a change of
+/// holder increments the fence, a renewal keeps it; no row comes back when another holds it.
+const ACQUIRE_LEASE: &str = "INSERT INTO leases (name, holder, fence, expires_at) VALUES (?1, ?2, 1, ?3)
+     ON CONFLICT (name) DO UPDATE SET
+         fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE leases.fence + 1 END,
+         holder = excluded.holder,
+         expires_at = excluded.expires_at
+     WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4
+     RETURNING fence";
+
+/// A release keeps the row, and so the fence: the next holder's is higher.
+const RELEASE_LEASE: &str =
+    "UPDATE leases SET holder = '', expires_at = 0 WHERE name = ?1 AND holder = ?2";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -390,8 +405,30 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
                 params![at, actor, action, detail],
             )?;
         }
+        Write::Fenced { lease, fence } => {
+            let actual = tx
+                .prepare_cached("SELECT fence FROM leases WHERE name = ?1")?
+                .query_row([&lease], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map_or(0, to_u64);
+            if actual != fence {
+                return Err(StoreError::Conflict {
+                    expected: fence,
+                    actual,
+                });
+            }
+        }
     }
     Ok(())
+}
+
+fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeaseRow> {
+    Ok(LeaseRow {
+        name: r.get(0)?,
+        holder: r.get(1)?,
+        fence: to_u64(r.get(2)?),
+        expires_at_ms: to_u64(r.get(3)?),
+    })
 }
 
 #[async_trait]
@@ -924,6 +961,55 @@ impl Store for SqliteStore {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now_ms: u64,
+    ) -> Result<Option<u64>> {
+        check_holder(holder)?;
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let expires = lease_expiry(now_ms, ttl);
+        let writer = self.writer.clone();
+        blocking(move || {
+            let conn = writer.lock().map_err(|_| poisoned())?;
+            Ok(conn
+                .prepare_cached(ACQUIRE_LEASE)?
+                .query_row(
+                    params![name, holder, to_i64(expires), to_i64(now_ms)],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .map(to_u64))
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        check_holder(holder)?;
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let writer = self.writer.clone();
+        blocking(move || {
+            let conn = writer.lock().map_err(|_| poisoned())?;
+            Ok(conn.execute(RELEASE_LEASE, params![name, holder])? > 0)
+        })
+        .await
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<LeaseRow>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT name, holder, fence, expires_at FROM leases WHERE name = ?1",
+                )?
+                .query_row([name], lease_row)
+                .optional()?)
         })
         .await
     }

@@ -6,6 +6,7 @@ pub mod events;
 pub mod feed;
 pub mod inventory;
 pub mod labels;
+pub mod lease;
 pub mod revision;
 pub mod rollout;
 pub mod secrets;

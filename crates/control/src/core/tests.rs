@@ -97,7 +97,8 @@ impl World {
                 | Write::PutSetting { .. }
                 | Write::Audit { .. }
                 | Write::ArchiveRollout { .. }
-                | Write::RetireSite { .. } => {}
+                | Write::RetireSite { .. }
+                | Write::Fenced { .. } => {}
             }
         }
         self.state.version += 1;

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod hostbook;
 pub mod http;
 mod labels;
+pub mod lease;
 pub mod lock;
 pub mod openapi;
 mod rollout_api;
@@ -185,15 +186,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop.clone(),
     ));
     let hint = store.manifest_hint().await?;
-    tokio::spawn(
-        fleet
-            .clone()
-            .follow_every(store, fleet::FOLLOW_EVERY, hint, stop.clone()),
+    tokio::spawn(fleet.clone().follow_every(
+        store.clone(),
+        fleet::FOLLOW_EVERY,
+        hint,
+        stop.clone(),
+    ));
+    let holder = rollouts::holder_id();
+    tracing::info!(%holder, lease = rollouts::LEASE, "rollout controller runs while this process holds its lease");
+    let (lease, _) = lease::Lease::keep(
+        store.clone(),
+        rollouts::LEASE,
+        &holder,
+        rollouts::LEASE_TIMING,
+        stop.clone(),
     );
     tokio::spawn(
         rollouts::Controller {
             control,
             agents,
+            lease,
             shutdown: stop.clone(),
         }
         .run(),

@@ -297,6 +297,7 @@ impl ControlPlane {
             actor,
             &names,
             reading_hosts,
+            None,
             |state, versions, req| {
                 let planned = plan_apply(state, versions, &parsed.documents, req);
                 if !parsed.is_ok() {
@@ -359,18 +360,20 @@ impl ControlPlane {
         actor: &str,
         plan: impl FnMut(&State, &Versions, &Request<'_>) -> Result<(Plan, T), Error>,
     ) -> Result<T, Error> {
-        self.commit_planned_reading(what, actor, &[], false, plan)
+        self.commit_planned_reading(what, actor, &[], false, None, plan)
             .await
     }
 
     /// [`Self::commit_planned`], loading the state as [`Self::load_for`] does with `extra` and
-    /// `reading_hosts`.
+    /// `reading_hosts`, and committing only under lease `fence` (its name and fence) when given:
+    /// once the lease's fence moved on, the commit is refused and not tried again.
     async fn commit_planned_reading<T>(
         &self,
         what: &str,
         actor: &str,
         extra: &[(String, String)],
         reading_hosts: bool,
+        fence: Option<(&str, u64)>,
         mut plan: impl FnMut(&State, &Versions, &Request<'_>) -> Result<(Plan, T), Error>,
     ) -> Result<T, Error> {
         for _ in 0..COMMIT_ATTEMPTS {
@@ -390,7 +393,17 @@ impl ControlPlane {
             }
             let writes = planned.writes.len();
             let planned_in = started.elapsed() - loaded;
-            match self.commit(state.version, planned.writes).await {
+            let mut batch = planned.writes;
+            if let Some((lease, fence)) = fence {
+                batch.insert(
+                    0,
+                    Write::Fenced {
+                        lease: lease.to_owned(),
+                        fence,
+                    },
+                );
+            }
+            match self.commit(state.version, batch).await {
                 Ok(version) => {
                     tracing::info!(
                         what,
@@ -404,7 +417,18 @@ impl ControlPlane {
                     );
                     return Ok(out);
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => {
+                    if let Some((lease, fence)) = fence {
+                        let actual = self.store.lease(lease).await?.map_or(0, |l| l.fence);
+                        if actual != fence {
+                            return Err(StoreError::Conflict {
+                                expected: fence,
+                                actual,
+                            }
+                            .into());
+                        }
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -562,29 +586,60 @@ impl ControlPlane {
         events: &[Event],
         actor: Option<&str>,
     ) -> Result<Rollout, Error> {
+        self.drive_rollout_under(deployment, events, actor, None)
+            .await
+    }
+
+    /// [`Self::drive_rollout`] for the controller, committing only while lease `lease` still
+    /// has `fence`: a step decided by a replica that lost the lease is refused.
+    pub async fn drive_rollout_fenced(
+        &self,
+        deployment: &str,
+        events: &[Event],
+        lease: &str,
+        fence: u64,
+    ) -> Result<Rollout, Error> {
+        self.drive_rollout_under(deployment, events, None, Some((lease, fence)))
+            .await
+    }
+
+    async fn drive_rollout_under(
+        &self,
+        deployment: &str,
+        events: &[Event],
+        actor: Option<&str>,
+        fence: Option<(&str, u64)>,
+    ) -> Result<Rollout, Error> {
         let _guard = self.writes.lock().await;
         let who = actor.unwrap_or("atoll");
-        self.commit_planned("rollout step", who, |state, versions, req| {
-            let (plan, rollout, commands) =
-                plan_rollout(state, versions, deployment, events, req, actor.is_some())?;
-            if let Some(reason) = commands.iter().find_map(|c| {
-                if let Command::Refused(r) = c {
-                    Some(r.clone())
-                } else {
-                    None
+        self.commit_planned_reading(
+            "rollout step",
+            who,
+            &[],
+            false,
+            fence,
+            |state, versions, req| {
+                let (plan, rollout, commands) =
+                    plan_rollout(state, versions, deployment, events, req, actor.is_some())?;
+                if let Some(reason) = commands.iter().find_map(|c| {
+                    if let Command::Refused(r) = c {
+                        Some(r.clone())
+                    } else {
+                        None
+                    }
+                }) {
+                    return Err(Error::Conflict(vec![Diagnostic {
+                        file: String::new(),
+                        line: 0,
+                        column: 0,
+                        path: format!("Deployment {deployment}: rollout"),
+                        message: reason,
+                        hint: None,
+                    }]));
                 }
-            }) {
-                return Err(Error::Conflict(vec![Diagnostic {
-                    file: String::new(),
-                    line: 0,
-                    column: 0,
-                    path: format!("Deployment {deployment}: rollout"),
-                    message: reason,
-                    hint: None,
-                }]));
-            }
-            Ok((plan, rollout))
-        })
+                Ok((plan, rollout))
+            },
+        )
         .await
     }
 
