@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::os::unix::fs::symlink;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,29 +17,6 @@ use support::{Cleanup, ControlPlane, Process, eventually_every, require_docker, 
 const POLL: Duration = Duration::from_millis(100);
 /// A device plugged in or out is reported within this long (the bound).
 const NOTICED_WITHIN: Duration = Duration::from_secs(10);
-const USB: &str = "sys/devices/pci0000:00/0000:00:14.0/usb1/1-1";
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-/// The sysfs entries of a USB webcam at 81:1, as the kernel lays them out.
-fn fake_camera_sysfs(root: &Path) {
-    let usb = root.join(USB);
-    write(&usb.join("idVendor"), "046d\n");
-    write(&usb.join("idProduct"), "082d\n");
-    write(&usb.join("serial"), "A1B2C3D4\n");
-    write(&usb.join("product"), "HD Pro Webcam C920\n");
-    let video = usb.join("1-1:1.0/video4linux/video1");
-    write(&video.join("name"), "HD Pro Webcam C920\n");
-    let class = root.join("sys/class/video4linux");
-    std::fs::create_dir_all(&class).unwrap();
-    symlink(&class, video.join("subsystem")).unwrap();
-    std::fs::create_dir_all(root.join("sys/dev/char")).unwrap();
-    symlink(&video, root.join("sys/dev/char/81:1")).unwrap();
-}
-
 /// The host `host`'s entry in `get hosts -o json`.
 fn host_view(cp: &ControlPlane, host: &str) -> Result<Value, String> {
     let out = cp.cli(&["get", "hosts", "-o", "json"]);
@@ -128,7 +103,7 @@ fn a_camera_plugged_in_is_shown_then_missing_for_the_grace_then_dropped() {
         },
     );
 
-    fake_camera_sysfs(&root);
+    support::fake_camera_sysfs(&root);
     let made = Command::new("mknod")
         .arg(root.join("dev/video1"))
         .args(["c", "81", "1"])

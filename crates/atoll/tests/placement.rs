@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,26 +21,9 @@ use support::{
 
 const IMAGE: &str = "atoll.local/demo:placement";
 const POLL: Duration = Duration::from_millis(100);
-const USB: &str = "sys/devices/pci0000:00/0000:00:14.0/usb1/1-1";
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
 /// Gives the host at `root` a USB webcam at `/dev/video1` (81:1), as the kernel shows one.
 fn plug_camera(root: &Path) {
-    let usb = root.join(USB);
-    write(&usb.join("idVendor"), "046d\n");
-    write(&usb.join("idProduct"), "082d\n");
-    write(&usb.join("product"), "HD Pro Webcam C920\n");
-    let video = usb.join("1-1:1.0/video4linux/video1");
-    write(&video.join("name"), "HD Pro Webcam C920\n");
-    let class = root.join("sys/class/video4linux");
-    std::fs::create_dir_all(&class).unwrap();
-    let _ = symlink(&class, video.join("subsystem"));
-    std::fs::create_dir_all(root.join("sys/dev/char")).unwrap();
-    let _ = symlink(&video, root.join("sys/dev/char/81:1"));
+    support::fake_camera_sysfs(root);
     let made = Command::new("mknod")
         .arg(root.join("dev/video1"))
         .args(["c", "81", "1"])

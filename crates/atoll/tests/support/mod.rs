@@ -756,3 +756,26 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// Gives the made-up host at `root` the sysfs entries of a USB webcam at 81:1 (`video1`), as
+/// the kernel lays them out; the device node itself is the test's to make (`mknod`).
+pub fn fake_camera_sysfs(root: &Path) {
+    use std::os::unix::fs::symlink;
+
+    let write = |path: &Path, text: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    let usb = root.join("sys/devices/pci0000:00/0000:00:14.0/usb1/1-1");
+    write(&usb.join("idVendor"), "046d\n");
+    write(&usb.join("idProduct"), "082d\n");
+    write(&usb.join("serial"), "A1B2C3D4\n");
+    write(&usb.join("product"), "HD Pro Webcam C920\n");
+    let video = usb.join("1-1:1.0/video4linux/video1");
+    write(&video.join("name"), "HD Pro Webcam C920\n");
+    let class = root.join("sys/class/video4linux");
+    std::fs::create_dir_all(&class).unwrap();
+    let _ = symlink(&class, video.join("subsystem"));
+    std::fs::create_dir_all(root.join("sys/dev/char")).unwrap();
+    let _ = symlink(&video, root.join("sys/dev/char/81:1"));
+}
