@@ -193,7 +193,7 @@ fn place_one(
                 }
             }
             if index == 0 {
-                return Err(why_none(hosts, &fixed, &free, service, classes));
+                return Err(why_none(hosts, facts, &fixed, &free, service, classes));
             }
             continue;
         }
@@ -207,7 +207,7 @@ fn place_one(
                         .then(hosts[a].name.cmp(&hosts[b].name))
                 });
             let Some(i) = best else {
-                return Err(why_none(hosts, &fixed, &free, service, classes));
+                return Err(why_none(hosts, facts, &fixed, &free, service, classes));
             };
             take(&mut free[i], service);
             on_host[i] += 1;
@@ -295,6 +295,7 @@ fn classes_of(host: &Host, classes: &[DeviceClass]) -> String {
 /// Why no host can take a replica of `service`: each host's reason.
 fn why_none(
     hosts: &[Host],
+    facts: &[BTreeMap<String, String>],
     fixed: &[Result<(), String>],
     free: &[Free],
     service: &ServiceWant<'_>,
@@ -302,9 +303,8 @@ fn why_none(
 ) -> String {
     // The usual case, a missing device class on every host, in a person's words.
     if let Some(class) = service.requires.devices.iter().find(|class| {
-        hosts.iter().all(|h| {
-            h.facts(classes)
-                .get(&format!("{}{class}", crate::host::DEVICE_FACT_PREFIX))
+        facts.iter().all(|f| {
+            f.get(&format!("{}{class}", crate::host::DEVICE_FACT_PREFIX))
                 .is_none_or(|n| n == "0")
         })
     }) {

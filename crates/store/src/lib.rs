@@ -10,6 +10,7 @@
 //! control-plane replicas). Every backend must pass the conformance suite in `conformance.rs`,
 //! written against the trait only, and both do.
 
+mod columns;
 mod group;
 mod location;
 #[cfg(any(test, feature = "test-cluster"))]

@@ -42,6 +42,7 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
+use crate::columns::{HOST_COLUMNS, SECRET_COLUMNS};
 use crate::pg_listen;
 use crate::{
     AppVersionRow, AuditRow, Enrolled, EventCounts, EventRetention, EventRow, HostRow, HostState,
@@ -309,8 +310,6 @@ fn rollout_row(r: &Row) -> Result<RolloutRow> {
     })
 }
 
-const SECRET_COLUMNS: &str = "name, meta, key_id, wrapped_key, ciphertext, updated_at";
-
 fn secret_row(r: &Row) -> Result<SecretRow> {
     Ok(SecretRow {
         name: r.try_get(0)?,
@@ -334,8 +333,6 @@ fn join_token_row(r: &Row) -> Result<JoinTokenRow> {
         created_at: r.try_get(5)?,
     })
 }
-
-const HOST_COLUMNS: &str = "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen, recipient, previous_serial, previous_until, pending_recipient, state, detached_at, changed, labels";
 
 fn host_row(r: &Row) -> Result<HostRow> {
     let id: String = r.try_get(0)?;
@@ -1480,10 +1477,9 @@ mod tests {
         assert_eq!(b.version().await.unwrap(), 20);
     }
 
-    /// A site deleted on one replica while hosts enroll through another: each host is either
-    /// detached with the rest or refused, never left attached to the deleted site.
-    #[tokio::test]
-    async fn enrollments_racing_a_sites_deletion_on_another_replica_are_detached_or_refused() {
+    /// Two stores on one fresh database, as two replicas have, with a join token `t` of site `s`
+    /// good for many hosts.
+    async fn two_replicas_with_a_join_token() -> (PostgresStore, PostgresStore) {
         let url = crate::pg_cluster::cluster().fresh_database();
         let (a, b) = (
             PostgresStore::open(&url).await.unwrap(),
@@ -1499,6 +1495,14 @@ mod tests {
         })
         .await
         .unwrap();
+        (a, b)
+    }
+
+    /// A site deleted on one replica while hosts enroll through another: each host is either
+    /// detached with the rest or refused, never left attached to the deleted site.
+    #[tokio::test]
+    async fn enrollments_racing_a_sites_deletion_on_another_replica_are_detached_or_refused() {
+        let (a, b) = two_replicas_with_a_join_token().await;
         let hosts = 40;
         let enrollments = tokio::spawn(async move {
             let all = (0..hosts).map(|i| {
@@ -1553,21 +1557,7 @@ mod tests {
     /// saw before it was committed, so following `host_changes` misses none.
     #[tokio::test]
     async fn a_reader_following_host_changes_never_misses_one_committed_below_what_it_saw() {
-        let url = crate::pg_cluster::cluster().fresh_database();
-        let (a, b) = (
-            PostgresStore::open(&url).await.unwrap(),
-            PostgresStore::open(&url).await.unwrap(),
-        );
-        a.create_join_token(JoinTokenRow {
-            id: "t".into(),
-            hash: "hash-t".into(),
-            site: "s".into(),
-            uses_left: 1000,
-            expires_at: "2099-01-01T00:00:00Z".into(),
-            created_at: "2026-01-01T00:00:00Z".into(),
-        })
-        .await
-        .unwrap();
+        let (a, b) = two_replicas_with_a_join_token().await;
         let hosts = 60;
         let enroll = |store: &PostgresStore, i: usize| {
             let store = store.clone();

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use crate::columns::{HOST_COLUMNS, SECRET_COLUMNS};
 use crate::group::GroupWriter;
 use crate::{
     AppVersionRow, AuditRow, Enrolled, EventCounts, EventRetention, EventRow, HostRow, HostState,
@@ -1141,8 +1142,6 @@ fn labels_json(labels: &BTreeMap<String, String>) -> String {
     serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
 }
 
-const SECRET_COLUMNS: &str = "name, meta, key_id, wrapped_key, ciphertext, updated_at";
-
 fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
     Ok(SecretRow {
         name: r.get(0)?,
@@ -1154,7 +1153,6 @@ fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
     })
 }
 
-const HOST_COLUMNS: &str = "id, site, hostname, inventory, cert_serial, cert_expiry, enrolled_at, last_seen, recipient, previous_serial, previous_until, pending_recipient, state, detached_at, changed, labels";
 /// The next host-change number, as an SQL expression: one above the highest given out (read
 /// once per statement, so every host one statement changes takes the same number).
 const NEXT_HOST_CHANGE: &str = "(SELECT COALESCE(MAX(changed), 0) + 1 FROM hosts)";

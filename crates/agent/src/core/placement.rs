@@ -8,7 +8,7 @@
 //! and the reason is said once. A device whose node went missing still counts, and stays mapped,
 //! while the agent keeps it (the device grace), so a flapping cable replaces no container.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use atoll_api::host::{Host, Inventory};
@@ -76,24 +76,23 @@ pub fn for_host(
     let mut replicas = desired_with_devices(site, manifest, files_dir, |_, service| {
         devices_for(service, &me, classes, host_root)
     });
-    replicas.retain(|r| {
-        decision.on_host(&r.key.deployment, host).any(|a| {
-            a.service == r.key.service && (a.index == r.key.index || every_host(manifest, r))
-        })
-    });
-    (replicas, unplaced)
-}
-
-/// Whether the replica's service runs one replica on every host: its index here is 0 whatever
-/// the decision numbered it among the site's hosts.
-fn every_host(manifest: &Manifest, r: &Replica) -> bool {
-    manifest
+    // A service on every host has replica 0 here, whatever the decision numbered it among the
+    // site's hosts.
+    let every_host: BTreeSet<(&str, &str)> = manifest
         .content
         .applications
         .iter()
-        .filter(|a| a.deployment == r.key.deployment)
-        .flat_map(|a| &a.services)
-        .any(|s| s.name == r.key.service && s.mode == Mode::EveryHost)
+        .flat_map(|a| a.services.iter().map(move |s| (a, s)))
+        .filter(|(_, s)| s.mode == Mode::EveryHost)
+        .map(|(a, s)| (a.deployment.as_str(), s.name.as_str()))
+        .collect();
+    replicas.retain(|r| {
+        let everywhere = every_host.contains(&(r.key.deployment.as_str(), r.key.service.as_str()));
+        decision
+            .on_host(&r.key.deployment, host)
+            .any(|a| a.service == r.key.service && (everywhere || a.index == r.key.index))
+    });
+    (replicas, unplaced)
 }
 
 fn want(s: &ManifestService) -> ServiceWant<'_> {

@@ -294,12 +294,12 @@ pub struct SitePlacement<'a> {
 
 /// Whether a placement asks anything of the hosts it runs on.
 fn asks_of_hosts(p: &Placement<'_>) -> bool {
-    p.deployment.placement.hosts.is_some()
-        || p.application.services.iter().any(|s| {
-            s.requires != Default::default()
-                || s.resources.cpu.is_some()
-                || s.resources.memory.is_some()
-        })
+    p.deployment.placement.hosts.is_some() || p.application.services.iter().any(asks_of_host)
+}
+
+/// Whether a service has requirements or resources that placement checks against its host.
+fn asks_of_host(s: &atoll_spec::application::Service) -> bool {
+    s.requires != Default::default() || s.resources.cpu.is_some() || s.resources.memory.is_some()
 }
 
 /// What a placement asks of hosts, for `atoll_api::placement`.
@@ -327,15 +327,12 @@ fn want<'a>(p: &Placement<'a>) -> Want<'a> {
 /// reads `site.hosts` (judged by its text, so that the answer never depends on the data), or a
 /// service has requirements or resources that placement checks against hosts.
 pub fn reads_hosts(app: &Application) -> bool {
-    app.services.iter().any(|s| {
-        s.requires != Default::default()
-            || s.resources.cpu.is_some()
-            || s.resources.memory.is_some()
-    }) || app
-        .services
-        .iter()
-        .flat_map(|s| s.env.values().chain(s.files.iter().map(|f| &f.template)))
-        .any(|t| t.source.contains("hosts"))
+    app.services.iter().any(asks_of_host)
+        || app
+            .services
+            .iter()
+            .flat_map(|s| s.env.values().chain(s.files.iter().map(|f| &f.template)))
+            .any(|t| t.source.contains("hosts"))
 }
 
 /// Reads a stored rollout back into its typed form.
