@@ -79,11 +79,17 @@ impl Queue {
         }
     }
 
-    /// The counter was lost: the numbers from `from` on (at most the next one) were given, or
-    /// will be, without knowing what the control plane has stored. Until an acknowledgement
-    /// says, nothing is to be sent ([`Queue::unconfirmed`]).
+    /// The counter was lost: the numbers from `from` on were given, or will be, without knowing
+    /// what the control plane has stored. Until an acknowledgement says, nothing is to be sent
+    /// ([`Queue::unconfirmed`]). The numbers below `from` were given before it was noted, so
+    /// the next number is at least `from` even when the counter was lost again since and the
+    /// files those numbers had are gone: numbering from the files alone would give a stored
+    /// number again, and its batch would be taken for a resend. A `from` no store could hold
+    /// says nothing, as a garbage one: every number may be one the control plane holds.
     pub fn lost_counter(&mut self, from: u64) {
-        self.unconfirmed_from = Some(from.clamp(1, self.next_seq));
+        let from = if from > MAX_SEQ { 1 } else { from.max(1) };
+        self.next_seq = self.next_seq.max(from);
+        self.unconfirmed_from = Some(from);
     }
 
     /// Whether the control plane's acknowledged sequence must be learned before any batch is
@@ -675,6 +681,44 @@ mod tests {
         assert!(w.files.contains_key(&7), "counted, and sent after all");
         w.settle();
         w.check().unwrap();
+    }
+
+    /// The counter lost twice: the first loss's marker said numbers from 2 on were unconfirmed;
+    /// batch 1 was stored, its file forgotten (the agent killed before the marker went), and the
+    /// counter lost again. The next agent numbered from its empty folder, gave 1 a second time,
+    /// and the acknowledgement of the first 1 let the new batch go unsent and uncounted.
+    #[test]
+    fn a_counter_lost_again_after_its_batches_were_forgotten_does_not_reuse_a_stored_number() {
+        let mut w = World::default();
+        for step in [
+            Step::Push(None),
+            Step::Send,
+            Step::Store(0),
+            Step::Answer(None),
+            Step::Send,
+            Step::Restart(true),
+            Step::Store(0),
+            Step::Send,
+            Step::Store(0),
+            Step::Answer(Some(1)),
+            Step::Push(None),
+            Step::Restart(false),
+        ] {
+            w.step(&step);
+        }
+        w.settle();
+        w.check().unwrap();
+        assert_eq!(w.stored.len(), 2, "{w:#?}");
+    }
+
+    #[test]
+    fn a_lost_counter_noted_from_a_number_no_store_holds_is_taken_as_garbage() {
+        let mut q = Queue::restore(vec![3], 4, 0, 10);
+        q.lost_counter(u64::MAX);
+        assert_eq!(q.unconfirmed_from(), Some(1));
+        assert_eq!(q.next_seq(), 4);
+        q.lost_counter(9);
+        assert_eq!(q.next_seq(), 9, "the numbers below the note were given");
     }
 
     /// A request a killed agent sent, stored only after the next agent asked for the cursor: the
