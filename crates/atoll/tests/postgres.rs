@@ -77,6 +77,45 @@ fn share_keys(from: &Path, to: &Path) {
     }
 }
 
+/// A replica whose folder was given the master key but not the CA, or not the signing key,
+/// would make its own and serve agents the other replicas refuse: it is refused at start,
+/// named, and the store unchanged.
+#[test]
+fn a_replica_without_the_shared_ca_or_signing_key_is_refused_at_start() {
+    let url = atoll_store::pg_cluster::cluster().fresh_database();
+    let first = tempfile::tempdir().unwrap();
+    let control = ControlPlane::start_with(first.path(), "127.0.0.1:0", &["--store", &url]);
+    for (missing, named) in [
+        (&["ca.pem", "ca-key.pem"][..], "CA (ca.pem"),
+        (&["signing-key.pk8"][..], "signing-key.pk8)"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        share_keys(first.path(), dir.path());
+        for name in missing {
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+        }
+        let mut cmd = atoll_command(dir.path());
+        let data = dir.path().to_str().unwrap();
+        cmd.args([
+            "control",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &url,
+        ]);
+        let out = run(cmd);
+        assert_ne!(out.code, Some(0), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(named) && out.stderr.contains("copy ca.pem"),
+            "{missing:?}: {}",
+            out.stderr
+        );
+    }
+    control.sites().expect("the first replica serves on");
+}
+
 /// Issue 14, item 2: an agent long-polls replica A; an apply through replica B, on the same
 /// database, answers A's waiting poll with the new revision within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

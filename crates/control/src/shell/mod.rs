@@ -18,6 +18,7 @@ pub mod rollouts;
 mod secret_api;
 pub mod secrets;
 pub mod service;
+pub mod shared_keys;
 pub mod signing;
 pub mod tls;
 pub mod vault;
@@ -86,6 +87,8 @@ pub enum StartError {
     Signing(String),
     #[error("{0}")]
     MasterKey(String),
+    #[error(transparent)]
+    Keys(#[from] shared_keys::CheckError),
     #[error(
         "cannot listen on {addr}: {source}; is another control plane running there? pick another with --listen"
     )]
@@ -156,6 +159,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(StartError::MasterKey)?;
     let pki = Pki::load_or_create(dir, &server_names(&config.listen, &config.names))?;
     let signer = ManifestSigner::load_or_create(dir).map_err(StartError::Signing)?;
+    shared_keys::check(
+        store.as_ref(),
+        &shared_keys::noted(&pki.ca_fingerprint, &signer.public_key()),
+    )
+    .await?;
     let tls = TlsAcceptor::from(pki.server_config()?);
     let ca_fingerprint = pki.ca_fingerprint.clone();
     let listener = TcpListener::bind(config.listen)
