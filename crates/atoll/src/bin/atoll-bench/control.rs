@@ -1,6 +1,7 @@
 //! The control plane under test: a process of its own (this binary's `atoll control`, on a
 //! scratch data folder and a free port) so that its CPU time and memory can be read from
-//! `/proc` apart from the load generator's; or one already running, given by URL.
+//! `/proc` apart from the load generator's; or several, replicas on one PostgreSQL database,
+//! each a process of its own for the same reason; or one already running, given by URL.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,6 +14,8 @@ use tokio::process::{Child, Command};
 /// How to reach a control plane and act on it as an administrator.
 #[derive(Debug)]
 pub struct ControlPlane {
+    /// Its data folder, when this run started it: where another replica takes its keys from.
+    pub dir: PathBuf,
     pub url: String,
     pub token: String,
     pub ca_pem: Vec<u8>,
@@ -25,8 +28,14 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Starts `atoll control` from the `atoll` binary beside this one, on `data_dir` (a scratch
-    /// folder if None).
-    pub async fn spawn(data_dir: Option<PathBuf>) -> Result<ControlPlane> {
+    /// folder if None), with `--store STORE` when given. A replica joining others on one
+    /// database is given their keys first: every file of `keys_from`, the first replica's data
+    /// folder, but its SQLite files and lock file (as ARCHITECTURE.md says replicas share them).
+    pub async fn spawn(
+        data_dir: Option<PathBuf>,
+        store: Option<&str>,
+        keys_from: Option<&Path>,
+    ) -> Result<ControlPlane> {
         let (dir, scratch) = match data_dir {
             Some(dir) => (dir, None),
             None => {
@@ -39,6 +48,9 @@ impl ControlPlane {
             }
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+        if let Some(from) = keys_from {
+            share_keys(from, &dir)?;
+        }
         let log = std::fs::File::create(dir.join("control.log"))
             .with_context(|| format!("{}", dir.join("control.log").display()))?;
         let atoll = std::env::current_exe()
@@ -58,6 +70,7 @@ impl ControlPlane {
             // Ten thousand sites enroll from this one address, each over a connection of its
             // own with no certificate yet: no real NAT sends a whole fleet's enrollments.
             .args(["--max-unauthenticated-per-address", "100000"])
+            .args(store.map(|url| ["--store", url]).into_iter().flatten())
             .env("ATOLL_LOG", "warn,atoll_control::shell::service=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -90,12 +103,15 @@ impl ControlPlane {
             let path = dir.join(name);
             std::fs::read(&path).with_context(|| format!("{}", path.display()))
         };
+        let token = String::from_utf8_lossy(&read(atoll_control::INITIAL_TOKEN_FILE)?)
+            .trim()
+            .to_owned();
+        let ca_pem = read(atoll_control::CA_FILE)?;
         Ok(ControlPlane {
+            dir,
             url,
-            token: String::from_utf8_lossy(&read(atoll_control::INITIAL_TOKEN_FILE)?)
-                .trim()
-                .to_owned(),
-            ca_pem: read(atoll_control::CA_FILE)?,
+            token,
+            ca_pem,
             pid,
             child: Some(child),
             scratch,
@@ -105,6 +121,7 @@ impl ControlPlane {
     /// A control plane that is already running.
     pub fn existing(url: String, token: String, ca_file: &Path, pid: Option<u32>) -> Result<Self> {
         Ok(ControlPlane {
+            dir: PathBuf::new(),
             url,
             token,
             ca_pem: std::fs::read(ca_file).with_context(|| format!("{}", ca_file.display()))?,
@@ -136,6 +153,25 @@ impl ControlPlane {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Copies every file of `from` but `atoll.db*`, `control.pid` and the bench's `control.log`
+/// into `to`.
+fn share_keys(from: &Path, to: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(from).with_context(|| format!("{}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("atoll.db")
+            || name == "control.pid"
+            || name == "control.log"
+            || !entry.file_type()?.is_file()
+        {
+            continue;
+        }
+        std::fs::copy(entry.path(), to.join(&name))
+            .with_context(|| format!("{} to {}", entry.path().display(), to.display()))?;
+    }
+    Ok(())
 }
 
 /// A process's CPU time and memory, from `/proc`.

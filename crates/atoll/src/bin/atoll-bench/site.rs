@@ -28,12 +28,15 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::{Semaphore, watch};
 
-use crate::wire::{Answer, Connection, Endpoint};
+use crate::wire::{Answer, Connection, Counters, Endpoint};
 
 /// What every virtual site shares.
 #[derive(Debug)]
 pub struct Sites {
-    pub endpoint: Endpoint,
+    /// The control-plane replicas, one per site: site `i` talks to `endpoints[i % len]`.
+    pub endpoints: Vec<Endpoint>,
+    /// What every endpoint counts into.
+    pub counters: Arc<Counters>,
     /// Trusts the control plane's CA, presents no certificate: for enrolling.
     pub enroll_tls: Arc<rustls::ClientConfig>,
     pub roots: Arc<rustls::RootCertStore>,
@@ -48,6 +51,11 @@ pub struct Sites {
 }
 
 impl Sites {
+    /// The replica site `index` talks to.
+    fn endpoint(&self, index: usize) -> &Endpoint {
+        &self.endpoints[index % self.endpoints.len()]
+    }
+
     /// Whether every site accepted at least its revision in `targets` (by slot).
     pub fn all_accepted(&self, targets: &[u64]) -> bool {
         self.slots
@@ -144,7 +152,7 @@ pub async fn run(sites: Arc<Sites>, index: usize, token: String) {
     let identity = loop {
         let outcome = {
             let _permit = sites.enroll_gate.acquire().await;
-            enroll(&sites, source, &slot.name, &token).await
+            enroll(&sites, sites.endpoint(index), source, &slot.name, &token).await
         };
         match outcome {
             Ok(identity) => break identity,
@@ -153,9 +161,10 @@ pub async fn run(sites: Arc<Sites>, index: usize, token: String) {
     };
     sites.enrolled.fetch_add(1, Ordering::Relaxed);
     let (status_tx, status_rx) = watch::channel(None);
+    let endpoint = sites.endpoint(index);
     tokio::join!(
-        poll(&sites, slot, &identity, status_tx),
-        report(&sites, slot, &identity, status_rx),
+        poll(&sites, endpoint, slot, &identity, status_tx),
+        report(&sites, endpoint, slot, &identity, status_rx),
     );
 }
 
@@ -165,11 +174,7 @@ async fn pause(sites: &Sites, failure: Failure, failures: &mut u32) {
         Failure::Busy(retry_after) => jitter(retry_after, retry_after * 2),
         Failure::Other(e) => {
             tracing::debug!(error = %e, "virtual site: exchange failed");
-            sites
-                .endpoint
-                .counters
-                .errors
-                .fetch_add(1, Ordering::Relaxed);
+            sites.counters.errors.fetch_add(1, Ordering::Relaxed);
             *failures = failures.saturating_add(1);
             let ceiling = Duration::from_secs(1 << (*failures).min(6)).min(Duration::from_secs(60));
             jitter(ceiling / 2, ceiling)
@@ -184,6 +189,7 @@ fn jitter(low: Duration, high: Duration) -> Duration {
 
 async fn enroll(
     sites: &Sites,
+    endpoint: &Endpoint,
     source: IpAddr,
     site: &str,
     token: &str,
@@ -214,13 +220,10 @@ async fn enroll(
         // Virtual sites run no secrets: nothing is sealed to them.
         recipient: None,
     };
-    let mut conn = sites
-        .endpoint
-        .connect(source, sites.enroll_tls.clone())
-        .await?;
+    let mut conn = endpoint.connect(source, sites.enroll_tls.clone()).await?;
     let answer = conn
         .call(
-            &sites.endpoint,
+            endpoint,
             Method::POST,
             "/v1/enroll",
             Some(&request),
@@ -271,6 +274,7 @@ fn parse<T: serde::de::DeserializeOwned>(answer: Answer) -> Result<T, Failure> {
 /// The manifest long-poll, for ever.
 async fn poll(
     sites: &Sites,
+    endpoint: &Endpoint,
     slot: &Slot,
     identity: &Identity,
     status_tx: watch::Sender<Option<HostStatus>>,
@@ -278,7 +282,7 @@ async fn poll(
     let mut have = 0;
     let mut failures = 0;
     loop {
-        match poll_once(sites, slot, identity, have).await {
+        match poll_once(sites, endpoint, slot, identity, have).await {
             Ok(Some(manifest)) => {
                 failures = 0;
                 have = manifest.revision;
@@ -299,11 +303,12 @@ async fn poll(
 
 async fn poll_once(
     sites: &Sites,
+    endpoint: &Endpoint,
     slot: &Slot,
     identity: &Identity,
     have: u64,
 ) -> Result<Option<Manifest>, Failure> {
-    let mut conn = identity.connection(&sites.endpoint).await?;
+    let mut conn = identity.connection(endpoint).await?;
     let path = format!(
         "/v1/sites/{}/manifest?have={have}&wait={}",
         slot.name,
@@ -311,7 +316,7 @@ async fn poll_once(
     );
     let answer = conn
         .call::<()>(
-            &sites.endpoint,
+            endpoint,
             Method::GET,
             &path,
             None,
@@ -366,6 +371,7 @@ fn run_on_fake_runtime(site: &str, manifest: &Manifest) -> HostStatus {
 /// Reports each new status until it is acknowledged.
 async fn report(
     sites: &Sites,
+    endpoint: &Endpoint,
     slot: &Slot,
     identity: &Identity,
     mut status_rx: watch::Receiver<Option<HostStatus>>,
@@ -398,10 +404,10 @@ async fn report(
         loop {
             let sent = async {
                 let answer = identity
-                    .connection(&sites.endpoint)
+                    .connection(endpoint)
                     .await?
                     .call(
-                        &sites.endpoint,
+                        endpoint,
                         Method::POST,
                         &path,
                         Some(&request),

@@ -53,9 +53,19 @@ pub struct SitesArgs {
     #[arg(long)]
     pid: Option<u32>,
     /// The data folder of the control plane this run starts (default: a scratch folder,
-    /// removed at the end).
+    /// removed at the end); with several replicas, each gets `replica-N` in it.
     #[arg(long, conflicts_with = "control")]
     data_dir: Option<PathBuf>,
+    /// The store of the control planes this run starts, such as
+    /// postgres://atoll@127.0.0.1:5432/bench: an empty database (default: SQLite in the
+    /// data folder).
+    #[arg(long, conflicts_with = "control")]
+    store: Option<String>,
+    /// How many control-plane replicas this run starts, on the database of --store (needed
+    /// past one); site N talks to replica N modulo this, and changes are applied through the
+    /// first, so most sites learn of them through another replica.
+    #[arg(long, default_value_t = 1, conflicts_with = "control")]
+    replicas: usize,
     /// Enrollments under way at once.
     #[arg(long, default_value_t = 64)]
     enroll_concurrency: usize,
@@ -109,34 +119,77 @@ async fn sites(args: SitesArgs) -> Result<()> {
             "warning: open files are limited to {open_files}, {n} sites may need {wanted}; raise `ulimit -n`"
         );
     }
-    let cp = match &args.control {
+    if args.replicas == 0 || args.replicas > 16 {
+        bail!("--replicas must be between 1 and 16");
+    }
+    if args.replicas > 1
+        && !args
+            .store
+            .as_deref()
+            .is_some_and(|s| s.starts_with("postgres"))
+    {
+        bail!(
+            "--replicas {} needs --store postgres://…: replicas share one PostgreSQL database",
+            args.replicas
+        );
+    }
+    let mut cps = Vec::new();
+    let started = match &args.control {
         Some(url) => ControlPlane::existing(
             url.clone(),
             args.token.clone().unwrap_or_default(),
             args.ca_file.as_deref().unwrap_or(std::path::Path::new("")),
             args.pid,
-        )?,
-        None => ControlPlane::spawn(args.data_dir.clone()).await?,
+        )
+        .map(|cp| cps.push(cp)),
+        None => spawn_replicas(&args, &mut cps).await,
     };
-    let result = drive(&cp, n, &args, steady, poll_wait).await;
-    cp.stop().await;
+    let result = match started {
+        Ok(()) => drive(&cps, n, &args, steady, poll_wait).await,
+        Err(e) => Err(e),
+    };
+    for cp in cps {
+        cp.stop().await;
+    }
     result
 }
 
-/// Everything read at one moment: the control plane's usage, the generator's, the counters.
-#[derive(Debug, Clone, Copy)]
+/// Starts `--replicas` control planes into `cps`, the first making the keys the others are
+/// given; each started one is in `cps` even if a later one fails, so that all are stopped.
+async fn spawn_replicas(args: &SitesArgs, cps: &mut Vec<ControlPlane>) -> Result<()> {
+    for i in 0..args.replicas {
+        let dir = match (&args.data_dir, args.replicas) {
+            (Some(dir), 1) => Some(dir.clone()),
+            (Some(dir), _) => Some(dir.join(format!("replica-{i}"))),
+            (None, _) => None,
+        };
+        let keys_from = cps.first().map(|first: &ControlPlane| first.dir.clone());
+        let cp = ControlPlane::spawn(dir, args.store.as_deref(), keys_from.as_deref())
+            .await
+            .with_context(|| format!("replica {i}"))?;
+        cps.push(cp);
+    }
+    Ok(())
+}
+
+/// Everything read at one moment: each control plane's usage, the generator's, the counters.
+#[derive(Debug, Clone)]
 struct Mark {
     at: Instant,
-    control: Option<Usage>,
+    /// Each replica's, in order.
+    control: Vec<Option<Usage>>,
     generator: Option<Usage>,
     counters: [u64; 6],
 }
 
 impl Mark {
-    fn now(pid: Option<u32>, counters: &Counters) -> Mark {
+    fn now(pids: &[Option<u32>], counters: &Counters) -> Mark {
         Mark {
             at: Instant::now(),
-            control: pid.and_then(|p| usage(Some(p))),
+            control: pids
+                .iter()
+                .map(|p| p.and_then(|p| usage(Some(p))))
+                .collect(),
             generator: usage(None),
             counters: counters.snapshot(),
         }
@@ -147,39 +200,71 @@ impl Mark {
 fn between(a: &Mark, b: &Mark) -> String {
     let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
     let delta = |i: usize| b.counters[i].saturating_sub(a.counters[i]);
-    let cpu = |x: Option<Usage>, y: Option<Usage>| match (x, y) {
-        (Some(x), Some(y)) => {
-            let s = y.cpu.saturating_sub(x.cpu).as_secs_f64();
-            format!("{s:.1} CPU s ({:.1}% of one core)", 100.0 * s / secs)
+    let cpu = |x: Option<Usage>, y: Option<Usage>| match cpu_seconds(x, y) {
+        Some(s) => format!("{s:.1} CPU s ({:.1}% of one core)", 100.0 * s / secs),
+        None => "CPU not known".to_owned(),
+    };
+    let control = match (a.control.as_slice(), b.control.as_slice()) {
+        ([x], [y]) => format!("control plane {}", cpu(*x, *y)),
+        (xs, ys) => {
+            let each: Vec<String> = xs
+                .iter()
+                .zip(ys)
+                .enumerate()
+                .map(|(i, (x, y))| format!("replica {i} {}", cpu(*x, *y)))
+                .collect();
+            format!("control planes {}", each.join(", "))
         }
-        _ => "CPU not known".to_owned(),
     };
     format!(
-        "{:.1} s: {} requests ({:.0}/s), {} answered 503, {} errors; control plane {}; generator {}",
+        "{:.1} s: {} requests ({:.0}/s), {} answered 503, {} errors; {control}; generator {}",
         secs,
         delta(2),
         delta(2) as f64 / secs,
         delta(3),
         delta(4),
-        cpu(a.control, b.control),
         cpu(a.generator, b.generator),
     )
 }
 
+/// The CPU time spent between two readings of one process, when both were made.
+fn cpu_seconds(x: Option<Usage>, y: Option<Usage>) -> Option<f64> {
+    Some(y?.cpu.saturating_sub(x?.cpu).as_secs_f64())
+}
+
 async fn drive(
-    cp: &ControlPlane,
+    cps: &[ControlPlane],
     n: usize,
     args: &SitesArgs,
     steady: Duration,
     poll_wait: Duration,
 ) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
+    let planes: Vec<String> = cps
+        .iter()
+        .map(|cp| {
+            format!(
+                "{} (pid {})",
+                cp.url,
+                cp.pid
+                    .map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+            )
+        })
+        .collect();
     println!(
-        "atoll-bench sites: {n} virtual sites, control plane {} (pid {}), {cores} CPUs shared with this generator",
-        cp.url,
-        cp.pid
-            .map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+        "atoll-bench sites: {n} virtual sites, {} {}, {cores} CPUs shared with this generator",
+        if cps.len() == 1 {
+            "control plane".to_owned()
+        } else {
+            format!(
+                "{} control-plane replicas on one PostgreSQL database, sites spread over them round robin, changes applied through the first:",
+                cps.len()
+            )
+        },
+        planes.join(", ")
     );
+    let cp = &cps[0];
+    let pids: Vec<Option<u32>> = cps.iter().map(|cp| cp.pid).collect();
     let admin = atoll_cli::client::Client::new(cp.url.clone(), cp.token.clone(), &cp.ca_pem)
         .map_err(|e| anyhow::anyhow!("admin client: {}", e.message))?;
     let names: Vec<String> = (1..=n).map(|i| format!("bench-{i:05}")).collect();
@@ -206,9 +291,9 @@ async fn drive(
         started.elapsed().as_secs_f64()
     );
 
-    let sites = Arc::new(fleet(cp, names, args, poll_wait)?);
-    let counters = sites.endpoint.counters.clone();
-    let before = Mark::now(cp.pid, &counters);
+    let sites = Arc::new(fleet(cps, names, args, poll_wait)?);
+    let counters = sites.counters.clone();
+    let before = Mark::now(&pids, &counters);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, token) in tokens.into_iter().enumerate() {
         tasks.spawn(site::run(sites.clone(), i, token));
@@ -217,7 +302,7 @@ async fn drive(
         sites.enrolled.load(Ordering::Relaxed) as usize >= n
     })
     .await?;
-    let enrolled = Mark::now(cp.pid, &counters);
+    let enrolled = Mark::now(&pids, &counters);
     let took = enrolled.at.duration_since(before.at).as_secs_f64();
     println!(
         "enrollment: {n} sites in {took:.1} s ({:.0} enrollments/s)",
@@ -229,12 +314,12 @@ async fn drive(
         sites.all_accepted(&first)
     })
     .await?;
-    let holding = Mark::now(cp.pid, &counters);
+    let holding = Mark::now(&pids, &counters);
     wait_for(&sites, "every site's first report", || {
         sites.all_reported(&first)
     })
     .await?;
-    let settled = Mark::now(cp.pid, &counters);
+    let settled = Mark::now(&pids, &counters);
     println!(
         "  every site holding its first manifest {:.1} s after the first enrollment began; reports all in after {:.1} s",
         holding.at.duration_since(before.at).as_secs_f64(),
@@ -245,7 +330,7 @@ async fn drive(
     let mut worst = Duration::ZERO;
     let mut worst_p99 = Duration::ZERO;
     for change in 1..=args.changes {
-        let start = Mark::now(cp.pid, &counters);
+        let start = Mark::now(&pids, &counters);
         let response = apply(&admin, deployment(&format!("bench-change-{change}"))).await?;
         let applied = start.at.elapsed();
         let targets = targets(&sites, &response)?;
@@ -253,7 +338,7 @@ async fn drive(
             sites.all_accepted(&targets)
         })
         .await?;
-        let held = Mark::now(cp.pid, &counters);
+        let held = Mark::now(&pids, &counters);
         let mut latencies: Vec<Duration> = sites
             .slots
             .iter()
@@ -284,7 +369,7 @@ async fn drive(
             sites.all_reported(&targets)
         })
         .await?;
-        let reported = Mark::now(cp.pid, &counters);
+        let reported = Mark::now(&pids, &counters);
         println!(
             "  until every report was in ({:.1} s after the apply): {}",
             reported.at.duration_since(start.at).as_secs_f64(),
@@ -293,28 +378,41 @@ async fn drive(
     }
 
     // The idle fleet: every site holds a long-poll, nothing changes.
-    let quiet = Mark::now(cp.pid, &counters);
+    let quiet = Mark::now(&pids, &counters);
     tokio::time::sleep(steady).await;
-    let idle = Mark::now(cp.pid, &counters);
+    let idle = Mark::now(&pids, &counters);
     let secs = idle.at.duration_since(quiet.at).as_secs_f64();
     let bytes = (idle.counters[0] - quiet.counters[0]) + (idle.counters[1] - quiet.counters[1]);
     let per_site_hour = bytes as f64 / n as f64 * 3600.0 / secs;
     println!("steady state, idle: {}", between(&quiet, &idle));
-    let (cpu_share, rss, peak) = match (quiet.control, idle.control) {
-        (Some(a), Some(b)) => (
-            Some(100.0 * b.cpu.saturating_sub(a.cpu).as_secs_f64() / secs),
-            Some(b.rss_kb),
-            Some(b.peak_rss_kb),
-        ),
-        _ => (None, None, None),
+    // Each replica's share of a core, resident memory and peak, when /proc was read.
+    let steady_usage: Vec<Option<(f64, u64, u64)>> = quiet
+        .control
+        .iter()
+        .zip(&idle.control)
+        .map(|(a, b)| {
+            let share = 100.0 * cpu_seconds(*a, *b)? / secs;
+            let b = (*b)?;
+            Some((share, b.rss_kb, b.peak_rss_kb))
+        })
+        .collect();
+    let label = |i: usize| {
+        if steady_usage.len() == 1 {
+            "control plane".to_owned()
+        } else {
+            format!("replica {i}")
+        }
     };
     let mb = |kb: u64| kb as f64 / 1024.0;
-    if let (Some(share), Some(rss), Some(peak)) = (cpu_share, rss, peak) {
-        println!(
-            "  control plane at steady state: {share:.2}% of one core, RSS {:.0} MiB (peak over the run {:.0} MiB)",
-            mb(rss),
-            mb(peak)
-        );
+    for (i, usage) in steady_usage.iter().enumerate() {
+        if let Some((share, rss, peak)) = usage {
+            println!(
+                "  {} at steady state: {share:.2}% of one core, RSS {:.0} MiB (peak over the run {:.0} MiB)",
+                label(i),
+                mb(*rss),
+                mb(*peak)
+            );
+        }
     }
     println!(
         "  requests per second served at steady state: {:.0}; idle traffic: {:.1} KB per site per hour ({} bytes of TLS records both ways over {secs:.0} s, TCP/IP headers not counted)",
@@ -344,12 +442,15 @@ async fn drive(
             mark(worst_p99 <= Duration::from_secs(2) && worst <= Duration::from_secs(5))
         );
     }
-    if let (Some(share), Some(rss)) = (cpu_share, rss) {
-        println!(
-            "  control plane at steady state: {share:.2}% of one core [< 10%], RSS {:.0} MiB [< 1024]: {}",
-            mb(rss),
-            mark(share < 10.0 && mb(rss) < 1024.0)
-        );
+    for (i, usage) in steady_usage.iter().enumerate() {
+        if let Some((share, rss, _)) = usage {
+            println!(
+                "  {} at steady state: {share:.2}% of one core [< 10%], RSS {:.0} MiB [< 1024]: {}",
+                label(i),
+                mb(*rss),
+                mark(*share < 10.0 && mb(*rss) < 1024.0)
+            );
+        }
     }
     println!(
         "  idle traffic: {:.1} KB per site per hour [< 50]: {}",
@@ -365,7 +466,7 @@ async fn wait_for(sites: &Sites, what: &str, mut done: impl FnMut() -> bool) -> 
     let deadline = Instant::now() + PATIENCE;
     while !done() {
         if Instant::now() > deadline {
-            let c = sites.endpoint.counters.snapshot();
+            let c = sites.counters.snapshot();
             bail!(
                 "gave up waiting for {what} after {} s ({} enrolled, {} errors, {} answered 503)",
                 PATIENCE.as_secs(),
@@ -433,11 +534,56 @@ async fn join_tokens(admin: &atoll_cli::client::Client, names: &[String]) -> Res
 }
 
 fn fleet(
-    cp: &ControlPlane,
+    cps: &[ControlPlane],
     names: Vec<String>,
     args: &SitesArgs,
     poll_wait: Duration,
 ) -> Result<Sites> {
+    let counters = Arc::new(Counters::default());
+    let endpoints = cps
+        .iter()
+        .map(|cp| endpoint(cp, counters.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    // Replicas share their CA: the first one's is every one's.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&cps[0].ca_pem) {
+        roots.add(cert.context("the CA certificate")?)?;
+    }
+    let roots = Arc::new(roots);
+    let mut enroll_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots.clone())
+    .with_no_client_auth();
+    enroll_tls.alpn_protocols = vec![b"h2".to_vec()];
+    // On loopback, connect from many addresses: each has its own range of ports, and tens of
+    // thousands of connections (and their TIME_WAITs) would exhaust one.
+    let addr = endpoints[0].addr;
+    let sources: Vec<IpAddr> = if addr.ip().is_loopback() && addr.is_ipv4() {
+        (2..34)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+            .collect()
+    } else if addr.is_ipv4() {
+        vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
+    } else {
+        vec![IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)]
+    };
+    Ok(Sites {
+        endpoints,
+        counters,
+        enroll_tls: Arc::new(enroll_tls),
+        roots,
+        poll_wait,
+        enroll_gate: Semaphore::new(args.enroll_concurrency.max(1)),
+        enrolled: std::sync::atomic::AtomicU64::new(0),
+        slots: names.into_iter().map(Slot::new).collect(),
+        sources,
+    })
+}
+
+/// Where one control plane is, counting into `counters`.
+fn endpoint(cp: &ControlPlane, counters: Arc<Counters>) -> Result<Endpoint> {
     let url = cp.url.trim_end_matches('/');
     let authority = url
         .strip_prefix("https://")
@@ -453,43 +599,11 @@ fn fleet(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&cp.ca_pem) {
-        roots.add(cert.context("the CA certificate")?)?;
-    }
-    let roots = Arc::new(roots);
-    let mut enroll_tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots.clone())
-    .with_no_client_auth();
-    enroll_tls.alpn_protocols = vec![b"h2".to_vec()];
-    // On loopback, connect from many addresses: each has its own range of ports, and tens of
-    // thousands of connections (and their TIME_WAITs) would exhaust one.
-    let sources: Vec<IpAddr> = if addr.ip().is_loopback() && addr.is_ipv4() {
-        (2..34)
-            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
-            .collect()
-    } else if addr.is_ipv4() {
-        vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
-    } else {
-        vec![IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)]
-    };
-    Ok(Sites {
-        endpoint: Endpoint {
-            addr,
-            server_name: ServerName::try_from(host).context("the control plane's host name")?,
-            authority,
-            counters: Arc::new(Counters::default()),
-        },
-        enroll_tls: Arc::new(enroll_tls),
-        roots,
-        poll_wait,
-        enroll_gate: Semaphore::new(args.enroll_concurrency.max(1)),
-        enrolled: std::sync::atomic::AtomicU64::new(0),
-        slots: names.into_iter().map(Slot::new).collect(),
-        sources,
+    Ok(Endpoint {
+        addr,
+        server_name: ServerName::try_from(host).context("the control plane's host name")?,
+        authority,
+        counters,
     })
 }
 
