@@ -8,6 +8,8 @@
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod site_lan;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader, Read};
 use std::path::{Path, PathBuf};
