@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use atoll_api::List;
 use atoll_api::agent::{
-    AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
-    HostView, MAX_REPORT_BYTES, RenewRequest, RenewResponse, ReportAck, ReportRequest,
+    AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostView,
+    MAX_REPORT_BYTES, RenewRequest, RenewResponse, ReportAck, ReportRequest,
 };
 use atoll_api::host::{InventoryReport, MAX_INVENTORY_BYTES};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -24,7 +24,8 @@ use serde::de::DeserializeOwned;
 
 use super::agents::Poll;
 use super::http::{
-    Actor, ApiError, ApiResult, AppState, Peer, body_error, checked_name, malformed_json, user,
+    Actor, ApiError, ApiResult, AppState, Peer, body_error, checked_name, malformed_json,
+    malformed_query, user,
 };
 use super::tls::AgentIdentity;
 use crate::core::revision::Held;
@@ -32,10 +33,6 @@ use crate::core::revision::Held;
 fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(body_error)?;
     serde_json::from_slice(&body).map_err(malformed_json)
-}
-
-fn malformed_query(e: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text())
 }
 
 /// Lets a request through only on a connection with a verified client certificate, and hands
@@ -250,25 +247,4 @@ pub async fn app_status(
     checked_name(&name)?;
     let placements = s.control.placements_of(&name).await?;
     Ok(Json(s.agents.app_status(&name, placements).await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    limit: Option<u32>,
-}
-
-pub async fn events(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    query: Result<Query<EventsQuery>, QueryRejection>,
-) -> ApiResult<List<EventView>> {
-    checked_name(&name)?;
-    let Query(query) = query.map_err(malformed_query)?;
-    Ok(Json(List {
-        items: s
-            .agents
-            .events(&name, query.limit.unwrap_or(100).min(10_000))
-            .await?,
-    }))
 }

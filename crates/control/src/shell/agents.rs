@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use atoll_api::Manifest;
 use atoll_api::agent::{
-    AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
-    HostStatus, HostView, Inventory, JoinToken, RenewRequest, RenewResponse, ReplicaStatus,
-    ReportRequest, SiteAppStatus,
+    AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostStatus,
+    HostView, Inventory, JoinToken, RenewRequest, RenewResponse, ReplicaStatus, ReportRequest,
+    SiteAppStatus,
 };
 use atoll_api::host::InventoryReport;
 use atoll_spec::{Kind, Resource};
@@ -754,7 +754,7 @@ impl Agents {
 
     /// The newest status of every host that reported.
     pub async fn statuses(&self) -> Result<BTreeMap<String, HostStatus>, Error> {
-        Ok(statuses(self.store.as_ref()).await?)
+        Ok(super::reports::statuses(self.store.as_ref()).await?)
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -782,35 +782,6 @@ impl Agents {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
-    }
-
-    pub async fn events(&self, site: &str, limit: u32) -> Result<Vec<EventView>, Error> {
-        if self
-            .store
-            .resource(Kind::Site.as_str(), site)
-            .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(format!("site {site} does not exist")));
-        }
-        Ok(self
-            .store
-            .events(site, limit)
-            .await?
-            .into_iter()
-            .map(|e| {
-                let (at, claimed_at) = events::shown(&e.at, &e.received_at);
-                EventView {
-                    host: e.host,
-                    seq: e.seq,
-                    at,
-                    kind: e.kind,
-                    message: e.message,
-                    received_at: e.received_at,
-                    claimed_at,
-                }
-            })
-            .collect())
     }
 
     /// Sites × services of one application, from the hosts' newest reports.
@@ -863,30 +834,6 @@ impl Agents {
             unplaced,
         })
     }
-}
-
-/// Every host's newest reported status, decoded, as (host, site, status). A status this
-/// version cannot read is left out rather than failing the view.
-pub(super) async fn reported(
-    store: &dyn Store,
-) -> Result<Vec<(String, String, HostStatus)>, StoreError> {
-    Ok(store
-        .host_statuses()
-        .await?
-        .into_iter()
-        .filter_map(|row| Some((row.host, row.site, serde_json::from_str(&row.status).ok()?)))
-        .collect())
-}
-
-/// The newest status of every host that reported, by host; see [`reported`].
-pub(super) async fn statuses(
-    store: &dyn Store,
-) -> Result<BTreeMap<String, HostStatus>, StoreError> {
-    Ok(reported(store)
-        .await?
-        .into_iter()
-        .map(|(host, _, status)| (host, status))
-        .collect())
 }
 
 /// Whether the host book's `member` lets the certificate of `identity` act for its host and
@@ -1091,6 +1038,7 @@ mod tests {
         // The same inventory again (an answer lost) makes no second event.
         agents.put_inventory(&identity, report).await.unwrap();
         let events: Vec<(String, u64, String)> = agents
+            .control
             .events("s1", 100)
             .await
             .unwrap()

@@ -27,6 +27,7 @@ use super::openapi;
 use super::rollout_api;
 use super::secret_api;
 use super::service::{ControlPlane, Error};
+use super::sites;
 use super::tls::AgentIdentity;
 
 /// Who made a request: the name of the token it carried.
@@ -174,12 +175,12 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
         .route("/v1/enroll", post(agent_api::enroll));
     let user = Router::new()
         .route("/v1/apply", post(apply))
-        .route("/v1/sites", get(list_sites))
+        .route("/v1/sites", get(sites::list))
         .route(
             "/v1/sites/{name}",
-            get(get_site).merge(delete_route(Kind::Site)),
+            get(sites::get).merge(delete_route(Kind::Site)),
         )
-        .route("/v1/sites/{name}/events", get(agent_api::events))
+        .route("/v1/sites/{name}/events", get(sites::events))
         .route("/v1/sites/{name}/labels", patch(labels::site))
         .route("/v1/tokens", post(agent_api::create_token))
         .route("/v1/hosts", get(agent_api::hosts))
@@ -400,6 +401,11 @@ pub(super) fn malformed_json(e: serde_json::Error) -> ApiError {
     )
 }
 
+/// A query string that does not parse.
+pub(super) fn malformed_query(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text())
+}
+
 pub(super) fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large()
@@ -426,8 +432,7 @@ async fn apply(
     query: Result<Query<ApplyQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<atoll_api::ApplyResponse> {
-    let Query(query) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
+    let Query(query) = query.map_err(malformed_query)?;
     let body = body.map_err(body_error)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -487,25 +492,11 @@ pub(super) fn checked_name(name: &str) -> Result<(), ApiError> {
     check_name(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))
 }
 
-fn one<T>(mut items: Vec<T>) -> ApiResult<T> {
+pub(super) fn one<T>(mut items: Vec<T>) -> ApiResult<T> {
     items
         .pop()
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"))
-}
-
-async fn list_sites(State(s): State<AppState>) -> ApiResult<List<atoll_api::SiteView>> {
-    Ok(Json(List {
-        items: s.control.sites(None).await?,
-    }))
-}
-
-async fn get_site(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<atoll_api::SiteView> {
-    checked_name(&name)?;
-    one(s.control.sites(Some(&name)).await?)
 }
 
 async fn list_applications(
@@ -576,8 +567,7 @@ async fn audit(
     State(s): State<AppState>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> ApiResult<List<atoll_api::AuditEntry>> {
-    let Query(query) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
+    let Query(query) = query.map_err(malformed_query)?;
     let rows = s
         .control
         .store()

@@ -13,12 +13,14 @@ mod labels;
 pub mod lease;
 pub mod lock;
 pub mod openapi;
+mod reports;
 mod rollout_api;
 pub mod rollouts;
 mod secret_api;
 pub mod secrets;
 pub mod service;
 pub mod signing;
+mod sites;
 pub mod tls;
 pub mod vault;
 

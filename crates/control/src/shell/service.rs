@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use atoll_api::host::Host;
 use atoll_api::{
-    ApplicationView, ApplyResponse, DeleteResponse, DeploymentView, Manifest, Placed, ResourceView,
-    SiteView, Unplaced, VersionInfo,
+    ApplicationView, ApplyResponse, DeleteResponse, DeploymentView, Manifest, ResourceView,
+    Unplaced, VersionInfo,
 };
 use atoll_spec::render::Limits;
 use atoll_spec::{Application, Diagnostic, Kind, Resource, Source, parse_sources};
@@ -27,7 +27,7 @@ use crate::core::apply::{
 };
 use crate::core::revision::{self, Answer, Held};
 use crate::core::rollout::{Command, Event, Rollout};
-use crate::core::state::{State, Versions, decode_rollout, decode_row, reads_hosts};
+use crate::core::state::{State, Versions, decode_rollout, reads_hosts};
 
 /// Below this many manifests for each core, signing stays on one thread.
 const SIGNED_PER_THREAD: usize = 500;
@@ -90,7 +90,7 @@ const COMMIT_ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct ControlPlane {
     pub(super) store: Arc<dyn Store>,
-    fleet: Arc<Fleet>,
+    pub(super) fleet: Arc<Fleet>,
     pub(super) vault: Arc<Vault>,
     signer: Arc<ManifestSigner>,
     pub(super) writes: Arc<Mutex<()>>,
@@ -685,74 +685,6 @@ impl ControlPlane {
         Ok((current, past))
     }
 
-    pub async fn sites(&self, only: Option<&str>) -> Result<Vec<SiteView>, Error> {
-        let (state, versions) = self.load(&[]).await?;
-        let rows = self.rows(Kind::Site, only).await?;
-        let hosts = self.store.hosts().await?;
-        let statuses = super::agents::statuses(self.store.as_ref()).await?;
-        let connectivity = self.fleet.connectivity();
-        let pruned: BTreeMap<String, u64> = self
-            .store
-            .event_counts()
-            .await?
-            .into_iter()
-            .map(|c| (c.site, c.pruned))
-            .collect();
-        rows.into_iter()
-            .map(|row| {
-                let view = view(&row)?;
-                let site = state.sites.get(&row.name).map(|e| &e.value);
-                let applications = site
-                    .map(|s| {
-                        state
-                            .placements(s, &versions)
-                            .into_iter()
-                            .map(|p| Placed {
-                                deployment: p.deployment.name.clone(),
-                                application: p.application.name.clone(),
-                                version: p.application.version.clone(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let members: Vec<_> = hosts.iter().filter(|h| h.site == row.name).collect();
-                Ok(SiteView {
-                    revision: state.manifests.get(&row.name).map(|m| m.revision),
-                    applications,
-                    hosts: u32::try_from(members.len()).unwrap_or(u32::MAX),
-                    connected: connectivity.connected(&row.name),
-                    // A site runs a revision when all of its hosts do.
-                    applied_revision: members
-                        .iter()
-                        .map(|h| statuses.get(&h.id).map(|s| s.applied_revision))
-                        .min()
-                        .flatten(),
-                    health: atoll_api::agent::Health::of_hosts(
-                        members.iter().filter_map(|h| statuses.get(&h.id)),
-                    ),
-                    conditions: members
-                        .iter()
-                        .filter_map(|h| Some((h, statuses.get(&h.id)?)))
-                        .flat_map(|(h, s)| {
-                            s.conditions.iter().map(|c| atoll_api::SiteCondition {
-                                host: h.id.clone(),
-                                condition: c.clone(),
-                            })
-                        })
-                        .collect(),
-                    last_seen: members.iter().filter_map(|h| h.last_seen.clone()).max(),
-                    dropped_reports: members
-                        .iter()
-                        .filter_map(|h| statuses.get(&h.id))
-                        .map(|s| s.dropped_reports)
-                        .sum(),
-                    events_pruned: pruned.get(&row.name).copied().unwrap_or(0),
-                    view,
-                })
-            })
-            .collect()
-    }
-
     /// For each site that runs `app`: the site, the deployment and the version it gets; and
     /// the sites a deployment of `app` selects where it is not placed, with the reason.
     pub async fn placements_of(
@@ -823,7 +755,7 @@ impl ControlPlane {
         let (state, versions) = self.load(&[]).await?;
         let rows = self.rows(Kind::Deployment, only).await?;
         let hosts = self.store.hosts().await?;
-        let statuses = super::agents::statuses(self.store.as_ref()).await?;
+        let statuses = super::reports::statuses(self.store.as_ref()).await?;
         let mut rollouts = self.rollouts().await?;
         let mut by_site: BTreeMap<&str, Vec<&atoll_store::HostRow>> = BTreeMap::new();
         for h in &hosts {
@@ -904,7 +836,11 @@ impl ControlPlane {
     }
 
     /// The rows of one kind, or the one named (not found is an error).
-    async fn rows(&self, kind: Kind, only: Option<&str>) -> Result<Vec<ResourceRow>, Error> {
+    pub(super) async fn rows(
+        &self,
+        kind: Kind,
+        only: Option<&str>,
+    ) -> Result<Vec<ResourceRow>, Error> {
         match only {
             None => Ok(self.store.resources(kind.as_str()).await?),
             Some(name) => match self.store.resource(kind.as_str(), name).await? {
@@ -916,10 +852,5 @@ impl ControlPlane {
 }
 
 fn view(row: &ResourceRow) -> Result<ResourceView, Error> {
-    Ok(ResourceView {
-        generation: row.generation,
-        created_at: row.created_at.clone(),
-        updated_at: row.updated_at.clone(),
-        resource: decode_row(row).map_err(StoreError::Corrupt)?,
-    })
+    crate::core::views::resource(row).map_err(|e| StoreError::Corrupt(e).into())
 }
