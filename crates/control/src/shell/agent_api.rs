@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use atoll_api::List;
 use atoll_api::agent::{
-    AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostView,
+    CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostView,
     MAX_REPORT_BYTES, RenewRequest, RenewResponse, ReportAck, ReportRequest,
 };
 use atoll_api::host::{InventoryReport, MAX_INVENTORY_BYTES};
@@ -238,13 +238,4 @@ pub async fn approve_key(
 ) -> ApiResult<HostView> {
     checked_name(&name)?;
     Ok(Json(s.agents.approve_key(&name, &actor.0).await?))
-}
-
-pub async fn app_status(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<AppStatus> {
-    checked_name(&name)?;
-    let placements = s.control.placements_of(&name).await?;
-    Ok(Json(s.agents.app_status(&name, placements).await?))
 }

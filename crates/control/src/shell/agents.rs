@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use atoll_api::Manifest;
 use atoll_api::agent::{
-    AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostStatus,
-    HostView, Inventory, JoinToken, RenewRequest, RenewResponse, ReplicaStatus, ReportRequest,
-    SiteAppStatus,
+    CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostStatus, HostView,
+    Inventory, JoinToken, RenewRequest, RenewResponse, ReportRequest,
 };
 use atoll_api::host::InventoryReport;
 use atoll_spec::{Kind, Resource};
@@ -766,73 +765,8 @@ impl Agents {
         self.reported.clone()
     }
 
-    /// The newest replica statuses of a site's hosts, for one deployment.
-    pub fn replicas_of<'a>(
-        statuses: &'a BTreeMap<String, HostStatus>,
-        site_hosts: &[&HostRow],
-        deployment: &str,
-    ) -> Vec<&'a ReplicaStatus> {
-        site_hosts
-            .iter()
-            .filter_map(|h| statuses.get(&h.id))
-            .flat_map(|s| &s.replicas)
-            .filter(|r| r.deployment == deployment)
-            .collect()
-    }
-
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
-    }
-
-    /// Sites × services of one application, from the hosts' newest reports.
-    pub async fn app_status(
-        &self,
-        app: &str,
-        (placements, unplaced): (Vec<(String, String, String)>, Vec<atoll_api::Unplaced>),
-    ) -> Result<AppStatus, Error> {
-        let row = self
-            .store
-            .resource(Kind::Application.as_str(), app)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("application {app} does not exist")))?;
-        let services = match decode_row(&row).map_err(StoreError::Corrupt)? {
-            Resource::Application(a) => a.services.into_iter().map(|s| s.name).collect(),
-            _ => Vec::new(),
-        };
-        let hosts = self.store.hosts().await?;
-        let statuses = self.statuses().await?;
-        let connectivity = self.fleet.connectivity();
-        let mut sites = Vec::new();
-        for (site, deployment, version) in placements {
-            let mut by_service: BTreeMap<String, Vec<ReplicaStatus>> = BTreeMap::new();
-            for host in hosts.iter().filter(|h| h.site == site) {
-                for r in statuses
-                    .get(&host.id)
-                    .map(|s| s.replicas.as_slice())
-                    .unwrap_or_default()
-                {
-                    if r.deployment == deployment {
-                        by_service
-                            .entry(r.service.clone())
-                            .or_default()
-                            .push(r.clone());
-                    }
-                }
-            }
-            sites.push(SiteAppStatus {
-                connected: connectivity.connected(&site),
-                site,
-                deployment,
-                version,
-                services: by_service,
-            });
-        }
-        Ok(AppStatus {
-            application: app.to_owned(),
-            services,
-            sites,
-            unplaced,
-        })
     }
 }
 

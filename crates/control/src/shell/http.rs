@@ -21,7 +21,10 @@ use tokio::sync::Semaphore;
 
 use super::agent_api;
 use super::agents::Agents;
+use super::applications;
 use super::auth;
+use super::deployments;
+use super::device_classes;
 use super::labels;
 use super::openapi;
 use super::rollout_api;
@@ -187,16 +190,16 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
         .route("/v1/hosts/{name}", get(agent_api::host))
         .route("/v1/hosts/{name}/labels", patch(labels::host))
         .route("/v1/hosts/{name}/approve-key", post(agent_api::approve_key))
-        .route("/v1/applications/{name}/status", get(agent_api::app_status))
-        .route("/v1/applications", get(list_applications))
+        .route("/v1/applications/{name}/status", get(applications::status))
+        .route("/v1/applications", get(applications::list))
         .route(
             "/v1/applications/{name}",
-            get(get_application).merge(delete_route(Kind::Application)),
+            get(applications::get).merge(delete_route(Kind::Application)),
         )
-        .route("/v1/deployments", get(list_deployments))
+        .route("/v1/deployments", get(deployments::list))
         .route(
             "/v1/deployments/{name}",
-            get(get_deployment).merge(delete_route(Kind::Deployment)),
+            get(deployments::get).merge(delete_route(Kind::Deployment)),
         )
         .route("/v1/deployments/{name}/rollout", get(rollout_api::current))
         .route("/v1/deployments/{name}/rollouts", get(rollout_api::history))
@@ -204,10 +207,10 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
             "/v1/deployments/{name}/rollout/{action}",
             post(rollout_api::control),
         )
-        .route("/v1/deviceclasses", get(list_device_classes))
+        .route("/v1/deviceclasses", get(device_classes::list))
         .route(
             "/v1/deviceclasses/{name}",
-            get(get_device_class).merge(delete_route(Kind::DeviceClass)),
+            get(device_classes::get).merge(delete_route(Kind::DeviceClass)),
         )
         .route("/v1/secrets", get(secret_api::list))
         .route(
@@ -497,52 +500,6 @@ pub(super) fn one<T>(mut items: Vec<T>) -> ApiResult<T> {
         .pop()
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"))
-}
-
-async fn list_applications(
-    State(s): State<AppState>,
-) -> ApiResult<List<atoll_api::ApplicationView>> {
-    Ok(Json(List {
-        items: s.control.applications(None).await?,
-    }))
-}
-
-async fn get_application(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<atoll_api::ApplicationView> {
-    checked_name(&name)?;
-    one(s.control.applications(Some(&name)).await?)
-}
-
-async fn list_deployments(State(s): State<AppState>) -> ApiResult<List<atoll_api::DeploymentView>> {
-    Ok(Json(List {
-        items: s.control.deployments(None).await?,
-    }))
-}
-
-async fn get_deployment(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<atoll_api::DeploymentView> {
-    checked_name(&name)?;
-    one(s.control.deployments(Some(&name)).await?)
-}
-
-async fn list_device_classes(
-    State(s): State<AppState>,
-) -> ApiResult<List<atoll_api::ResourceView>> {
-    Ok(Json(List {
-        items: s.control.device_classes(None).await?,
-    }))
-}
-
-async fn get_device_class(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<atoll_api::ResourceView> {
-    checked_name(&name)?;
-    one(s.control.device_classes(Some(&name)).await?)
 }
 
 /// `DELETE` of one resource of `kind`, named in the path.

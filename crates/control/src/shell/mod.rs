@@ -2,9 +2,12 @@
 
 mod agent_api;
 pub mod agents;
+mod applications;
 pub mod auth;
 pub mod clock;
 pub mod connections;
+mod deployments;
+mod device_classes;
 pub mod files;
 pub mod fleet;
 pub mod hostbook;

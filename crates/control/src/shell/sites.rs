@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use atoll_api::agent::EventView;
 use atoll_api::{List, SiteView};
 use atoll_spec::Kind;
-use atoll_store::StoreError;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -14,7 +13,7 @@ use serde::Deserialize;
 
 use super::http::{ApiResult, AppState, checked_name, malformed_query, one};
 use super::reports::statuses;
-use super::service::{ControlPlane, Error};
+use super::service::{ControlPlane, Error, corrupt};
 use crate::core::views::{self, Observed};
 
 impl ControlPlane {
@@ -42,7 +41,7 @@ impl ControlPlane {
                     connectivity.connected(&row.name),
                     pruned.get(&row.name).copied().unwrap_or(0),
                 )
-                .map_err(|e| StoreError::Corrupt(e).into())
+                .map_err(corrupt)
             })
             .collect()
     }

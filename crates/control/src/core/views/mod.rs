@@ -14,6 +14,9 @@ use atoll_store::{HostRow, ResourceRow};
 
 use super::state::decode_row;
 
+pub mod applications;
+pub mod deployments;
+pub mod rollouts;
 pub mod sites;
 
 /// A stored resource as the API shows it.
