@@ -6,10 +6,9 @@
 
 use std::time::Duration;
 
-use atoll_api::List;
 use atoll_api::agent::{
-    CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostView,
-    MAX_REPORT_BYTES, RenewRequest, RenewResponse, ReportAck, ReportRequest,
+    CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, MAX_REPORT_BYTES,
+    RenewRequest, RenewResponse, ReportAck, ReportRequest,
 };
 use atoll_api::host::{InventoryReport, MAX_INVENTORY_BYTES};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -203,39 +202,4 @@ pub async fn put_inventory(
     }
     let report: InventoryReport = serde_json::from_slice(&body).map_err(malformed_json)?;
     Ok(Json(s.agents.put_inventory(&id, report).await?))
-}
-
-pub async fn hosts(State(s): State<AppState>) -> ApiResult<List<HostView>> {
-    Ok(Json(List {
-        items: s.agents.hosts().await?,
-    }))
-}
-
-/// `GET /v1/hosts/{name}`: one host, detached or not.
-pub async fn host(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<HostView> {
-    checked_name(&name)?;
-    s.agents
-        .hosts()
-        .await?
-        .into_iter()
-        .find(|h| h.id == name)
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("host {name} does not exist"),
-            )
-        })
-}
-
-/// `POST /v1/hosts/{name}/approve-key`: the new sealing key the host sent at renewal becomes
-/// the one its secrets are sealed to.
-pub async fn approve_key(
-    State(s): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Path(name): Path<String>,
-) -> ApiResult<HostView> {
-    checked_name(&name)?;
-    Ok(Json(s.agents.approve_key(&name, &actor.0).await?))
 }

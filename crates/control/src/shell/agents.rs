@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use atoll_api::Manifest;
 use atoll_api::agent::{
-    CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostStatus, HostView,
-    Inventory, JoinToken, RenewRequest, RenewResponse, ReportRequest,
+    CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostStatus, Inventory,
+    JoinToken, RenewRequest, RenewResponse, ReportRequest,
 };
 use atoll_api::host::InventoryReport;
 use atoll_spec::{Kind, Resource};
@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 use super::clock::{now, now_rfc3339};
 use super::fleet::{Fleet, Published};
 use super::hostbook::{Member, canonical_serial};
+use super::hosts::detached;
 use super::service::{ControlPlane, Error};
 use super::tls::{AgentIdentity, Pki};
 use crate::core::events::{self, Retention};
@@ -48,17 +49,17 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct Agents {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     /// Seals each site's secrets for its hosts.
-    control: ControlPlane,
-    fleet: Arc<Fleet>,
-    pki: Arc<Pki>,
+    pub(super) control: ControlPlane,
+    pub(super) fleet: Arc<Fleet>,
+    pub(super) pki: Arc<Pki>,
     /// Told of every stored report, so running rollouts look at it at once.
-    reported: Arc<tokio::sync::Notify>,
+    pub(super) reported: Arc<tokio::sync::Notify>,
     /// Draws a new host's id; a seam so a test can force two enrollments onto one id.
-    new_host_id: fn(&str) -> String,
+    pub(super) new_host_id: fn(&str) -> String,
     /// How many of each site's events are kept, applied as reports arrive.
-    retention: Retention,
+    pub(super) retention: Retention,
 }
 
 impl std::fmt::Debug for Agents {
@@ -423,82 +424,6 @@ impl Agents {
         })
     }
 
-    /// Stores `host` in place of its record with certificate `replacing`, and follows the
-    /// change. Refused when the host was detached meanwhile, or renewed by another request.
-    async fn replace_host(
-        &self,
-        identity: &AgentIdentity,
-        host: HostRow,
-        replacing: &str,
-    ) -> Result<(), Error> {
-        if !self.store.put_host(host, replacing).await? {
-            let now = self.store.host(&identity.host).await?;
-            return Err(match now {
-                Some(h) if h.state == HostState::Detached => detached(identity),
-                _ => Error::Conflict(vec![atoll_spec::Diagnostic {
-                    file: String::new(),
-                    line: 0,
-                    column: 0,
-                    path: format!("host {}", identity.host),
-                    message: "the host's record changed meanwhile (another renewal or approval); nothing was changed".into(),
-                    hint: Some("try again".into()),
-                }]),
-            });
-        }
-        self.fleet.hosts().follow(self.store.as_ref()).await?;
-        Ok(())
-    }
-
-    /// Makes the sealing key a host sent at renewal the one its secrets are sealed to, and
-    /// commits its site's manifest again so that the host receives them sealed to it.
-    pub async fn approve_key(&self, host_id: &str, actor: &str) -> Result<HostView, Error> {
-        let mut host = self
-            .store
-            .host(host_id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("host {host_id} does not exist")))?;
-        let identity = AgentIdentity {
-            site: host.site.clone(),
-            host: host.id.clone(),
-            serial: canonical_serial(&host.cert_serial),
-        };
-        if host.state == HostState::Detached {
-            return Err(detached(&identity));
-        }
-        let Some(pending) = host.pending_recipient.take() else {
-            return Err(Error::Conflict(vec![atoll_spec::Diagnostic {
-                file: String::new(),
-                line: 0,
-                column: 0,
-                path: format!("host {host_id}"),
-                message: "no new sealing key of this host waits for approval".into(),
-                hint: None,
-            }]));
-        };
-        host.recipient = Some(pending);
-        let replacing = host.cert_serial.clone();
-        self.replace_host(&identity, host, &replacing).await?;
-        self.store
-            .append_audit(
-                &now_rfc3339(),
-                actor,
-                "approve-key",
-                &format!(
-                    "approved the new sealing key of host {host_id} of site {}",
-                    identity.site
-                ),
-            )
-            .await?;
-        self.control
-            .recommit(&identity.site, actor, "its host's sealing key changed")
-            .await?;
-        self.hosts()
-            .await?
-            .into_iter()
-            .find(|h| h.id == host_id)
-            .ok_or_else(|| Error::NotFound(format!("host {host_id} does not exist")))
-    }
-
     /// Answers at once if the site's manifest is newer than what the agent holds, else when it
     /// becomes newer, else after `wait` with "not modified". The fleet knows every site's
     /// current revision and hash, so a poll reads the store only when there is something newer
@@ -730,27 +655,6 @@ impl Agents {
         Ok(InventoryReport { inventory: new })
     }
 
-    pub async fn hosts(&self) -> Result<Vec<HostView>, Error> {
-        let statuses = self.statuses().await?;
-        let mut out = Vec::new();
-        for h in self.store.all_hosts().await? {
-            out.push(HostView {
-                connected: self.fleet.host_connected(&h.id),
-                inventory: serde_json::from_str::<Inventory>(&h.inventory).unwrap_or_default(),
-                status: statuses.get(&h.id).cloned(),
-                id: h.id,
-                site: h.site,
-                enrolled_at: h.enrolled_at,
-                certificate_expires_at: h.cert_expiry,
-                last_seen: h.last_seen,
-                detached_at: h.detached_at,
-                sealing_key_pending: h.pending_recipient.is_some(),
-                labels: h.labels,
-            });
-        }
-        Ok(out)
-    }
-
     /// The newest status of every host that reported.
     pub async fn statuses(&self) -> Result<BTreeMap<String, HostStatus>, Error> {
         Ok(super::reports::statuses(self.store.as_ref()).await?)
@@ -794,13 +698,6 @@ fn admitted(identity: &AgentIdentity, member: Option<&Member>, now: &str) -> Res
         "this certificate of host {} (serial {}) was replaced by a renewal; only the host's current certificate is accepted",
         identity.host, identity.serial
     )))
-}
-
-fn detached(identity: &AgentIdentity) -> Error {
-    Error::Detached(format!(
-        "host {} was detached from site {}: the site was deleted, and this host's identity is never accepted again; enroll it anew with a join token of its new site",
-        identity.host, identity.site
-    ))
 }
 
 /// An event's text as stored: a folded event says how many times it happened, since the store

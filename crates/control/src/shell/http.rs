@@ -25,6 +25,7 @@ use super::applications;
 use super::auth;
 use super::deployments;
 use super::device_classes;
+use super::hosts;
 use super::labels;
 use super::openapi;
 use super::rollout_api;
@@ -186,10 +187,10 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
         .route("/v1/sites/{name}/events", get(sites::events))
         .route("/v1/sites/{name}/labels", patch(labels::site))
         .route("/v1/tokens", post(agent_api::create_token))
-        .route("/v1/hosts", get(agent_api::hosts))
-        .route("/v1/hosts/{name}", get(agent_api::host))
+        .route("/v1/hosts", get(hosts::list))
+        .route("/v1/hosts/{name}", get(hosts::get))
         .route("/v1/hosts/{name}/labels", patch(labels::host))
-        .route("/v1/hosts/{name}/approve-key", post(agent_api::approve_key))
+        .route("/v1/hosts/{name}/approve-key", post(hosts::approve_key))
         .route("/v1/applications/{name}/status", get(applications::status))
         .route("/v1/applications", get(applications::list))
         .route(

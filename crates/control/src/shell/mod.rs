@@ -11,6 +11,7 @@ mod device_classes;
 pub mod files;
 pub mod fleet;
 pub mod hostbook;
+mod hosts;
 pub mod http;
 mod labels;
 pub mod lease;

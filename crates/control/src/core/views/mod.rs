@@ -16,6 +16,7 @@ use super::state::decode_row;
 
 pub mod applications;
 pub mod deployments;
+pub mod hosts;
 pub mod rollouts;
 pub mod sites;
 
