@@ -1,37 +1,29 @@
-//! The control plane's side of the agent protocol: join tokens, enrollment, certificate
-//! renewal, manifest long-polls and reports; and the fleet views built from them.
+//! The control plane's side of the agent protocol, `Agents`: join tokens, enrollment and
+//! certificate renewal here; the manifest long-poll in `shell::manifests`, reports and
+//! inventories in `shell::reports`, host records in `shell::hosts`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_api::Manifest;
 use atoll_api::agent::{
-    CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostStatus, Inventory,
-    JoinToken, RenewRequest, RenewResponse, ReportRequest,
+    CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostStatus, JoinToken,
+    RenewRequest, RenewResponse,
 };
-use atoll_api::host::InventoryReport;
-use atoll_spec::{Kind, Resource};
-use atoll_store::{
-    Enrolled, EventRetention, HostRow, HostState, InventoryChange, JoinTokenRow, ReportBatch,
-    Store, StoreError, TokenRefusal,
-};
+use atoll_spec::Kind;
+use atoll_store::{Enrolled, HostRow, HostState, JoinTokenRow, Store, StoreError, TokenRefusal};
 use base64::Engine as _;
-use bytes::Bytes;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::clock::{now, now_rfc3339};
-use super::fleet::{Fleet, Published};
+use super::clock::now_rfc3339;
+use super::fleet::Fleet;
 use super::hostbook::{Member, canonical_serial};
 use super::hosts::detached;
 use super::service::{ControlPlane, Error};
 use super::tls::{AgentIdentity, Pki};
-use crate::core::events::{self, Retention};
-use crate::core::inventory;
-use crate::core::revision::{self, Answer, Held};
-use crate::core::state::decode_row;
+use crate::core::events::Retention;
 
 /// How long an agent certificate is valid. Agents renew when a third of it is left, so a site
 /// may be offline for weeks and still reconnect with the certificate it has.
@@ -44,8 +36,8 @@ const HOST_ID_ATTEMPTS: usize = 5;
 /// How long the certificate a renewal replaced is still accepted: requests in flight, and an
 /// agent that renewed and restarted before it saved the new one.
 pub const RENEWAL_OVERLAP: Duration = Duration::from_secs(10 * 60);
-/// The longest a manifest long-poll is held.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub use super::manifests::{MAX_WAIT, Poll};
 
 #[derive(Clone)]
 pub struct Agents {
@@ -66,14 +58,6 @@ impl std::fmt::Debug for Agents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Agents").finish_non_exhaustive()
     }
-}
-
-/// What a long-poll found.
-#[derive(Debug)]
-pub enum Poll {
-    /// The body of the answer: the manifest signed, as JSON.
-    Newer(Bytes),
-    NotModified,
 }
 
 impl Agents {
@@ -424,237 +408,6 @@ impl Agents {
         })
     }
 
-    /// Answers at once if the site's manifest is newer than what the agent holds, else when it
-    /// becomes newer, else after `wait` with "not modified". The fleet knows every site's
-    /// current revision and hash, so a poll reads the store only when there is something newer
-    /// to send. An agent holding a revision this control plane does not know (its store lost
-    /// commits) has the site's manifest committed again above it, once per poll, and is sent
-    /// that.
-    pub async fn poll_manifest(
-        &self,
-        identity: &AgentIdentity,
-        held: Held<'_>,
-        wait: Duration,
-    ) -> Result<Poll, Error> {
-        let _hold = self.fleet.polling(&identity.host, &identity.site);
-        let mut changes = self.fleet.watch(&identity.site);
-        let mut hosts = self.fleet.hosts().watch();
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
-        let mut overtaken = false;
-        loop {
-            // A host detached while it waits is answered so at once.
-            hosts.borrow_and_update();
-            let member = self
-                .fleet
-                .hosts()
-                .find(self.store.as_ref(), &identity.host)
-                .await?;
-            admitted(identity, member.as_ref(), &now_rfc3339())?;
-            // Mark the current value seen before reading the store, so a commit landing between
-            // the read and the wait still wakes this poll.
-            let current = changes.borrow_and_update().clone();
-            match revision::answer(current.stored(), held) {
-                Answer::Send => {
-                    // The manifest a commit just published is in memory; the store is read
-                    // only for one committed before this process started.
-                    let (revision, published) = match self.fleet.manifest(&identity.site) {
-                        Some((revision, published)) if revision >= current.revision => {
-                            (revision, published)
-                        }
-                        _ => self
-                            .store
-                            .manifest(&identity.site)
-                            .await?
-                            .map_or((0, Published::Unsealed(Arc::from(""))), |row| {
-                                (row.revision, self.control.signer().publish(row.body))
-                            }),
-                    };
-                    if revision::answers(revision, held.revision) {
-                        return match published {
-                            Published::Signed(answer) => Ok(Poll::Newer(answer)),
-                            Published::Unsealed(body) => {
-                                self.seal_and_sign(&identity.site, &body).await
-                            }
-                        };
-                    }
-                }
-                // The commit publishes the new head, which the next turn sends.
-                Answer::Overtake { .. } if !overtaken => {
-                    overtaken = true;
-                    self.control
-                        .overtake(&identity.site, &identity.host, held)
-                        .await?;
-                    continue;
-                }
-                Answer::Overtake { .. } | Answer::Wait => {}
-            }
-            let woken = async {
-                tokio::select! {
-                    changed = changes.changed() => changed,
-                    changed = hosts.changed() => changed,
-                }
-            };
-            match tokio::time::timeout_at(deadline, woken).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Ok(Poll::NotModified),
-            }
-        }
-    }
-
-    /// Answers with a manifest whose secrets are sealed now to the site's hosts, signed.
-    async fn seal_and_sign(&self, site: &str, body: &str) -> Result<Poll, Error> {
-        let mut manifest: Manifest = serde_json::from_str(body)
-            .map_err(|e| StoreError::Corrupt(format!("manifest of site {site}: {e}")))?;
-        self.seal_secrets(&mut manifest).await?;
-        Ok(Poll::Newer(self.control.signer().sign(&manifest)))
-    }
-
-    /// Attaches the manifest's secrets, sealed to the keys of the site's hosts enrolled now.
-    async fn seal_secrets(&self, manifest: &mut Manifest) -> Result<(), Error> {
-        let uses_secrets = manifest
-            .content
-            .applications
-            .iter()
-            .flat_map(|a| &a.services)
-            .any(|s| !s.secrets.is_empty());
-        if !uses_secrets {
-            return Ok(());
-        }
-        let recipients: Vec<String> = self
-            .store
-            .site_hosts(&manifest.site)
-            .await?
-            .into_iter()
-            .filter_map(|h| h.recipient)
-            .collect();
-        if recipients.is_empty() {
-            tracing::warn!(site = %manifest.site, "no host of this site has a sealing key: its secrets are not sent");
-            return Ok(());
-        }
-        manifest.sealed = self.control.seal_for(manifest, &recipients).await?;
-        Ok(())
-    }
-
-    /// Stores a report's new batches, refusing it whole if it passes the protocol's bounds
-    /// (`core::events::check`), and prunes the site's events past the retention.
-    pub async fn report(
-        &self,
-        identity: &AgentIdentity,
-        report: ReportRequest,
-    ) -> Result<u64, Error> {
-        let problems = events::check(&report);
-        if !problems.is_empty() {
-            tracing::warn!(site = %identity.site, host = %identity.host, problems = problems.len(), "a report over the protocol's bounds is refused");
-            return Err(Error::Invalid(problems));
-        }
-        let rows = report
-            .batches
-            .into_iter()
-            .map(|b| ReportBatch {
-                seq: b.seq,
-                events: b
-                    .events
-                    .into_iter()
-                    .map(|e| (e.at, e.kind, folded(e.message, e.count)))
-                    .collect(),
-                status: b
-                    .status
-                    .map(|s| serde_json::to_string(&s).unwrap_or_default()),
-            })
-            .collect();
-        let now = now();
-        let retention = self.event_retention(now);
-        let recorded = self
-            .store
-            .record_report(
-                &identity.host,
-                &identity.site,
-                &humantime::format_rfc3339_seconds(now).to_string(),
-                rows,
-                &retention,
-            )
-            .await?;
-        if recorded.pruned > 0 {
-            tracing::info!(
-                site = %identity.site,
-                pruned = recorded.pruned,
-                kept = self.retention.keep,
-                kept_for = %humantime::format_duration(self.retention.kept_for),
-                "events past the retention were pruned"
-            );
-        }
-        self.reported.notify_one();
-        Ok(recorded.acked)
-    }
-
-    /// The events retention of a transaction at `now`.
-    fn event_retention(&self, now: std::time::SystemTime) -> EventRetention {
-        EventRetention {
-            keep: self.retention.keep,
-            received_after: humantime::format_rfc3339_seconds(self.retention.received_after(now))
-                .to_string(),
-        }
-    }
-
-    /// Stores the inventory a host sent, with an event of the site for each change since the
-    /// stored one (`core::inventory::changes`), and has the site recompiled when its hosts
-    /// matter to it. The answer is the inventory stored, which the agent takes as acknowledged.
-    pub async fn put_inventory(
-        &self,
-        identity: &AgentIdentity,
-        report: InventoryReport,
-    ) -> Result<InventoryReport, Error> {
-        let problems = inventory::check(&report.inventory);
-        if !problems.is_empty() {
-            tracing::warn!(site = %identity.site, host = %identity.host, problems = problems.len(), "an inventory over the protocol's bounds is refused");
-            return Err(Error::Invalid(problems));
-        }
-        let stored = self
-            .store
-            .host(&identity.host)
-            .await?
-            .ok_or_else(|| detached(identity))?;
-        let old = serde_json::from_str::<Inventory>(&stored.inventory).ok();
-        let new = report.inventory;
-        let classes: Vec<atoll_api::DeviceClass> = self
-            .store
-            .resources(Kind::DeviceClass.as_str())
-            .await?
-            .iter()
-            .filter_map(|row| match decode_row(row) {
-                Ok(Resource::DeviceClass(c)) => Some((&c).into()),
-                _ => None,
-            })
-            .collect();
-        let messages = inventory::changes(&identity.host, old.as_ref(), &new, &classes);
-        let now = now();
-        let change = InventoryChange {
-            host: identity.host.clone(),
-            hostname: new.hostname.clone(),
-            inventory: serde_json::to_string(&new).map_err(|e| {
-                StoreError::Backend(format!("the inventory of host {}: {e}", identity.host))
-            })?,
-            now: humantime::format_rfc3339_seconds(now).to_string(),
-            events: messages
-                .iter()
-                .map(|m| (inventory::EVENT_KIND.to_owned(), m.clone()))
-                .collect(),
-            retention: self.event_retention(now),
-        };
-        if !self.store.put_inventory(change).await? {
-            return Err(detached(identity));
-        }
-        for message in &messages {
-            tracing::info!(site = %identity.site, host = %identity.host, "{message}");
-        }
-        if old.as_ref() != Some(&new)
-            && let Err(e) = self.control.hosts_changed(&identity.site).await
-        {
-            tracing::warn!(site = %identity.site, error = %e, "the site's manifest does not follow its host's new inventory");
-        }
-        Ok(InventoryReport { inventory: new })
-    }
-
     /// The newest status of every host that reported.
     pub async fn statuses(&self) -> Result<BTreeMap<String, HostStatus>, Error> {
         Ok(super::reports::statuses(self.store.as_ref()).await?)
@@ -677,7 +430,11 @@ impl Agents {
 /// Whether the host book's `member` lets the certificate of `identity` act for its host and
 /// site at `now` (RFC 3339): the host is attached there, and this is its current certificate,
 /// or the one its last renewal replaced, within the overlap.
-fn admitted(identity: &AgentIdentity, member: Option<&Member>, now: &str) -> Result<(), Error> {
+pub(super) fn admitted(
+    identity: &AgentIdentity,
+    member: Option<&Member>,
+    now: &str,
+) -> Result<(), Error> {
     let Some(m) = member.filter(|m| m.site == identity.site) else {
         return Err(Error::Forbidden(format!(
             "host {} is not enrolled in site {}; enroll it again",
@@ -698,15 +455,6 @@ fn admitted(identity: &AgentIdentity, member: Option<&Member>, now: &str) -> Res
         "this certificate of host {} (serial {}) was replaced by a renewal; only the host's current certificate is accepted",
         identity.host, identity.serial
     )))
-}
-
-/// An event's text as stored: a folded event says how many times it happened, since the store
-/// keeps events as text (the count stays typed on the wire, for what reads reports).
-fn folded(message: String, count: Option<u32>) -> String {
-    match count {
-        Some(n) if n > 1 => format!("{message} ({n} times)"),
-        _ => message,
-    }
 }
 
 fn invalid(field: &str, message: &str) -> Error {
@@ -762,6 +510,9 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use atoll_api::agent::Inventory;
+    use atoll_api::host::InventoryReport;
+
     use super::*;
 
     /// A control plane's agents over a store in `dir`, with site `s1` applied.

@@ -27,7 +27,9 @@ use super::deployments;
 use super::device_classes;
 use super::hosts;
 use super::labels;
+use super::manifests;
 use super::openapi;
+use super::reports;
 use super::rollout_api;
 use super::secret_api;
 use super::service::{ControlPlane, Error};
@@ -166,14 +168,14 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
     let state = AppState(Arc::new(Services { control, agents }));
     let in_flight = Arc::new(Semaphore::new(in_flight));
     let agent = Router::new()
-        .route("/v1/sites/{name}/reports", post(agent_api::report))
+        .route("/v1/sites/{name}/reports", post(reports::report))
         .route(
             "/v1/sites/{name}/hosts/{host}/certificate",
             post(agent_api::renew),
         )
         .route(
             "/v1/sites/{name}/hosts/{host}/inventory",
-            put(agent_api::put_inventory),
+            put(reports::put_inventory),
         )
         .route_layer(middleware::from_fn(agent_api::require_agent))
         .route("/v1/enroll", post(agent_api::enroll));
@@ -225,7 +227,7 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
         .route("/v1/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     // Agents and users both read manifests: the handler looks at who is asking.
-    let either = Router::new().route("/v1/sites/{name}/manifest", get(agent_api::manifest));
+    let either = Router::new().route("/v1/sites/{name}/manifest", get(manifests::manifest));
     Router::new()
         .route(
             "/v1/openapi.json",

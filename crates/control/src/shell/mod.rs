@@ -16,6 +16,7 @@ pub mod http;
 mod labels;
 pub mod lease;
 pub mod lock;
+mod manifests;
 pub mod openapi;
 mod reports;
 mod rollout_api;

@@ -571,24 +571,6 @@ impl ControlPlane {
         Ok(committed)
     }
 
-    pub async fn manifest(&self, site: &str) -> Result<Manifest, Error> {
-        if self
-            .store
-            .resource(Kind::Site.as_str(), site)
-            .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(format!("site {site} does not exist")));
-        }
-        let row = self
-            .store
-            .manifest(site)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("site {site} has no manifest yet")))?;
-        serde_json::from_str(&row.body)
-            .map_err(|e| StoreError::Corrupt(format!("manifest of site {site}: {e}")).into())
-    }
-
     /// The rows of one kind, or the one named (not found is an error).
     pub(super) async fn rows(
         &self,
