@@ -314,16 +314,20 @@ impl Agents {
                 )
             )));
         }
-        // The host book says whether the host still belongs there; the store is read only
-        // for a host the book has not seen.
+        self.admit(identity).await?;
+        self.fleet.seen(&identity.host, &identity.site);
+        Ok(())
+    }
+
+    /// Whether the host book lets the certificate of `identity` act for its host now
+    /// ([`admitted`]); the store is read only for a host the book has not seen.
+    pub(super) async fn admit(&self, identity: &AgentIdentity) -> Result<(), Error> {
         let member = self
             .fleet
             .hosts()
             .find(self.store.as_ref(), &identity.host)
             .await?;
-        admitted(identity, member.as_ref(), &now_rfc3339())?;
-        self.fleet.seen(&identity.host, &identity.site);
-        Ok(())
+        admitted(identity, member.as_ref(), &now_rfc3339())
     }
 
     /// Issues the host a new certificate for the key in the request. Only the host's current

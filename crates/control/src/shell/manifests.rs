@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_api::Manifest;
-use atoll_spec::Kind;
 use atoll_store::StoreError;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -19,8 +18,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::agents::{Agents, admitted};
-use super::clock::now_rfc3339;
+use super::agents::Agents;
 use super::fleet::Published;
 use super::http::{ApiError, AppState, Peer, checked_name, malformed_query, user};
 use super::service::{ControlPlane, Error};
@@ -59,12 +57,7 @@ impl Agents {
         loop {
             // A host detached while it waits is answered so at once.
             hosts.borrow_and_update();
-            let member = self
-                .fleet
-                .hosts()
-                .find(self.store.as_ref(), &identity.host)
-                .await?;
-            admitted(identity, member.as_ref(), &now_rfc3339())?;
+            self.admit(identity).await?;
             // Mark the current value seen before reading the store, so a commit landing between
             // the read and the wait still wakes this poll.
             let current = changes.borrow_and_update().clone();
@@ -154,14 +147,7 @@ impl Agents {
 impl ControlPlane {
     /// The manifest of `site` as stored.
     pub async fn manifest(&self, site: &str) -> Result<Manifest, Error> {
-        if self
-            .store
-            .resource(Kind::Site.as_str(), site)
-            .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(format!("site {site} does not exist")));
-        }
+        self.site_exists(site).await?;
         let row = self
             .store
             .manifest(site)

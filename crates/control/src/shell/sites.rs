@@ -48,6 +48,18 @@ impl ControlPlane {
 
     /// The newest `limit` events of `site`.
     pub async fn events(&self, site: &str, limit: u32) -> Result<Vec<EventView>, Error> {
+        self.site_exists(site).await?;
+        Ok(self
+            .store
+            .events(site, limit)
+            .await?
+            .into_iter()
+            .map(views::sites::event)
+            .collect())
+    }
+
+    /// Refuses with "not found" unless site `site` is stored.
+    pub(super) async fn site_exists(&self, site: &str) -> Result<(), Error> {
         if self
             .store
             .resource(Kind::Site.as_str(), site)
@@ -56,13 +68,7 @@ impl ControlPlane {
         {
             return Err(Error::NotFound(format!("site {site} does not exist")));
         }
-        Ok(self
-            .store
-            .events(site, limit)
-            .await?
-            .into_iter()
-            .map(views::sites::event)
-            .collect())
+        Ok(())
     }
 }
 
