@@ -11,6 +11,7 @@ pub mod revision;
 pub mod rollout;
 pub mod secrets;
 pub mod state;
+pub mod views;
 
 /// How many of `items` each thread takes when they are shared out over the machine's cores,
 /// and at least `at_least`: below that, a thread's start costs more than it saves.

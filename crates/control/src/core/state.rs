@@ -197,20 +197,32 @@ impl State {
     /// The sites a deployment is placed at: those its site selector picks where its host
     /// requirements can be met (see [`State::placed`]).
     pub fn targets(&self, deployment: &Deployment, versions: &Versions) -> Vec<SiteInfo> {
-        self.sites
+        self.targeting(deployment, versions).sites
+    }
+
+    /// The sites a deployment's site selector picks, decided on their hosts
+    /// ([`State::placed`]): those it is placed at, in name order, and each other one with why
+    /// it is not.
+    pub fn targeting(&self, deployment: &Deployment, versions: &Versions) -> Targeting {
+        let mut targeting = Targeting::default();
+        for s in self
+            .sites
             .values()
             .filter(|s| deployment.placement.sites.matches(&s.value.labels))
-            .filter(|s| {
-                !self
-                    .placed(&s.value, versions)
-                    .unplaced
-                    .contains_key(&deployment.name)
-            })
-            .map(|s| SiteInfo {
-                name: s.value.name.clone(),
-                labels: s.value.labels.clone(),
-            })
-            .collect()
+        {
+            match self
+                .placed(&s.value, versions)
+                .unplaced
+                .remove(&deployment.name)
+            {
+                Some(reason) => targeting.unplaced.push((s.value.name.clone(), reason)),
+                None => targeting.sites.push(SiteInfo {
+                    name: s.value.name.clone(),
+                    labels: s.value.labels.clone(),
+                }),
+            }
+        }
+        targeting
     }
 
     /// Every (deployment, application) placed on `site`, in deployment-name order: the
@@ -280,6 +292,15 @@ impl State {
             .map(|e| (&e.value).into())
             .collect()
     }
+}
+
+/// Where a deployment goes ([`State::targeting`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targeting {
+    /// The sites it is placed at.
+    pub sites: Vec<SiteInfo>,
+    /// (site, why the deployment is not placed there) for each other site its selector picks.
+    pub unplaced: Vec<(String, String)>,
 }
 
 /// A site's placement: what runs there, why the rest does not, and the device classes the

@@ -1,37 +1,29 @@
-//! The control plane's side of the agent protocol: join tokens, enrollment, certificate
-//! renewal, manifest long-polls and reports; and the fleet views built from them.
+//! The control plane's side of the agent protocol, `Agents`: join tokens, enrollment and
+//! certificate renewal here; the manifest long-poll in `shell::manifests`, reports and
+//! inventories in `shell::reports`, host records in `shell::hosts`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_api::Manifest;
 use atoll_api::agent::{
-    AppStatus, CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, EventView,
-    HostStatus, HostView, Inventory, JoinToken, RenewRequest, RenewResponse, ReplicaStatus,
-    ReportRequest, SiteAppStatus,
+    CreateTokenRequest, CreateTokenResponse, EnrollRequest, EnrollResponse, HostStatus, JoinToken,
+    RenewRequest, RenewResponse,
 };
-use atoll_api::host::InventoryReport;
-use atoll_spec::{Kind, Resource};
-use atoll_store::{
-    Enrolled, EventRetention, HostRow, HostState, InventoryChange, JoinTokenRow, ReportBatch,
-    Store, StoreError, TokenRefusal,
-};
+use atoll_spec::Kind;
+use atoll_store::{Enrolled, HostRow, HostState, JoinTokenRow, Store, StoreError, TokenRefusal};
 use base64::Engine as _;
-use bytes::Bytes;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::clock::{now, now_rfc3339};
-use super::fleet::{Fleet, Published};
+use super::clock::now_rfc3339;
+use super::fleet::Fleet;
 use super::hostbook::{Member, canonical_serial};
+use super::hosts::detached;
 use super::service::{ControlPlane, Error};
 use super::tls::{AgentIdentity, Pki};
-use crate::core::events::{self, Retention};
-use crate::core::inventory;
-use crate::core::revision::{self, Answer, Held};
-use crate::core::state::decode_row;
+use crate::core::events::Retention;
 
 /// How long an agent certificate is valid. Agents renew when a third of it is left, so a site
 /// may be offline for weeks and still reconnect with the certificate it has.
@@ -44,36 +36,28 @@ const HOST_ID_ATTEMPTS: usize = 5;
 /// How long the certificate a renewal replaced is still accepted: requests in flight, and an
 /// agent that renewed and restarted before it saved the new one.
 pub const RENEWAL_OVERLAP: Duration = Duration::from_secs(10 * 60);
-/// The longest a manifest long-poll is held.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub use super::manifests::{MAX_WAIT, Poll};
 
 #[derive(Clone)]
 pub struct Agents {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     /// Seals each site's secrets for its hosts.
-    control: ControlPlane,
-    fleet: Arc<Fleet>,
-    pki: Arc<Pki>,
+    pub(super) control: ControlPlane,
+    pub(super) fleet: Arc<Fleet>,
+    pub(super) pki: Arc<Pki>,
     /// Told of every stored report, so running rollouts look at it at once.
-    reported: Arc<tokio::sync::Notify>,
+    pub(super) reported: Arc<tokio::sync::Notify>,
     /// Draws a new host's id; a seam so a test can force two enrollments onto one id.
-    new_host_id: fn(&str) -> String,
+    pub(super) new_host_id: fn(&str) -> String,
     /// How many of each site's events are kept, applied as reports arrive.
-    retention: Retention,
+    pub(super) retention: Retention,
 }
 
 impl std::fmt::Debug for Agents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Agents").finish_non_exhaustive()
     }
-}
-
-/// What a long-poll found.
-#[derive(Debug)]
-pub enum Poll {
-    /// The body of the answer: the manifest signed, as JSON.
-    Newer(Bytes),
-    NotModified,
 }
 
 impl Agents {
@@ -330,16 +314,20 @@ impl Agents {
                 )
             )));
         }
-        // The host book says whether the host still belongs there; the store is read only
-        // for a host the book has not seen.
+        self.admit(identity).await?;
+        self.fleet.seen(&identity.host, &identity.site);
+        Ok(())
+    }
+
+    /// Whether the host book lets the certificate of `identity` act for its host now
+    /// ([`admitted`]); the store is read only for a host the book has not seen.
+    pub(super) async fn admit(&self, identity: &AgentIdentity) -> Result<(), Error> {
         let member = self
             .fleet
             .hosts()
             .find(self.store.as_ref(), &identity.host)
             .await?;
-        admitted(identity, member.as_ref(), &now_rfc3339())?;
-        self.fleet.seen(&identity.host, &identity.site);
-        Ok(())
+        admitted(identity, member.as_ref(), &now_rfc3339())
     }
 
     /// Issues the host a new certificate for the key in the request. Only the host's current
@@ -424,337 +412,9 @@ impl Agents {
         })
     }
 
-    /// Stores `host` in place of its record with certificate `replacing`, and follows the
-    /// change. Refused when the host was detached meanwhile, or renewed by another request.
-    async fn replace_host(
-        &self,
-        identity: &AgentIdentity,
-        host: HostRow,
-        replacing: &str,
-    ) -> Result<(), Error> {
-        if !self.store.put_host(host, replacing).await? {
-            let now = self.store.host(&identity.host).await?;
-            return Err(match now {
-                Some(h) if h.state == HostState::Detached => detached(identity),
-                _ => Error::Conflict(vec![atoll_spec::Diagnostic {
-                    file: String::new(),
-                    line: 0,
-                    column: 0,
-                    path: format!("host {}", identity.host),
-                    message: "the host's record changed meanwhile (another renewal or approval); nothing was changed".into(),
-                    hint: Some("try again".into()),
-                }]),
-            });
-        }
-        self.fleet.hosts().follow(self.store.as_ref()).await?;
-        Ok(())
-    }
-
-    /// Makes the sealing key a host sent at renewal the one its secrets are sealed to, and
-    /// commits its site's manifest again so that the host receives them sealed to it.
-    pub async fn approve_key(&self, host_id: &str, actor: &str) -> Result<HostView, Error> {
-        let mut host = self
-            .store
-            .host(host_id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("host {host_id} does not exist")))?;
-        let identity = AgentIdentity {
-            site: host.site.clone(),
-            host: host.id.clone(),
-            serial: canonical_serial(&host.cert_serial),
-        };
-        if host.state == HostState::Detached {
-            return Err(detached(&identity));
-        }
-        let Some(pending) = host.pending_recipient.take() else {
-            return Err(Error::Conflict(vec![atoll_spec::Diagnostic {
-                file: String::new(),
-                line: 0,
-                column: 0,
-                path: format!("host {host_id}"),
-                message: "no new sealing key of this host waits for approval".into(),
-                hint: None,
-            }]));
-        };
-        host.recipient = Some(pending);
-        let replacing = host.cert_serial.clone();
-        self.replace_host(&identity, host, &replacing).await?;
-        self.store
-            .append_audit(
-                &now_rfc3339(),
-                actor,
-                "approve-key",
-                &format!(
-                    "approved the new sealing key of host {host_id} of site {}",
-                    identity.site
-                ),
-            )
-            .await?;
-        self.control
-            .recommit(&identity.site, actor, "its host's sealing key changed")
-            .await?;
-        self.hosts()
-            .await?
-            .into_iter()
-            .find(|h| h.id == host_id)
-            .ok_or_else(|| Error::NotFound(format!("host {host_id} does not exist")))
-    }
-
-    /// Answers at once if the site's manifest is newer than what the agent holds, else when it
-    /// becomes newer, else after `wait` with "not modified". The fleet knows every site's
-    /// current revision and hash, so a poll reads the store only when there is something newer
-    /// to send. An agent holding a revision this control plane does not know (its store lost
-    /// commits) has the site's manifest committed again above it, once per poll, and is sent
-    /// that.
-    pub async fn poll_manifest(
-        &self,
-        identity: &AgentIdentity,
-        held: Held<'_>,
-        wait: Duration,
-    ) -> Result<Poll, Error> {
-        let _hold = self.fleet.polling(&identity.host, &identity.site);
-        let mut changes = self.fleet.watch(&identity.site);
-        let mut hosts = self.fleet.hosts().watch();
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
-        let mut overtaken = false;
-        loop {
-            // A host detached while it waits is answered so at once.
-            hosts.borrow_and_update();
-            let member = self
-                .fleet
-                .hosts()
-                .find(self.store.as_ref(), &identity.host)
-                .await?;
-            admitted(identity, member.as_ref(), &now_rfc3339())?;
-            // Mark the current value seen before reading the store, so a commit landing between
-            // the read and the wait still wakes this poll.
-            let current = changes.borrow_and_update().clone();
-            match revision::answer(current.stored(), held) {
-                Answer::Send => {
-                    // The manifest a commit just published is in memory; the store is read
-                    // only for one committed before this process started.
-                    let (revision, published) = match self.fleet.manifest(&identity.site) {
-                        Some((revision, published)) if revision >= current.revision => {
-                            (revision, published)
-                        }
-                        _ => self
-                            .store
-                            .manifest(&identity.site)
-                            .await?
-                            .map_or((0, Published::Unsealed(Arc::from(""))), |row| {
-                                (row.revision, self.control.signer().publish(row.body))
-                            }),
-                    };
-                    if revision::answers(revision, held.revision) {
-                        return match published {
-                            Published::Signed(answer) => Ok(Poll::Newer(answer)),
-                            Published::Unsealed(body) => {
-                                self.seal_and_sign(&identity.site, &body).await
-                            }
-                        };
-                    }
-                }
-                // The commit publishes the new head, which the next turn sends.
-                Answer::Overtake { .. } if !overtaken => {
-                    overtaken = true;
-                    self.control
-                        .overtake(&identity.site, &identity.host, held)
-                        .await?;
-                    continue;
-                }
-                Answer::Overtake { .. } | Answer::Wait => {}
-            }
-            let woken = async {
-                tokio::select! {
-                    changed = changes.changed() => changed,
-                    changed = hosts.changed() => changed,
-                }
-            };
-            match tokio::time::timeout_at(deadline, woken).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Ok(Poll::NotModified),
-            }
-        }
-    }
-
-    /// Answers with a manifest whose secrets are sealed now to the site's hosts, signed.
-    async fn seal_and_sign(&self, site: &str, body: &str) -> Result<Poll, Error> {
-        let mut manifest: Manifest = serde_json::from_str(body)
-            .map_err(|e| StoreError::Corrupt(format!("manifest of site {site}: {e}")))?;
-        self.seal_secrets(&mut manifest).await?;
-        Ok(Poll::Newer(self.control.signer().sign(&manifest)))
-    }
-
-    /// Attaches the manifest's secrets, sealed to the keys of the site's hosts enrolled now.
-    async fn seal_secrets(&self, manifest: &mut Manifest) -> Result<(), Error> {
-        let uses_secrets = manifest
-            .content
-            .applications
-            .iter()
-            .flat_map(|a| &a.services)
-            .any(|s| !s.secrets.is_empty());
-        if !uses_secrets {
-            return Ok(());
-        }
-        let recipients: Vec<String> = self
-            .store
-            .site_hosts(&manifest.site)
-            .await?
-            .into_iter()
-            .filter_map(|h| h.recipient)
-            .collect();
-        if recipients.is_empty() {
-            tracing::warn!(site = %manifest.site, "no host of this site has a sealing key: its secrets are not sent");
-            return Ok(());
-        }
-        manifest.sealed = self.control.seal_for(manifest, &recipients).await?;
-        Ok(())
-    }
-
-    /// Stores a report's new batches, refusing it whole if it passes the protocol's bounds
-    /// (`core::events::check`), and prunes the site's events past the retention.
-    pub async fn report(
-        &self,
-        identity: &AgentIdentity,
-        report: ReportRequest,
-    ) -> Result<u64, Error> {
-        let problems = events::check(&report);
-        if !problems.is_empty() {
-            tracing::warn!(site = %identity.site, host = %identity.host, problems = problems.len(), "a report over the protocol's bounds is refused");
-            return Err(Error::Invalid(problems));
-        }
-        let rows = report
-            .batches
-            .into_iter()
-            .map(|b| ReportBatch {
-                seq: b.seq,
-                events: b
-                    .events
-                    .into_iter()
-                    .map(|e| (e.at, e.kind, folded(e.message, e.count)))
-                    .collect(),
-                status: b
-                    .status
-                    .map(|s| serde_json::to_string(&s).unwrap_or_default()),
-            })
-            .collect();
-        let now = now();
-        let retention = self.event_retention(now);
-        let recorded = self
-            .store
-            .record_report(
-                &identity.host,
-                &identity.site,
-                &humantime::format_rfc3339_seconds(now).to_string(),
-                rows,
-                &retention,
-            )
-            .await?;
-        if recorded.pruned > 0 {
-            tracing::info!(
-                site = %identity.site,
-                pruned = recorded.pruned,
-                kept = self.retention.keep,
-                kept_for = %humantime::format_duration(self.retention.kept_for),
-                "events past the retention were pruned"
-            );
-        }
-        self.reported.notify_one();
-        Ok(recorded.acked)
-    }
-
-    /// The events retention of a transaction at `now`.
-    fn event_retention(&self, now: std::time::SystemTime) -> EventRetention {
-        EventRetention {
-            keep: self.retention.keep,
-            received_after: humantime::format_rfc3339_seconds(self.retention.received_after(now))
-                .to_string(),
-        }
-    }
-
-    /// Stores the inventory a host sent, with an event of the site for each change since the
-    /// stored one (`core::inventory::changes`), and has the site recompiled when its hosts
-    /// matter to it. The answer is the inventory stored, which the agent takes as acknowledged.
-    pub async fn put_inventory(
-        &self,
-        identity: &AgentIdentity,
-        report: InventoryReport,
-    ) -> Result<InventoryReport, Error> {
-        let problems = inventory::check(&report.inventory);
-        if !problems.is_empty() {
-            tracing::warn!(site = %identity.site, host = %identity.host, problems = problems.len(), "an inventory over the protocol's bounds is refused");
-            return Err(Error::Invalid(problems));
-        }
-        let stored = self
-            .store
-            .host(&identity.host)
-            .await?
-            .ok_or_else(|| detached(identity))?;
-        let old = serde_json::from_str::<Inventory>(&stored.inventory).ok();
-        let new = report.inventory;
-        let classes: Vec<atoll_api::DeviceClass> = self
-            .store
-            .resources(Kind::DeviceClass.as_str())
-            .await?
-            .iter()
-            .filter_map(|row| match decode_row(row) {
-                Ok(Resource::DeviceClass(c)) => Some((&c).into()),
-                _ => None,
-            })
-            .collect();
-        let messages = inventory::changes(&identity.host, old.as_ref(), &new, &classes);
-        let now = now();
-        let change = InventoryChange {
-            host: identity.host.clone(),
-            hostname: new.hostname.clone(),
-            inventory: serde_json::to_string(&new).map_err(|e| {
-                StoreError::Backend(format!("the inventory of host {}: {e}", identity.host))
-            })?,
-            now: humantime::format_rfc3339_seconds(now).to_string(),
-            events: messages
-                .iter()
-                .map(|m| (inventory::EVENT_KIND.to_owned(), m.clone()))
-                .collect(),
-            retention: self.event_retention(now),
-        };
-        if !self.store.put_inventory(change).await? {
-            return Err(detached(identity));
-        }
-        for message in &messages {
-            tracing::info!(site = %identity.site, host = %identity.host, "{message}");
-        }
-        if old.as_ref() != Some(&new)
-            && let Err(e) = self.control.hosts_changed(&identity.site).await
-        {
-            tracing::warn!(site = %identity.site, error = %e, "the site's manifest does not follow its host's new inventory");
-        }
-        Ok(InventoryReport { inventory: new })
-    }
-
-    pub async fn hosts(&self) -> Result<Vec<HostView>, Error> {
-        let statuses = self.statuses().await?;
-        let mut out = Vec::new();
-        for h in self.store.all_hosts().await? {
-            out.push(HostView {
-                connected: self.fleet.host_connected(&h.id),
-                inventory: serde_json::from_str::<Inventory>(&h.inventory).unwrap_or_default(),
-                status: statuses.get(&h.id).cloned(),
-                id: h.id,
-                site: h.site,
-                enrolled_at: h.enrolled_at,
-                certificate_expires_at: h.cert_expiry,
-                last_seen: h.last_seen,
-                detached_at: h.detached_at,
-                sealing_key_pending: h.pending_recipient.is_some(),
-                labels: h.labels,
-            });
-        }
-        Ok(out)
-    }
-
     /// The newest status of every host that reported.
     pub async fn statuses(&self) -> Result<BTreeMap<String, HostStatus>, Error> {
-        Ok(statuses(self.store.as_ref()).await?)
+        Ok(super::reports::statuses(self.store.as_ref()).await?)
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -766,133 +426,19 @@ impl Agents {
         self.reported.clone()
     }
 
-    /// The newest replica statuses of a site's hosts, for one deployment.
-    pub fn replicas_of<'a>(
-        statuses: &'a BTreeMap<String, HostStatus>,
-        site_hosts: &[&HostRow],
-        deployment: &str,
-    ) -> Vec<&'a ReplicaStatus> {
-        site_hosts
-            .iter()
-            .filter_map(|h| statuses.get(&h.id))
-            .flat_map(|s| &s.replicas)
-            .filter(|r| r.deployment == deployment)
-            .collect()
-    }
-
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
-
-    pub async fn events(&self, site: &str, limit: u32) -> Result<Vec<EventView>, Error> {
-        if self
-            .store
-            .resource(Kind::Site.as_str(), site)
-            .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(format!("site {site} does not exist")));
-        }
-        Ok(self
-            .store
-            .events(site, limit)
-            .await?
-            .into_iter()
-            .map(|e| {
-                let (at, claimed_at) = events::shown(&e.at, &e.received_at);
-                EventView {
-                    host: e.host,
-                    seq: e.seq,
-                    at,
-                    kind: e.kind,
-                    message: e.message,
-                    received_at: e.received_at,
-                    claimed_at,
-                }
-            })
-            .collect())
-    }
-
-    /// Sites × services of one application, from the hosts' newest reports.
-    pub async fn app_status(
-        &self,
-        app: &str,
-        (placements, unplaced): (Vec<(String, String, String)>, Vec<atoll_api::Unplaced>),
-    ) -> Result<AppStatus, Error> {
-        let row = self
-            .store
-            .resource(Kind::Application.as_str(), app)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("application {app} does not exist")))?;
-        let services = match decode_row(&row).map_err(StoreError::Corrupt)? {
-            Resource::Application(a) => a.services.into_iter().map(|s| s.name).collect(),
-            _ => Vec::new(),
-        };
-        let hosts = self.store.hosts().await?;
-        let statuses = self.statuses().await?;
-        let connectivity = self.fleet.connectivity();
-        let mut sites = Vec::new();
-        for (site, deployment, version) in placements {
-            let mut by_service: BTreeMap<String, Vec<ReplicaStatus>> = BTreeMap::new();
-            for host in hosts.iter().filter(|h| h.site == site) {
-                for r in statuses
-                    .get(&host.id)
-                    .map(|s| s.replicas.as_slice())
-                    .unwrap_or_default()
-                {
-                    if r.deployment == deployment {
-                        by_service
-                            .entry(r.service.clone())
-                            .or_default()
-                            .push(r.clone());
-                    }
-                }
-            }
-            sites.push(SiteAppStatus {
-                connected: connectivity.connected(&site),
-                site,
-                deployment,
-                version,
-                services: by_service,
-            });
-        }
-        Ok(AppStatus {
-            application: app.to_owned(),
-            services,
-            sites,
-            unplaced,
-        })
-    }
-}
-
-/// Every host's newest reported status, decoded, as (host, site, status). A status this
-/// version cannot read is left out rather than failing the view.
-pub(super) async fn reported(
-    store: &dyn Store,
-) -> Result<Vec<(String, String, HostStatus)>, StoreError> {
-    Ok(store
-        .host_statuses()
-        .await?
-        .into_iter()
-        .filter_map(|row| Some((row.host, row.site, serde_json::from_str(&row.status).ok()?)))
-        .collect())
-}
-
-/// The newest status of every host that reported, by host; see [`reported`].
-pub(super) async fn statuses(
-    store: &dyn Store,
-) -> Result<BTreeMap<String, HostStatus>, StoreError> {
-    Ok(reported(store)
-        .await?
-        .into_iter()
-        .map(|(host, _, status)| (host, status))
-        .collect())
 }
 
 /// Whether the host book's `member` lets the certificate of `identity` act for its host and
 /// site at `now` (RFC 3339): the host is attached there, and this is its current certificate,
 /// or the one its last renewal replaced, within the overlap.
-fn admitted(identity: &AgentIdentity, member: Option<&Member>, now: &str) -> Result<(), Error> {
+pub(super) fn admitted(
+    identity: &AgentIdentity,
+    member: Option<&Member>,
+    now: &str,
+) -> Result<(), Error> {
     let Some(m) = member.filter(|m| m.site == identity.site) else {
         return Err(Error::Forbidden(format!(
             "host {} is not enrolled in site {}; enroll it again",
@@ -913,22 +459,6 @@ fn admitted(identity: &AgentIdentity, member: Option<&Member>, now: &str) -> Res
         "this certificate of host {} (serial {}) was replaced by a renewal; only the host's current certificate is accepted",
         identity.host, identity.serial
     )))
-}
-
-fn detached(identity: &AgentIdentity) -> Error {
-    Error::Detached(format!(
-        "host {} was detached from site {}: the site was deleted, and this host's identity is never accepted again; enroll it anew with a join token of its new site",
-        identity.host, identity.site
-    ))
-}
-
-/// An event's text as stored: a folded event says how many times it happened, since the store
-/// keeps events as text (the count stays typed on the wire, for what reads reports).
-fn folded(message: String, count: Option<u32>) -> String {
-    match count {
-        Some(n) if n > 1 => format!("{message} ({n} times)"),
-        _ => message,
-    }
 }
 
 fn invalid(field: &str, message: &str) -> Error {
@@ -984,6 +514,9 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use atoll_api::agent::Inventory;
+    use atoll_api::host::InventoryReport;
+
     use super::*;
 
     /// A control plane's agents over a store in `dir`, with site `s1` applied.
@@ -1091,6 +624,7 @@ mod tests {
         // The same inventory again (an answer lost) makes no second event.
         agents.put_inventory(&identity, report).await.unwrap();
         let events: Vec<(String, u64, String)> = agents
+            .control
             .events("s1", 100)
             .await
             .unwrap()

@@ -21,12 +21,19 @@ use tokio::sync::Semaphore;
 
 use super::agent_api;
 use super::agents::Agents;
+use super::applications;
 use super::auth;
+use super::deployments;
+use super::device_classes;
+use super::hosts;
 use super::labels;
+use super::manifests;
 use super::openapi;
+use super::reports;
 use super::rollout_api;
 use super::secret_api;
 use super::service::{ControlPlane, Error};
+use super::sites;
 use super::tls::AgentIdentity;
 
 /// Who made a request: the name of the token it carried.
@@ -161,41 +168,41 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
     let state = AppState(Arc::new(Services { control, agents }));
     let in_flight = Arc::new(Semaphore::new(in_flight));
     let agent = Router::new()
-        .route("/v1/sites/{name}/reports", post(agent_api::report))
+        .route("/v1/sites/{name}/reports", post(reports::report))
         .route(
             "/v1/sites/{name}/hosts/{host}/certificate",
             post(agent_api::renew),
         )
         .route(
             "/v1/sites/{name}/hosts/{host}/inventory",
-            put(agent_api::put_inventory),
+            put(reports::put_inventory),
         )
         .route_layer(middleware::from_fn(agent_api::require_agent))
         .route("/v1/enroll", post(agent_api::enroll));
     let user = Router::new()
         .route("/v1/apply", post(apply))
-        .route("/v1/sites", get(list_sites))
+        .route("/v1/sites", get(sites::list))
         .route(
             "/v1/sites/{name}",
-            get(get_site).merge(delete_route(Kind::Site)),
+            get(sites::get).merge(delete_route(Kind::Site)),
         )
-        .route("/v1/sites/{name}/events", get(agent_api::events))
+        .route("/v1/sites/{name}/events", get(sites::events))
         .route("/v1/sites/{name}/labels", patch(labels::site))
         .route("/v1/tokens", post(agent_api::create_token))
-        .route("/v1/hosts", get(agent_api::hosts))
-        .route("/v1/hosts/{name}", get(agent_api::host))
+        .route("/v1/hosts", get(hosts::list))
+        .route("/v1/hosts/{name}", get(hosts::get))
         .route("/v1/hosts/{name}/labels", patch(labels::host))
-        .route("/v1/hosts/{name}/approve-key", post(agent_api::approve_key))
-        .route("/v1/applications/{name}/status", get(agent_api::app_status))
-        .route("/v1/applications", get(list_applications))
+        .route("/v1/hosts/{name}/approve-key", post(hosts::approve_key))
+        .route("/v1/applications/{name}/status", get(applications::status))
+        .route("/v1/applications", get(applications::list))
         .route(
             "/v1/applications/{name}",
-            get(get_application).merge(delete_route(Kind::Application)),
+            get(applications::get).merge(delete_route(Kind::Application)),
         )
-        .route("/v1/deployments", get(list_deployments))
+        .route("/v1/deployments", get(deployments::list))
         .route(
             "/v1/deployments/{name}",
-            get(get_deployment).merge(delete_route(Kind::Deployment)),
+            get(deployments::get).merge(delete_route(Kind::Deployment)),
         )
         .route("/v1/deployments/{name}/rollout", get(rollout_api::current))
         .route("/v1/deployments/{name}/rollouts", get(rollout_api::history))
@@ -203,10 +210,10 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
             "/v1/deployments/{name}/rollout/{action}",
             post(rollout_api::control),
         )
-        .route("/v1/deviceclasses", get(list_device_classes))
+        .route("/v1/deviceclasses", get(device_classes::list))
         .route(
             "/v1/deviceclasses/{name}",
-            get(get_device_class).merge(delete_route(Kind::DeviceClass)),
+            get(device_classes::get).merge(delete_route(Kind::DeviceClass)),
         )
         .route("/v1/secrets", get(secret_api::list))
         .route(
@@ -220,7 +227,7 @@ pub fn router_with_limit(control: ControlPlane, agents: Agents, in_flight: usize
         .route("/v1/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     // Agents and users both read manifests: the handler looks at who is asking.
-    let either = Router::new().route("/v1/sites/{name}/manifest", get(agent_api::manifest));
+    let either = Router::new().route("/v1/sites/{name}/manifest", get(manifests::manifest));
     Router::new()
         .route(
             "/v1/openapi.json",
@@ -400,6 +407,11 @@ pub(super) fn malformed_json(e: serde_json::Error) -> ApiError {
     )
 }
 
+/// A query string that does not parse.
+pub(super) fn malformed_query(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text())
+}
+
 pub(super) fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large()
@@ -426,8 +438,7 @@ async fn apply(
     query: Result<Query<ApplyQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<atoll_api::ApplyResponse> {
-    let Query(query) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
+    let Query(query) = query.map_err(malformed_query)?;
     let body = body.map_err(body_error)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -487,71 +498,11 @@ pub(super) fn checked_name(name: &str) -> Result<(), ApiError> {
     check_name(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))
 }
 
-fn one<T>(mut items: Vec<T>) -> ApiResult<T> {
+pub(super) fn one<T>(mut items: Vec<T>) -> ApiResult<T> {
     items
         .pop()
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"))
-}
-
-async fn list_sites(State(s): State<AppState>) -> ApiResult<List<atoll_api::SiteView>> {
-    Ok(Json(List {
-        items: s.control.sites(None).await?,
-    }))
-}
-
-async fn get_site(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<atoll_api::SiteView> {
-    checked_name(&name)?;
-    one(s.control.sites(Some(&name)).await?)
-}
-
-async fn list_applications(
-    State(s): State<AppState>,
-) -> ApiResult<List<atoll_api::ApplicationView>> {
-    Ok(Json(List {
-        items: s.control.applications(None).await?,
-    }))
-}
-
-async fn get_application(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<atoll_api::ApplicationView> {
-    checked_name(&name)?;
-    one(s.control.applications(Some(&name)).await?)
-}
-
-async fn list_deployments(State(s): State<AppState>) -> ApiResult<List<atoll_api::DeploymentView>> {
-    Ok(Json(List {
-        items: s.control.deployments(None).await?,
-    }))
-}
-
-async fn get_deployment(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<atoll_api::DeploymentView> {
-    checked_name(&name)?;
-    one(s.control.deployments(Some(&name)).await?)
-}
-
-async fn list_device_classes(
-    State(s): State<AppState>,
-) -> ApiResult<List<atoll_api::ResourceView>> {
-    Ok(Json(List {
-        items: s.control.device_classes(None).await?,
-    }))
-}
-
-async fn get_device_class(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<atoll_api::ResourceView> {
-    checked_name(&name)?;
-    one(s.control.device_classes(Some(&name)).await?)
 }
 
 /// `DELETE` of one resource of `kind`, named in the path.
@@ -576,8 +527,7 @@ async fn audit(
     State(s): State<AppState>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> ApiResult<List<atoll_api::AuditEntry>> {
-    let Query(query) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", e.body_text()))?;
+    let Query(query) = query.map_err(malformed_query)?;
     let rows = s
         .control
         .store()

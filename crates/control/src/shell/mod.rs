@@ -2,17 +2,23 @@
 
 mod agent_api;
 pub mod agents;
+mod applications;
 pub mod auth;
 pub mod clock;
 pub mod connections;
+mod deployments;
+mod device_classes;
 pub mod files;
 pub mod fleet;
 pub mod hostbook;
+mod hosts;
 pub mod http;
 mod labels;
 pub mod lease;
 pub mod lock;
+mod manifests;
 pub mod openapi;
+mod reports;
 mod rollout_api;
 pub mod rollouts;
 mod secret_api;
@@ -20,6 +26,7 @@ pub mod secrets;
 pub mod service;
 pub mod shared_keys;
 pub mod signing;
+mod sites;
 pub mod tls;
 pub mod vault;
 

@@ -1,81 +1,130 @@
-//! The rollout endpoints: its view, the operator's controls, its history.
+//! The rollout endpoints: its view (`core::views::rollouts`), the operator's controls, its
+//! history; and the commits of a rollout's steps, the controller's fenced by its lease.
 
-use atoll_api::agent::{NoteView, RolloutHistory, RolloutView, SiteRollout, WaveView};
+use atoll_api::agent::{RolloutHistory, RolloutView};
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 
+use std::collections::BTreeMap;
+
+use atoll_spec::{Diagnostic, Kind};
+use atoll_store::StoreError;
+
 use super::http::{Actor, ApiError, ApiResult, AppState, checked_name};
-use crate::core::rollout::{Event, Phase, Rollout, SiteState};
+use super::service::{ControlPlane, Error};
+use crate::core::apply::plan_rollout;
+use crate::core::rollout::{Command, Event, Rollout};
+use crate::core::state::decode_rollout;
+use crate::core::views::rollouts::view;
 
-/// Milliseconds since the epoch as RFC 3339.
-fn at(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
-}
-
-/// A phase as the API names it, and why it is so.
-pub fn phase(phase: &Phase) -> (&'static str, Option<String>) {
-    match phase {
-        Phase::Running => ("running", None),
-        Phase::Paused { reason } => ("paused", Some(reason.clone())),
-        Phase::Complete => ("complete", None),
-        Phase::RollingBack { reason } => ("rolling_back", Some(reason.clone())),
-        Phase::RolledBack { reason } => ("rolled_back", Some(reason.clone())),
-        Phase::Aborted => ("aborted", None),
-        Phase::Superseded { by, .. } => ("superseded", Some(format!("version {by} was applied"))),
+impl ControlPlane {
+    /// Feeds events to a deployment's rollout and commits the new state and the manifests it
+    /// changes. With an `actor`, the events are an operator's control and are audited; a
+    /// control that does not apply (pausing a complete rollout) is refused with its reason.
+    pub async fn drive_rollout(
+        &self,
+        deployment: &str,
+        events: &[Event],
+        actor: Option<&str>,
+    ) -> Result<Rollout, Error> {
+        self.drive_rollout_under(deployment, events, actor, None)
+            .await
     }
-}
 
-pub fn view(r: &Rollout) -> RolloutView {
-    let (phase, reason) = phase(&r.phase);
-    let waves = r
-        .waves
-        .iter()
-        .enumerate()
-        .map(|(index, sites)| WaveView {
-            index,
-            canary: r.canary && index == 0,
-            open: index < r.opened,
-            sites: sites
-                .iter()
-                .map(|site| {
-                    let (state, reason) = match r.sites.get(site).map(|p| &p.state) {
-                        Some(SiteState::Waiting) | None => ("waiting", None),
-                        Some(SiteState::Updating { .. }) => ("updating", None),
-                        Some(SiteState::Soaking { .. }) => ("soaking", None),
-                        Some(SiteState::Succeeded { .. }) => ("succeeded", None),
-                        Some(SiteState::Failed { reason, .. }) => ("failed", Some(reason.clone())),
-                        Some(SiteState::Pending { .. }) => ("pending", None),
-                        Some(SiteState::Reverting { .. }) => ("reverting", None),
-                        Some(SiteState::Reverted) => ("reverted", None),
-                    };
-                    SiteRollout {
-                        site: site.clone(),
-                        state: state.into(),
-                        version: r.assigned(site).map(str::to_owned),
-                        reason,
+    /// [`Self::drive_rollout`] for the controller, committing only while lease `lease` still
+    /// has `fence`: a step decided by a replica that lost the lease is refused.
+    pub async fn drive_rollout_fenced(
+        &self,
+        deployment: &str,
+        events: &[Event],
+        lease: &str,
+        fence: u64,
+    ) -> Result<Rollout, Error> {
+        self.drive_rollout_under(deployment, events, None, Some((lease, fence)))
+            .await
+    }
+
+    async fn drive_rollout_under(
+        &self,
+        deployment: &str,
+        events: &[Event],
+        actor: Option<&str>,
+        fence: Option<(&str, u64)>,
+    ) -> Result<Rollout, Error> {
+        let _guard = self.writes.lock().await;
+        let who = actor.unwrap_or("atoll");
+        self.commit_planned_reading(
+            "rollout step",
+            who,
+            &[],
+            false,
+            fence,
+            |state, versions, req| {
+                let (plan, rollout, commands) =
+                    plan_rollout(state, versions, deployment, events, req, actor.is_some())?;
+                if let Some(reason) = commands.iter().find_map(|c| {
+                    if let Command::Refused(r) = c {
+                        Some(r.clone())
+                    } else {
+                        None
                     }
-                })
-                .collect(),
-        })
-        .collect();
-    RolloutView {
-        deployment: r.deployment.clone(),
-        from_version: r.from_version.clone(),
-        to_version: r.to_version.clone(),
-        phase: phase.into(),
-        reason,
-        started_at: at(r.started_ms),
-        waves,
-        history: r
-            .history
-            .iter()
-            .map(|n| NoteView {
-                at: at(n.at_ms),
-                text: n.text.clone(),
+                }) {
+                    return Err(Error::Conflict(vec![Diagnostic {
+                        file: String::new(),
+                        line: 0,
+                        column: 0,
+                        path: format!("Deployment {deployment}: rollout"),
+                        message: reason,
+                        hint: None,
+                    }]));
+                }
+                Ok((plan, rollout))
+            },
+        )
+        .await
+    }
+
+    /// Every deployment's current rollout: only those rows, since the controller asks every
+    /// second, mostly to find there is nothing to do.
+    pub async fn rollouts(&self) -> Result<BTreeMap<String, Rollout>, Error> {
+        self.store
+            .rollouts()
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok((
+                    row.deployment.clone(),
+                    decode_rollout(&row).map_err(StoreError::Corrupt)?,
+                ))
             })
-            .collect(),
+            .collect()
+    }
+
+    /// A deployment's current rollout and the ones before it, oldest first.
+    pub async fn rollout_history(
+        &self,
+        deployment: &str,
+    ) -> Result<(Option<Rollout>, Vec<Rollout>), Error> {
+        if self
+            .store
+            .resource(Kind::Deployment.as_str(), deployment)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "deployment {deployment} does not exist"
+            )));
+        }
+        let current = self.rollouts().await?.remove(deployment);
+        let past = self
+            .store
+            .rollout_history(deployment)
+            .await?
+            .into_iter()
+            .map(|row| decode_rollout(&row).map_err(StoreError::Corrupt))
+            .collect::<Result<Vec<Rollout>, _>>()?;
+        Ok((current, past))
     }
 }
 

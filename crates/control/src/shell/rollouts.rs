@@ -7,10 +7,8 @@
 //! the lease [`LEASE`] (`shell::lease`), checked before every step, and its commits are fenced
 //! with it, so one replica steps at a time and a replica that lost the lease cannot write.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use atoll_store::HostRow;
 use tokio::sync::watch;
 
 use super::agents::Agents;
@@ -18,6 +16,7 @@ use super::lease::{Lease, Timing};
 use super::service::ControlPlane;
 use crate::core::feed::site_report;
 use crate::core::rollout::{Event, Phase, SiteState};
+use crate::core::views::Observed;
 
 /// The lease the rollout controller runs under.
 pub const LEASE: &str = "rollouts";
@@ -94,10 +93,7 @@ impl Controller {
         let statuses = self.agents.statuses().await?;
         // Indexed once per pass: at ten thousand sites, looking each site's hosts and presence
         // up by scanning every host made a pass quadratic.
-        let mut by_site: HashMap<&str, Vec<&HostRow>> = HashMap::new();
-        for h in &hosts {
-            by_site.entry(h.site.as_str()).or_default().push(h);
-        }
+        let observed = Observed::new(&hosts, &statuses);
         let connectivity = self.agents.fleet().connectivity();
         let mut stepped = 0;
         for (name, rollout) in active {
@@ -109,10 +105,10 @@ impl Controller {
                 .sites
                 .keys()
                 .map(|site| {
-                    let site_hosts = by_site.get(site.as_str()).map_or(&[][..], Vec::as_slice);
-                    let replicas = Agents::replicas_of(&statuses, site_hosts, &name);
+                    let replicas = observed.replicas(site, &name);
                     // A site with no host cannot be in touch, whatever the grace after a restart.
-                    let connected = !site_hosts.is_empty() && connectivity.presumed_connected(site);
+                    let connected =
+                        !observed.hosts(site).is_empty() && connectivity.presumed_connected(site);
                     Event::Report(site_report(site, &replicas, connected))
                 })
                 .collect();

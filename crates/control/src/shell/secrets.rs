@@ -140,7 +140,7 @@ impl ControlPlane {
         let (state, versions) = self.load(&[]).await?;
         let rows = self.store.secrets().await?;
         let statuses: BTreeMap<String, (String, HostStatus)> =
-            super::agents::reported(self.store.as_ref())
+            super::reports::reported(self.store.as_ref())
                 .await?
                 .into_iter()
                 .map(|(host, site, status)| (host, (site, status)))

@@ -4,15 +4,12 @@
 //! would refuse a lost race anyway; the lock only avoids wasted work), and retried when another
 //! writer committed in between.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use atoll_api::host::Host;
-use atoll_api::{
-    ApplicationView, ApplyResponse, DeleteResponse, DeploymentView, Manifest, Placed, ResourceView,
-    SiteView, Unplaced, VersionInfo,
-};
+use atoll_api::{ApplyResponse, DeleteResponse, Manifest};
 use atoll_spec::render::Limits;
 use atoll_spec::{Application, Diagnostic, Kind, Resource, Source, parse_sources};
 use atoll_store::{ManifestRow, ResourceRow, Store, StoreError, Write};
@@ -22,12 +19,9 @@ use super::clock::{now_ms, now_rfc3339};
 use super::fleet::{Fleet, Published};
 use super::signing::ManifestSigner;
 use super::vault::Vault;
-use crate::core::apply::{
-    Plan, Refusal, Request, plan_apply, plan_delete, plan_host_change, plan_rollout,
-};
+use crate::core::apply::{Plan, Refusal, Request, plan_apply, plan_delete, plan_host_change};
 use crate::core::revision::{self, Answer, Held};
-use crate::core::rollout::{Command, Event, Rollout};
-use crate::core::state::{State, Versions, decode_rollout, decode_row, reads_hosts};
+use crate::core::state::{State, Versions, reads_hosts};
 
 /// Below this many manifests for each core, signing stays on one thread.
 const SIGNED_PER_THREAD: usize = 500;
@@ -90,7 +84,7 @@ const COMMIT_ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct ControlPlane {
     pub(super) store: Arc<dyn Store>,
-    fleet: Arc<Fleet>,
+    pub(super) fleet: Arc<Fleet>,
     pub(super) vault: Arc<Vault>,
     signer: Arc<ManifestSigner>,
     pub(super) writes: Arc<Mutex<()>>,
@@ -367,7 +361,7 @@ impl ControlPlane {
     /// [`Self::commit_planned`], loading the state as [`Self::load_for`] does with `extra` and
     /// `reading_hosts`, and committing only under lease `fence` (its name and fence) when given:
     /// once the lease's fence moved on, the commit is refused and not tried again.
-    async fn commit_planned_reading<T>(
+    pub(super) async fn commit_planned_reading<T>(
         &self,
         what: &str,
         actor: &str,
@@ -577,334 +571,12 @@ impl ControlPlane {
         Ok(committed)
     }
 
-    /// Feeds events to a deployment's rollout and commits the new state and the manifests it
-    /// changes. With an `actor`, the events are an operator's control and are audited; a
-    /// control that does not apply (pausing a complete rollout) is refused with its reason.
-    pub async fn drive_rollout(
-        &self,
-        deployment: &str,
-        events: &[Event],
-        actor: Option<&str>,
-    ) -> Result<Rollout, Error> {
-        self.drive_rollout_under(deployment, events, actor, None)
-            .await
-    }
-
-    /// [`Self::drive_rollout`] for the controller, committing only while lease `lease` still
-    /// has `fence`: a step decided by a replica that lost the lease is refused.
-    pub async fn drive_rollout_fenced(
-        &self,
-        deployment: &str,
-        events: &[Event],
-        lease: &str,
-        fence: u64,
-    ) -> Result<Rollout, Error> {
-        self.drive_rollout_under(deployment, events, None, Some((lease, fence)))
-            .await
-    }
-
-    async fn drive_rollout_under(
-        &self,
-        deployment: &str,
-        events: &[Event],
-        actor: Option<&str>,
-        fence: Option<(&str, u64)>,
-    ) -> Result<Rollout, Error> {
-        let _guard = self.writes.lock().await;
-        let who = actor.unwrap_or("atoll");
-        self.commit_planned_reading(
-            "rollout step",
-            who,
-            &[],
-            false,
-            fence,
-            |state, versions, req| {
-                let (plan, rollout, commands) =
-                    plan_rollout(state, versions, deployment, events, req, actor.is_some())?;
-                if let Some(reason) = commands.iter().find_map(|c| {
-                    if let Command::Refused(r) = c {
-                        Some(r.clone())
-                    } else {
-                        None
-                    }
-                }) {
-                    return Err(Error::Conflict(vec![Diagnostic {
-                        file: String::new(),
-                        line: 0,
-                        column: 0,
-                        path: format!("Deployment {deployment}: rollout"),
-                        message: reason,
-                        hint: None,
-                    }]));
-                }
-                Ok((plan, rollout))
-            },
-        )
-        .await
-    }
-
-    /// Every deployment's current rollout: only those rows, since the controller asks every
-    /// second, mostly to find there is nothing to do.
-    pub async fn rollouts(&self) -> Result<BTreeMap<String, Rollout>, Error> {
-        self.store
-            .rollouts()
-            .await?
-            .into_iter()
-            .map(|row| {
-                Ok((
-                    row.deployment.clone(),
-                    decode_rollout(&row).map_err(StoreError::Corrupt)?,
-                ))
-            })
-            .collect()
-    }
-
-    /// A deployment's current rollout and the ones before it, oldest first.
-    pub async fn rollout_history(
-        &self,
-        deployment: &str,
-    ) -> Result<(Option<Rollout>, Vec<Rollout>), Error> {
-        if self
-            .store
-            .resource(Kind::Deployment.as_str(), deployment)
-            .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(format!(
-                "deployment {deployment} does not exist"
-            )));
-        }
-        let current = self.rollouts().await?.remove(deployment);
-        let past = self
-            .store
-            .rollout_history(deployment)
-            .await?
-            .into_iter()
-            .map(|row| decode_rollout(&row).map_err(StoreError::Corrupt))
-            .collect::<Result<Vec<Rollout>, _>>()?;
-        Ok((current, past))
-    }
-
-    pub async fn sites(&self, only: Option<&str>) -> Result<Vec<SiteView>, Error> {
-        let (state, versions) = self.load(&[]).await?;
-        let rows = self.rows(Kind::Site, only).await?;
-        let hosts = self.store.hosts().await?;
-        let statuses = super::agents::statuses(self.store.as_ref()).await?;
-        let connectivity = self.fleet.connectivity();
-        let pruned: BTreeMap<String, u64> = self
-            .store
-            .event_counts()
-            .await?
-            .into_iter()
-            .map(|c| (c.site, c.pruned))
-            .collect();
-        rows.into_iter()
-            .map(|row| {
-                let view = view(&row)?;
-                let site = state.sites.get(&row.name).map(|e| &e.value);
-                let applications = site
-                    .map(|s| {
-                        state
-                            .placements(s, &versions)
-                            .into_iter()
-                            .map(|p| Placed {
-                                deployment: p.deployment.name.clone(),
-                                application: p.application.name.clone(),
-                                version: p.application.version.clone(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let members: Vec<_> = hosts.iter().filter(|h| h.site == row.name).collect();
-                Ok(SiteView {
-                    revision: state.manifests.get(&row.name).map(|m| m.revision),
-                    applications,
-                    hosts: u32::try_from(members.len()).unwrap_or(u32::MAX),
-                    connected: connectivity.connected(&row.name),
-                    // A site runs a revision when all of its hosts do.
-                    applied_revision: members
-                        .iter()
-                        .map(|h| statuses.get(&h.id).map(|s| s.applied_revision))
-                        .min()
-                        .flatten(),
-                    health: atoll_api::agent::Health::of_hosts(
-                        members.iter().filter_map(|h| statuses.get(&h.id)),
-                    ),
-                    conditions: members
-                        .iter()
-                        .filter_map(|h| Some((h, statuses.get(&h.id)?)))
-                        .flat_map(|(h, s)| {
-                            s.conditions.iter().map(|c| atoll_api::SiteCondition {
-                                host: h.id.clone(),
-                                condition: c.clone(),
-                            })
-                        })
-                        .collect(),
-                    last_seen: members.iter().filter_map(|h| h.last_seen.clone()).max(),
-                    dropped_reports: members
-                        .iter()
-                        .filter_map(|h| statuses.get(&h.id))
-                        .map(|s| s.dropped_reports)
-                        .sum(),
-                    events_pruned: pruned.get(&row.name).copied().unwrap_or(0),
-                    view,
-                })
-            })
-            .collect()
-    }
-
-    /// For each site that runs `app`: the site, the deployment and the version it gets; and
-    /// the sites a deployment of `app` selects where it is not placed, with the reason.
-    pub async fn placements_of(
-        &self,
-        app: &str,
-    ) -> Result<(Vec<(String, String, String)>, Vec<Unplaced>), Error> {
-        let (state, versions) = self.load(&[]).await?;
-        let mut out = Vec::new();
-        let mut unplaced = Vec::new();
-        for entry in state.sites.values() {
-            let placed = state.placed(&entry.value, &versions);
-            for p in &placed.placements {
-                if p.application.name == app {
-                    out.push((
-                        entry.value.name.clone(),
-                        p.deployment.name.clone(),
-                        p.application.version.clone(),
-                    ));
-                }
-            }
-            for (deployment, reason) in placed.unplaced {
-                if state
-                    .deployments
-                    .get(&deployment)
-                    .is_some_and(|d| d.value.application == app)
-                {
-                    unplaced.push(Unplaced {
-                        site: entry.value.name.clone(),
-                        deployment,
-                        reason,
-                    });
-                }
-            }
-        }
-        Ok((out, unplaced))
-    }
-
-    pub async fn applications(&self, only: Option<&str>) -> Result<Vec<ApplicationView>, Error> {
-        let (state, _) = self.load(&[]).await?;
-        let mut out = Vec::new();
-        for row in self.rows(Kind::Application, only).await? {
-            let versions = self
-                .store
-                .app_versions(&row.name)
-                .await?
-                .into_iter()
-                .map(|v| VersionInfo {
-                    version: v.version,
-                    applied_at: v.applied_at,
-                })
-                .collect();
-            let deployments = state
-                .deployments
-                .values()
-                .filter(|d| d.value.application == row.name)
-                .map(|d| d.value.name.clone())
-                .collect();
-            out.push(ApplicationView {
-                view: view(&row)?,
-                versions,
-                deployments,
-            });
-        }
-        Ok(out)
-    }
-
-    pub async fn deployments(&self, only: Option<&str>) -> Result<Vec<DeploymentView>, Error> {
-        let (state, versions) = self.load(&[]).await?;
-        let rows = self.rows(Kind::Deployment, only).await?;
-        let hosts = self.store.hosts().await?;
-        let statuses = super::agents::statuses(self.store.as_ref()).await?;
-        let mut rollouts = self.rollouts().await?;
-        let mut by_site: BTreeMap<&str, Vec<&atoll_store::HostRow>> = BTreeMap::new();
-        for h in &hosts {
-            by_site.entry(h.site.as_str()).or_default().push(h);
-        }
-        let mut out = Vec::new();
-        for row in rows {
-            let view = view(&row)?;
-            let mut unplaced = Vec::new();
-            let (version, sites): (_, Vec<String>) = match &view.resource {
-                Resource::Deployment(d) => {
-                    let mut sites = Vec::new();
-                    for s in state
-                        .sites
-                        .values()
-                        .filter(|s| d.placement.sites.matches(&s.value.labels))
-                    {
-                        match state.placed(&s.value, &versions).unplaced.remove(&d.name) {
-                            Some(reason) => unplaced.push(Unplaced {
-                                site: s.value.name.clone(),
-                                deployment: d.name.clone(),
-                                reason,
-                            }),
-                            None => sites.push(s.value.name.clone()),
-                        }
-                    }
-                    (
-                        state.resolve(d, &versions).map(|a| a.version.clone()),
-                        sites,
-                    )
-                }
-                _ => (None, Vec::new()),
-            };
-            let running = crate::core::feed::running(sites.iter().map(|site| {
-                let site_hosts = by_site.get(site.as_str()).map_or(&[][..], Vec::as_slice);
-                super::agents::Agents::replicas_of(&statuses, site_hosts, &row.name)
-            }));
-            let rollout = rollouts
-                .remove(&row.name)
-                .map(|r| super::rollout_api::phase(&r.phase).0.to_owned());
-            out.push(DeploymentView {
-                view,
-                version,
-                sites,
-                rollout,
-                running: Some(running),
-                unplaced,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Device classes as stored: nothing is derived from them yet.
-    pub async fn device_classes(&self, only: Option<&str>) -> Result<Vec<ResourceView>, Error> {
-        self.rows(Kind::DeviceClass, only)
-            .await?
-            .iter()
-            .map(view)
-            .collect()
-    }
-
-    pub async fn manifest(&self, site: &str) -> Result<Manifest, Error> {
-        if self
-            .store
-            .resource(Kind::Site.as_str(), site)
-            .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(format!("site {site} does not exist")));
-        }
-        let row = self
-            .store
-            .manifest(site)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("site {site} has no manifest yet")))?;
-        serde_json::from_str(&row.body)
-            .map_err(|e| StoreError::Corrupt(format!("manifest of site {site}: {e}")).into())
-    }
-
     /// The rows of one kind, or the one named (not found is an error).
-    async fn rows(&self, kind: Kind, only: Option<&str>) -> Result<Vec<ResourceRow>, Error> {
+    pub(super) async fn rows(
+        &self,
+        kind: Kind,
+        only: Option<&str>,
+    ) -> Result<Vec<ResourceRow>, Error> {
         match only {
             None => Ok(self.store.resources(kind.as_str()).await?),
             Some(name) => match self.store.resource(kind.as_str(), name).await? {
@@ -915,11 +587,7 @@ impl ControlPlane {
     }
 }
 
-fn view(row: &ResourceRow) -> Result<ResourceView, Error> {
-    Ok(ResourceView {
-        generation: row.generation,
-        created_at: row.created_at.clone(),
-        updated_at: row.updated_at.clone(),
-        resource: decode_row(row).map_err(StoreError::Corrupt)?,
-    })
+/// A stored row that cannot be read.
+pub(super) fn corrupt(problem: String) -> Error {
+    Error::Store(StoreError::Corrupt(problem))
 }
