@@ -19,6 +19,7 @@ mod secret_api;
 pub mod secrets;
 pub mod service;
 pub mod signing;
+pub mod tickets;
 pub mod tls;
 pub mod vault;
 
@@ -156,7 +157,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(StartError::MasterKey)?;
     let pki = Pki::load_or_create(dir, &server_names(&config.listen, &config.names))?;
     let signer = ManifestSigner::load_or_create(dir).map_err(StartError::Signing)?;
-    let tls = TlsAcceptor::from(pki.server_config()?);
+    let tls = TlsAcceptor::from(pki.server_config(tickets::SharedTicketer::shared(&vault))?);
     let ca_fingerprint = pki.ca_fingerprint.clone();
     let listener = TcpListener::bind(config.listen)
         .await
