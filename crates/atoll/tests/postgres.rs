@@ -333,3 +333,105 @@ async fn an_agent_resumes_on_another_replica_the_tls_session_it_began_on_one() {
     assert_eq!(kind, rustls::HandshakeKind::Resumed);
     assert!(status.starts_with("HTTP/1.1 403"), "{status}");
 }
+
+/// Whether `replica`'s `get hosts` and `get sites` both show `site`'s one host connected, or
+/// `None` while they disagree (one read before a flush, the other after).
+fn shown_connected(replica: &ControlPlane, site: &str) -> Option<bool> {
+    let hosts = replica.cli(&["get", "hosts", "-o", "json"]);
+    hosts.ok("get hosts");
+    let hosts = hosts.json();
+    let host = hosts["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|h| h["site"] == site))
+        .unwrap_or_else(|| panic!("no host of {site}: {hosts}"))
+        .clone();
+    let sites = replica.sites().unwrap();
+    let of_site = sites
+        .iter()
+        .find(|s| s["resource"]["name"] == site)
+        .unwrap_or_else(|| panic!("no site {site}: {sites:?}"));
+    let (host, site) = (host["connected"] == true, support::connected(of_site));
+    (host == site).then_some(host)
+}
+
+/// Issue 14: presence is shared. An agent long-polls replica B; replica A, on the same
+/// database, shows its host and site connected within a couple of seconds. B is then killed
+/// with -9, holding the poll: its open poll stops counting once its heartbeat is stale, and A
+/// stops showing the host connected when the grace since it was last seen has passed (45 s),
+/// not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_polling_one_replica_is_shown_connected_by_another_and_not_for_ever_after_its_kill()
+{
+    let url = atoll_store::pg_cluster::cluster().fresh_database();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = ControlPlane::start_with(dir_a.path(), "127.0.0.1:0", &["--store", &url]);
+    share_keys(dir_a.path(), dir_b.path());
+    let mut b = ControlPlane::start_with(dir_b.path(), "127.0.0.1:0", &["--store", &url]);
+    tokio::task::block_in_place(|| {
+        a.apply_yaml(&dir_a.path().join("site.yaml"), "kind: Site\nname: kiosk\n")
+    });
+    let identity = support::enroll_host(
+        &b,
+        &dir_b.path().join("agent"),
+        "kiosk",
+        atoll_api::agent::Inventory::default(),
+    )
+    .await;
+    // The site's manifest, then a long-poll on B holding it, which B holds open.
+    let client = identity.client().unwrap();
+    let first = client
+        .get(format!(
+            "{}/v1/sites/kiosk/manifest?have=0&hash=none&wait=0",
+            b.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let signed: atoll_api::agent::SignedManifest = first.json().await.unwrap();
+    let manifest: atoll_api::Manifest = serde_json::from_str(&signed.payload).unwrap();
+    let held = tokio::spawn(
+        client
+            .get(format!(
+                "{}/v1/sites/kiosk/manifest?have={}&hash={}&wait=30",
+                b.url, manifest.revision, manifest.hash
+            ))
+            .send(),
+    );
+    let polled = Instant::now();
+    let seen = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(10), || {
+            shown_connected(&a, "kiosk").filter(|c| *c)
+        })
+    });
+    assert!(
+        seen.is_some(),
+        "A never showed the host polling B connected"
+    );
+    println!(
+        "FIGURE cross-replica presence: A showed the host connected {:.3} s after its poll on B began",
+        polled.elapsed().as_secs_f64()
+    );
+    assert!(
+        polled.elapsed() < Duration::from_secs(5),
+        "A showed it {:?} after the poll began",
+        polled.elapsed()
+    );
+
+    tokio::task::block_in_place(|| b.kill9());
+    let killed = Instant::now();
+    held.abort();
+    let gone = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(60), || {
+            shown_connected(&a, "kiosk").filter(|c| !*c)
+        })
+    });
+    assert!(
+        gone.is_some(),
+        "A still shows the host connected 60 s after the kill of the replica it polled"
+    );
+    println!(
+        "FIGURE presence after kill -9: A stopped showing the host connected {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+}

@@ -193,6 +193,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hint,
         stop.clone(),
     ));
+    tokio::spawn(fleet.clone().share_presence_every(
+        store.clone(),
+        fleet::PRESENCE_EVERY,
+        stop.clone(),
+    ));
     let holder = rollouts::holder_id();
     tracing::info!(%holder, lease = rollouts::LEASE, "rollout controller runs while this process holds its lease");
     let (lease, _) = lease::Lease::keep(
