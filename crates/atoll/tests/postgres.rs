@@ -273,3 +273,204 @@ fn the_rollout_lease_moves_to_the_other_replica_within_10_s_of_its_holders_death
     );
     assert_eq!(stepped["to_version"], "1.4.3", "{stepped:#}");
 }
+
+/// A TLS client presenting the host certificate enrolled into `agent_dir`, trusting only the
+/// control plane's CA, with rustls' in-memory session cache: what it learns from one replica
+/// it offers to the next.
+fn agent_connector(agent_dir: &Path) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let read = |name: &str| std::fs::read(agent_dir.join(name)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&read("ca.pem")) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_slice_iter(&read("host-cert.pem"))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&read("host-key.pem")).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+}
+
+/// Connects to `replica` with `connector`, asks for `site`'s manifest over HTTP/1.1 and reads
+/// the whole answer (which also takes in the session tickets the server sent): how the
+/// handshake went and the answer's status line.
+async fn manifest_over(
+    connector: &tokio_rustls::TlsConnector,
+    replica: &ControlPlane,
+    site: &str,
+) -> (rustls::HandshakeKind, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let tcp = tokio::net::TcpStream::connect(replica.address())
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let kind = tls.get_ref().1.handshake_kind().unwrap();
+    let request = format!(
+        "GET /v1/sites/{site}/manifest?have=0&hash=none&wait=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+        .await
+        .expect("the manifest's answer within 10 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    (kind, answer.lines().next().unwrap_or_default().to_owned())
+}
+
+/// Issue 14: the replicas share the TLS session-ticket key (derived from the master key they
+/// share), so an agent that made a full handshake with replica A resumes its session on
+/// replica B, and B answers the resumed connection as that host: a site's manifest, which only
+/// that site's hosts get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_resumes_on_another_replica_the_tls_session_it_began_on_one() {
+    let url = atoll_store::pg_cluster::cluster().fresh_database();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = ControlPlane::start_with(dir_a.path(), "127.0.0.1:0", &["--store", &url]);
+    share_keys(dir_a.path(), dir_b.path());
+    let b = ControlPlane::start_with(dir_b.path(), "127.0.0.1:0", &["--store", &url]);
+    tokio::task::block_in_place(|| {
+        a.apply_yaml(&dir_a.path().join("site.yaml"), "kind: Site\nname: shop\n")
+    });
+    let agent_dir = dir_a.path().join("agent");
+    support::enroll_host(
+        &a,
+        &agent_dir,
+        "shop",
+        atoll_api::agent::Inventory::default(),
+    )
+    .await;
+    let connector = agent_connector(&agent_dir);
+
+    let (kind, status) = manifest_over(&connector, &a, "shop").await;
+    assert_eq!(kind, rustls::HandshakeKind::Full, "the first connection");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (kind, status) = manifest_over(&connector, &b, "shop").await;
+    assert_eq!(
+        kind,
+        rustls::HandshakeKind::Resumed,
+        "B did not resume the session A began"
+    );
+    assert_eq!(
+        status, "HTTP/1.1 200 OK",
+        "B answers the resumed session as the host"
+    );
+    // The identity is the certificate's, resumed or not: another site's manifest is refused.
+    let (kind, status) = manifest_over(&connector, &b, "elsewhere").await;
+    assert_eq!(kind, rustls::HandshakeKind::Resumed);
+    assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+}
+
+/// Whether `replica`'s `get hosts` and `get sites` both show `site`'s one host connected, or
+/// `None` while they disagree (one read before a flush, the other after).
+fn shown_connected(replica: &ControlPlane, site: &str) -> Option<bool> {
+    let hosts = replica.cli(&["get", "hosts", "-o", "json"]);
+    hosts.ok("get hosts");
+    let hosts = hosts.json();
+    let host = hosts["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|h| h["site"] == site))
+        .unwrap_or_else(|| panic!("no host of {site}: {hosts}"))
+        .clone();
+    let sites = replica.sites().unwrap();
+    let of_site = sites
+        .iter()
+        .find(|s| s["resource"]["name"] == site)
+        .unwrap_or_else(|| panic!("no site {site}: {sites:?}"));
+    let (host, site) = (host["connected"] == true, support::connected(of_site));
+    (host == site).then_some(host)
+}
+
+/// Issue 14: presence is shared. An agent long-polls replica B; replica A, on the same
+/// database, shows its host and site connected within a couple of seconds. B is then killed
+/// with -9, holding the poll: its open poll stops counting once its heartbeat is stale, and A
+/// stops showing the host connected when the grace since it was last seen has passed (45 s),
+/// not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_polling_one_replica_is_shown_connected_by_another_and_not_for_ever_after_its_kill()
+{
+    let url = atoll_store::pg_cluster::cluster().fresh_database();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = ControlPlane::start_with(dir_a.path(), "127.0.0.1:0", &["--store", &url]);
+    share_keys(dir_a.path(), dir_b.path());
+    let mut b = ControlPlane::start_with(dir_b.path(), "127.0.0.1:0", &["--store", &url]);
+    tokio::task::block_in_place(|| {
+        a.apply_yaml(&dir_a.path().join("site.yaml"), "kind: Site\nname: kiosk\n")
+    });
+    let identity = support::enroll_host(
+        &b,
+        &dir_b.path().join("agent"),
+        "kiosk",
+        atoll_api::agent::Inventory::default(),
+    )
+    .await;
+    // The site's manifest, then a long-poll on B holding it, which B holds open.
+    let client = identity.client().unwrap();
+    let first = client
+        .get(format!(
+            "{}/v1/sites/kiosk/manifest?have=0&hash=none&wait=0",
+            b.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let signed: atoll_api::agent::SignedManifest = first.json().await.unwrap();
+    let manifest: atoll_api::Manifest = serde_json::from_str(&signed.payload).unwrap();
+    let held = tokio::spawn(
+        client
+            .get(format!(
+                "{}/v1/sites/kiosk/manifest?have={}&hash={}&wait=30",
+                b.url, manifest.revision, manifest.hash
+            ))
+            .send(),
+    );
+    let polled = Instant::now();
+    let seen = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(10), || {
+            shown_connected(&a, "kiosk").filter(|c| *c)
+        })
+    });
+    assert!(
+        seen.is_some(),
+        "A never showed the host polling B connected"
+    );
+    println!(
+        "FIGURE cross-replica presence: A showed the host connected {:.3} s after its poll on B began",
+        polled.elapsed().as_secs_f64()
+    );
+    assert!(
+        polled.elapsed() < Duration::from_secs(5),
+        "A showed it {:?} after the poll began",
+        polled.elapsed()
+    );
+
+    tokio::task::block_in_place(|| b.kill9());
+    let killed = Instant::now();
+    held.abort();
+    let gone = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(60), || {
+            shown_connected(&a, "kiosk").filter(|c| !*c)
+        })
+    });
+    assert!(
+        gone.is_some(),
+        "A still shows the host connected 60 s after the kill of the replica it polled"
+    );
+    println!(
+        "FIGURE presence after kill -9: A stopped showing the host connected {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+}

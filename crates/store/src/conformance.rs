@@ -6,8 +6,8 @@
 
 use crate::{
     AppVersionRow, Enrolled, EventCounts, EventRetention, HostRow, HostState, InventoryChange,
-    JoinTokenRow, ManifestHead, ManifestRow, ReportBatch, ResourceRow, RolloutRow, SecretHead,
-    SecretRow, Store, StoreError, TokenRefusal, TokenRow, Write,
+    JoinTokenRow, ManifestHead, ManifestRow, PresenceRow, PresenceSeen, ReportBatch, ResourceRow,
+    RolloutRow, SecretHead, SecretRow, Store, StoreError, TokenRefusal, TokenRow, Write,
 };
 use std::time::Duration;
 
@@ -43,6 +43,8 @@ macro_rules! conformance_suite {
             a_lease_is_refused_while_held_and_taken_over_after_expiry_with_the_next_fence,
             a_renewal_by_the_holder_keeps_the_fence,
             a_commit_with_a_stale_fence_is_refused_whole,
+            presence_is_kept_per_replica_on_the_stores_clock_and_followed_by_change_number,
+            a_replica_silent_too_long_is_forgotten_with_its_presence,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -1469,4 +1471,147 @@ pub async fn a_commit_with_a_stale_fence_is_refused_whole(store: &dyn Store) {
             .unwrap(),
         2
     );
+}
+
+fn seen(host: &str, site: &str, polls: u32, seen_ago_ms: u64) -> PresenceSeen {
+    PresenceSeen {
+        host: host.into(),
+        site: site.into(),
+        polls,
+        seen_ago_ms,
+    }
+}
+
+/// Long enough that no replica of these tests is forgotten unless the test means it.
+const REMEMBER: Duration = Duration::from_secs(3600);
+
+pub async fn presence_is_kept_per_replica_on_the_stores_clock_and_followed_by_change_number(
+    store: &dyn Store,
+) {
+    let empty = store.presence_changes(0, 100).await.unwrap();
+    assert!(empty.rows.is_empty() && empty.beats.is_empty(), "{empty:?}");
+    assert!(
+        empty.now_ms > 1_700_000_000_000,
+        "the store's clock: {}",
+        empty.now_ms
+    );
+
+    // A heartbeat alone is one write with no row.
+    let beat = store.put_presence("a", vec![], REMEMBER).await.unwrap();
+    let read = store.presence_changes(0, 100).await.unwrap();
+    assert!(read.rows.is_empty());
+    assert_eq!(read.beats, vec![("a".to_owned(), beat)]);
+    assert!(read.now_ms >= beat);
+
+    let at = store
+        .put_presence(
+            "a",
+            vec![seen("h1", "s1", 1, 0), seen("h2", "s2", 0, 10_000)],
+            REMEMBER,
+        )
+        .await
+        .unwrap();
+    let read = store.presence_changes(0, 100).await.unwrap();
+    let rows: Vec<&PresenceRow> = read.rows.iter().map(|(_, r)| r).collect();
+    assert_eq!(
+        rows,
+        vec![
+            &PresenceRow {
+                replica: "a".into(),
+                host: "h1".into(),
+                site: "s1".into(),
+                polls: 1,
+                seen_at_ms: at,
+            },
+            &PresenceRow {
+                replica: "a".into(),
+                host: "h2".into(),
+                site: "s2".into(),
+                polls: 0,
+                seen_at_ms: at - 10_000,
+            },
+        ]
+    );
+    let first = read.rows[0].0;
+    assert!(first > 0 && read.rows[1].0 > first, "{:?}", read.rows);
+    let last = read.rows[1].0;
+
+    // Another replica's record of the same host is its own row; a rewrite of `a`'s takes the
+    // next number, and a follower reading after `last` sees only those.
+    store
+        .put_presence("b", vec![seen("h1", "s1", 0, 500)], REMEMBER)
+        .await
+        .unwrap();
+    store
+        .put_presence("a", vec![seen("h1", "s1", 0, 0)], REMEMBER)
+        .await
+        .unwrap();
+    let read = store.presence_changes(last, 100).await.unwrap();
+    let changed: Vec<(&str, &str, u32)> = read
+        .rows
+        .iter()
+        .map(|(_, r)| (r.replica.as_str(), r.host.as_str(), r.polls))
+        .collect();
+    assert_eq!(changed, vec![("b", "h1", 0), ("a", "h1", 0)]);
+    assert!(read.rows[0].0 > last && read.rows[1].0 > read.rows[0].0);
+    let names: Vec<&str> = read.beats.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(names, vec!["a", "b"]);
+
+    // Paged: `limit` rows at most, in number order; the rest after the last one read.
+    let page = store.presence_changes(0, 2).await.unwrap();
+    assert_eq!(page.rows.len(), 2);
+    let rest = store.presence_changes(page.rows[1].0, 100).await.unwrap();
+    assert_eq!(rest.rows.len(), 1, "three rows in all: a/h1, a/h2, b/h1");
+    assert_eq!(
+        store
+            .presence_changes(rest.rows[0].0, 100)
+            .await
+            .unwrap()
+            .rows,
+        vec![]
+    );
+    assert!(
+        store.put_presence("", vec![], REMEMBER).await.is_err(),
+        "a replica has a name"
+    );
+}
+
+pub async fn a_replica_silent_too_long_is_forgotten_with_its_presence(store: &dyn Store) {
+    store
+        .put_presence("dead", vec![seen("h1", "s1", 1, 0)], REMEMBER)
+        .await
+        .unwrap();
+    store
+        .put_presence("alive", vec![seen("h2", "s2", 1, 0)], REMEMBER)
+        .await
+        .unwrap();
+    // Remembered while within `forget_after` of its last beat.
+    store.put_presence("alive", vec![], REMEMBER).await.unwrap();
+    let read = store.presence_changes(0, 100).await.unwrap();
+    assert_eq!(read.beats.len(), 2);
+    // Forgotten, rows and all, by the first write after its beat is older than the bound
+    // (the store's clock moves on: no sleep of a fixed length, a deadline).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        store
+            .put_presence("alive", vec![], Duration::from_millis(1))
+            .await
+            .unwrap();
+        let read = store.presence_changes(0, 100).await.unwrap();
+        if read.beats.len() == 1 {
+            assert_eq!(read.beats[0].0, "alive");
+            let hosts: Vec<&str> = read.rows.iter().map(|(_, r)| r.host.as_str()).collect();
+            assert_eq!(
+                hosts,
+                vec!["h2"],
+                "the forgotten replica's records go with it"
+            );
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent replica is never forgotten: {read:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

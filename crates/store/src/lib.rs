@@ -377,6 +377,42 @@ pub struct LeaseRow {
     pub expires_at_ms: u64,
 }
 
+/// What one replica saw of one host, as it records it ([`Store::put_presence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceSeen {
+    pub host: String,
+    pub site: String,
+    /// The long-polls the host holds open on that replica now.
+    pub polls: u32,
+    /// How long ago the replica last heard from the host, on its own monotonic clock: the
+    /// store turns it into a time on its own clock, so no two replicas' clocks are compared.
+    pub seen_ago_ms: u64,
+}
+
+/// One replica's record of one host, as stored: one row per replica and host, which only that
+/// replica writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRow {
+    pub replica: String,
+    pub host: String,
+    pub site: String,
+    pub polls: u32,
+    /// Milliseconds since the Unix epoch, on the store's clock.
+    pub seen_at_ms: u64,
+}
+
+/// The presence records changed since a change number, with what judging them needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresenceChanges {
+    /// The store's clock when it read them, in milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    /// The rows changed after the number asked for, each with its change number, in number
+    /// order; a (replica, host) appears once, as it is now.
+    pub rows: Vec<(u64, PresenceRow)>,
+    /// Every replica's last heartbeat (its last [`Store::put_presence`]), on the store's clock.
+    pub beats: Vec<(String, u64)>,
+}
+
 /// Everything the control plane's pure core needs to decide an apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -513,6 +549,24 @@ pub trait Store: Send + Sync + 'static {
     /// higher); `Ok(false)` when `holder` did not have it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<bool>;
     async fn lease(&self, name: &str) -> Result<Option<LeaseRow>>;
+
+    // Presence: which hosts each replica is in touch with, shared by every replica.
+
+    /// In one transaction: `replica`'s heartbeat, at the store's clock now; each of `seen` as
+    /// `replica`'s record of its host (replacing the one before), seen at the store's now minus
+    /// its `seen_ago_ms`, at the next presence-change number; and every other replica whose
+    /// last heartbeat is older than `forget_after` forgotten, its records with it. A reader
+    /// that saw change `n` never later finds a lower one committed. Returns the store's now,
+    /// in milliseconds since the Unix epoch.
+    async fn put_presence(
+        &self,
+        replica: &str,
+        seen: Vec<PresenceSeen>,
+        forget_after: std::time::Duration,
+    ) -> Result<u64>;
+    /// The presence records changed after change number `after`, at most `limit` of them, the
+    /// replicas' heartbeats and the store's clock now.
+    async fn presence_changes(&self, after: u64, limit: u32) -> Result<PresenceChanges>;
 }
 
 /// A lease's holder names it: an empty one is what a released lease has.
@@ -523,6 +577,11 @@ fn check_holder(holder: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A duration in milliseconds as stored, cut to what the column holds.
+fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Milliseconds as stored: a ttl too long for the column is cut to the longest one.

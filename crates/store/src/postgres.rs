@@ -25,6 +25,10 @@
 //!   [`Store::manifest_changes`] never misses a change either.
 //!   Such a commit also NOTIFYs the channel of `pg_listen`, a wake-up hint for the replicas
 //!   that follow the feed ([`Store::manifest_hint`]); the feed stays the truth.
+//! - Presence-change numbers come from the sequence `presence_change`, drawn by a replica's
+//!   presence write (one statement for all its rows, `UNNEST` of arrays) under the advisory
+//!   lock [`PRESENCE_CHANGE_LOCK`], so [`Store::presence_changes`] misses none. Presence times
+//!   are the database server's clock ([`NOW_MS`]), so replicas' clocks are never compared.
 //! - No group commit: agent writes (reports, tokens, hosts, audit) each run in their own
 //!   transaction, concurrently on the pool. PostgreSQL already flushes the WAL of concurrent
 //!   commits together, so batching them here would add latency and a shared failure for no
@@ -46,15 +50,17 @@ use crate::columns::{HOST_COLUMNS, SECRET_COLUMNS};
 use crate::pg_listen;
 use crate::{
     AppVersionRow, AuditRow, Enrolled, EventCounts, EventRetention, EventRow, HostRow, HostState,
-    HostStatusRow, InventoryChange, JoinTokenRow, LeaseRow, ManifestHead, ManifestRow, ReportBatch,
-    ReportCursor, ReportRecorded, ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot,
-    Store, StoreError, TokenRefusal, TokenRow, Write, check_holder, lease_expiry,
+    HostStatusRow, InventoryChange, JoinTokenRow, LeaseRow, ManifestHead, ManifestRow,
+    PresenceChanges, PresenceRow, PresenceSeen, ReportBatch, ReportCursor, ReportRecorded,
+    ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot, Store, StoreError,
+    TokenRefusal, TokenRow, Write, check_holder, lease_expiry, millis,
 };
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_manifest_changes.sql"),
     include_str!("../migrations/postgres/0003_leases.sql"),
+    include_str!("../migrations/postgres/0004_presence.sql"),
 ];
 /// Connections per replica: enough for a fleet's concurrent reports and long-polls' reads,
 /// few enough that several replicas stay under PostgreSQL's default `max_connections` (100).
@@ -64,6 +70,12 @@ const HOST_CHANGE_LOCK: i64 = 0x61_746f_6c6c_0001;
 /// The advisory lock held by every transaction that draws a manifest-change number ("atoll"
 /// and 3).
 const MANIFEST_CHANGE_LOCK: i64 = 0x61_746f_6c6c_0003;
+/// The advisory lock held by every transaction that draws presence-change numbers ("atoll"
+/// and 4), so they are committed in order and a follower misses none.
+const PRESENCE_CHANGE_LOCK: i64 = 0x61_746f_6c6c_0004;
+/// The store's clock in milliseconds since the Unix epoch: the database server's, read as the
+/// statement runs (not the transaction's start), so every replica's times are on one clock.
+const NOW_MS: &str = "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 /// The advisory lock held while the schema is brought up to date, so that replicas starting
 /// together migrate once.
 const MIGRATION_LOCK: i64 = 0x61_746f_6c6c_0002;
@@ -1347,6 +1359,123 @@ impl Store for PostgresStore {
             )
             .await?;
         Ok(client.execute(&statement, &[&name, &holder]).await? > 0)
+    }
+
+    async fn put_presence(
+        &self,
+        replica: &str,
+        seen: Vec<PresenceSeen>,
+        forget_after: std::time::Duration,
+    ) -> Result<u64> {
+        check_holder(replica)?;
+        let mut hosts = Vec::with_capacity(seen.len());
+        let mut sites = Vec::with_capacity(seen.len());
+        let mut polls = Vec::with_capacity(seen.len());
+        let mut ago = Vec::with_capacity(seen.len());
+        for s in seen {
+            hosts.push(s.host);
+            sites.push(s.site);
+            polls.push(i64::from(s.polls));
+            ago.push(to_i64(s.seen_ago_ms));
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        execute(
+            &tx,
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&PRESENCE_CHANGE_LOCK],
+        )
+        .await?;
+        let now: i64 = query_opt(&tx, NOW_MS, &[])
+            .await?
+            .ok_or_else(|| StoreError::Backend("the database told no time".into()))?
+            .try_get(0)?;
+        let forget_before = now.saturating_sub(millis(forget_after));
+        execute(
+            &tx,
+            "DELETE FROM presence WHERE replica IN
+                 (SELECT replica FROM presence_replicas WHERE beat_at < $1 AND replica <> $2)",
+            &[&forget_before, &replica],
+        )
+        .await?;
+        execute(
+            &tx,
+            "DELETE FROM presence_replicas WHERE beat_at < $1 AND replica <> $2",
+            &[&forget_before, &replica],
+        )
+        .await?;
+        execute(
+            &tx,
+            "INSERT INTO presence_replicas (replica, beat_at) VALUES ($1, $2)
+             ON CONFLICT (replica) DO UPDATE SET beat_at = EXCLUDED.beat_at",
+            &[&replica, &now],
+        )
+        .await?;
+        if !hosts.is_empty() {
+            execute(
+                &tx,
+                "INSERT INTO presence (replica, host, site, polls, seen_at, change)
+                 SELECT $1, h, s, p, GREATEST($6 - a, 0), nextval('presence_change')
+                 FROM UNNEST($2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[]) AS t(h, s, p, a)
+                 ON CONFLICT (replica, host) DO UPDATE SET
+                     site = EXCLUDED.site, polls = EXCLUDED.polls, seen_at = EXCLUDED.seen_at,
+                     change = EXCLUDED.change",
+                &[&replica, &hosts, &sites, &polls, &ago, &now],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(to_u64(now))
+    }
+
+    async fn presence_changes(&self, after: u64, limit: u32) -> Result<PresenceChanges> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let now: i64 = query_opt(&tx, NOW_MS, &[])
+            .await?
+            .ok_or_else(|| StoreError::Backend("the database told no time".into()))?
+            .try_get(0)?;
+        let rows = collect(
+            query(
+                &tx,
+                "SELECT change, replica, host, site, polls, seen_at FROM presence
+                 WHERE change > $1 ORDER BY change LIMIT $2",
+                &[&to_i64(after), &i64::from(limit)],
+            )
+            .await?,
+            |r| {
+                Ok((
+                    to_u64(r.try_get(0)?),
+                    PresenceRow {
+                        replica: r.try_get(1)?,
+                        host: r.try_get(2)?,
+                        site: r.try_get(3)?,
+                        polls: to_u32(r.try_get(4)?, "presence polls")?,
+                        seen_at_ms: to_u64(r.try_get(5)?),
+                    },
+                ))
+            },
+        )?;
+        let beats = collect(
+            query(
+                &tx,
+                "SELECT replica, beat_at FROM presence_replicas ORDER BY replica",
+                &[],
+            )
+            .await?,
+            |r| Ok((r.try_get(0)?, to_u64(r.try_get(1)?))),
+        )?;
+        tx.commit().await?;
+        Ok(PresenceChanges {
+            now_ms: to_u64(now),
+            rows,
+            beats,
+        })
     }
 
     async fn lease(&self, name: &str) -> Result<Option<LeaseRow>> {

@@ -18,9 +18,10 @@ use crate::columns::{HOST_COLUMNS, SECRET_COLUMNS};
 use crate::group::GroupWriter;
 use crate::{
     AppVersionRow, AuditRow, Enrolled, EventCounts, EventRetention, EventRow, HostRow, HostState,
-    HostStatusRow, InventoryChange, JoinTokenRow, LeaseRow, ManifestHead, ManifestRow, ReportBatch,
-    ReportCursor, ReportRecorded, ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot,
-    Store, StoreError, TokenRefusal, TokenRow, Write, check_holder, lease_expiry,
+    HostStatusRow, InventoryChange, JoinTokenRow, LeaseRow, ManifestHead, ManifestRow,
+    PresenceChanges, PresenceRow, PresenceSeen, ReportBatch, ReportCursor, ReportRecorded,
+    ResourceRow, Result, RolloutRow, SecretHead, SecretRow, Snapshot, Store, StoreError,
+    TokenRefusal, TokenRow, Write, check_holder, lease_expiry, millis,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -33,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_host_labels.sql"),
     include_str!("../migrations/sqlite/0008_manifest_changes.sql"),
     include_str!("../migrations/sqlite/0009_leases.sql"),
+    include_str!("../migrations/sqlite/0010_presence.sql"),
 ];
 const READERS: usize = 4;
 
@@ -45,6 +47,16 @@ const ACQUIRE_LEASE: &str = "INSERT INTO leases (name, holder, fence, expires_at
          expires_at = excluded.expires_at
      WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4
      RETURNING fence";
+
+/// The store's clock: the machine's, in milliseconds since the Unix epoch.
+const NOW_MS: &str = "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
+
+/// A replica's record of a host, at the next presence-change number (`?6`).
+const PUT_PRESENCE: &str = "INSERT INTO presence (replica, host, site, polls, seen_at, change)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+     ON CONFLICT (replica, host) DO UPDATE SET
+         site = excluded.site, polls = excluded.polls, seen_at = excluded.seen_at,
+         change = excluded.change";
 
 /// A release keeps the row, and so the fence: the next holder's is higher.
 const RELEASE_LEASE: &str =
@@ -1011,6 +1023,87 @@ impl Store for SqliteStore {
                 )?
                 .query_row([name], lease_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn put_presence(
+        &self,
+        replica: &str,
+        seen: Vec<PresenceSeen>,
+        forget_after: std::time::Duration,
+    ) -> Result<u64> {
+        check_holder(replica)?;
+        let replica = replica.to_owned();
+        let writer = self.writer.clone();
+        blocking(move || {
+            let mut conn = writer.lock().map_err(|_| poisoned())?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let now: i64 = tx.query_row(NOW_MS, [], |r| r.get(0))?;
+            let forget_before = now.saturating_sub(millis(forget_after));
+            tx.prepare_cached(
+                "DELETE FROM presence WHERE replica IN
+                     (SELECT replica FROM presence_replicas WHERE beat_at < ?1 AND replica <> ?2)",
+            )?
+            .execute(params![forget_before, replica])?;
+            tx.prepare_cached(
+                "DELETE FROM presence_replicas WHERE beat_at < ?1 AND replica <> ?2",
+            )?
+            .execute(params![forget_before, replica])?;
+            tx.prepare_cached(
+                "INSERT INTO presence_replicas (replica, beat_at) VALUES (?1, ?2)
+                 ON CONFLICT (replica) DO UPDATE SET beat_at = excluded.beat_at",
+            )?
+            .execute(params![replica, now])?;
+            let last: i64 =
+                tx.query_row("SELECT COALESCE(MAX(change), 0) FROM presence", [], |r| {
+                    r.get(0)
+                })?;
+            {
+                let mut put = tx.prepare_cached(PUT_PRESENCE)?;
+                for (change, s) in (last.saturating_add(1)..).zip(seen) {
+                    let seen_at = now.saturating_sub(to_i64(s.seen_ago_ms)).max(0);
+                    put.execute(params![replica, s.host, s.site, s.polls, seen_at, change])?;
+                }
+            }
+            tx.commit()?;
+            Ok(to_u64(now))
+        })
+        .await
+    }
+
+    async fn presence_changes(&self, after: u64, limit: u32) -> Result<PresenceChanges> {
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction()?;
+            let now: i64 = tx.query_row(NOW_MS, [], |r| r.get(0))?;
+            let rows = tx
+                .prepare_cached(
+                    "SELECT change, replica, host, site, polls, seen_at FROM presence
+                     WHERE change > ?1 ORDER BY change LIMIT ?2",
+                )?
+                .query_map(params![to_i64(after), limit], |r| {
+                    Ok((
+                        to_u64(r.get(0)?),
+                        PresenceRow {
+                            replica: r.get(1)?,
+                            host: r.get(2)?,
+                            site: r.get(3)?,
+                            polls: r.get(4)?,
+                            seen_at_ms: to_u64(r.get(5)?),
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let beats = tx
+                .prepare_cached("SELECT replica, beat_at FROM presence_replicas ORDER BY replica")?
+                .query_map([], |r| Ok((r.get(0)?, to_u64(r.get(1)?))))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(PresenceChanges {
+                now_ms: to_u64(now),
+                rows,
+                beats,
+            })
         })
         .await
     }

@@ -7,6 +7,7 @@ pub mod feed;
 pub mod inventory;
 pub mod labels;
 pub mod lease;
+pub mod presence;
 pub mod revision;
 pub mod rollout;
 pub mod secrets;

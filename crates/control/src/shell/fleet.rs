@@ -13,17 +13,26 @@
 //! read at once, so a wake-up usually takes one round trip rather than up to a period. With SQLite (one control plane) the feed only
 //! repeats this process's own commits, which `publish` ignores; it is followed anyway: one
 //! indexed read per period, and one code path whatever the backend.
+//!
+//! Presence is shared the same way: this process keeps its own hosts' open polls and last
+//! requests in memory (the truth for this replica, at once), writes what changed of them to the
+//! store with a heartbeat once a second in one write ([`Fleet::flush_presence`]), and follows
+//! the other replicas' records by presence-change number ([`Fleet::follow_presence`]). Its
+//! readers ([`Fleet::host_connected`], [`Fleet::connectivity`]) judge both with
+//! `core::presence`, on the store's clock, and read no store themselves.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atoll_store::{Store, StoreError};
+use atoll_store::{PresenceRow, PresenceSeen, Store, StoreError};
 use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 
 use super::hostbook::HostBook;
 use crate::core;
+pub use crate::core::presence::Connectivity;
+use crate::core::presence::{Record, Written};
 
 /// How often the fleet reads the manifests other replicas committed: a commit anywhere wakes
 /// the long-polls waiting here within this, plus one read.
@@ -32,9 +41,13 @@ pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 /// in pages).
 const FOLLOW_PAGE: u32 = 10_000;
 
-/// A host counts as connected while it holds a long-poll open, or for this long after its last
-/// request (a long-poll ends and the next begins within a round trip).
-const CONNECTED_GRACE: Duration = Duration::from_secs(45);
+/// How often this replica writes its presence (with its heartbeat) and reads the others'.
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+/// How many presence records one read takes at most.
+const PRESENCE_PAGE: u32 = 10_000;
+/// A replica silent this long is forgotten, its records with it, by the next write of any
+/// other: long past the grace, so nothing it said still counts.
+const FORGET_REPLICAS_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug)]
 pub struct Fleet {
@@ -42,7 +55,13 @@ pub struct Fleet {
     /// Each site's newest manifest committed by this process: revision and how a long-poll
     /// answers it.
     manifests: Mutex<HashMap<String, (u64, Published)>>,
+    /// The hosts in touch with this replica: its own truth, written to the store.
     presence: Mutex<HashMap<String, Presence>>,
+    /// The other replicas' records, following the store. Locked after `presence` when both are.
+    shared: Mutex<Shared>,
+    /// This process's name in the store's presence records: random, so a restarted process
+    /// never takes a dead one's records for its own.
+    replica: String,
     /// Which site each host belongs to, following the store.
     hosts: Arc<HostBook>,
     /// When this control plane started: presence is only known from then on.
@@ -57,11 +76,30 @@ impl Default for Fleet {
             revisions: Mutex::default(),
             manifests: Mutex::default(),
             presence: Mutex::default(),
+            shared: Mutex::default(),
+            replica: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
             hosts: Arc::default(),
             started: Instant::now(),
             followed: Mutex::default(),
         }
     }
+}
+
+/// What the store says of the other replicas' presence.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The highest presence-change number followed.
+    followed: u64,
+    /// Every other replica's record of each host, by host.
+    rows: HashMap<String, Vec<PresenceRow>>,
+    /// Each replica's last heartbeat, on the store's clock.
+    beats: HashMap<String, u64>,
+    /// The store's clock at the last read, and this process's clock then: the store's now is
+    /// estimated from them. None before the first read (a fleet with no store).
+    clock: Option<(u64, Instant)>,
+    /// The store held a record that counted, or another live replica, at the first read: then
+    /// this replica trusts the records rather than presume unknown sites connected.
+    knew_at_start: bool,
 }
 
 /// A committed manifest, ready for the long-polls it wakes.
@@ -94,6 +132,13 @@ struct Presence {
     site: String,
     last_seen: Instant,
     open_polls: u32,
+    /// What was last written of it to the store.
+    written: Option<Written>,
+}
+
+/// Milliseconds of a duration, as the presence rules count them.
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Fleet {
@@ -108,6 +153,18 @@ impl Fleet {
             fleet.publish(&head.site, head.revision, &head.hash);
         }
         fleet.hosts.follow(store).await?;
+        fleet.follow_presence(store).await?;
+        let now = fleet.now_ms();
+        let mut shared = fleet.lock_shared();
+        let knew = shared.beats.iter().any(|(replica, beat)| {
+            *replica != fleet.replica && core::presence::alive(Some(*beat), now)
+        }) || shared
+            .rows
+            .values()
+            .flatten()
+            .any(|row| core::presence::counts(&shared.record(row, &fleet.replica, now), now));
+        shared.knew_at_start = knew;
+        drop(shared);
         Ok(fleet)
     }
 
@@ -224,11 +281,12 @@ impl Fleet {
 
     /// Marks a host as seen now. `polling` holds the mark while a long-poll is open.
     pub fn seen(&self, host: &str, site: &str) {
-        let mut presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        let mut presence = self.lock_presence();
         let entry = presence.entry(host.to_owned()).or_insert_with(|| Presence {
             site: site.to_owned(),
             last_seen: Instant::now(),
             open_polls: 0,
+            written: None,
         });
         entry.last_seen = Instant::now();
         entry.site = site.to_owned();
@@ -241,65 +299,203 @@ impl Fleet {
     }
 
     fn adjust(&self, host: &str, delta: i32) {
-        let mut presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        let mut presence = self.lock_presence();
         if let Some(p) = presence.get_mut(host) {
             p.open_polls = p.open_polls.saturating_add_signed(delta);
             p.last_seen = Instant::now();
         }
     }
 
-    /// Whether the host holds a long-poll open right now.
-    pub fn polling_now(&self, host: &str) -> bool {
-        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        presence.get(host).is_some_and(|p| p.open_polls > 0)
+    fn lock_presence(&self) -> std::sync::MutexGuard<'_, HashMap<String, Presence>> {
+        self.presence.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn host_connected(&self, host: &str) -> bool {
-        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        presence
-            .get(host)
-            .is_some_and(|p| p.open_polls > 0 || p.last_seen.elapsed() < CONNECTED_GRACE)
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Which sites are in touch now, in one pass over every host: for deciding about many
-    /// sites at once (a rollout step).
-    pub fn connectivity(&self) -> Connectivity {
-        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        let mut view = Connectivity {
-            connected: HashSet::new(),
-            heard_from: HashSet::new(),
-            starting: self.started.elapsed() < CONNECTED_GRACE,
-        };
-        for p in presence.values() {
-            if p.open_polls > 0 || p.last_seen.elapsed() < CONNECTED_GRACE {
-                view.connected.insert(p.site.clone());
-            }
-            view.heard_from.insert(p.site.clone());
+    /// The store's clock now, as this process estimates it (the now of its last read plus its
+    /// own time since); before any read, milliseconds on a clock of this process's own.
+    fn now_ms(&self) -> u64 {
+        let shared = self.lock_shared();
+        match shared.clock {
+            Some((store_ms, read_at)) => store_ms.saturating_add(ms(read_at.elapsed())),
+            None => ms(self.started.elapsed()),
         }
-        view
+    }
+
+    /// This replica's record of a host, on the store's clock estimated as `now_ms`.
+    fn own_record(p: &Presence, now_ms: u64) -> Record<'_> {
+        Record {
+            site: &p.site,
+            polls: p.open_polls,
+            seen_at_ms: now_ms.saturating_sub(ms(p.last_seen.elapsed())),
+            replica_alive: true,
+        }
+    }
+
+    /// Whether the host holds a long-poll open on this replica right now.
+    pub fn polling_now(&self, host: &str) -> bool {
+        self.lock_presence()
+            .get(host)
+            .is_some_and(|p| p.open_polls > 0)
+    }
+
+    /// Whether the host is in touch with any replica: holding a long-poll open on a live one,
+    /// or heard from within the grace.
+    pub fn host_connected(&self, host: &str) -> bool {
+        let now = self.now_ms();
+        let presence = self.lock_presence();
+        if presence
+            .get(host)
+            .is_some_and(|p| core::presence::counts(&Self::own_record(p, now), now))
+        {
+            return true;
+        }
+        let shared = self.lock_shared();
+        shared.rows.get(host).is_some_and(|rows| {
+            rows.iter()
+                .any(|row| core::presence::counts(&shared.record(row, &self.replica, now), now))
+        })
+    }
+
+    /// Which sites are in touch now, with any replica, in one pass over every record: for
+    /// deciding about many sites at once (a rollout step).
+    pub fn connectivity(&self) -> Connectivity {
+        let now = self.now_ms();
+        let started_at = now.saturating_sub(ms(self.started.elapsed()));
+        let presence = self.lock_presence();
+        let shared = self.lock_shared();
+        let presuming = core::presence::presuming(ms(self.started.elapsed()), shared.knew_at_start);
+        let own = presence.values().map(|p| Self::own_record(p, now));
+        let others = shared
+            .rows
+            .values()
+            .flatten()
+            .map(|row| shared.record(row, &self.replica, now));
+        Connectivity::judge(own.chain(others), now, started_at, presuming)
+    }
+
+    /// Writes what changed of this replica's presence since the last write, with its
+    /// heartbeat, in one write; forgets the hosts silent past the grace whose last state is
+    /// written. How many host records it wrote.
+    pub async fn flush_presence(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let mut seen = Vec::new();
+        let mut written = Vec::new();
+        {
+            let presence = self.lock_presence();
+            for (host, p) in presence.iter() {
+                let now = self.written(p);
+                if core::presence::due(p.written, now) {
+                    seen.push(PresenceSeen {
+                        host: host.clone(),
+                        site: p.site.clone(),
+                        polls: p.open_polls,
+                        seen_ago_ms: ms(p.last_seen.elapsed()),
+                    });
+                    written.push((host.clone(), now));
+                }
+            }
+        }
+        store
+            .put_presence(&self.replica, seen, FORGET_REPLICAS_AFTER)
+            .await?;
+        let mut presence = self.lock_presence();
+        for (host, state) in &written {
+            if let Some(p) = presence.get_mut(host) {
+                p.written = Some(*state);
+            }
+        }
+        presence.retain(|_, p| {
+            !core::presence::forgettable(p.written, self.written(p), ms(p.last_seen.elapsed()))
+        });
+        Ok(written.len())
+    }
+
+    /// A host's state as it would be written now, on this process's monotonic clock.
+    fn written(&self, p: &Presence) -> Written {
+        Written {
+            polling: p.open_polls > 0,
+            seen_ms: ms(p.last_seen.saturating_duration_since(self.started)),
+        }
+    }
+
+    /// Reads the presence records changed (by any replica) since the last read, and every
+    /// replica's heartbeat. How many records it read.
+    pub async fn follow_presence(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let mut read = 0;
+        loop {
+            let after = self.lock_shared().followed;
+            let changes = store.presence_changes(after, PRESENCE_PAGE).await?;
+            let full = changes.rows.len() == PRESENCE_PAGE as usize;
+            read += changes.rows.len();
+            let mut shared = self.lock_shared();
+            shared.clock = Some((changes.now_ms, Instant::now()));
+            let forgotten = shared
+                .beats
+                .keys()
+                .any(|r| !changes.beats.iter().any(|(b, _)| b == r));
+            shared.beats = changes.beats.into_iter().collect();
+            for (number, row) in changes.rows {
+                shared.followed = shared.followed.max(number);
+                if row.replica == self.replica {
+                    continue;
+                }
+                let rows = shared.rows.entry(row.host.clone()).or_default();
+                match rows.iter_mut().find(|r| r.replica == row.replica) {
+                    Some(kept) => *kept = row,
+                    None => rows.push(row),
+                }
+            }
+            if forgotten {
+                let Shared { rows, beats, .. } = &mut *shared;
+                rows.retain(|_, of_host| {
+                    of_host.retain(|r| beats.contains_key(&r.replica));
+                    !of_host.is_empty()
+                });
+            }
+            if !full {
+                return Ok(read);
+            }
+        }
+    }
+
+    /// Writes this replica's presence and reads the others' every `period` until `shutdown`
+    /// turns true. A failed write or read is logged and tried again next turn; the records
+    /// not written stay due.
+    pub async fn share_presence_every(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        period: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Err(e) = self.flush_presence(store.as_ref()).await {
+                tracing::warn!(error = %e, "writing presence failed; trying again");
+            }
+            if let Err(e) = self.follow_presence(store.as_ref()).await {
+                tracing::warn!(error = %e, "reading presence failed; trying again");
+            }
+        }
     }
 }
 
-/// The sites in touch at one moment; see [`Fleet::connectivity`].
-#[derive(Debug, Clone)]
-pub struct Connectivity {
-    connected: HashSet<String>,
-    heard_from: HashSet<String>,
-    /// This control plane started less than the grace period ago.
-    starting: bool,
-}
-
-impl Connectivity {
-    /// A host of the site holds a long-poll open, or made a request within the grace period.
-    pub fn connected(&self, site: &str) -> bool {
-        self.connected.contains(site)
-    }
-
-    /// Whether a site should be taken as in touch when deciding for it (a rollout): connected,
-    /// or not heard from only because this control plane started less than the grace period
-    /// ago. A restart must not make every site look offline while agents reconnect.
-    pub fn presumed_connected(&self, site: &str) -> bool {
-        self.connected(site) || (self.starting && !self.heard_from.contains(site))
+impl Shared {
+    /// Another replica's record, judged with its heartbeat.
+    fn record<'a>(&self, row: &'a PresenceRow, own: &str, now_ms: u64) -> Record<'a> {
+        Record {
+            site: &row.site,
+            polls: row.polls,
+            seen_at_ms: row.seen_at_ms,
+            replica_alive: row.replica != own
+                && core::presence::alive(self.beats.get(&row.replica).copied(), now_ms),
+        }
     }
 }
 
@@ -392,6 +588,8 @@ mod tests {
         assert_eq!(fleet.watch("s").borrow().stored(), Some((2, "h2")));
     }
 
+    const GRACE: Duration = Duration::from_millis(core::presence::GRACE_MS);
+
     #[test]
     fn after_a_start_sites_not_yet_heard_from_are_presumed_connected_for_the_grace() {
         let fleet = Fleet::default();
@@ -401,7 +599,7 @@ mod tests {
             "views say what is known"
         );
         let old = Fleet {
-            started: Instant::now() - CONNECTED_GRACE,
+            started: Instant::now() - GRACE,
             ..Fleet::default()
         };
         assert!(!old.connectivity().presumed_connected("s"));
@@ -420,21 +618,85 @@ mod tests {
         assert!(fleet.host_connected("h"), "still within the grace period");
         assert!(!fleet.connectivity().connected("other"));
         let started_long_ago = Fleet {
-            started: Instant::now() - CONNECTED_GRACE,
+            started: Instant::now() - GRACE,
             ..Fleet::default()
         };
         started_long_ago.seen("h", "s");
         started_long_ago
-            .presence
-            .lock()
-            .unwrap()
+            .lock_presence()
             .get_mut("h")
             .unwrap()
-            .last_seen = Instant::now() - CONNECTED_GRACE;
+            .last_seen = Instant::now() - GRACE;
         let view = started_long_ago.connectivity();
         assert!(
             !view.connected("s") && !view.presumed_connected("s"),
             "silent too long"
+        );
+    }
+
+    fn sqlite() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("atoll.db")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_host_polling_another_replica_is_connected_here_once_both_share_their_presence() {
+        let (_dir, store) = sqlite();
+        let a = Fleet::from_store(&store).await.unwrap();
+        let b = Fleet::from_store(&store).await.unwrap();
+        let poll = b.polling("h", "s");
+        assert!(!a.host_connected("h") && !a.connectivity().connected("s"));
+        assert_eq!(b.flush_presence(&store).await.unwrap(), 1);
+        assert_eq!(a.follow_presence(&store).await.unwrap(), 1);
+        assert!(a.host_connected("h") && a.connectivity().connected("s"));
+        assert!(!a.polling_now("h"), "the poll is held by the other replica");
+        assert!(!a.host_connected("other"));
+
+        // Nothing changed: the next write is a heartbeat alone.
+        assert_eq!(b.flush_presence(&store).await.unwrap(), 0);
+        drop(poll);
+        assert_eq!(b.flush_presence(&store).await.unwrap(), 1, "its poll ended");
+        assert_eq!(a.follow_presence(&store).await.unwrap(), 1);
+        assert!(a.host_connected("h"), "seen within the grace");
+        // Its own records come back from the store and are not taken for another's.
+        assert_eq!(
+            b.follow_presence(&store).await.unwrap(),
+            1,
+            "its one row, as it is now"
+        );
+        assert!(b.lock_shared().rows.is_empty());
+    }
+
+    #[tokio::test]
+    async fn presence_writes_one_row_per_change_never_one_per_request() {
+        let (_dir, store) = sqlite();
+        let fleet = Fleet::from_store(&store).await.unwrap();
+        let hosts: Vec<String> = (0..1000).map(|i| format!("h{i}")).collect();
+        let polls: Vec<PollGuard<'_>> = hosts.iter().map(|h| fleet.polling(h, h)).collect();
+        assert_eq!(fleet.flush_presence(&store).await.unwrap(), 1000);
+        // Requests of hosts already written as polling, within the refresh: nothing to write.
+        for h in &hosts {
+            fleet.seen(h, h);
+        }
+        assert_eq!(fleet.flush_presence(&store).await.unwrap(), 0);
+        drop(polls);
+        assert_eq!(fleet.flush_presence(&store).await.unwrap(), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_replica_joining_live_ones_trusts_their_records_rather_than_presume() {
+        let (_dir, store) = sqlite();
+        let first = Fleet::from_store(&store).await.unwrap();
+        assert!(
+            first.connectivity().presumed_connected("s"),
+            "the first replica of a control plane presumes"
+        );
+        first.flush_presence(&store).await.unwrap();
+        let joining = Fleet::from_store(&store).await.unwrap();
+        assert!(
+            !joining.connectivity().presumed_connected("s"),
+            "another replica is alive and has not heard of s"
         );
     }
 }

@@ -27,6 +27,7 @@ pub mod service;
 pub mod shared_keys;
 pub mod signing;
 mod sites;
+pub mod tickets;
 pub mod tls;
 pub mod vault;
 
@@ -171,7 +172,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &shared_keys::noted(&pki.ca_fingerprint, &signer.public_key()),
     )
     .await?;
-    let tls = TlsAcceptor::from(pki.server_config()?);
+    let tls = TlsAcceptor::from(pki.server_config(tickets::SharedTicketer::shared(&vault))?);
     let ca_fingerprint = pki.ca_fingerprint.clone();
     let listener = TcpListener::bind(config.listen)
         .await
@@ -205,6 +206,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store.clone(),
         fleet::FOLLOW_EVERY,
         hint,
+        stop.clone(),
+    ));
+    tokio::spawn(fleet.clone().share_presence_every(
+        store.clone(),
+        fleet::PRESENCE_EVERY,
         stop.clone(),
     ));
     let holder = rollouts::holder_id();

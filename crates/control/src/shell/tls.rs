@@ -13,6 +13,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::ServerConfig;
+use rustls::server::ProducesTickets;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
@@ -215,8 +216,11 @@ impl Pki {
 
     /// The server's TLS settings. Client certificates are optional at this layer (users come
     /// with tokens, new hosts with join tokens); when one is presented it must chain to the CA,
-    /// and the agent routes require it.
-    pub fn server_config(&self) -> Result<Arc<ServerConfig>, PkiError> {
+    /// and the agent routes require it. Session tickets are made and opened by `ticketer`.
+    pub fn server_config(
+        &self,
+        ticketer: Arc<dyn ProducesTickets>,
+    ) -> Result<Arc<ServerConfig>, PkiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone())?;
@@ -238,8 +242,9 @@ impl Pki {
         // Agents reconnecting (after a restart of either side, or for a report once their idle
         // connection closed) resume their session with a ticket instead of a full handshake
         // with certificate checks. Tickets are stateless, so ten thousand sites cost no memory
-        // here; the resumed session keeps the client certificate, so identities hold.
-        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        // here; the resumed session keeps the client certificate, so identities hold. Every
+        // replica opens every other's tickets (`shell::tickets`).
+        config.ticketer = ticketer;
         Ok(Arc::new(config))
     }
 }
@@ -279,7 +284,11 @@ mod tests {
         let second = Pki::load_or_create(dir.path(), &names).unwrap();
         assert_eq!(first.ca_pem, second.ca_pem);
         assert_eq!(first.ca_fingerprint.len(), 64);
-        first.server_config().unwrap();
+        first
+            .server_config(crate::shell::tickets::SharedTicketer::shared(
+                &crate::shell::vault::Vault::from_key([1; 32]),
+            ))
+            .unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

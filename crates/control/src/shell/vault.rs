@@ -91,6 +91,13 @@ impl Vault {
         }
     }
 
+    /// A key of its own for `label`, from the master key (HKDF-SHA256, the label as salt): the
+    /// same on every replica given this master key, and telling nothing of it or of another
+    /// label's key. The TLS session tickets' keys come from it (`shell::tickets`).
+    pub fn derive(&self, label: &[u8]) -> ring::hkdf::Prk {
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, label).extract(&self.key)
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
