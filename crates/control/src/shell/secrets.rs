@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use atoll_api::agent::HostStatus;
-use atoll_api::secret::{Generate, SecretSiteView, SecretView, SetSecretRequest};
+use atoll_api::secret::{Generate, SecretView, SetSecretRequest};
 use atoll_api::{Manifest, SealedSecret};
 use atoll_spec::Diagnostic;
 use atoll_spec::names::{check_name, check_secret_key};
@@ -16,6 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use super::service::{ControlPlane, Error};
 use crate::core::apply::plan_secret;
 use crate::core::secrets::{self, Change, SecretMeta, SecretValues};
+use crate::core::views::{self, Observed};
 
 /// The largest value one key may hold.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -139,53 +139,14 @@ impl ControlPlane {
     pub async fn secret_views(&self, only: Option<&str>) -> Result<Vec<SecretView>, Error> {
         let (state, versions) = self.load(&[]).await?;
         let rows = self.store.secrets().await?;
-        let statuses: BTreeMap<String, (String, HostStatus)> =
-            super::reports::reported(self.store.as_ref())
-                .await?
-                .into_iter()
-                .map(|(host, site, status)| (host, (site, status)))
-                .collect();
-        let mut out = Vec::new();
-        for row in rows.iter().filter(|r| only.is_none_or(|o| o == r.name)) {
-            let meta = state.secrets.get(&row.name).cloned().unwrap_or_default();
-            let mut sites = Vec::new();
-            for entry in state.sites.values() {
-                let site = &entry.value;
-                let refs: Vec<_> = state
-                    .placements(site, &versions)
-                    .iter()
-                    .flat_map(|p| p.application.services.iter())
-                    .flat_map(|s| s.secrets.iter())
-                    .filter(|r| r.name == row.name)
-                    .cloned()
-                    .collect();
-                let Some(version) = refs
-                    .iter()
-                    .filter_map(|r| secrets::resolve(&state.secrets, r, &site.name).ok())
-                    .map(|m| m.version)
-                    .max()
-                else {
-                    continue;
-                };
-                let hosts = statuses
-                    .iter()
-                    .filter(|(_, (s, _))| *s == site.name)
-                    .filter_map(|(h, (_, st))| Some((h.clone(), *st.secrets.get(&row.name)?)))
-                    .collect();
-                sites.push(SecretSiteView {
-                    site: site.name.clone(),
-                    version,
-                    hosts,
-                });
-            }
-            out.push(SecretView {
-                name: row.name.clone(),
-                version: meta.version,
-                updated_at: row.updated_at.clone(),
-                keys: meta.key_views(),
-                sites,
-            });
-        }
+        let hosts = self.store.hosts().await?;
+        let statuses = super::reports::statuses(self.store.as_ref()).await?;
+        let observed = Observed::new(&hosts, &statuses);
+        let out: Vec<SecretView> = rows
+            .iter()
+            .filter(|r| only.is_none_or(|o| o == r.name))
+            .map(|row| views::secrets::secret(row, &state, &versions, &observed))
+            .collect();
         if let Some(name) = only
             && out.is_empty()
         {

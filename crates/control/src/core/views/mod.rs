@@ -18,6 +18,7 @@ pub mod applications;
 pub mod deployments;
 pub mod hosts;
 pub mod rollouts;
+pub mod secrets;
 pub mod sites;
 
 /// A stored resource as the API shows it.
