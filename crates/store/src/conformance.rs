@@ -21,6 +21,7 @@ macro_rules! conformance_suite {
             resources_update_in_place_and_delete,
             app_versions_are_immutable,
             manifest_revisions_only_grow,
+            a_commit_of_thousands_of_manifests_stores_each_in_the_order_written,
             every_manifest_write_takes_the_next_manifest_change_number,
             snapshot_is_consistent,
             tokens_are_found_by_hash,
@@ -216,6 +217,34 @@ pub async fn manifest_revisions_only_grow(store: &dyn Store) {
     assert!(store.commit(2, vec![manifest("s", 1)]).await.is_err());
     let m = store.manifest("s").await.unwrap().unwrap();
     assert_eq!((m.revision, m.hash.as_str()), (2, "hash-2"));
+}
+
+/// A fleet-wide change: thousands of manifests in one commit, in pages, each taking the next
+/// change number in the order written; a site written twice in one commit keeps the second;
+/// a revision going back anywhere refuses the whole commit.
+pub async fn a_commit_of_thousands_of_manifests_stores_each_in_the_order_written(
+    store: &dyn Store,
+) {
+    let sites: Vec<String> = (0..2_500).map(|i| format!("s{:04}", 2_499 - i)).collect();
+    let mut writes: Vec<Write> = sites.iter().map(|s| manifest(s, 1)).collect();
+    writes.extend([manifest("twice", 1), manifest("twice", 2)]);
+    store.commit(0, writes).await.unwrap();
+    let changes = store.manifest_changes(0, 10_000).await.unwrap();
+    let order: Vec<&str> = changes.iter().map(|(_, h)| h.site.as_str()).collect();
+    let mut written: Vec<&str> = sites.iter().map(String::as_str).collect();
+    written.push("twice");
+    assert_eq!(order, written);
+    assert!(changes.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(store.manifest("twice").await.unwrap().unwrap().revision, 2);
+
+    let mut writes: Vec<Write> = sites.iter().map(|s| manifest(s, 2)).collect();
+    writes[1_700] = manifest(&sites[1_700], 1);
+    assert!(store.commit(1, writes).await.is_err());
+    assert_eq!(
+        store.manifest(&sites[0]).await.unwrap().unwrap().revision,
+        1
+    );
+    assert_eq!(store.version().await.unwrap(), 1);
 }
 
 /// What another replica's fleet follows: every manifest written, in the order written, once

@@ -56,6 +56,9 @@ use crate::{
     TokenRefusal, TokenRow, Write, check_holder, lease_expiry, millis,
 };
 
+/// Manifests stored per statement: a fleet-wide change of ten thousand sites is ten pages.
+const MANIFEST_PAGE: usize = 1000;
+
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_manifest_changes.sql"),
@@ -412,6 +415,69 @@ async fn version_of(tx: &Transaction<'_>, lock: bool) -> Result<u64> {
     Ok(to_u64(row.try_get(0)?))
 }
 
+/// Stores `manifests` in one statement, each taking the next manifest-change number, after
+/// checking in one read that no revision goes back. A site twice in one page would be one row
+/// updated twice by one statement, which PostgreSQL refuses: such a page is stored a
+/// manifest at a time, in order, so the second must grow from the first.
+async fn put_manifests(tx: &Transaction<'_>, manifests: &[ManifestRow]) -> Result<()> {
+    let mut sites: Vec<&str> = manifests.iter().map(|m| m.site.as_str()).collect();
+    sites.sort_unstable();
+    sites.dedup();
+    if sites.len() < manifests.len() {
+        for m in manifests {
+            put_distinct_manifests(tx, std::slice::from_ref(m), &[&m.site]).await?;
+        }
+        return Ok(());
+    }
+    put_distinct_manifests(tx, manifests, &sites).await
+}
+
+/// [`put_manifests`] of a page whose `sites` are all different.
+async fn put_distinct_manifests(
+    tx: &Transaction<'_>,
+    manifests: &[ManifestRow],
+    sites: &[&str],
+) -> Result<()> {
+    let stored: BTreeMap<String, i64> = tx
+        .query(
+            "SELECT site, revision FROM manifests WHERE site = ANY($1)",
+            &[&sites],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()?;
+    for m in manifests {
+        if let Some(stored) = stored.get(&m.site).filter(|s| to_u64(**s) >= m.revision) {
+            return Err(StoreError::Corrupt(format!(
+                "manifest revision for site {} would go from {stored} to {}; revisions only grow",
+                m.site, m.revision
+            )));
+        }
+    }
+    let column = |f: fn(&ManifestRow) -> &str| -> Vec<&str> { manifests.iter().map(f).collect() };
+    let revisions: Vec<i64> = manifests.iter().map(|m| to_i64(m.revision)).collect();
+    execute(
+        tx,
+        "INSERT INTO manifests (site, revision, hash, body, updated_at, changed)
+         SELECT site, revision, hash, body, updated_at, nextval('manifest_change')
+         FROM (SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])
+                   WITH ORDINALITY AS m(site, revision, hash, body, updated_at, n)
+               ORDER BY n) AS ordered
+         ON CONFLICT (site) DO UPDATE SET revision = excluded.revision, hash = excluded.hash,
+             body = excluded.body, updated_at = excluded.updated_at, changed = excluded.changed",
+        &[
+            &column(|m| &m.site),
+            &revisions,
+            &column(|m| &m.hash),
+            &column(|m| &m.body),
+            &column(|m| &m.updated_at),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
     match write {
         Write::PutResource(r) => {
@@ -477,29 +543,7 @@ async fn apply_write(tx: &Transaction<'_>, write: Write) -> Result<()> {
         Write::DeleteAppVersions { name } => {
             execute(tx, "DELETE FROM app_versions WHERE name = $1", &[&name]).await?;
         }
-        Write::PutManifest(m) => {
-            let stored = query_opt(
-                tx,
-                "SELECT revision FROM manifests WHERE site = $1",
-                &[&m.site],
-            )
-            .await?
-            .map(|r| r.try_get::<_, i64>(0))
-            .transpose()?;
-            if let Some(stored) = stored.filter(|s| to_u64(*s) >= m.revision) {
-                return Err(StoreError::Corrupt(format!(
-                    "manifest revision for site {} would go from {stored} to {}; revisions only grow",
-                    m.site, m.revision
-                )));
-            }
-            execute(
-                tx,
-                "INSERT INTO manifests (site, revision, hash, body, updated_at, changed) VALUES ($1, $2, $3, $4, $5, nextval('manifest_change'))
-                 ON CONFLICT (site) DO UPDATE SET revision = $2, hash = $3, body = $4, updated_at = $5, changed = excluded.changed",
-                &[&m.site, &to_i64(m.revision), &m.hash, &m.body, &m.updated_at],
-            )
-            .await?;
-        }
+        Write::PutManifest(m) => put_manifests(tx, std::slice::from_ref(&m)).await?,
         Write::PutToken(t) => {
             execute(
                 tx,
@@ -793,7 +837,23 @@ impl Store for PostgresStore {
             // Delivered when the transaction commits, never if it does not.
             execute(&tx, "SELECT pg_notify($1, '')", &[&pg_listen::CHANNEL]).await?;
         }
-        for write in writes {
+        // Manifests only PutManifest writes, so they go in one statement a page, whatever their
+        // place among the others: a fleet-wide change is ten thousand of them, and a statement
+        // each cost two round trips each.
+        let (manifests, others): (Vec<Write>, Vec<Write>) = writes
+            .into_iter()
+            .partition(|w| matches!(w, Write::PutManifest(_)));
+        let manifests: Vec<ManifestRow> = manifests
+            .into_iter()
+            .filter_map(|w| match w {
+                Write::PutManifest(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        for page in manifests.chunks(MANIFEST_PAGE) {
+            put_manifests(&tx, page).await?;
+        }
+        for write in others {
             apply_write(&tx, write).await?;
         }
         let next = actual + 1;
