@@ -4,8 +4,9 @@
 //! The manifest carries what the decision needs (each deployment's host selector, the services'
 //! requirements and resources, the device classes they name, the hosts' labels); this host adds
 //! its own inventory as it is now. The decision is `atoll_api::placement::place`, the same
-//! function the control plane runs: a replica this host does not qualify for is not run here,
-//! and the reason is said once. A device whose node went missing still counts, and stays mapped,
+//! function the control plane runs, with this host alone and no previous placement (alone, a
+//! host has nowhere to move a replica to): a replica this host does not qualify for is not run
+//! here, and the reason is said once. A device whose node went missing still counts, and stays mapped,
 //! while the agent keeps it (the device grace), so a flapping cable replaces no container.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +14,7 @@ use std::path::Path;
 
 use atoll_api::host::{Host, Inventory};
 use atoll_api::manifest::{DeviceClass, Manifest, ManifestService};
-use atoll_api::placement::{self, ServiceWant, Want};
+use atoll_api::placement::{self, Previous, ServiceWant, Want};
 use atoll_runtime::{DeviceMapping, GpuRequest};
 use atoll_spec::Selector;
 use atoll_spec::application::Mode;
@@ -71,7 +72,12 @@ pub fn for_host(
         })
         .collect();
     let classes = &manifest.content.device_classes;
-    let decision = placement::place(std::slice::from_ref(&me), classes, &wants);
+    let decision = placement::place(
+        std::slice::from_ref(&me),
+        classes,
+        &wants,
+        &Previous::default(),
+    );
     unplaced.extend(decision.unplaced.clone());
     let mut replicas = desired_with_devices(site, manifest, files_dir, |_, service| {
         devices_for(service, &me, classes, host_root)

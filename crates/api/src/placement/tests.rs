@@ -1,8 +1,11 @@
-use proptest::prelude::*;
-
 use super::*;
 use crate::host::{Device, Inventory};
 use crate::manifest::DeviceRule;
+
+/// The decision from nothing running, as the control plane makes it.
+fn fresh(hosts: &[Host], classes: &[DeviceClass], wants: &[Want<'_>]) -> Decision {
+    place(hosts, classes, wants, &Previous::default())
+}
 
 fn camera_class() -> DeviceClass {
     DeviceClass {
@@ -86,7 +89,7 @@ fn the_users_sentence_places_on_the_medium_host_with_a_camera() {
     let medium = [host("h1", 4, 8, &["/dev/video0"], &[("size", "medium")])];
     let small = [host("h2", 4, 8, &["/dev/video0"], &[("size", "small")])];
     let none = [host("h3", 4, 8, &["/dev/ttyUSB0"], &[("size", "large")])];
-    let placed = place(&medium, &classes, std::slice::from_ref(&want));
+    let placed = fresh(&medium, &classes, std::slice::from_ref(&want));
     assert_eq!(
         placed.placed["vision"],
         vec![Assignment {
@@ -95,12 +98,12 @@ fn the_users_sentence_places_on_the_medium_host_with_a_camera() {
             host: "h1".into()
         }]
     );
-    let d = place(&small, &classes, std::slice::from_ref(&want));
+    let d = fresh(&small, &classes, std::slice::from_ref(&want));
     assert_eq!(
         d.unplaced["vision"],
         "no host can run service detect: h2 does not match placement.hosts (size in (medium, large, xlarge))"
     );
-    let d = place(&none, &classes, std::slice::from_ref(&want));
+    let d = fresh(&none, &classes, std::slice::from_ref(&want));
     assert_eq!(
         d.unplaced["vision"],
         "no host with device class camera (h3 has: serial)"
@@ -125,7 +128,7 @@ fn a_site_without_hosts_places_only_what_asks_nothing_of_hosts() {
         hosts: None,
         services: vec![service("cam", 1, &requires)],
     };
-    let d = place(&[], &[camera_class()], &[free, needy]);
+    let d = fresh(&[], &[camera_class()], &[free, needy]);
     assert_eq!(d.placed["a"], vec![]);
     assert!(d.unplaced["b"].starts_with("no host enrolled yet"));
 }
@@ -143,7 +146,7 @@ fn capacity_is_what_the_replicas_placed_before_reserve() {
         }],
     };
     let hosts = [host("h1", 2, 4, &[], &[])];
-    let d = place(&hosts, &[], &[big("a"), big("b")]);
+    let d = fresh(&hosts, &[], &[big("a"), big("b")]);
     assert!(d.placed.contains_key("a"));
     assert_eq!(
         d.unplaced["b"],
@@ -176,7 +179,7 @@ fn a_deployment_is_placed_whole_or_not_at_all() {
             ..service("tiny", 1, &plain)
         }],
     };
-    let d = place(&[host("h1", 4, 4, &[], &[])], &[], &[want, small]);
+    let d = fresh(&[host("h1", 4, 4, &[], &[])], &[], &[want, small]);
     assert!(d.unplaced.contains_key("a"));
     assert!(
         d.placed.contains_key("b"),
@@ -193,7 +196,7 @@ fn replicas_spread_over_qualifying_hosts() {
         services: vec![service("web", 3, &plain)],
     };
     let hosts = [host("h1", 4, 8, &[], &[]), host("h2", 4, 8, &[], &[])];
-    let d = place(&hosts, &[], &[want]);
+    let d = fresh(&hosts, &[], &[want]);
     let on: Vec<&str> = d.placed["a"].iter().map(|a| a.host.as_str()).collect();
     assert_eq!(on, ["h1", "h2", "h1"]);
 }
@@ -214,7 +217,7 @@ fn every_host_runs_one_replica_on_each_qualifying_host() {
         host("h2", 4, 8, &[], &[]),
         host("h3", 4, 8, &["/dev/video2"], &[]),
     ];
-    let d = place(&hosts, &[camera_class()], &[want]);
+    let d = fresh(&hosts, &[camera_class()], &[want]);
     let on: Vec<(u32, &str)> = d.placed["a"]
         .iter()
         .map(|a| (a.index, a.host.as_str()))
@@ -234,19 +237,19 @@ fn labels_and_architecture_are_required_as_written() {
         hosts: None,
         services: vec![service("web", 1, &requires)],
     };
-    let unlabelled = place(
+    let unlabelled = fresh(
         &[host("h1", 4, 8, &[], &[])],
         &[],
         std::slice::from_ref(&want),
     );
     assert!(unlabelled.unplaced["a"].contains("h1 lacks label zone=till"));
-    let other = place(
+    let other = fresh(
         &[host("h1", 4, 8, &[], &[("zone", "back")])],
         &[],
         std::slice::from_ref(&want),
     );
     assert!(other.unplaced["a"].contains("h1 has label zone=back, not zone=till"));
-    let amd = place(
+    let amd = fresh(
         &[host("h1", 4, 8, &[], &[("zone", "till")])],
         &[],
         std::slice::from_ref(&want),
@@ -254,7 +257,7 @@ fn labels_and_architecture_are_required_as_written() {
     assert!(amd.unplaced["a"].contains("h1 is amd64, not arm64"));
     let mut arm = host("h1", 4, 8, &[], &[("zone", "till")]);
     arm.inventory.arch = "aarch64".into();
-    assert!(place(&[arm], &[], &[want]).placed.contains_key("a"));
+    assert!(fresh(&[arm], &[], &[want]).placed.contains_key("a"));
 }
 
 #[test]
@@ -267,7 +270,7 @@ fn an_agent_that_cannot_honour_a_requirement_keeps_the_deployment_off_its_site()
     };
     let mut old = host("h1", 4, 8, &["/dev/video0"], &[]);
     old.inventory.capabilities.clear();
-    let d = place(
+    let d = fresh(
         &[old.clone()],
         &[camera_class()],
         std::slice::from_ref(&want),
@@ -277,7 +280,7 @@ fn an_agent_that_cannot_honour_a_requirement_keeps_the_deployment_off_its_site()
         "the agent on h1 cannot check host requirements; upgrade it"
     );
     old.inventory.capabilities = vec![capability::HOST_PLACEMENT.into()];
-    let d = place(&[old], &[camera_class()], &[want]);
+    let d = fresh(&[old], &[camera_class()], &[want]);
     assert_eq!(
         d.unplaced["a"],
         "the agent on h1 cannot map devices; upgrade it"
@@ -285,7 +288,7 @@ fn an_agent_that_cannot_honour_a_requirement_keeps_the_deployment_off_its_site()
     let plain = Requires::default();
     let mut today = host("h1", 4, 8, &[], &[]);
     today.inventory.capabilities.clear();
-    let d = place(
+    let d = fresh(
         &[today],
         &[],
         &[Want {
@@ -311,155 +314,11 @@ fn a_device_going_missing_still_counts_while_the_agent_keeps_it() {
     let mut h = host("h1", 4, 8, &["/dev/video0"], &[]);
     h.inventory.devices[0].missing_since = Some("2026-12-03T10:00:00Z".into());
     assert!(
-        place(&[h], &[camera_class()], &[want])
+        fresh(&[h], &[camera_class()], &[want])
             .placed
             .contains_key("a")
     );
 }
 
-/// A random site: hosts with random capacity, labels and devices; deployments with random
-/// requirements.
-/// One service: replicas, deployment index, requirements, every host, CPU, memory.
-type Drawn = (u8, u8, Requires, bool, u64, u64);
-
-fn arbitrary_site() -> impl Strategy<Value = (Vec<Host>, Vec<Drawn>)> {
-    let one_host = (1u32..8, 1u64..16, any::<bool>(), any::<bool>(), 0u8..3).prop_map(
-        |(cpus, mem, camera, serial, size)| {
-            let mut devices = Vec::new();
-            if camera {
-                devices.push("/dev/video0");
-            }
-            if serial {
-                devices.push("/dev/ttyUSB0");
-            }
-            let size = ["small", "medium", "large"][usize::from(size)];
-            (cpus, mem, devices, size)
-        },
-    );
-    let service = (
-        1u8..4,
-        0u8..3,
-        any::<bool>(),
-        proptest::option::of(0u8..3),
-        any::<bool>(),
-        0u64..3000,
-        0u64..(6u64 << 30),
-    )
-        .prop_map(|(replicas, deployment, camera, size, every, cpu, memory)| {
-            let requires = Requires {
-                devices: if camera {
-                    vec!["camera".into()]
-                } else {
-                    vec![]
-                },
-                host_labels: size
-                    .map(|s| {
-                        (
-                            "size".to_owned(),
-                            ["small", "medium", "large"][usize::from(s)].to_owned(),
-                        )
-                    })
-                    .into_iter()
-                    .collect(),
-                arch: None,
-            };
-            (replicas, deployment, requires, every, cpu, memory)
-        });
-    (
-        proptest::collection::vec(one_host, 0..4),
-        proptest::collection::vec(service, 1..6),
-    )
-        .prop_map(|(hosts, services)| {
-            let hosts = hosts
-                .into_iter()
-                .enumerate()
-                .map(|(i, (cpus, mem, devices, size))| {
-                    host(&format!("h{i}"), cpus, mem, &devices, &[("size", size)])
-                })
-                .collect();
-            (hosts, services)
-        })
-}
-
-fn wants(services: &[Drawn]) -> Vec<Want<'_>> {
-    let names = ["d0", "d1", "d2"];
-    let mut out: Vec<Want<'_>> = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let services: Vec<ServiceWant<'_>> = services
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| usize::from(s.1) == i)
-            .map(
-                |(j, (replicas, _, requires, every, cpu, memory))| ServiceWant {
-                    name: ["s0", "s1", "s2", "s3", "s4", "s5"][j],
-                    replicas: u32::from(*replicas),
-                    every_host: *every,
-                    requires: requires.clone(),
-                    cpu_millis: *cpu,
-                    memory: *memory,
-                },
-            )
-            .collect();
-        if !services.is_empty() {
-            out.push(Want {
-                deployment: name,
-                hosts: None,
-                services,
-            });
-        }
-    }
-    out
-}
-
-proptest! {
-    /// Every placed replica's host meets every requirement, and together the replicas on a
-    /// host never reserve more than it has.
-    #[test]
-    fn every_placed_replica_has_a_qualifying_host((hosts, services) in arbitrary_site()) {
-        let classes = [camera_class(), serial_class()];
-        let wants = wants(&services);
-        let d = place(&hosts, &classes, &wants);
-        prop_assert_eq!(d.placed.len() + d.unplaced.len(), wants.len());
-        let mut used: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-        for want in &wants {
-            let Some(assignments) = d.placed.get(want.deployment) else { continue };
-            for a in assignments {
-                let s = want.services.iter().find(|s| s.name == a.service).unwrap();
-                let h = hosts.iter().find(|h| h.name == a.host).unwrap();
-                prop_assert!(qualifies(h, &h.facts(&classes), &classes, None, &s.requires).is_ok());
-                let u = used.entry(&h.name).or_default();
-                u.0 += s.cpu_millis;
-                u.1 += s.memory;
-                prop_assert!(u.0 <= u64::from(h.inventory.cpus) * 1000);
-                prop_assert!(u.1 <= h.inventory.memory_bytes);
-            }
-            for s in &want.services {
-                let n = assignments.iter().filter(|a| a.service == s.name).count();
-                if !s.every_host && !hosts.is_empty() {
-                    prop_assert_eq!(n, s.replicas as usize);
-                }
-            }
-        }
-    }
-
-    /// With room for everything, a deployment is unplaced only when one of its services has no
-    /// qualifying host at all: nothing eligible is left out.
-    #[test]
-    fn nothing_eligible_is_left_unplaced((mut hosts, services) in arbitrary_site()) {
-        for h in &mut hosts {
-            h.inventory.cpus = 1_000_000;
-            h.inventory.memory_bytes = u64::MAX / 2;
-        }
-        let classes = [camera_class(), serial_class()];
-        let wants = wants(&services);
-        let d = place(&hosts, &classes, &wants);
-        for want in &wants {
-            let eligible = !hosts.is_empty()
-                && want.services.iter().all(|s| {
-                    hosts.iter().any(|h| qualifies(h, &h.facts(&classes), &classes, None, &s.requires).is_ok())
-                });
-            let eligible = eligible || (hosts.is_empty() && !want.reads_hosts());
-            prop_assert_eq!(d.placed.contains_key(want.deployment), eligible, "{:?}", d.unplaced.get(want.deployment));
-        }
-    }
-}
+mod properties;
+mod sticky;

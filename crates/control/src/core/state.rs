@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use atoll_api::host::Host;
-use atoll_api::placement::{ServiceWant, Want};
+use atoll_api::placement::{Previous, ServiceWant, Want};
 use atoll_spec::{Application, Deployment, DeviceClass, Kind, Resource, Site};
 use atoll_store::{ManifestHead, ResourceRow, RolloutRow, Snapshot};
 
@@ -264,7 +264,9 @@ impl State {
             .values()
             .map(|e| (&e.value).into())
             .collect();
-        let decision = atoll_api::placement::place(hosts, &every_class, &wants);
+        // The control plane decides from nothing: which host runs what is the site's to decide.
+        let decision =
+            atoll_api::placement::place(hosts, &every_class, &wants, &Previous::default());
         let placements: Vec<Placement<'a>> = selected
             .into_iter()
             .filter(|p| decision.placed.contains_key(&p.deployment.name))
