@@ -102,6 +102,16 @@ pub fn check(inventory: &Inventory) -> Vec<Diagnostic> {
             );
         }
     }
+    // The control plane lists it for the site's other hosts to dial: it must be an address.
+    if let Some(address) = &inventory.site_address
+        && address.parse::<std::net::SocketAddr>().is_err()
+    {
+        let shown: String = address.chars().take(64).collect();
+        problem(
+            "inventory.site_address".into(),
+            format!("{shown:?} is not an ip:port"),
+        );
+    }
     for (i, d) in inventory.devices.iter().enumerate() {
         if let Some(since) = &d.missing_since
             && since.len() <= MAX_INVENTORY_STRING_BYTES
@@ -384,6 +394,7 @@ mod tests {
         inv.devices[0].name.clone_from(&long);
         inv.devices[1].missing_since = Some("yesterday".into());
         inv.addresses = vec!["10.0.0.1".into(); MAX_ADDRESSES + 1];
+        inv.site_address = Some("lan-host:7443".into());
         inv.hostname = long;
         let paths: Vec<String> = check(&inv).into_iter().map(|d| d.path).collect();
         assert_eq!(
@@ -393,6 +404,7 @@ mod tests {
                 "inventory.addresses",
                 "inventory.hostname",
                 "inventory.devices[0].name",
+                "inventory.site_address",
                 "inventory.devices[1].missing_since",
             ]
         );
@@ -401,6 +413,9 @@ mod tests {
             MAX_DEVICES
         ]);
         assert!(check(&exactly).is_empty());
+        let mut addressed = with(Vec::new());
+        addressed.site_address = Some("[fd00::7]:7443".into());
+        assert!(check(&addressed).is_empty());
     }
 
     #[test]
