@@ -189,7 +189,7 @@ pub fn changes(
     let Some(old) = old else {
         return out;
     };
-    let facts: [(&str, String, String); 7] = [
+    let facts: [(&str, String, String); 8] = [
         ("memory", bytes(old.memory_bytes), bytes(new.memory_bytes)),
         ("cpus", old.cpus.to_string(), new.cpus.to_string()),
         ("disk", bytes(old.disk_bytes), bytes(new.disk_bytes)),
@@ -204,6 +204,11 @@ pub fn changes(
             "agent version",
             old.agent_version.clone(),
             new.agent_version.clone(),
+        ),
+        (
+            "site address",
+            old.site_address.clone().unwrap_or_default(),
+            new.site_address.clone().unwrap_or_default(),
         ),
     ];
     for (name, was, is) in facts {
@@ -359,6 +364,7 @@ mod tests {
         new.runtime.version = "27.1".into();
         new.agent_version = "0.10.0".into();
         new.hostname = "renamed".into();
+        new.site_address = Some("10.0.0.5:7443".into());
         assert_eq!(
             changes("h1", Some(&old), &new, &[]),
             [
@@ -370,6 +376,7 @@ mod tests {
                 "host h1: os changed from Debian 12 to (none)",
                 "host h1: runtime version changed from (none) to 27.1",
                 "host h1: agent version changed from 0.9.0 to 0.10.0",
+                "host h1: site address changed from (none) to 10.0.0.5:7443",
             ]
         );
         assert_eq!(
