@@ -154,8 +154,14 @@ async fn accept(
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, from)) = listener.accept().await else {
-            continue;
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::warn!(error = %e, "cannot accept a site peer");
+                tokio::time::sleep(REDIAL_EVERY).await;
+                continue;
+            }
         };
         let (session, members, up) = (session.clone(), members.clone(), up.clone());
         connections.spawn(async move {
@@ -263,7 +269,8 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     if write.write_all(&hello.encode()).await.is_err() {
         return;
     }
-    up.opened(&host);
+    // Up once it is heard from: a peer that refuses this host closes the channel unheard.
+    let mut heard = false;
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     let mut sequence = 0u64;
     let why = loop {
@@ -280,7 +287,12 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(Ok(PeerMessage::Hello { site, host: said, .. })) if site != identity.site || said != host => {
                     break format!("its hello names {said} of site {site}, not its certificate's host");
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => {
+                    if !heard {
+                        heard = true;
+                        up.opened(&host);
+                    }
+                }
             },
             changed = members.changed() => {
                 if changed.is_err() {
@@ -294,7 +306,9 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    up.closed(&host, &why);
+    if heard {
+        up.closed(&host, &why);
+    }
 }
 
 /// Frames of at most `limit` bytes read from a stream.
