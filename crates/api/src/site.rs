@@ -126,6 +126,30 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_lists_members_only_when_it_has_some_and_reads_without_them() {
+        let content = crate::ManifestContent::default();
+        let json = serde_json::to_string(&content).unwrap();
+        assert!(!json.contains("site_hosts"), "{json}");
+        let listed: crate::ManifestContent = serde_json::from_str(
+            r#"{"applications":[],"site_hosts":[{"host":"h-a","address":"10.0.0.1:7443","role":"voter"},{"host":"h-b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            listed.site_hosts,
+            [
+                crate::SiteHost {
+                    host: "h-a".into(),
+                    address: Some("10.0.0.1:7443".into())
+                },
+                crate::SiteHost {
+                    host: "h-b".into(),
+                    address: None
+                }
+            ]
+        );
+    }
+
+    #[test]
     fn bad_frames_are_errors_not_panics() {
         assert!(PeerMessage::decode(b"").is_err());
         assert!(PeerMessage::decode(b"\xff\xfe").is_err());
