@@ -41,6 +41,11 @@ pub struct Inventory {
     /// Addresses the host is reachable at on its site's network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    /// `ip:port` the agent listens on for the other hosts of its site (`--listen-site`): what
+    /// the control plane lists for them in the site's manifest. Left out by an agent older than
+    /// the site cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_address: Option<String>,
 }
 
 impl Inventory {

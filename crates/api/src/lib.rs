@@ -10,6 +10,7 @@ pub mod labels;
 pub mod manifest;
 pub mod placement;
 pub mod secret;
+pub mod site;
 pub mod whole;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use manifest::{
     DeviceClass, DeviceRule, Manifest, ManifestApplication, ManifestContent, ManifestSecret,
-    ManifestService, RenderedFile, SealedSecret,
+    ManifestService, RenderedFile, SealedSecret, SiteHost,
 };
 
 /// The path prefix of every API call.

@@ -87,6 +87,23 @@ pub struct ManifestContent {
     /// a requirement reads labels. Host name → labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub host_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The hosts attached to the site, sorted by id, when it has two or more (a single-host
+    /// site's manifest is byte for byte what it was before the site cluster): who the site's
+    /// agents accept on their host-to-host channel, and where they reach each other. A
+    /// detached host leaves the list with the next revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub site_hosts: Vec<SiteHost>,
+}
+
+/// One member of a site cluster, as the control plane lists it in the site's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SiteHost {
+    /// The host's id, as its certificate names it ([`crate::site::identity_uri`]).
+    pub host: String,
+    /// `ip:port` its agent listens on for its peers (`--listen-site`); left out when the host
+    /// never said (an agent older than the site cluster, or one with no site address yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl Default for ManifestContent {
@@ -98,6 +115,7 @@ impl Default for ManifestContent {
             prefetch: Vec::new(),
             device_classes: Vec::new(),
             host_labels: BTreeMap::new(),
+            site_hosts: Vec::new(),
         }
     }
 }

@@ -42,6 +42,17 @@ pub struct Args {
     /// a flapping cable within it moves nothing. Such as 60s.
     #[arg(long, default_value = "60s")]
     device_grace: String,
+    /// The site-LAN address (IP, or IP:port; port 7443 when left out) this agent listens on for
+    /// the other hosts of its site once the site has two or more. It is reported to the control
+    /// plane, which tells the site's other hosts; without it the agent listens on every address
+    /// at port 7443 and reports none, so only peers given its address with --peer dial it.
+    #[arg(long, env = "ATOLL_LISTEN_SITE")]
+    listen_site: Option<String>,
+    /// Another host of this site to dial (IP or IP:port), besides those the control plane
+    /// lists; repeatable (in the environment: comma-separated). Whoever answers is accepted
+    /// only if it is a current host of this site.
+    #[arg(long = "peer", env = "ATOLL_PEERS", value_delimiter = ',')]
+    peers: Vec<String>,
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
@@ -81,6 +92,14 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     config.secrets_dir = secrets_dir;
     config.host_root = absolute(&args.host_root, "--host-root")?;
     config.device_grace = device_grace.0;
+    if let Some(address) = &args.listen_site {
+        config.listen_site = site_address(address, "--listen-site")?;
+    }
+    config.peers = args
+        .peers
+        .iter()
+        .map(|p| site_address(p, "--peer").map(|a| a.to_string()))
+        .collect::<Result<_, _>>()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(atoll_agent::shell::run(config, Arc::new(driver), stopped));
     tokio::select! {
@@ -103,6 +122,22 @@ fn flatten(
         Ok(Err(e)) => Err(CliError::user(e.to_string())),
         Err(e) => Err(CliError::server(format!("the agent stopped: {e}"))),
     }
+}
+
+/// An `ip:port`, or an `ip` at the default site port.
+fn site_address(text: &str, flag: &str) -> Result<std::net::SocketAddr, CliError> {
+    let text = text.trim();
+    text.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, atoll_api::site::DEFAULT_SITE_PORT))
+        })
+        .map_err(|_| {
+            CliError::user(format!(
+                "{flag} {text:?}: not an address; give an IP, or IP:port (such as 10.0.0.5:{})",
+                atoll_api::site::DEFAULT_SITE_PORT
+            ))
+        })
 }
 
 /// `path` made absolute against the current folder (not resolved: symlinks stay as given).

@@ -27,6 +27,7 @@ pub mod desired;
 pub mod devices;
 pub mod fold;
 pub mod health;
+pub mod members;
 pub mod outbox;
 pub mod placement;
 pub mod plan;

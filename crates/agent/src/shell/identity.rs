@@ -266,6 +266,49 @@ impl Identity {
         http_client(tls)
     }
 
+    /// The TLS settings of the host-to-host channel: both ends present this host's
+    /// certificate and accept only a chain to the control plane's CA (who the peer is, and
+    /// whether it still belongs, is judged after the handshake, on the membership list).
+    pub fn site_tls(&self) -> Result<(rustls::ServerConfig, rustls::ClientConfig), AgentError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| AgentError::Local(format!("ca.pem: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| AgentError::Local(format!("ca.pem: {e}")))?;
+        }
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AgentError::Local(format!("host certificate: {e}")))?;
+        let key = || {
+            PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+                .map_err(|e| AgentError::Local(format!("host key: {e}")))
+        };
+        let peers = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .map_err(|e| AgentError::Local(format!("ca.pem: {e}")))?;
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| AgentError::Local(e.to_string()))?
+            .with_client_cert_verifier(peers.clone())
+            .with_single_cert(chain.clone(), key()?)
+            .map_err(|e| AgentError::Local(format!("host certificate: {e}")))?;
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| AgentError::Local(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SitePeer {
+                chain: peers,
+                provider: provider(),
+            }))
+            .with_client_auth_cert(chain, key()?)
+            .map_err(|e| AgentError::Local(format!("host certificate: {e}")))?;
+        Ok((server, client))
+    }
+
     /// When a third of the certificate's life is left, or less: well before expiry, so that a
     /// site offline for a while still reconnects with a valid certificate.
     pub fn renewal_due(&self, now: std::time::SystemTime) -> bool {
@@ -482,4 +525,73 @@ impl ServerCertVerifier for PinnedCa {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// Accepts a peer agent's certificate as a server's: a chain to the control plane's CA, checked
+/// as a client certificate is (host certificates carry no DNS name to check; the identity URI
+/// is judged after the handshake).
+#[derive(Debug)]
+struct SitePeer {
+    chain: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for SitePeer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.chain
+            .verify_client_cert(end_entity, intermediates, now)
+            .map(|_| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The site and host a certificate's identity URI names, if any.
+pub fn named_by(der: &[u8]) -> Option<(String, String)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) => atoll_api::site::parse_identity_uri(uri)
+            .map(|(site, host)| (site.to_owned(), host.to_owned())),
+        _ => None,
+    })
 }

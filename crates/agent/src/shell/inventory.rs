@@ -75,6 +75,8 @@ pub fn facts(root: &Path, data_dir: &Path, runtime: RuntimeInventory) -> Invento
             &read(&proc.join("net/fib_trie")),
             &read(&proc.join("net/if_inet6")),
         ),
+        // The agent's setting, not the machine's: the shell adds it.
+        site_address: None,
     }
 }
 

@@ -20,6 +20,7 @@ mod prober;
 mod reconciler;
 mod reporter;
 mod session;
+mod site;
 mod sync;
 mod watcher;
 
@@ -82,9 +83,21 @@ pub struct Config {
     pub host_root: PathBuf,
     /// How long a device gone from `/dev` is still reported (missing) before it is dropped.
     pub device_grace: Duration,
+    /// Where the agent listens for the other hosts of its site (`--listen-site`), once the
+    /// site has two or more; reported to the control plane, which lists it for them when it
+    /// names one address (not `0.0.0.0`).
+    pub listen_site: std::net::SocketAddr,
+    /// Other hosts' site addresses to dial besides those the manifest lists (`--peer`).
+    pub peers: Vec<String>,
 }
 
 impl Config {
+    /// The site address reported to the control plane: `listen_site` unless it names every
+    /// address of the host, which peers cannot dial.
+    pub fn site_address(&self) -> Option<String> {
+        (!self.listen_site.ip().is_unspecified()).then(|| self.listen_site.to_string())
+    }
+
     pub fn new(data_dir: PathBuf) -> Config {
         Config {
             data_dir,
@@ -96,6 +109,11 @@ impl Config {
             secrets_dir: None,
             host_root: PathBuf::from("/"),
             device_grace: Duration::from_secs(60),
+            listen_site: std::net::SocketAddr::from((
+                [0, 0, 0, 0],
+                atoll_api::site::DEFAULT_SITE_PORT,
+            )),
+            peers: Vec::new(),
         }
     }
 }
@@ -126,7 +144,10 @@ pub async fn run(
                 )));
             };
             let token = JoinToken::parse(token).map_err(AgentError::Local)?;
-            let inventory = collect_inventory(&config.host_root, dir, driver.as_ref()).await?;
+            let inventory = atoll_api::agent::Inventory {
+                site_address: config.site_address(),
+                ..collect_inventory(&config.host_root, dir, driver.as_ref()).await?
+            };
             let identity = loop {
                 match Identity::enroll(dir, url, &token, inventory.clone()).await {
                     Err(AgentError::Busy { retry_after }) => {
@@ -195,6 +216,7 @@ pub async fn run(
         }
     };
     let (manifests, manifest_rx) = watch::channel(manifest.map(Arc::new));
+    let site_manifests = manifest_rx.clone();
     let outbox = Arc::new(Mutex::new(outbox));
     let report_ready = Arc::new(Notify::new());
     let refused = Arc::new(Mutex::new(None));
@@ -213,6 +235,7 @@ pub async fn run(
         dir.to_owned(),
         driver.clone(),
         config.device_grace,
+        config.site_address(),
         stopping.clone(),
     )
     .await;
@@ -280,6 +303,16 @@ pub async fn run(
             session: session.clone(),
             outbox,
             report_ready,
+            shutdown: stopping.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(
+        site::SiteChannel {
+            session: session.clone(),
+            listen: config.listen_site,
+            peers: config.peers.clone(),
+            manifests: site_manifests,
             shutdown: stopping.clone(),
         }
         .run(),

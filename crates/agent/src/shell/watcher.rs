@@ -48,6 +48,8 @@ pub struct Watcher {
     grace: Duration,
     book: DeviceBook,
     facts: Inventory,
+    /// `--listen-site`, reported with the facts.
+    site_address: Option<String>,
     published: watch::Sender<Inventory>,
     shutdown: watch::Receiver<bool>,
 }
@@ -69,6 +71,7 @@ impl Watcher {
         data_dir: PathBuf,
         driver: Arc<dyn Driver>,
         grace: Duration,
+        site_address: Option<String>,
         shutdown: watch::Receiver<bool>,
     ) -> (Watcher, watch::Receiver<Inventory>) {
         let facts = inventory::facts(&root, &data_dir, runtime(driver.as_ref()).await);
@@ -76,6 +79,7 @@ impl Watcher {
         book.observe(inventory::devices(&root), clock::now(), grace);
         let (published, current) = watch::channel(Inventory {
             devices: book.devices(),
+            site_address: site_address.clone(),
             ..facts.clone()
         });
         let watcher = Watcher {
@@ -85,6 +89,7 @@ impl Watcher {
             grace,
             book,
             facts,
+            site_address,
             published,
             shutdown,
         };
@@ -147,6 +152,7 @@ impl Watcher {
             }
             let current = Inventory {
                 devices: self.book.devices(),
+                site_address: self.site_address.clone(),
                 ..self.facts.clone()
             };
             self.published.send_if_modified(|published| {

@@ -31,7 +31,7 @@ pub fn examples() -> PathBuf {
 
 /// Environment variables that would change what a child process does; each run clears them
 /// and sets only what it means to.
-const ATOLL_ENV: [&str; 14] = [
+const ATOLL_ENV: [&str; 16] = [
     "ATOLL_CONFIG",
     "ATOLL_URL",
     "ATOLL_TOKEN",
@@ -45,6 +45,8 @@ const ATOLL_ENV: [&str; 14] = [
     "ATOLL_AGENT_DATA_DIR",
     "ATOLL_SECRETS_DIR",
     "ATOLL_HOST_ROOT",
+    "ATOLL_LISTEN_SITE",
+    "ATOLL_PEERS",
     "ATOLL_MASTER_KEY",
 ];
 
@@ -397,7 +399,7 @@ impl ControlPlane {
             .trim()
             .to_owned();
         assert!(
-            url.starts_with("https://127.0.0.1:") && !url.ends_with(":0"),
+            url.starts_with("https://") && !url.ends_with(":0"),
             "unexpected URL {url:?}"
         );
         ControlPlane {
@@ -412,7 +414,7 @@ impl ControlPlane {
         self.process.pid()
     }
 
-    /// `127.0.0.1:PORT`: where this control plane listens, as `--listen` takes it.
+    /// `IP:PORT` (`127.0.0.1:PORT` unless started on another address): where this control plane listens, as `--listen` takes it.
     pub fn address(&self) -> &str {
         self.url.strip_prefix("https://").unwrap_or(&self.url)
     }

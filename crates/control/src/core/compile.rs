@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use atoll_api::{ManifestApplication, ManifestContent, ManifestService, RenderedFile};
+use atoll_api::{ManifestApplication, ManifestContent, ManifestService, RenderedFile, SiteHost};
 use atoll_spec::application::Service;
 use atoll_spec::render::{Exceeded, Limits, Program};
 use atoll_spec::{Application, Deployment, Diagnostic, Origin, Site, Template};
@@ -196,8 +196,28 @@ pub fn compile_site_with<'a>(
     applications.sort_by(|a, b| a.deployment.cmp(&b.deployment));
     Ok(ManifestContent {
         applications,
+        site_hosts: site_hosts(hosts),
         ..ManifestContent::default()
     })
+}
+
+/// The members of a site cluster as its manifest lists them: every host given (the attached
+/// ones), sorted by id, with the site address each reported; none for a site of one host,
+/// which has no peer to meet, so its manifest stays what it always was.
+pub fn site_hosts(hosts: &[Host]) -> Vec<SiteHost> {
+    if hosts.len() < 2 {
+        return Vec::new();
+    }
+    let mut members: Vec<SiteHost> = hosts
+        .iter()
+        .map(|h| SiteHost {
+            host: h.name.clone(),
+            address: h.inventory.site_address.clone(),
+        })
+        .collect();
+    members.sort();
+    members.dedup_by(|a, b| a.host == b.host);
+    members
 }
 
 /// `sha256:` and the hex digest of the content's canonical JSON.

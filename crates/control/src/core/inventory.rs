@@ -102,6 +102,16 @@ pub fn check(inventory: &Inventory) -> Vec<Diagnostic> {
             );
         }
     }
+    // The control plane lists it for the site's other hosts to dial: it must be an address.
+    if let Some(address) = &inventory.site_address
+        && address.parse::<std::net::SocketAddr>().is_err()
+    {
+        let shown: String = address.chars().take(64).collect();
+        problem(
+            "inventory.site_address".into(),
+            format!("{shown:?} is not an ip:port"),
+        );
+    }
     for (i, d) in inventory.devices.iter().enumerate() {
         if let Some(since) = &d.missing_since
             && since.len() <= MAX_INVENTORY_STRING_BYTES
@@ -179,7 +189,7 @@ pub fn changes(
     let Some(old) = old else {
         return out;
     };
-    let facts: [(&str, String, String); 7] = [
+    let facts: [(&str, String, String); 8] = [
         ("memory", bytes(old.memory_bytes), bytes(new.memory_bytes)),
         ("cpus", old.cpus.to_string(), new.cpus.to_string()),
         ("disk", bytes(old.disk_bytes), bytes(new.disk_bytes)),
@@ -194,6 +204,11 @@ pub fn changes(
             "agent version",
             old.agent_version.clone(),
             new.agent_version.clone(),
+        ),
+        (
+            "site address",
+            old.site_address.clone().unwrap_or_default(),
+            new.site_address.clone().unwrap_or_default(),
         ),
     ];
     for (name, was, is) in facts {
@@ -349,6 +364,7 @@ mod tests {
         new.runtime.version = "27.1".into();
         new.agent_version = "0.10.0".into();
         new.hostname = "renamed".into();
+        new.site_address = Some("10.0.0.5:7443".into());
         assert_eq!(
             changes("h1", Some(&old), &new, &[]),
             [
@@ -360,6 +376,7 @@ mod tests {
                 "host h1: os changed from Debian 12 to (none)",
                 "host h1: runtime version changed from (none) to 27.1",
                 "host h1: agent version changed from 0.9.0 to 0.10.0",
+                "host h1: site address changed from (none) to 10.0.0.5:7443",
             ]
         );
         assert_eq!(
@@ -384,6 +401,7 @@ mod tests {
         inv.devices[0].name.clone_from(&long);
         inv.devices[1].missing_since = Some("yesterday".into());
         inv.addresses = vec!["10.0.0.1".into(); MAX_ADDRESSES + 1];
+        inv.site_address = Some("lan-host:7443".into());
         inv.hostname = long;
         let paths: Vec<String> = check(&inv).into_iter().map(|d| d.path).collect();
         assert_eq!(
@@ -393,6 +411,7 @@ mod tests {
                 "inventory.addresses",
                 "inventory.hostname",
                 "inventory.devices[0].name",
+                "inventory.site_address",
                 "inventory.devices[1].missing_since",
             ]
         );
@@ -401,6 +420,9 @@ mod tests {
             MAX_DEVICES
         ]);
         assert!(check(&exactly).is_empty());
+        let mut addressed = with(Vec::new());
+        addressed.site_address = Some("[fd00::7]:7443".into());
+        assert!(check(&addressed).is_empty());
     }
 
     #[test]

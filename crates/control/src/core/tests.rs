@@ -974,6 +974,57 @@ kind: Site\nname: s2\nlabels: { all: 'yes' }\n",
     assert!(again.writes.is_empty());
 }
 
+#[test]
+fn a_site_of_two_hosts_lists_its_members_and_one_leaving_recompiles_it() {
+    let mut w = World::default();
+    w.apply(
+        "kind: Application\nname: p\nversion: '1'\nservices:\n  - name: svc\n    image: p:1\n---\n\
+kind: Deployment\nname: dp\napplication: p\nplacement: { sites: 'all == yes' }\n---\n\
+kind: Site\nname: s1\nlabels: { all: 'yes' }\n",
+    )
+    .unwrap();
+    let member = |name: &str, address: Option<&str>| {
+        let mut host = site_host(name, false, &[]);
+        host.inventory.site_address = address.map(str::to_owned);
+        host
+    };
+    let r1 = w.revision("s1");
+    w.state
+        .hosts
+        .insert("s1".into(), vec![member("h-b", Some("10.0.0.2:7443"))]);
+    let plan = plan_host_change(&w.state, &w.versions, "s1", &NOW).unwrap();
+    assert!(plan.writes.is_empty(), "a site of one host lists no member");
+    assert!(w.compiled("s1").site_hosts.is_empty());
+    w.state
+        .hosts
+        .get_mut("s1")
+        .unwrap()
+        .insert(0, member("h-a", None));
+    let plan = plan_host_change(&w.state, &w.versions, "s1", &NOW).unwrap();
+    w.commit(&plan);
+    assert_eq!(w.revision("s1"), r1 + 1);
+    let listed = |w: &World| {
+        w.compiled("s1")
+            .site_hosts
+            .into_iter()
+            .map(|m| (m.host, m.address))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(&w),
+        [
+            ("h-a".to_owned(), None),
+            ("h-b".to_owned(), Some("10.0.0.2:7443".to_owned()))
+        ]
+    );
+    // A detached host is no longer among the attached hosts read: it leaves the list.
+    w.state.hosts.get_mut("s1").unwrap().remove(1);
+    let plan = plan_host_change(&w.state, &w.versions, "s1", &NOW).unwrap();
+    w.commit(&plan);
+    assert_eq!(w.revision("s1"), r1 + 2);
+    assert!(listed(&w).is_empty());
+}
+
 /// A host of `site` named `name`, with an agent of this build, 4 CPUs and 8 GiB, `labels`, and
 /// a camera if asked.
 fn site_host(name: &str, camera: bool, labels: &[(&str, &str)]) -> Host {

@@ -272,9 +272,10 @@ impl Agents {
             .await?;
         self.fleet.hosts().follow(self.store.as_ref()).await?;
         self.fleet.seen(&identity.host, &identity.site);
-        // A template reading the site's hosts sees this one in the next manifest. The host is
+        // The site's next manifest lists this host among its members (and a template reading the
+        // site's hosts sees it). The host is
         // enrolled either way: a template failing for it is said, not a refusal.
-        if let Err(e) = self.control.hosts_changed(&identity.site).await {
+        if let Err(e) = self.control.hosts_changed(&identity.site, true).await {
             let error = match &e {
                 Error::Invalid(d) => d
                     .iter()

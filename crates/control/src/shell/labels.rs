@@ -92,7 +92,7 @@ impl ControlPlane {
                     ),
                 )
                 .await?;
-            self.hosts_changed(&host.site).await?;
+            self.hosts_changed(&host.site, false).await?;
             return Ok(result);
         }
         Err(Error::Store(StoreError::Backend(format!(

@@ -644,6 +644,7 @@ fn inventory_schema() -> Value {
         "agent_version": text,
         "capabilities": { "type": "array", "maxItems": MAX_CAPABILITIES, "items": text },
         "addresses": { "type": "array", "maxItems": MAX_ADDRESSES, "items": text },
+        "site_address": { "type": "string", "description": "ip:port the agent listens on for its site's other hosts" },
     } })
 }
 

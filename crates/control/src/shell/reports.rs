@@ -161,8 +161,10 @@ impl Agents {
         for message in &messages {
             tracing::info!(site = %identity.site, host = %identity.host, "{message}");
         }
+        // A new site address changes the members the site's manifest lists.
+        let membership = old.as_ref().map(|o| &o.site_address) != Some(&new.site_address);
         if old.as_ref() != Some(&new)
-            && let Err(e) = self.control.hosts_changed(&identity.site).await
+            && let Err(e) = self.control.hosts_changed(&identity.site, membership).await
         {
             tracing::warn!(site = %identity.site, error = %e, "the site's manifest does not follow its host's new inventory");
         }

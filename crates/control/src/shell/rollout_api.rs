@@ -54,34 +54,27 @@ impl ControlPlane {
     ) -> Result<Rollout, Error> {
         let _guard = self.writes.lock().await;
         let who = actor.unwrap_or("atoll");
-        self.commit_planned_reading(
-            "rollout step",
-            who,
-            &[],
-            false,
-            fence,
-            |state, versions, req| {
-                let (plan, rollout, commands) =
-                    plan_rollout(state, versions, deployment, events, req, actor.is_some())?;
-                if let Some(reason) = commands.iter().find_map(|c| {
-                    if let Command::Refused(r) = c {
-                        Some(r.clone())
-                    } else {
-                        None
-                    }
-                }) {
-                    return Err(Error::Conflict(vec![Diagnostic {
-                        file: String::new(),
-                        line: 0,
-                        column: 0,
-                        path: format!("Deployment {deployment}: rollout"),
-                        message: reason,
-                        hint: None,
-                    }]));
+        self.commit_planned_reading("rollout step", who, &[], fence, |state, versions, req| {
+            let (plan, rollout, commands) =
+                plan_rollout(state, versions, deployment, events, req, actor.is_some())?;
+            if let Some(reason) = commands.iter().find_map(|c| {
+                if let Command::Refused(r) = c {
+                    Some(r.clone())
+                } else {
+                    None
                 }
-                Ok((plan, rollout))
-            },
-        )
+            }) {
+                return Err(Error::Conflict(vec![Diagnostic {
+                    file: String::new(),
+                    line: 0,
+                    column: 0,
+                    path: format!("Deployment {deployment}: rollout"),
+                    message: reason,
+                    hint: None,
+                }]));
+            }
+            Ok((plan, rollout))
+        })
         .await
     }
 

@@ -21,7 +21,7 @@ use super::signing::ManifestSigner;
 use super::vault::Vault;
 use crate::core::apply::{Plan, Refusal, Request, plan_apply, plan_delete, plan_host_change};
 use crate::core::revision::{self, Answer, Held};
-use crate::core::state::{State, Versions, reads_hosts};
+use crate::core::state::{State, Versions};
 
 /// Below this many manifests for each core, signing stays on one thread.
 const SIGNED_PER_THREAD: usize = 500;
@@ -181,16 +181,6 @@ impl ControlPlane {
         &self,
         extra: &[(String, String)],
     ) -> Result<(State, Versions), Error> {
-        self.load_for(extra, false).await
-    }
-
-    /// [`Self::load`]; the hosts' facts are read too when a stored template reads them, or
-    /// when `reading_hosts` says one about to be applied does.
-    async fn load_for(
-        &self,
-        extra: &[(String, String)],
-        reading_hosts: bool,
-    ) -> Result<(State, Versions), Error> {
         let snapshot = self.store.snapshot().await?;
         let mut state = State::from_snapshot(snapshot).map_err(StoreError::Corrupt)?;
         let mut wanted: BTreeSet<(String, String)> = extra.iter().cloned().collect();
@@ -232,21 +222,21 @@ impl ControlPlane {
         let read_hosts = state.hosts_matter(&versions);
         self.hosts_matter
             .store(read_hosts, std::sync::atomic::Ordering::Relaxed);
-        if read_hosts || reading_hosts {
-            for host in self.store.hosts().await? {
-                // An inventory that cannot be read (a newer agent's) gives no facts rather
-                // than stopping every apply.
-                if let Ok(inventory) = serde_json::from_str(&host.inventory) {
-                    state
-                        .hosts
-                        .entry(host.site.clone())
-                        .or_default()
-                        .push(Host {
-                            name: host.id.clone(),
-                            inventory,
-                            labels: host.labels.clone(),
-                        });
-                }
+        // The hosts are read whatever the templates read: every manifest of a site of two or
+        // more hosts lists them (`ManifestContent::site_hosts`).
+        for host in self.store.hosts().await? {
+            // An inventory that cannot be read (a newer agent's) gives no facts rather than
+            // stopping every apply.
+            if let Ok(inventory) = serde_json::from_str(&host.inventory) {
+                state
+                    .hosts
+                    .entry(host.site.clone())
+                    .or_default()
+                    .push(Host {
+                        name: host.id.clone(),
+                        inventory,
+                        labels: host.labels.clone(),
+                    });
             }
         }
         Ok((state, versions))
@@ -280,49 +270,35 @@ impl ControlPlane {
                 _ => None,
             })
             .collect();
-        let reading_hosts = parsed.documents.iter().any(|d| match &d.resource {
-            Resource::Application(a) => reads_hosts(a),
-            Resource::Deployment(d) => d.placement.hosts.is_some(),
-            _ => false,
-        });
         let _guard = self.writes.lock().await;
-        self.commit_planned_reading(
-            "apply",
-            actor,
-            &names,
-            reading_hosts,
-            None,
-            |state, versions, req| {
-                let planned = plan_apply(state, versions, &parsed.documents, req);
-                if !parsed.is_ok() {
-                    // Report the file's own problems first, then whatever compiling found too.
-                    let mut all = parsed.diagnostics.clone();
-                    if let Err(Refusal::Invalid(more) | Refusal::Conflict(more)) = planned {
-                        all.extend(more);
-                    }
-                    all.sort_by(|a, b| {
-                        (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column))
-                    });
-                    return Err(Error::Invalid(all));
+        self.commit_planned_reading("apply", actor, &names, None, |state, versions, req| {
+            let planned = plan_apply(state, versions, &parsed.documents, req);
+            if !parsed.is_ok() {
+                // Report the file's own problems first, then whatever compiling found too.
+                let mut all = parsed.diagnostics.clone();
+                if let Err(Refusal::Invalid(more) | Refusal::Conflict(more)) = planned {
+                    all.extend(more);
                 }
-                let plan = planned?;
-                let response = ApplyResponse {
-                    dry_run,
-                    results: plan.results,
-                    manifests: plan.manifests,
-                    warnings: plan.warnings,
-                };
-                // A dry run commits nothing.
-                let writes = if dry_run { Vec::new() } else { plan.writes };
-                Ok((
-                    Plan {
-                        writes,
-                        ..Plan::default()
-                    },
-                    response,
-                ))
-            },
-        )
+                all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+                return Err(Error::Invalid(all));
+            }
+            let plan = planned?;
+            let response = ApplyResponse {
+                dry_run,
+                results: plan.results,
+                manifests: plan.manifests,
+                warnings: plan.warnings,
+            };
+            // A dry run commits nothing.
+            let writes = if dry_run { Vec::new() } else { plan.writes };
+            Ok((
+                Plan {
+                    writes,
+                    ..Plan::default()
+                },
+                response,
+            ))
+        })
         .await
     }
 
@@ -354,25 +330,24 @@ impl ControlPlane {
         actor: &str,
         plan: impl FnMut(&State, &Versions, &Request<'_>) -> Result<(Plan, T), Error>,
     ) -> Result<T, Error> {
-        self.commit_planned_reading(what, actor, &[], false, None, plan)
+        self.commit_planned_reading(what, actor, &[], None, plan)
             .await
     }
 
-    /// [`Self::commit_planned`], loading the state as [`Self::load_for`] does with `extra` and
-    /// `reading_hosts`, and committing only under lease `fence` (its name and fence) when given:
+    /// [`Self::commit_planned`], loading the state as [`Self::load`] does with `extra`, and
+    /// committing only under lease `fence` (its name and fence) when given:
     /// once the lease's fence moved on, the commit is refused and not tried again.
     pub(super) async fn commit_planned_reading<T>(
         &self,
         what: &str,
         actor: &str,
         extra: &[(String, String)],
-        reading_hosts: bool,
         fence: Option<(&str, u64)>,
         mut plan: impl FnMut(&State, &Versions, &Request<'_>) -> Result<(Plan, T), Error>,
     ) -> Result<T, Error> {
         for _ in 0..COMMIT_ATTEMPTS {
             let started = Instant::now();
-            let (state, versions) = self.load_for(extra, reading_hosts).await?;
+            let (state, versions) = self.load(extra).await?;
             let loaded = started.elapsed();
             let now = now_rfc3339();
             let req = Request {
@@ -432,10 +407,12 @@ impl ControlPlane {
     }
 
     /// A host joined `site`, or its facts or labels changed: recompiles that site's manifest
-    /// (and tells running rollouts if the site's placement changed) when what hosts are can
-    /// matter ([`State::hosts_matter`]). Nothing to do, and no store read, otherwise.
-    pub async fn hosts_changed(&self, site: &str) -> Result<(), Error> {
-        if !self.hosts_matter.load(std::sync::atomic::Ordering::Relaxed) {
+    /// (and tells running rollouts if the site's placement changed) when the site's members
+    /// changed (`membership`: a host joined, or its site address moved; the manifest lists
+    /// them) or what hosts are can matter ([`State::hosts_matter`]). Nothing to do, and no
+    /// store read, otherwise.
+    pub async fn hosts_changed(&self, site: &str, membership: bool) -> Result<(), Error> {
+        if !membership && !self.hosts_matter.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
         let _guard = self.writes.lock().await;

@@ -79,14 +79,12 @@ impl AgentIdentity {
     /// The identity is a URI in the certificate's subject alternative names; the control plane
     /// chooses it at enrollment and ignores whatever the request asked for.
     fn uri(&self) -> String {
-        format!("atoll://site/{}/host/{}", self.site, self.host)
+        atoll_api::site::identity_uri(&self.site, &self.host)
     }
 
     fn from_uri(uri: &str, serial: &str) -> Option<AgentIdentity> {
-        let rest = uri.strip_prefix("atoll://site/")?;
-        let (site, host) = rest.split_once("/host/")?;
-        let valid = |s: &str| atoll_spec::names::check_name(s).is_ok();
-        (valid(site) && valid(host)).then(|| AgentIdentity {
+        let (site, host) = atoll_api::site::parse_identity_uri(uri)?;
+        Some(AgentIdentity {
             site: site.to_owned(),
             host: host.to_owned(),
             serial: serial.to_owned(),
