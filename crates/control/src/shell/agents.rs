@@ -272,10 +272,13 @@ impl Agents {
             .await?;
         self.fleet.hosts().follow(self.store.as_ref()).await?;
         self.fleet.seen(&identity.host, &identity.site);
-        // The site's next manifest lists this host among its members (and a template reading the
-        // site's hosts sees it). The host is
-        // enrolled either way: a template failing for it is said, not a refusal.
-        if let Err(e) = self.control.hosts_changed(&identity.site, true).await {
+        // With this host the site has two or more, its next manifest lists it among its members
+        // (and a template reading the site's hosts sees it). The host is enrolled either way: a
+        // template failing for it is said, not a refusal. A site's first host changes no
+        // manifest's members, and recompiling for it would read the whole store once per
+        // enrollment.
+        let membership = self.fleet.hosts().attached_in(&identity.site) >= 2;
+        if let Err(e) = self.control.hosts_changed(&identity.site, membership).await {
             let error = match &e {
                 Error::Invalid(d) => d
                     .iter()

@@ -161,8 +161,10 @@ impl Agents {
         for message in &messages {
             tracing::info!(site = %identity.site, host = %identity.host, "{message}");
         }
-        // A new site address changes the members the site's manifest lists.
-        let membership = old.as_ref().map(|o| &o.site_address) != Some(&new.site_address);
+        // A new site address changes the members the manifest of a site of two or more hosts
+        // lists.
+        let membership = old.as_ref().map(|o| &o.site_address) != Some(&new.site_address)
+            && self.fleet.hosts().attached_in(&identity.site) >= 2;
         if old.as_ref() != Some(&new)
             && let Err(e) = self.control.hosts_changed(&identity.site, membership).await
         {
