@@ -12,3 +12,4 @@
 
 pub mod core;
 pub mod shell;
+pub mod site_log;

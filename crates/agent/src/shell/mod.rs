@@ -11,7 +11,7 @@ mod client;
 pub mod clock;
 mod conditions;
 mod detach;
-mod files;
+pub(crate) mod files;
 pub mod identity;
 pub mod inventory;
 pub mod manifest;
