@@ -21,6 +21,7 @@ macro_rules! conformance_suite {
             resources_update_in_place_and_delete,
             app_versions_are_immutable,
             manifest_revisions_only_grow,
+            manifests_are_read_by_site_in_one_read,
             a_commit_of_thousands_of_manifests_stores_each_in_the_order_written,
             every_manifest_write_takes_the_next_manifest_change_number,
             snapshot_is_consistent,
@@ -208,6 +209,28 @@ pub async fn app_versions_are_immutable(store: &dyn Store) {
         .await
         .unwrap();
     assert!(store.app_versions("pos").await.unwrap().is_empty());
+}
+
+pub async fn manifests_are_read_by_site_in_one_read(store: &dyn Store) {
+    store
+        .commit(0, vec![manifest("a", 1), manifest("b", 1)])
+        .await
+        .unwrap();
+    store.commit(1, vec![manifest("a", 2)]).await.unwrap();
+    let mut rows = store
+        .manifests_of(&["a".into(), "nowhere".into(), "b".into()])
+        .await
+        .unwrap();
+    rows.sort_by(|x, y| x.site.cmp(&y.site));
+    let heads: Vec<(&str, u64, &str)> = rows
+        .iter()
+        .map(|m| (m.site.as_str(), m.revision, m.body.as_str()))
+        .collect();
+    assert_eq!(
+        heads,
+        [("a", 2, r#"{"revision":2}"#), ("b", 1, r#"{"revision":1}"#)]
+    );
+    assert!(store.manifests_of(&[]).await.unwrap().is_empty());
 }
 
 pub async fn manifest_revisions_only_grow(store: &dyn Store) {

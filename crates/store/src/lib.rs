@@ -439,6 +439,9 @@ pub trait Store: Send + Sync + 'static {
     /// All versions of an application, oldest applied first.
     async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRow>>;
     async fn manifest(&self, site: &str) -> Result<Option<ManifestRow>>;
+    /// The stored manifests of `sites` (those that have one), in any order, in one read: how a
+    /// replica keeps the manifests another committed, ready for its long-polls.
+    async fn manifests_of(&self, sites: &[String]) -> Result<Vec<ManifestRow>>;
     /// The manifests written after manifest-change number `after`, each with its number, in
     /// number order, at most `limit` of them: how a control plane learns what other replicas
     /// committed. Every manifest write takes the next number, and a number is never seen

@@ -929,6 +929,25 @@ impl Store for PostgresStore {
         .transpose()
     }
 
+    async fn manifests_of(&self, sites: &[String]) -> Result<Vec<ManifestRow>> {
+        collect(
+            self.query(
+                "SELECT site, revision, hash, body, updated_at FROM manifests WHERE site = ANY($1)",
+                &[&sites],
+            )
+            .await?,
+            |r| {
+                Ok(ManifestRow {
+                    site: r.try_get(0)?,
+                    revision: to_u64(r.try_get(1)?),
+                    hash: r.try_get(2)?,
+                    body: r.try_get(3)?,
+                    updated_at: r.try_get(4)?,
+                })
+            },
+        )
+    }
+
     async fn manifest_changes(&self, after: u64, limit: u32) -> Result<Vec<(u64, ManifestHead)>> {
         self.query(
             "SELECT changed, site, revision, hash FROM manifests WHERE changed > $1 ORDER BY changed LIMIT $2",

@@ -565,6 +565,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn manifests_of(&self, sites: &[String]) -> Result<Vec<ManifestRow>> {
+        let sites = sites.to_vec();
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT site, revision, hash, body, updated_at FROM manifests WHERE site = ?1",
+            )?;
+            let mut rows = Vec::with_capacity(sites.len());
+            for site in sites {
+                let row = statement
+                    .query_row([site], |r| {
+                        Ok(ManifestRow {
+                            site: r.get(0)?,
+                            revision: to_u64(r.get(1)?),
+                            hash: r.get(2)?,
+                            body: r.get(3)?,
+                            updated_at: r.get(4)?,
+                        })
+                    })
+                    .optional()?;
+                rows.extend(row);
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn manifest_changes(&self, after: u64, limit: u32) -> Result<Vec<(u64, ManifestHead)>> {
         self.read(move |conn| {
             Ok(conn

@@ -6,9 +6,10 @@
 //! The heads follow the store's manifest-change feed ([`Fleet::follow`], every
 //! [`FOLLOW_EVERY`]), so a commit made by another replica wakes the long-polls waiting here
 //! within that period: the feed, not a message between replicas, is the truth, and a reader
-//! that goes on from the highest number it saw misses no change. A head learnt from the feed
-//! comes without its body; the poll it wakes reads the manifest from the store, as for one
-//! committed before this process started. On PostgreSQL every manifest commit also
+//! that goes on from the highest number it saw misses no change. The manifests the feed names
+//! that this process did not commit are read in one go and signed before their heads are
+//! published, so the polls they wake answer from memory; a manifest committed before this
+//! process started is read from the store by the poll that needs it. On PostgreSQL every manifest commit also
 //! NOTIFYs a channel the store listens on ([`Store::manifest_hint`]): a hint that has the feed
 //! read at once, so a wake-up usually takes one round trip rather than up to a period. With SQLite (one control plane) the feed only
 //! repeats this process's own commits, which `publish` ignores; it is followed anyway: one
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 
 use super::hostbook::HostBook;
+use super::signing::{ManifestSigner, sign_all};
 use crate::core;
 pub use crate::core::presence::Connectivity;
 use crate::core::presence::{Record, Written};
@@ -174,14 +176,48 @@ impl Fleet {
     }
 
     /// Reads the manifests committed (by any replica) since the last change followed, and
-    /// publishes their heads. How many changes it read.
-    pub async fn follow(&self, store: &dyn Store) -> Result<usize, StoreError> {
+    /// publishes their heads. The manifests this process did not commit itself are read in one
+    /// go and readied by `signer` first, as a commit here readies its own, so the long-polls
+    /// their heads wake answer from memory: a fleet-wide change made elsewhere had each of
+    /// thousands of woken polls read its manifest and sign it. How many changes it read.
+    pub async fn follow(
+        &self,
+        store: &dyn Store,
+        signer: &Arc<ManifestSigner>,
+    ) -> Result<usize, StoreError> {
         let mut read = 0;
         loop {
             let after = *self.lock_followed();
             let page = store.manifest_changes(after, FOLLOW_PAGE).await?;
             let full = page.len() == FOLLOW_PAGE as usize;
             read += page.len();
+            let unknown: Vec<String> = page
+                .iter()
+                .filter(|(_, head)| {
+                    self.manifest(&head.site)
+                        .is_none_or(|(revision, _)| revision < head.revision)
+                })
+                .map(|(_, head)| head.site.clone())
+                .collect();
+            if !unknown.is_empty() {
+                let rows = store.manifests_of(&unknown).await?;
+                let hashes: HashMap<String, String> = rows
+                    .iter()
+                    .map(|r| (r.site.clone(), r.hash.clone()))
+                    .collect();
+                let bodies = rows
+                    .into_iter()
+                    .map(|r| (r.site, r.revision, r.body))
+                    .collect();
+                for part in sign_all(signer, bodies) {
+                    // A signing thread that panicked readies nothing: its polls read the store.
+                    for (site, revision, published) in part.await.unwrap_or_default() {
+                        if let Some(hash) = hashes.get(&site) {
+                            self.publish_manifest(&site, revision, hash, published);
+                        }
+                    }
+                }
+            }
             for (number, head) in page {
                 self.publish(&head.site, head.revision, &head.hash);
                 let mut followed = self.lock_followed();
@@ -199,6 +235,7 @@ impl Fleet {
     pub async fn follow_every(
         self: Arc<Self>,
         store: Arc<dyn Store>,
+        signer: Arc<ManifestSigner>,
         period: Duration,
         hint: Option<Arc<Notify>>,
         mut shutdown: watch::Receiver<bool>,
@@ -217,7 +254,7 @@ impl Fleet {
                 _ = ticks.tick() => {}
                 () = hinted => {}
             }
-            if let Err(e) = self.follow(store.as_ref()).await {
+            if let Err(e) = self.follow(store.as_ref(), &signer).await {
                 tracing::warn!(error = %e, "reading manifest changes failed; trying again");
             }
         }
@@ -547,9 +584,14 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("atoll.db")).unwrap();
         store.commit(0, vec![manifest("s", 1)]).await.unwrap();
         let fleet = Fleet::from_store(&store).await.unwrap();
+        let signer = Arc::new(ManifestSigner::load_or_create(dir.path()).unwrap());
         let mut rx = fleet.watch("s");
         assert_eq!(rx.borrow_and_update().stored(), Some((1, "h1")));
-        assert_eq!(fleet.follow(&store).await.unwrap(), 0, "known at start");
+        assert_eq!(
+            fleet.follow(&store, &signer).await.unwrap(),
+            0,
+            "known at start"
+        );
 
         // Another replica commits on the same store: nothing here knows until it follows.
         store
@@ -557,22 +599,33 @@ mod tests {
             .await
             .unwrap();
         assert!(!rx.has_changed().unwrap());
-        assert_eq!(fleet.follow(&store).await.unwrap(), 2);
+        assert_eq!(fleet.follow(&store, &signer).await.unwrap(), 2);
         assert!(rx.has_changed().unwrap());
         assert_eq!(rx.borrow_and_update().stored(), Some((2, "h2")));
         assert_eq!(fleet.watch("t").borrow().stored(), Some((1, "h1")));
-        assert!(
-            fleet.manifest("s").is_none(),
-            "the body is read from the store when a poll asks"
+        // The woken polls answer from memory: the manifest another replica committed, signed.
+        let Some((2, Published::Signed(answer))) = fleet.manifest("s") else {
+            panic!("kept signed: {:?}", fleet.manifest("s"));
+        };
+        let signed: atoll_api::agent::SignedManifest = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(signed.payload, "{}");
+        assert_eq!(
+            fleet.follow(&store, &signer).await.unwrap(),
+            0,
+            "nothing new"
         );
-        assert_eq!(fleet.follow(&store).await.unwrap(), 0, "nothing new");
 
         // This replica's own commit, published as it commits, is read again and ignored.
         fleet.publish_manifest("s", 3, "h3", Published::Signed(Bytes::from_static(b"3")));
         rx.borrow_and_update();
         store.commit(2, vec![manifest("s", 3)]).await.unwrap();
-        assert_eq!(fleet.follow(&store).await.unwrap(), 1);
+        assert_eq!(fleet.follow(&store, &signer).await.unwrap(), 1);
         assert!(!rx.has_changed().unwrap());
+        assert_eq!(
+            fleet.manifest("s"),
+            Some((3, Published::Signed(Bytes::from_static(b"3")))),
+            "its own kept as it was"
+        );
     }
 
     #[test]

@@ -204,6 +204,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let hint = store.manifest_hint().await?;
     tokio::spawn(fleet.clone().follow_every(
         store.clone(),
+        control.signer().clone(),
         fleet::FOLLOW_EVERY,
         hint,
         stop.clone(),

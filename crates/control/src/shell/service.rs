@@ -16,35 +16,12 @@ use atoll_store::{ManifestRow, ResourceRow, Store, StoreError, Write};
 use tokio::sync::Mutex;
 
 use super::clock::{now_ms, now_rfc3339};
-use super::fleet::{Fleet, Published};
+use super::fleet::Fleet;
 use super::signing::ManifestSigner;
 use super::vault::Vault;
 use crate::core::apply::{Plan, Refusal, Request, plan_apply, plan_delete, plan_host_change};
 use crate::core::revision::{self, Answer, Held};
 use crate::core::state::{State, Versions};
-
-/// Below this many manifests for each core, signing stays on one thread.
-const SIGNED_PER_THREAD: usize = 500;
-
-/// Readies manifests for the long-polls that will ask for them ([`ManifestSigner::publish`]),
-/// shared out over the cores.
-fn sign_all(
-    signer: &Arc<ManifestSigner>,
-    mut manifests: Vec<(String, u64, String)>,
-) -> Vec<tokio::task::JoinHandle<Vec<(String, u64, Published)>>> {
-    let per_thread = crate::core::per_thread(manifests.len(), SIGNED_PER_THREAD);
-    let mut parts = Vec::new();
-    while !manifests.is_empty() {
-        let part = manifests.split_off(manifests.len().saturating_sub(per_thread));
-        let signer = signer.clone();
-        parts.push(tokio::task::spawn_blocking(move || {
-            part.into_iter()
-                .map(|(site, revision, body)| (site, revision, signer.publish(body)))
-                .collect()
-        }));
-    }
-    parts
-}
 
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +107,7 @@ impl ControlPlane {
     }
 
     /// The manifest-signing key.
-    pub fn signer(&self) -> &ManifestSigner {
+    pub fn signer(&self) -> &Arc<ManifestSigner> {
         &self.signer
     }
 
@@ -150,7 +127,7 @@ impl ControlPlane {
             .collect();
         // The manifests are signed on the other cores while the store commits, so the
         // long-polls the commit wakes answer with bytes made already.
-        let signing = sign_all(&self.signer, manifests);
+        let signing = super::signing::sign_all(&self.signer, manifests);
         let detaches = writes.iter().any(|w| matches!(w, Write::RetireSite { .. }));
         let version = self.store.commit(base, writes).await?;
         if detaches {

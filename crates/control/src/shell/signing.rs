@@ -82,6 +82,29 @@ impl ManifestSigner {
     }
 }
 
+/// Below this many manifests for each core, signing stays on one thread.
+const SIGNED_PER_THREAD: usize = 500;
+
+/// Readies manifests for the long-polls that will ask for them ([`ManifestSigner::publish`]),
+/// shared out over the cores.
+pub fn sign_all(
+    signer: &Arc<ManifestSigner>,
+    mut manifests: Vec<(String, u64, String)>,
+) -> Vec<tokio::task::JoinHandle<Vec<(String, u64, Published)>>> {
+    let per_thread = crate::core::per_thread(manifests.len(), SIGNED_PER_THREAD);
+    let mut parts = Vec::new();
+    while !manifests.is_empty() {
+        let part = manifests.split_off(manifests.len().saturating_sub(per_thread));
+        let signer = signer.clone();
+        parts.push(tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .map(|(site, revision, body)| (site, revision, signer.publish(body)))
+                .collect()
+        }));
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
