@@ -31,6 +31,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 
 use super::hostbook::HostBook;
+use super::periodic;
 use super::signing::{ManifestSigner, sign_all};
 use crate::core;
 pub use crate::core::presence::Connectivity;
@@ -238,26 +239,15 @@ impl Fleet {
         signer: Arc<ManifestSigner>,
         period: Duration,
         hint: Option<Arc<Notify>>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let hinted = async {
-                match &hint {
-                    Some(hint) => hint.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = ticks.tick() => {}
-                () = hinted => {}
-            }
-            if let Err(e) = self.follow(store.as_ref(), &signer).await {
+        let (fleet, store, signer) = (&*self, &*store, &signer);
+        periodic::every(period, hint, shutdown, move || async move {
+            if let Err(e) = fleet.follow(store, signer).await {
                 tracing::warn!(error = %e, "reading manifest changes failed; trying again");
             }
-        }
+        })
+        .await;
     }
 
     fn lock_followed(&self) -> std::sync::MutexGuard<'_, u64> {
@@ -504,22 +494,18 @@ impl Fleet {
         self: Arc<Self>,
         store: Arc<dyn Store>,
         period: Duration,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = ticks.tick() => {}
-            }
-            if let Err(e) = self.flush_presence(store.as_ref()).await {
+        let (fleet, store) = (&*self, &*store);
+        periodic::every(period, None, shutdown, move || async move {
+            if let Err(e) = fleet.flush_presence(store).await {
                 tracing::warn!(error = %e, "writing presence failed; trying again");
             }
-            if let Err(e) = self.follow_presence(store.as_ref()).await {
+            if let Err(e) = fleet.follow_presence(store).await {
                 tracing::warn!(error = %e, "reading presence failed; trying again");
             }
-        }
+        })
+        .await;
     }
 }
 

@@ -128,19 +128,15 @@ impl HostBook {
         self: Arc<Self>,
         store: Arc<dyn Store>,
         period: Duration,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = ticks.tick() => {}
-            }
-            if let Err(e) = self.follow(store.as_ref()).await {
+        let (book, store) = (&*self, &*store);
+        super::periodic::every(period, None, shutdown, move || async move {
+            if let Err(e) = book.follow(store).await {
                 tracing::warn!(error = %e, "reading host changes failed; trying again");
             }
-        }
+        })
+        .await;
     }
 
     /// What the book knows of `host`; `None` for a host it has not seen.

@@ -18,6 +18,7 @@ pub mod lease;
 pub mod lock;
 mod manifests;
 pub mod openapi;
+mod periodic;
 mod reports;
 mod rollout_api;
 pub mod rollouts;
