@@ -157,8 +157,8 @@ impl Identity {
             .with_safe_default_protocol_versions()
             .map_err(|e| AgentError::Local(e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCa {
-                fingerprint: token.ca_fingerprint.clone(),
+            .with_custom_certificate_verifier(Arc::new(ServerCheck {
+                chain: Chain::PinnedCa(token.ca_fingerprint.clone()),
                 provider: provider(),
             }))
             .with_no_client_auth();
@@ -300,8 +300,8 @@ impl Identity {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| AgentError::Local(e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SitePeer {
-                chain: peers,
+            .with_custom_certificate_verifier(Arc::new(ServerCheck {
+                chain: Chain::SitePeer(peers),
                 provider: provider(),
             }))
             .with_client_auth_cert(chain, key()?)
@@ -458,15 +458,26 @@ fn http_client(mut tls: rustls::ClientConfig) -> Result<reqwest::Client, AgentEr
         .map_err(|e| AgentError::Local(format!("HTTP client: {e}")))
 }
 
-/// Accepts a server only if its chain carries the CA with the pinned fingerprint and verifies
-/// against that CA as the only root.
+/// How a server's certificate is checked; the signatures of the handshake are checked the same
+/// way whatever the chain.
 #[derive(Debug)]
-struct PinnedCa {
-    fingerprint: String,
+struct ServerCheck {
+    chain: Chain,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedCa {
+#[derive(Debug)]
+enum Chain {
+    /// The control plane: its chain must carry the CA with this fingerprint (the join token's)
+    /// and verify against that CA as the only root.
+    PinnedCa(String),
+    /// A peer agent: a chain to the control plane's CA, checked as a client certificate is
+    /// (host certificates carry no DNS name to check; the identity URI is judged after the
+    /// handshake).
+    SitePeer(Arc<dyn rustls::server::danger::ClientCertVerifier>),
+}
+
+impl ServerCertVerifier for ServerCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -475,79 +486,31 @@ impl ServerCertVerifier for PinnedCa {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
-            .iter()
-            .find(|c| hex::encode(Sha256::digest(c.as_ref())) == self.fingerprint)
-            .ok_or_else(|| {
-                rustls::Error::General(
-                    "the control plane's CA does not match the join token's fingerprint".into(),
+        match &self.chain {
+            Chain::PinnedCa(fingerprint) => {
+                let ca = intermediates
+                    .iter()
+                    .find(|c| hex::encode(Sha256::digest(c.as_ref())) == *fingerprint)
+                    .ok_or_else(|| {
+                        rustls::Error::General(
+                            "the control plane's CA does not match the join token's fingerprint"
+                                .into(),
+                        )
+                    })?;
+                let mut roots = RootCertStore::empty();
+                roots.add(ca.clone().into_owned())?;
+                let inner = WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    self.provider.clone(),
                 )
-            })?;
-        let mut roots = RootCertStore::empty();
-        roots.add(ca.clone().into_owned())?;
-        let inner =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Accepts a peer agent's certificate as a server's: a chain to the control plane's CA, checked
-/// as a client certificate is (host certificates carry no DNS name to check; the identity URI
-/// is judged after the handshake).
-#[derive(Debug)]
-struct SitePeer {
-    chain: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for SitePeer {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.chain
-            .verify_client_cert(end_entity, intermediates, now)
-            .map(|_| ServerCertVerified::assertion())
+                inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            Chain::SitePeer(peers) => peers
+                .verify_client_cert(end_entity, intermediates, now)
+                .map(|_| ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
