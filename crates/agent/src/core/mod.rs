@@ -23,6 +23,7 @@
 
 pub mod backoff;
 pub mod bounds;
+pub mod cluster;
 pub mod desired;
 pub mod devices;
 pub mod fold;

@@ -14,33 +14,81 @@ use std::path::Path;
 
 use atoll_api::host::{Host, Inventory};
 use atoll_api::manifest::{DeviceClass, Manifest, ManifestService};
-use atoll_api::placement::{self, Previous, ServiceWant, Want};
+use atoll_api::placement::{self, Decision, Previous, ServiceWant, Want};
 use atoll_runtime::{DeviceMapping, GpuRequest};
 use atoll_spec::Selector;
 use atoll_spec::application::Mode;
 
+use super::cluster::Placement;
 use super::desired::{Replica, ServiceDevices, desired_with_devices};
 
 /// The replicas this host runs, sorted by key, and why each deployment it does not run is not
-/// placed here (deployment → reason).
+/// placed here (deployment → reason). Without a site placement (a host alone, or a cluster that
+/// has not placed yet) the host decides alone; with one, it runs what the placement gives it.
 pub fn for_host(
     site: &str,
     manifest: &Manifest,
     files_dir: &Path,
-    host: &str,
-    inventory: &Inventory,
+    me: &Host,
+    placed: Option<&Placement>,
     host_root: &Path,
 ) -> (Vec<Replica>, BTreeMap<String, String>) {
-    let me = Host {
-        name: host.to_owned(),
+    let classes = &manifest.content.device_classes;
+    let (mine, unplaced) = match placed {
+        Some(placement) => (placement.on(&me.name), placement.unplaced.clone()),
+        None => {
+            let decision = decide(manifest, std::slice::from_ref(me), &Previous::default());
+            let mine = Placement::of(manifest.revision, &decision).on(&me.name);
+            (mine, decision.unplaced)
+        }
+    };
+    let mut replicas = desired_with_devices(site, manifest, files_dir, |_, service| {
+        devices_for(service, me, classes, host_root)
+    });
+    // A service on every host has replica 0 here, whatever the decision numbered it among the
+    // site's hosts.
+    let every_host = every_host_services(manifest);
+    replicas.retain(|r| {
+        let everywhere = every_host.contains(&(r.key.deployment.as_str(), r.key.service.as_str()));
+        mine.iter().any(|k| {
+            k.deployment == r.key.deployment
+                && k.service == r.key.service
+                && (everywhere || k.index == r.key.index)
+        })
+    });
+    (replicas, unplaced)
+}
+
+/// The services of the manifest that run on every qualifying host, as (deployment, service).
+pub fn every_host_services(manifest: &Manifest) -> BTreeSet<(&str, &str)> {
+    manifest
+        .content
+        .applications
+        .iter()
+        .flat_map(|a| a.services.iter().map(move |s| (a, s)))
+        .filter(|(_, s)| s.mode == Mode::EveryHost)
+        .map(|(a, s)| (a.deployment.as_str(), s.name.as_str()))
+        .collect()
+}
+
+/// The host as placement sees it: its inventory, and the labels the manifest gives it.
+pub fn host(manifest: &Manifest, name: &str, inventory: &Inventory) -> Host {
+    Host {
+        name: name.to_owned(),
         inventory: inventory.clone(),
         labels: manifest
             .content
             .host_labels
-            .get(host)
+            .get(name)
             .cloned()
             .unwrap_or_default(),
-    };
+    }
+}
+
+/// Places the manifest's deployments on `hosts`, keeping what runs where `previous` says: the
+/// one decision of `atoll_api::placement`, over what the manifest asks. A deployment whose host
+/// selector this agent cannot read is unplaced with the reason.
+pub fn decide(manifest: &Manifest, hosts: &[Host], previous: &Previous) -> Decision {
     let mut unplaced = BTreeMap::new();
     let selectors: BTreeMap<&str, Selector> = manifest
         .content
@@ -71,34 +119,9 @@ pub fn for_host(
             services: app.services.iter().map(want).collect(),
         })
         .collect();
-    let classes = &manifest.content.device_classes;
-    let decision = placement::place(
-        std::slice::from_ref(&me),
-        classes,
-        &wants,
-        &Previous::default(),
-    );
-    unplaced.extend(decision.unplaced.clone());
-    let mut replicas = desired_with_devices(site, manifest, files_dir, |_, service| {
-        devices_for(service, &me, classes, host_root)
-    });
-    // A service on every host has replica 0 here, whatever the decision numbered it among the
-    // site's hosts.
-    let every_host: BTreeSet<(&str, &str)> = manifest
-        .content
-        .applications
-        .iter()
-        .flat_map(|a| a.services.iter().map(move |s| (a, s)))
-        .filter(|(_, s)| s.mode == Mode::EveryHost)
-        .map(|(a, s)| (a.deployment.as_str(), s.name.as_str()))
-        .collect();
-    replicas.retain(|r| {
-        let everywhere = every_host.contains(&(r.key.deployment.as_str(), r.key.service.as_str()));
-        decision
-            .on_host(&r.key.deployment, host)
-            .any(|a| a.service == r.key.service && (everywhere || a.index == r.key.index))
-    });
-    (replicas, unplaced)
+    let mut decision = placement::place(hosts, &manifest.content.device_classes, &wants, previous);
+    decision.unplaced.extend(unplaced);
+    decision
 }
 
 fn want(s: &ManifestService) -> ServiceWant<'_> {
@@ -162,6 +185,18 @@ mod tests {
     use super::*;
     use crate::core::fixtures::{manifest, service};
 
+    /// This host deciding alone, as a single-host site does.
+    fn alone(
+        site: &str,
+        m: &Manifest,
+        files: &Path,
+        name: &str,
+        inventory: &Inventory,
+        root: &Path,
+    ) -> (Vec<Replica>, BTreeMap<String, String>) {
+        for_host(site, m, files, &host(m, name, inventory), None, root)
+    }
+
     fn class(name: &str, subsystem: &str, gpu: Option<&str>) -> DeviceClass {
         DeviceClass {
             name: name.into(),
@@ -205,7 +240,7 @@ mod tests {
     #[test]
     fn a_host_without_the_device_runs_only_what_does_not_need_it() {
         let m = camera_manifest();
-        let (replicas, unplaced) = for_host(
+        let (replicas, unplaced) = alone(
             "s1",
             &m,
             Path::new("/files"),
@@ -224,7 +259,7 @@ mod tests {
     #[test]
     fn a_camera_is_mapped_into_the_containers_of_the_service_needing_it() {
         let m = camera_manifest();
-        let (replicas, unplaced) = for_host(
+        let (replicas, unplaced) = alone(
             "s1",
             &m,
             Path::new("/files"),
@@ -263,8 +298,7 @@ mod tests {
     #[test]
     fn a_device_in_its_grace_keeps_its_container_unchanged() {
         let m = camera_manifest();
-        let run =
-            |inv: &Inventory| for_host("s1", &m, Path::new("/f"), "h1", inv, Path::new("/")).0;
+        let run = |inv: &Inventory| alone("s1", &m, Path::new("/f"), "h1", inv, Path::new("/")).0;
         let present = inventory(&[("/dev/video0", "video4linux")]);
         let mut missing = present.clone();
         missing.devices[0].missing_since = Some("2026-12-03T10:00:00Z".into());
@@ -302,17 +336,17 @@ mod tests {
         let mut m = manifest(vec![("d", service("web", "web:1"))]);
         m.content.applications[0].hosts = Some("size in (medium, large)".into());
         let inv = inventory(&[]);
-        let (none, unplaced) = for_host("s1", &m, Path::new("/f"), "h1", &inv, Path::new("/"));
+        let (none, unplaced) = alone("s1", &m, Path::new("/f"), "h1", &inv, Path::new("/"));
         assert!(none.is_empty());
         assert!(unplaced["d"].contains("does not match placement.hosts"));
         m.content.host_labels.insert(
             "h1".into(),
             [("size".to_owned(), "medium".to_owned())].into(),
         );
-        let (some, _) = for_host("s1", &m, Path::new("/f"), "h1", &inv, Path::new("/"));
+        let (some, _) = alone("s1", &m, Path::new("/f"), "h1", &inv, Path::new("/"));
         assert_eq!(some.len(), 1);
         m.content.applications[0].hosts = Some("size in (".into());
-        let (_, unplaced) = for_host("s1", &m, Path::new("/f"), "h1", &inv, Path::new("/"));
+        let (_, unplaced) = alone("s1", &m, Path::new("/f"), "h1", &inv, Path::new("/"));
         assert!(
             unplaced["d"].contains("cannot be read here"),
             "{unplaced:?}"
@@ -325,7 +359,7 @@ mod tests {
             ("d", service("web", "web:1")),
             ("e", service("db", "db:1")),
         ]);
-        let (mine, unplaced) = for_host(
+        let (mine, unplaced) = alone(
             "s1",
             &m,
             Path::new("/f"),

@@ -145,12 +145,13 @@ impl Reconciler {
             return (false, None);
         };
         let inventory = self.inventory.borrow().clone();
+        let me = core::placement::host(&manifest, &self.host, &inventory);
         let (mut desired, unplaced) = core::placement::for_host(
             &self.site,
             &manifest,
             &self.files_dir,
-            &self.host,
-            &inventory,
+            &me,
+            None,
             &self.host_root,
         );
         self.say_unplaced(unplaced, pass);
