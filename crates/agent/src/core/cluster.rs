@@ -15,8 +15,9 @@
 //!   down keeps its seat while no up host can take it (changing who votes needs a majority of
 //!   the old voters anyway, and a returning voter then finds its seat).
 //! - A host is down once the leader has heard nothing from it for the failure timeout, counted
-//!   from when it last heard it or from when it became leader, whichever is later: a new leader
-//!   gives every host one full timeout before judging it.
+//!   from when it last heard it, or, for a host it never heard, from when it became leader. Every
+//!   host hears every peer (the site channel is a full mesh), so a leader elected after the old
+//!   one died already knows since when the dead host is silent, and moves its replicas on time.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -169,30 +170,16 @@ impl Liveness {
         *at = (*at).max(now_ms);
     }
 
-    /// Whether `host` has been silent for at least `timeout_ms` at `now_ms`.
-    pub fn down(&self, host: &str, now_ms: u64, timeout_ms: u64) -> bool {
-        let last = self
-            .heard_ms
+    fn last(&self, host: &str) -> u64 {
+        self.heard_ms
             .get(host)
             .copied()
-            .unwrap_or(0)
-            .max(self.leader_since_ms);
-        now_ms.saturating_sub(last) >= timeout_ms
+            .unwrap_or(self.leader_since_ms)
     }
 
-    /// When the next host among `hosts` would be judged down if nothing is heard meanwhile.
-    pub fn next_deadline(&self, hosts: &BTreeSet<String>, timeout_ms: u64) -> Option<u64> {
-        hosts
-            .iter()
-            .map(|h| {
-                self.heard_ms
-                    .get(h)
-                    .copied()
-                    .unwrap_or(0)
-                    .max(self.leader_since_ms)
-                    + timeout_ms
-            })
-            .min()
+    /// Whether `host` has been silent for at least `timeout_ms` at `now_ms`.
+    pub fn down(&self, host: &str, now_ms: u64, timeout_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last(host)) >= timeout_ms
     }
 }
 
@@ -325,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_leader_gives_every_host_one_full_timeout() {
+    fn a_new_leader_gives_a_host_it_never_heard_one_full_timeout() {
         let mut l = Liveness::new(10_000);
         assert!(!l.down("b", 14_999, 5_000));
         assert!(l.down("b", 15_000, 5_000));
@@ -337,7 +324,16 @@ mod tests {
             !l.down("b", 18_999, 5_000),
             "an older hearing changes nothing"
         );
-        assert_eq!(l.next_deadline(&set(&["b", "c"]), 5_000), Some(15_000));
+    }
+
+    #[test]
+    fn a_host_silent_since_before_the_election_is_down_on_time() {
+        let mut l = Liveness::new(10_000);
+        l.heard("dead", 4_000);
+        assert!(
+            l.down("dead", 14_000, 10_000),
+            "silent since 4 s, not since 10 s"
+        );
     }
 
     #[test]

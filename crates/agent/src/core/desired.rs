@@ -75,6 +75,18 @@ impl fmt::Display for ReplicaKey {
     }
 }
 
+impl ReplicaKey {
+    /// The replica a container of atoll's is, from its labels; `None` for one without them.
+    pub fn of(container: &atoll_runtime::Container) -> Option<ReplicaKey> {
+        let label = |name| container.labels.get(name).cloned();
+        Some(ReplicaKey {
+            deployment: label(LABEL_DEPLOYMENT)?,
+            service: label(LABEL_SERVICE)?,
+            index: label(LABEL_REPLICA)?.parse().ok()?,
+        })
+    }
+}
+
 /// One container this host must run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replica {

@@ -37,13 +37,14 @@ mod store;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver as _;
-use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 
 pub use self::local::{LocalLink, LocalNet};
 pub use self::network::{LinkDown, Message, Reply, Transport};
@@ -112,6 +113,8 @@ pub struct Status {
     /// The index of the last entry applied here.
     pub applied: Option<u64>,
     pub voters: BTreeSet<String>,
+    /// Every host of the log's membership, voters and non-voters; empty until the log is formed.
+    pub members: BTreeSet<String>,
 }
 
 /// Why the site log could not be opened or started.
@@ -137,6 +140,9 @@ pub enum ProposeError {
     NotCommitted(Duration),
     #[error("site log stopped: {0}")]
     Stopped(String),
+    /// A change of who belongs to the log that Raft refused now (one is already under way).
+    #[error("membership change refused: {0}")]
+    Refused(String),
 }
 
 /// Why the site log could not be formed.
@@ -237,6 +243,53 @@ impl SiteLog {
             .map_err(|e| InitializeError(e.to_string()))
     }
 
+    /// Adds `host` to the log as a non-voter that receives it; on the leader.
+    pub async fn add_member(&self, host: &str, addr: &str) -> Result<(), ProposeError> {
+        let add = self
+            .inner
+            .raft
+            .add_learner(host.to_owned(), BasicNode::new(addr), false);
+        self.management(add).await
+    }
+
+    /// Makes exactly `voters` the voters (a voter left out stays a non-voter); on the leader.
+    pub async fn set_voters(&self, voters: BTreeSet<String>) -> Result<(), ProposeError> {
+        let change = self
+            .inner
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), true);
+        self.management(change).await
+    }
+
+    /// Takes `hosts`, none of them a voter, out of the log; on the leader.
+    pub async fn remove_members(&self, hosts: BTreeSet<String>) -> Result<(), ProposeError> {
+        let change = self
+            .inner
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(hosts), false);
+        self.management(change).await
+    }
+
+    async fn management<T>(
+        &self,
+        change: impl Future<Output = Result<T, RaftError<SiteRaft, ClientWriteError<SiteRaft>>>>,
+    ) -> Result<(), ProposeError> {
+        let within = self.inner.propose_within;
+        match tokio::time::timeout(within, change).await {
+            Err(_) => Err(ProposeError::NotCommitted(within)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(ProposeError::Refused(e.to_string()))
+            }
+            Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
     /// Proposes a command; on the leader, waits for it to be committed and applied here.
     pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
         let within = self.inner.propose_within;
@@ -266,6 +319,11 @@ impl SiteLog {
     pub fn status(&self) -> Status {
         let m = self.inner.raft.metrics().borrow_watched().clone();
         let voters: BTreeSet<String> = m.membership_config.voter_ids().collect();
+        let members: BTreeSet<String> = m
+            .membership_config
+            .nodes()
+            .map(|(id, _)| id.clone())
+            .collect();
         let role = match m.state {
             ServerState::Leader => Role::Leader,
             ServerState::Follower => Role::Follower,
@@ -279,6 +337,7 @@ impl SiteLog {
             leader: m.current_leader.clone(),
             applied: m.last_applied.as_ref().map(|l| l.index()),
             voters,
+            members,
         }
     }
 
