@@ -104,6 +104,11 @@ pub struct SiteHost {
     /// never said (an agent older than the site cluster, or one with no site address yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The host that forms the site's log, if its own is empty: the first of the site's hosts
+    /// to enroll. One host, named by the control plane, so two hosts can never each form a log
+    /// of their own, whoever meets whom first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub founder: bool,
 }
 
 impl Default for ManifestContent {

@@ -7,7 +7,10 @@
 //! control plane that issues it and the agents that check it. Frames are lines of JSON, at most
 //! [`MAX_FRAME_BYTES`] each: easy to read past (an unknown kind is [`PeerMessage::Unknown`], so a
 //! newer peer's frames do not break an older agent's channel) and bounded, so a peer cannot make
-//! an agent buffer without end. The Raft traffic will travel over the same channel.
+//! an agent buffer without end. No frame is read before the peer's certificate has admitted it,
+//! so the bound is sized for the site log's traffic (a snapshot holds the signed manifest), not
+//! for strangers. The site log's requests travel as [`PeerMessage::Raft`], their bodies opaque
+//! here: they are the agents' own Raft library's, and both ends are agents of one site.
 
 use std::time::Duration;
 
@@ -16,7 +19,7 @@ use serde::{Deserialize, Serialize};
 /// The port an agent listens on for its site's peers when `--listen-site` names none.
 pub const DEFAULT_SITE_PORT: u16 = 7443;
 /// The longest frame, newline included; a longer one ends the connection.
-pub const MAX_FRAME_BYTES: usize = 4096;
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
 /// How often each end of a channel sends a heartbeat.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// How long a channel may stay silent before its peer is taken for down and the channel closed.
@@ -48,10 +51,41 @@ pub enum PeerMessage {
         agent_version: String,
     },
     /// Sent every [`HEARTBEAT_EVERY`]; `sequence` counts up from 1 on each connection.
-    Heartbeat { sequence: u64 },
+    Heartbeat {
+        sequence: u64,
+    },
+    /// A request of the site log, answered by a [`PeerMessage::RaftReply`] of the same `id`.
+    Raft {
+        id: u64,
+        body: serde_json::Value,
+    },
+    RaftReply {
+        id: u64,
+        body: serde_json::Value,
+    },
+    /// What the sending host is and runs, sent when the channel opens and on every change: the
+    /// site's leader schedules on it.
+    State(HostState),
     /// A frame of a kind this build does not know, from a newer peer: ignored.
     #[serde(other)]
     Unknown,
+}
+
+/// One host's own account of itself to its site's peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostState {
+    pub inventory: crate::host::Inventory,
+    /// The replicas it has containers for, running or not.
+    #[serde(default)]
+    pub running: Vec<RunningReplica>,
+}
+
+/// A replica a host has a container for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunningReplica {
+    pub deployment: String,
+    pub service: String,
+    pub replica: u32,
 }
 
 impl PeerMessage {
@@ -139,11 +173,13 @@ mod tests {
             [
                 crate::SiteHost {
                     host: "h-a".into(),
-                    address: Some("10.0.0.1:7443".into())
+                    address: Some("10.0.0.1:7443".into()),
+                    founder: false,
                 },
                 crate::SiteHost {
                     host: "h-b".into(),
-                    address: None
+                    address: None,
+                    founder: false,
                 }
             ]
         );

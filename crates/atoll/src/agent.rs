@@ -53,6 +53,10 @@ pub struct Args {
     /// only if it is a current host of this site.
     #[arg(long = "peer", env = "ATOLL_PEERS", value_delimiter = ',')]
     peers: Vec<String>,
+    /// How long the site's leader waits on a silent host before it takes it for down and runs
+    /// its replicas on the other hosts, such as 10s (at least 1s).
+    #[arg(long, env = "ATOLL_SITE_FAILURE_TIMEOUT", default_value = "10s")]
+    site_failure_timeout: String,
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
@@ -60,6 +64,14 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         .map_err(|e| CliError::user(format!("--interval: {e}")))?;
     let device_grace = atoll_spec::units::Span::parse(&args.device_grace)
         .map_err(|e| CliError::user(format!("--device-grace: {e}")))?;
+    let site_failure_timeout = atoll_spec::units::Span::parse(&args.site_failure_timeout)
+        .map_err(|e| CliError::user(format!("--site-failure-timeout: {e}")))?;
+    if site_failure_timeout.0 < Duration::from_secs(1) {
+        return Err(CliError::user(format!(
+            "--site-failure-timeout {}: at least 1s, or hosts that are up would be taken for down",
+            args.site_failure_timeout
+        )));
+    }
     // Paths are made absolute once, here: the agent hands some of them to Docker as bind
     // sources (`files:`, secrets), which must be absolute whatever folder the agent started in.
     let data_dir = absolute(&args.data_dir, "--data-dir")?;
@@ -92,6 +104,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     config.secrets_dir = secrets_dir;
     config.host_root = absolute(&args.host_root, "--host-root")?;
     config.device_grace = device_grace.0;
+    config.site_failure_timeout = site_failure_timeout.0;
     if let Some(address) = &args.listen_site {
         config.listen_site = site_address(address, "--listen-site")?;
     }

@@ -21,6 +21,8 @@ pub struct Members {
     pub me: String,
     /// Every member (this host too), with the site address it reported.
     pub hosts: BTreeMap<String, Option<String>>,
+    /// The member that forms the site's log, when its own is empty (`SiteHost::founder`).
+    pub founder: Option<String>,
 }
 
 /// Why a peer is not let in.
@@ -46,7 +48,16 @@ impl Members {
                 .iter()
                 .map(|m| (m.host.clone(), m.address.clone()))
                 .collect(),
+            founder: listed.iter().find(|m| m.founder).map(|m| m.host.clone()),
         }
+    }
+
+    /// Whether this host forms the site's log when its own is empty: the control plane named
+    /// it, so no two hosts ever form two logs, whoever meets whom first. A founder that is down
+    /// leaves the site unformed until it returns (each host meanwhile runs what it decides
+    /// alone, as a lone host does).
+    pub fn founds(&self) -> bool {
+        self.clustered() && self.founder.as_deref() == Some(self.me.as_str())
     }
 
     /// Whether there is a cluster to be part of: two or more members, this host one of them.
@@ -101,6 +112,7 @@ mod tests {
             .map(|(h, a)| SiteHost {
                 host: (*h).to_owned(),
                 address: a.map(str::to_owned),
+                founder: *h == "h-b",
             })
             .collect()
     }
@@ -163,6 +175,18 @@ mod tests {
             Err(Refusal::NotMember("h-b".into()))
         );
         assert!(three().clustered());
+    }
+
+    #[test]
+    fn only_the_listed_founder_forms_the_log() {
+        assert!(!three().founds(), "h-a is not the founder");
+        let b = Members {
+            me: "h-b".into(),
+            ..three()
+        };
+        assert!(b.founds());
+        let alone = Members::new("s1", "h-b", &[]);
+        assert!(!alone.founds(), "a host alone forms nothing");
     }
 
     #[test]

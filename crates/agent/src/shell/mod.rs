@@ -9,6 +9,7 @@
 
 mod client;
 pub mod clock;
+mod cluster;
 mod conditions;
 mod detach;
 pub(crate) mod files;
@@ -89,6 +90,9 @@ pub struct Config {
     pub listen_site: std::net::SocketAddr,
     /// Other hosts' site addresses to dial besides those the manifest lists (`--peer`).
     pub peers: Vec<String>,
+    /// How long the site's leader waits on a silent host before it takes it for down and
+    /// places its replicas elsewhere (`--site-failure-timeout`).
+    pub site_failure_timeout: Duration,
 }
 
 impl Config {
@@ -114,6 +118,7 @@ impl Config {
                 atoll_api::site::DEFAULT_SITE_PORT,
             )),
             peers: Vec::new(),
+            site_failure_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -240,9 +245,19 @@ pub async fn run(
     )
     .await;
 
+    // The site cluster's shared parts: what the channels carry, and what the cluster hands the
+    // reconciler and takes from it.
+    let peers = Arc::new(site::Peers::default());
+    let (own_state, own_state_rx) = watch::channel(atoll_api::site::HostState::default());
+    let (placement, placement_rx) = watch::channel(None);
+    let (cluster_status, _cluster_status_rx) = watch::channel(None);
+    let (running, running_rx) = watch::channel(std::collections::BTreeSet::new());
+    let (cluster_outbox, cluster_report_ready) = (outbox.clone(), report_ready.clone());
+
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(watcher.run());
     let inventory_rx = inventory.clone();
+    let cluster_inventory = inventory.clone();
     tasks.spawn(
         watcher::Sender {
             session: session.clone(),
@@ -272,6 +287,8 @@ pub async fn run(
             secrets_dir,
             sealing,
             manifests: manifest_rx,
+            placement: placement_rx,
+            running,
             outbox: outbox.clone(),
             report_ready: report_ready.clone(),
             refused: refused.clone(),
@@ -308,8 +325,29 @@ pub async fn run(
         .run(),
     );
     tasks.spawn(
+        cluster::Cluster {
+            session: session.clone(),
+            folder: dir.join("site-log"),
+            manifests: site_manifests.clone(),
+            inventory: cluster_inventory,
+            running: running_rx,
+            peers: peers.clone(),
+            own: own_state,
+            placement,
+            status: cluster_status,
+            failure_timeout: config.site_failure_timeout,
+            timers: crate::site_log::Timers::default(),
+            outbox: cluster_outbox,
+            report_ready: cluster_report_ready,
+            shutdown: stopping.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(
         site::SiteChannel {
             session: session.clone(),
+            registry: peers,
+            own: own_state_rx,
             listen: config.listen_site,
             peers: config.peers.clone(),
             manifests: site_manifests,

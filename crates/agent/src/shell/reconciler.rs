@@ -21,6 +21,8 @@ use super::clock::{now_ms, now_rfc3339};
 use super::conditions::Conditions;
 use super::outbox::Outbox;
 use super::prober::{HealthBook, Target};
+use crate::core::cluster::Placement;
+use crate::core::desired::ReplicaKey;
 use crate::core::secrets::OpenedSecrets;
 use crate::core::{self, Action, Memory, Replica};
 use base64::Engine as _;
@@ -47,6 +49,10 @@ pub struct Reconciler {
     /// This host's key, which opens the secrets sealed to it.
     pub sealing: Arc<atoll_seal::Identity>,
     pub manifests: watch::Receiver<Option<Arc<Manifest>>>,
+    /// The site cluster's placement, when the site has one: this host runs what it places here.
+    pub placement: watch::Receiver<Option<Arc<Placement>>>,
+    /// The replicas this host has containers for, as last listed, for the site's leader.
+    pub running: watch::Sender<BTreeSet<ReplicaKey>>,
     pub outbox: Arc<Mutex<Outbox>>,
     pub report_ready: Arc<Notify>,
     /// Why the newest manifest offered was refused, shared with the sync loop.
@@ -111,6 +117,7 @@ impl Reconciler {
             tokio::select! {
                 _ = self.shutdown.changed() => return,
                 changed = self.manifests.changed() => if changed.is_err() { return },
+                changed = self.placement.changed() => if changed.is_err() { return },
                 changed = self.inventory.changed() => if changed.is_err() { return },
                 () = self.health_changed.notified() => {}
                 () = self.conditions.changed() => {}
@@ -146,12 +153,13 @@ impl Reconciler {
         };
         let inventory = self.inventory.borrow().clone();
         let me = core::placement::host(&manifest, &self.host, &inventory);
+        let placed = self.placement.borrow().clone();
         let (mut desired, unplaced) = core::placement::for_host(
             &self.site,
             &manifest,
             &self.files_dir,
             &me,
-            None,
+            placed.as_deref(),
             &self.host_root,
         );
         self.say_unplaced(unplaced, pass);
@@ -210,6 +218,12 @@ impl Reconciler {
                 return (false, Some(2_000));
             }
         };
+        let running: BTreeSet<ReplicaKey> = observed.iter().filter_map(ReplicaKey::of).collect();
+        self.running.send_if_modified(|r| {
+            let changed = *r != running;
+            *r = running;
+            changed
+        });
         let mut images = BTreeSet::new();
         for image in desired
             .iter()

@@ -1,7 +1,10 @@
 //! The host-to-host channel of a site cluster: the agent listens on its site address and dials
 //! its peers, over mutual TLS with the certificates the control plane issued, and keeps a
 //! heartbeat going on each channel. Which peers are up is logged (`site peer up` / `site peer
-//! down`); the Raft traffic will travel over the same channels.
+//! down`). The channels carry the site log's Raft requests and replies (by id, any open channel
+//! to the peer) and each host's account of itself (`HostState`, sent when a channel opens and on
+//! every change); [`Peers`] is what they share with the cluster: the channels open to each peer,
+//! when each was last heard, the state each last sent, and the site log that answers requests.
 //!
 //! Membership is `core::members`' answer on the list of the manifest last kept, read again for
 //! every connection and every heartbeat, so a host that leaves the list is cut off at once.
@@ -9,27 +12,181 @@
 //! on who calls whom (a peer reached only through `--peer` is then met either way). The port is
 //! open only while the site has two or more members; a single-host site opens none.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atoll_api::Manifest;
-use atoll_api::site::{HEARTBEAT_EVERY, MAX_FRAME_BYTES, PeerMessage, SILENT_AFTER};
+use atoll_api::site::{HEARTBEAT_EVERY, HostState, MAX_FRAME_BYTES, PeerMessage, SILENT_AFTER};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
+use super::clock::now_ms;
 use super::session::Session;
 use crate::core::members::Members;
+use crate::site_log::{self, LinkDown, SiteLog};
 
 /// How long a dial waits before the next try at an address that did not answer.
 const REDIAL_EVERY: Duration = Duration::from_secs(2);
 /// How long a TCP connection and a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Frames waiting to be written on one channel; a sender past it waits.
+const QUEUED_FRAMES: usize = 64;
+/// Site-log requests of one channel handled at once; reading waits past it.
+const REQUESTS_AT_ONCE: usize = 16;
+
+/// What the site channels share with the cluster.
+#[derive(Default)]
+pub struct Peers {
+    inner: Mutex<Shared>,
+    next_id: AtomicU64,
+    /// Woken when a peer's state arrives or a peer's last channel closes.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// The open channels to each peer, by channel number: where frames for it are queued.
+    channels: BTreeMap<String, BTreeMap<u64, mpsc::Sender<Vec<u8>>>>,
+    /// When each peer was last heard, in ms since the epoch.
+    heard_ms: BTreeMap<String, u64>,
+    /// The state each peer last sent.
+    states: BTreeMap<String, HostState>,
+    /// Site-log requests sent and waiting for their reply, by id.
+    pending: HashMap<u64, oneshot::Sender<serde_json::Value>>,
+    /// This host's site log, once open: it answers the peers' requests.
+    log: Option<SiteLog>,
+}
+
+impl Peers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands the peers' site-log requests to `log` from now on.
+    pub fn serve(&self, log: SiteLog) {
+        self.lock().log = Some(log);
+    }
+
+    /// When each peer was last heard, in ms since the epoch.
+    pub fn heard_ms(&self) -> BTreeMap<String, u64> {
+        self.lock().heard_ms.clone()
+    }
+
+    /// The state each peer last sent.
+    pub fn states(&self) -> BTreeMap<String, HostState> {
+        self.lock().states.clone()
+    }
+
+    /// Waits until a peer's state arrives or a peer's last channel closes.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn heard(&self, host: &str) {
+        self.lock().heard_ms.insert(host.to_owned(), now_ms());
+    }
+
+    fn opened(&self, host: &str, channel: u64, frames: mpsc::Sender<Vec<u8>>) {
+        let mut shared = self.lock();
+        let open = shared.channels.entry(host.to_owned()).or_default();
+        open.insert(channel, frames);
+        if open.len() == 1 {
+            tracing::info!(peer = %host, "site peer up");
+        }
+    }
+
+    fn closed(&self, host: &str, channel: u64, why: &str) {
+        let mut shared = self.lock();
+        if let Some(open) = shared.channels.get_mut(host) {
+            open.remove(&channel);
+            if open.is_empty() {
+                shared.channels.remove(host);
+                drop(shared);
+                tracing::info!(peer = %host, %why, "site peer down");
+                self.changed.notify_waiters();
+            }
+        }
+    }
+
+    fn state(&self, host: &str, state: HostState) {
+        let changed = self.lock().states.insert(host.to_owned(), state.clone()) != Some(state);
+        if changed {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn answered(&self, id: u64, body: serde_json::Value) {
+        if let Some(waiting) = self.lock().pending.remove(&id) {
+            let _ = waiting.send(body);
+        }
+    }
+
+    fn log(&self) -> Option<SiteLog> {
+        self.lock().log.clone()
+    }
+}
+
+/// The site log's transport over the channels: a request goes out on any channel open to the
+/// peer and waits for the reply of its id (the site log bounds the wait).
+#[derive(Clone)]
+pub struct Transport(pub Arc<Peers>);
+
+/// Forgets a request's reply slot however the wait for it ends.
+struct Pending<'a>(&'a Peers, u64);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.lock().pending.remove(&self.1);
+    }
+}
+
+impl site_log::Transport for Transport {
+    async fn send(
+        &self,
+        to: &str,
+        addr: &str,
+        message: site_log::Message,
+    ) -> Result<site_log::Reply, LinkDown> {
+        let down = |reason: String| LinkDown {
+            to: to.to_owned(),
+            addr: addr.to_owned(),
+            reason,
+        };
+        let peers = &self.0;
+        let body = serde_json::to_value(&message).map_err(|e| down(e.to_string()))?;
+        let id = peers.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        let frames = {
+            let mut shared = peers.lock();
+            let frames = shared
+                .channels
+                .get(to)
+                .and_then(|open| open.values().next().cloned())
+                .ok_or_else(|| down("no channel open to it".to_owned()))?;
+            shared.pending.insert(id, reply);
+            frames
+        };
+        let _pending = Pending(peers, id);
+        frames
+            .send(PeerMessage::Raft { id, body }.encode())
+            .await
+            .map_err(|_| down("its channel closed".to_owned()))?;
+        let body = answer
+            .await
+            .map_err(|_| down("its channel closed".to_owned()))?;
+        serde_json::from_value(body).map_err(|e| down(format!("its reply cannot be read: {e}")))
+    }
+}
 
 pub struct SiteChannel {
     pub session: Arc<Session>,
+    pub registry: Arc<Peers>,
+    /// This host's account of itself, sent to every peer.
+    pub own: watch::Receiver<HostState>,
     /// Where to listen for peers.
     pub listen: SocketAddr,
     /// `--peer` addresses, dialled besides the listed ones.
@@ -38,33 +195,25 @@ pub struct SiteChannel {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// The channels open to each peer, to log when one comes up and when its last one goes.
-#[derive(Debug, Default, Clone)]
-struct Up(Arc<Mutex<BTreeMap<String, usize>>>);
-
-impl Up {
-    fn opened(&self, host: &str) {
-        let mut up = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = up.entry(host.to_owned()).or_default();
-        *n += 1;
-        if *n == 1 {
-            tracing::info!(peer = %host, "site peer up");
-        }
-    }
-
-    fn closed(&self, host: &str, why: &str) {
-        let mut up = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = up.get_mut(host) {
-            *n -= 1;
-            if *n == 0 {
-                up.remove(host);
-                tracing::info!(peer = %host, %why, "site peer down");
-            }
-        }
-    }
+/// What each channel needs.
+#[derive(Clone)]
+struct Link {
+    session: Arc<Session>,
+    members: watch::Receiver<Members>,
+    peers: Arc<Peers>,
+    own: watch::Receiver<HostState>,
 }
 
 impl SiteChannel {
+    fn link(&self, members: &watch::Receiver<Members>) -> Link {
+        Link {
+            session: self.session.clone(),
+            members: members.clone(),
+            peers: self.registry.clone(),
+            own: self.own.clone(),
+        }
+    }
+
     pub async fn run(mut self) {
         let identity = self.session.identity();
         let (site, me) = (identity.site.clone(), identity.host.clone());
@@ -76,7 +225,6 @@ impl SiteChannel {
             )
         };
         let (members_tx, members) = watch::channel(members_of(&self.manifests.borrow()));
-        let up = Up::default();
         let mut listening: Option<tokio::task::JoinHandle<()>> = None;
         let mut dialling: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
         loop {
@@ -85,12 +233,7 @@ impl SiteChannel {
                 match TcpListener::bind(self.listen).await {
                     Ok(listener) => {
                         tracing::info!(address = %self.listen, members = now.hosts.len(), "listening for site peers");
-                        listening = Some(tokio::spawn(accept(
-                            listener,
-                            self.session.clone(),
-                            members.clone(),
-                            up.clone(),
-                        )));
+                        listening = Some(tokio::spawn(accept(listener, self.link(&members))));
                     }
                     Err(e) => {
                         tracing::warn!(address = %self.listen, error = %e, "cannot listen for site peers; trying again");
@@ -111,14 +254,10 @@ impl SiteChannel {
                 keep
             });
             for address in wanted {
-                dialling.entry(address.clone()).or_insert_with(|| {
-                    tokio::spawn(dial(
-                        address,
-                        self.session.clone(),
-                        members.clone(),
-                        up.clone(),
-                    ))
-                });
+                let link = self.link(&members);
+                dialling
+                    .entry(address.clone())
+                    .or_insert_with(|| tokio::spawn(dial(address, link)));
             }
             tokio::select! {
                 _ = self.shutdown.changed() => break,
@@ -146,12 +285,7 @@ impl SiteChannel {
     }
 }
 
-async fn accept(
-    listener: TcpListener,
-    session: Arc<Session>,
-    members: watch::Receiver<Members>,
-    up: Up,
-) {
+async fn accept(listener: TcpListener, link: Link) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, from) = match listener.accept().await {
@@ -163,9 +297,9 @@ async fn accept(
                 continue;
             }
         };
-        let (session, members, up) = (session.clone(), members.clone(), up.clone());
+        let link = link.clone();
         connections.spawn(async move {
-            let server = match session.identity().site_tls() {
+            let server = match link.session.identity().site_tls() {
                 Ok((server, _)) => server,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot set up the site channel's TLS");
@@ -189,22 +323,22 @@ async fn accept(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| super::identity::named_by(c.as_ref()));
-            converse(stream, &from.to_string(), named, &session, members, &up).await;
+            converse(stream, &from.to_string(), named, link).await;
         });
         while connections.try_join_next().is_some() {}
     }
 }
 
-async fn dial(address: String, session: Arc<Session>, members: watch::Receiver<Members>, up: Up) {
+async fn dial(address: String, link: Link) {
     loop {
-        if let Some(stream) = connect(&address, &session).await {
+        if let Some(stream) = connect(&address, &link.session).await {
             let named = stream
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| super::identity::named_by(c.as_ref()));
-            converse(stream, &address, named, &session, members.clone(), &up).await;
+            converse(stream, &address, named, link.clone()).await;
         }
         tokio::time::sleep(REDIAL_EVERY).await;
     }
@@ -236,25 +370,27 @@ async fn connect(
         .flatten()
 }
 
-/// Runs one channel: the peer is judged by the list, then hello and heartbeats both ways until
-/// it goes silent, leaves the list, or the connection ends.
+/// Channel numbers, for the registry of open channels.
+static CHANNELS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs one channel: the peer is judged by the list, then hello, this host's state and
+/// heartbeats both ways, and the site log's requests, until the peer goes silent, leaves the
+/// list, or the connection ends.
 async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     at: &str,
     named: Option<(String, String)>,
-    session: &Session,
-    mut members: watch::Receiver<Members>,
-    up: &Up,
+    mut link: Link,
 ) {
     let named_ref = named.as_ref().map(|(s, h)| (s.as_str(), h.as_str()));
-    let host = match members.borrow().admit(named_ref) {
+    let host = match link.members.borrow().admit(named_ref) {
         Ok(host) => host,
         Err(refusal) => {
             tracing::warn!(peer_address = %at, %refusal, "refused a site peer");
             return;
         }
     };
-    let identity = session.identity();
+    let identity = link.session.identity();
     let (read, mut write) = tokio::io::split(stream);
     let mut lines = FrameReader {
         inner: BufReader::new(read),
@@ -266,9 +402,15 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         host: identity.host.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    if write.write_all(&hello.encode()).await.is_err() {
+    let own = PeerMessage::State(link.own.borrow_and_update().clone());
+    if write.write_all(&hello.encode()).await.is_err()
+        || write.write_all(&own.encode()).await.is_err()
+    {
         return;
     }
+    let channel = CHANNELS.fetch_add(1, Ordering::Relaxed);
+    let (frames, mut queued) = mpsc::channel::<Vec<u8>>(QUEUED_FRAMES);
+    let requests = Arc::new(Semaphore::new(REQUESTS_AT_ONCE));
     // Up once it is heard from: a peer that refuses this host closes the channel unheard.
     let mut heard = false;
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -281,24 +423,58 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                     break "the connection ended".to_owned();
                 }
             }
-            frame = tokio::time::timeout(SILENT_AFTER, lines.next_frame()) => match frame {
-                Err(_) => break format!("silent for {} s", SILENT_AFTER.as_secs()),
-                Ok(Err(e)) => break e,
-                Ok(Ok(PeerMessage::Hello { site, host: said, .. })) if site != identity.site || said != host => {
-                    break format!("its hello names {said} of site {site}, not its certificate's host");
+            Some(frame) = queued.recv() => {
+                if write.write_all(&frame).await.is_err() {
+                    break "the connection ended".to_owned();
                 }
-                Ok(Ok(_)) => {
-                    if !heard {
-                        heard = true;
-                        up.opened(&host);
-                    }
-                }
-            },
-            changed = members.changed() => {
+            }
+            changed = link.own.changed() => {
                 if changed.is_err() {
                     break "the agent is stopping".to_owned();
                 }
-                let refused = members.borrow().admit(named_ref).err();
+                let own = PeerMessage::State(link.own.borrow_and_update().clone());
+                if write.write_all(&own.encode()).await.is_err() {
+                    break "the connection ended".to_owned();
+                }
+            }
+            frame = tokio::time::timeout(SILENT_AFTER, lines.next_frame()) => {
+                let frame = match frame {
+                    Err(_) => break format!("silent for {} s", SILENT_AFTER.as_secs()),
+                    Ok(Err(e)) => break e,
+                    Ok(Ok(frame)) => frame,
+                };
+                if let PeerMessage::Hello { site, host: said, .. } = &frame
+                    && (*site != identity.site || *said != host)
+                {
+                    break format!("its hello names {said} of site {site}, not its certificate's host");
+                }
+                link.peers.heard(&host);
+                if !heard {
+                    heard = true;
+                    link.peers.opened(&host, channel, frames.clone());
+                }
+                match frame {
+                    PeerMessage::State(state) => link.peers.state(&host, state),
+                    PeerMessage::RaftReply { id, body } => link.peers.answered(id, body),
+                    PeerMessage::Raft { id, body } => {
+                        let Ok(permit) = requests.clone().acquire_owned().await else {
+                            break "the agent is stopping".to_owned();
+                        };
+                        let (peers, frames) = (link.peers.clone(), frames.clone());
+                        tokio::spawn(async move {
+                            let reply = answer(&peers, body).await;
+                            let _ = frames.send(PeerMessage::RaftReply { id, body: reply }.encode()).await;
+                            drop(permit);
+                        });
+                    }
+                    PeerMessage::Hello { .. } | PeerMessage::Heartbeat { .. } | PeerMessage::Unknown => {}
+                }
+            }
+            changed = link.members.changed() => {
+                if changed.is_err() {
+                    break "the agent is stopping".to_owned();
+                }
+                let refused = link.members.borrow().admit(named_ref).err();
                 if let Some(refusal) = refused {
                     tracing::warn!(peer = %host, %refusal, "cutting off a site peer");
                     break refusal.to_string();
@@ -307,8 +483,19 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     if heard {
-        up.closed(&host, &why);
+        link.peers.closed(&host, channel, &why);
     }
+}
+
+/// This host's site log's answer to a peer's request, or a failure when it has none open or
+/// the request cannot be read.
+async fn answer(peers: &Peers, body: serde_json::Value) -> serde_json::Value {
+    let reply = match (peers.log(), serde_json::from_value(body)) {
+        (Some(log), Ok(message)) => log.receive(message).await,
+        (None, _) => site_log::Reply::failed("no site log is open on this host"),
+        (_, Err(e)) => site_log::Reply::failed(format!("the request cannot be read: {e}")),
+    };
+    serde_json::to_value(&reply).unwrap_or_default()
 }
 
 /// Frames of at most `limit` bytes read from a stream.

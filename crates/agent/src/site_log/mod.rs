@@ -159,6 +159,24 @@ pub struct WaitTimedOut {
     pub last: Status,
 }
 
+/// Wakes on every change of a site log's status; see [`SiteLog::changes`].
+pub struct Changes(
+    openraft::type_config::alias::WatchReceiverOf<SiteRaft, openraft::RaftMetrics<SiteRaft>>,
+);
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes").finish_non_exhaustive()
+    }
+}
+
+impl Changes {
+    /// Waits for the next change; `false` once the site log has stopped.
+    pub async fn next(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+}
+
 /// One host's running site log; clones share it. Openraft's tasks run until
 /// [`SiteLog::stop`], whatever handles are dropped.
 #[derive(Clone)]
@@ -339,6 +357,12 @@ impl SiteLog {
             voters,
             members,
         }
+    }
+
+    /// A receiver woken whenever this host's status changes (an entry applied, a new term, a
+    /// new leader).
+    pub fn changes(&self) -> Changes {
+        Changes(self.inner.raft.metrics())
     }
 
     /// Waits until `condition` holds for this host's status, at most `within`.

@@ -30,6 +30,14 @@ pub struct Message(pub(super) Request);
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Reply(pub(super) Response);
 
+impl Reply {
+    /// The answer of a host that could not hand the message to its site log (it has none
+    /// open); the sender takes the host for unreachable.
+    pub fn failed(reason: impl Into<String>) -> Reply {
+        Reply(Response::Failed(reason.into()))
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum Request {

@@ -210,9 +210,11 @@ pub fn site_hosts(hosts: &[Host]) -> Vec<SiteHost> {
     }
     let mut members: Vec<SiteHost> = hosts
         .iter()
-        .map(|h| SiteHost {
+        .enumerate()
+        .map(|(i, h)| SiteHost {
             host: h.name.clone(),
             address: h.inventory.site_address.clone(),
+            founder: i == 0,
         })
         .collect();
     members.sort();
@@ -494,6 +496,22 @@ fn group_diagnostic(group: Vec<RenderError>) -> Diagnostic {
 mod tests {
     use super::*;
     use atoll_spec::{Resource, Source, parse_sources};
+
+    #[test]
+    fn the_first_host_to_enroll_founds_the_site_log_whatever_its_name() {
+        let host = |name: &str| Host {
+            name: name.into(),
+            inventory: atoll_api::host::Inventory::default(),
+            labels: Default::default(),
+        };
+        let listed = site_hosts(&[host("h-b"), host("h-a"), host("h-c")]);
+        let founders: Vec<(&str, bool)> = listed
+            .iter()
+            .map(|m| (m.host.as_str(), m.founder))
+            .collect();
+        assert_eq!(founders, [("h-a", false), ("h-b", true), ("h-c", false)]);
+        assert!(site_hosts(&[host("h-a")]).is_empty());
+    }
 
     fn load(yaml: &str) -> Vec<Resource> {
         let parsed = parse_sources(&[Source {

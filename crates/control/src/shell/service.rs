@@ -201,7 +201,11 @@ impl ControlPlane {
             .store(read_hosts, std::sync::atomic::Ordering::Relaxed);
         // The hosts are read whatever the templates read: every manifest of a site of two or
         // more hosts lists them (`ManifestContent::site_hosts`).
-        for host in self.store.hosts().await? {
+        // In the order they enrolled, which the site's manifest keeps: the first one founds
+        // the site's log (`SiteHost::founder`).
+        let mut hosts = self.store.hosts().await?;
+        hosts.sort_by(|a, b| (&a.enrolled_at, &a.id).cmp(&(&b.enrolled_at, &b.id)));
+        for host in hosts {
             // An inventory that cannot be read (a newer agent's) gives no facts rather than
             // stopping every apply.
             if let Ok(inventory) = serde_json::from_str(&host.inventory) {
