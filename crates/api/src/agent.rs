@@ -470,8 +470,22 @@ pub struct SiteAppStatus {
     pub deployment: String,
     pub version: String,
     pub connected: bool,
-    /// Service name → its replicas at the site (empty when the site never reported).
-    pub services: BTreeMap<String, Vec<ReplicaStatus>>,
+    /// Service name → its replicas at the site, each with the host that runs it (empty when
+    /// the site never reported).
+    pub services: BTreeMap<String, Vec<HostedReplica>>,
+}
+
+/// A replica as an application's status shows it: as its host reported it, and which host that
+/// is. A row of its own rather than a field of [`ReplicaStatus`], which an agent reports of its
+/// own host; flattened, so the JSON is the replica's with `host` beside its fields, which a
+/// client older than `host` reads past.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedReplica {
+    /// The host that reported the replica; None from a control plane older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(flatten)]
+    pub status: ReplicaStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -580,6 +594,46 @@ mod tests {
             assert_eq!(serde_json::to_value(role).unwrap(), word);
             assert_eq!(role.as_str(), word.replace('_', "-"));
         }
+    }
+
+    #[test]
+    fn a_hosted_replica_is_the_replica_with_its_host_beside_its_fields() {
+        let replica = ReplicaStatus {
+            deployment: "pos".into(),
+            service: "web".into(),
+            replica: 1,
+            state: ReplicaState::Running,
+            container_id: None,
+            image: "web:1".into(),
+            restarts: 0,
+            last_exit_code: None,
+            since: None,
+            message: None,
+            version: Some("1".into()),
+            health: Some(ReplicaHealth::Healthy),
+        };
+        let hosted = HostedReplica {
+            host: Some("h2".into()),
+            status: replica.clone(),
+        };
+        let json = serde_json::to_value(&hosted).unwrap();
+        assert_eq!(
+            (&json["host"], &json["state"]),
+            (&"h2".into(), &"running".into())
+        );
+        assert_eq!(
+            serde_json::from_value::<HostedReplica>(json.clone()).unwrap(),
+            hosted
+        );
+        // A client older than `host` reads the row as the replica it always was.
+        assert_eq!(
+            serde_json::from_value::<ReplicaStatus>(json).unwrap(),
+            replica
+        );
+        // A control plane older than `host` sends the replica alone.
+        let old = serde_json::to_value(&replica).unwrap();
+        let read: HostedReplica = serde_json::from_value(old).unwrap();
+        assert_eq!((read.host, read.status), (None, replica));
     }
 
     #[test]

@@ -690,6 +690,21 @@ fn host_status_schema() -> Value {
     } })
 }
 
+/// One site of an application's status: each service's replicas, as their hosts reported them,
+/// with the host beside the replica's own fields.
+fn site_app_status_schema() -> Value {
+    json!({ "type": "object", "properties": {
+        "site": { "type": "string" }, "deployment": { "type": "string" }, "version": { "type": "string" },
+        "connected": { "type": "boolean" },
+        "services": { "type": "object", "description": "service -> its replicas at the site", "additionalProperties": {
+            "type": "array", "items": { "type": "object", "properties": {
+                "host": { "type": "string", "description": "the host that runs the replica" },
+                "replica": { "type": "integer", "minimum": 0 }, "state": { "type": "string" },
+            } },
+        } },
+    } })
+}
+
 /// The agent protocol's and rollouts' schemas (one `json!` would be too deep for the macro).
 fn agent_schemas() -> Value {
     json!({
@@ -785,7 +800,7 @@ fn agent_schemas() -> Value {
         "SecretDeleted": { "type": "object", "properties": { "name": { "type": "string" } } },
         "AppStatus": { "type": "object", "properties": {
             "application": { "type": "string" }, "services": { "type": "array", "items": { "type": "string" } },
-            "sites": { "type": "array", "items": { "type": "object" } },
+            "sites": { "type": "array", "items": site_app_status_schema() },
             "unplaced": schema_ref("UnplacedList"),
         } },
     })
