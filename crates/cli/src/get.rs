@@ -1,4 +1,5 @@
-//! `atoll get sites|apps|deployments|deviceclasses|manifest|audit [NAME] [-o table|yaml|json]`.
+//! `atoll get sites|apps|deployments|deviceclasses|manifest|audit [NAME] [-o table|yaml|json]`,
+//! and `atoll get hosts [NAME] [--site SITE]`.
 
 use atoll_api::agent::{EventView, Health, HostView};
 use atoll_api::secret::SecretView;
@@ -19,11 +20,20 @@ pub struct Args {
     /// audit.
     pub what: String,
     pub name: Option<String>,
+    /// Only the hosts of this site (`get hosts`).
+    #[arg(long)]
+    pub site: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     pub output: Format,
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    if args.site.is_some() && !matches!(args.what.as_str(), "hosts" | "host") {
+        return Err(CliError::user(format!(
+            "--site filters hosts only (`atoll get hosts --site SITE`), not {}",
+            args.what
+        )));
+    }
     let client = Client::from_config(&Config::load()?)?;
     let text = match args.what.as_str() {
         "manifest" | "manifests" => {
@@ -39,15 +49,12 @@ pub async fn run(args: Args) -> Result<()> {
         }
         "hosts" | "host" => {
             let list: List<HostView> = client.get("/v1/hosts").await?;
-            let items: Vec<HostView> = match args.name.as_deref() {
-                Some(name) => list.items.into_iter().filter(|h| h.id == name).collect(),
-                None => list.items,
-            };
-            if let (Some(name), true) = (args.name.as_deref(), items.is_empty()) {
-                return Err(CliError::user(format!("host {name} does not exist")));
-            }
+            let items = select_hosts(list.items, args.name.as_deref(), args.site.as_deref())?;
             match args.output {
-                Format::Table if items.is_empty() => "No hosts enrolled.\n".into(),
+                Format::Table if items.is_empty() => match &args.site {
+                    Some(site) => format!("No hosts enrolled at site {site}.\n"),
+                    None => "No hosts enrolled.\n".into(),
+                },
                 Format::Table => hosts_table(&items),
                 Format::Yaml => output::yaml(&items)?,
                 Format::Json => output::json(&List { items })?,
@@ -104,6 +111,26 @@ pub async fn run(args: Args) -> Result<()> {
     };
     output::print(&text);
     Ok(())
+}
+
+/// The host named `name` (an error when there is none, at `site` if given), or every host of
+/// `site`, or every host.
+fn select_hosts(
+    hosts: Vec<HostView>,
+    name: Option<&str>,
+    site: Option<&str>,
+) -> Result<Vec<HostView>> {
+    let items: Vec<HostView> = hosts
+        .into_iter()
+        .filter(|h| name.is_none_or(|n| h.id == n) && site.is_none_or(|s| h.site == s))
+        .collect();
+    match (name, site, items.is_empty()) {
+        (Some(name), None, true) => Err(CliError::user(format!("host {name} does not exist"))),
+        (Some(name), Some(site), true) => Err(CliError::user(format!(
+            "host {name} does not exist at site {site}"
+        ))),
+        _ => Ok(items),
+    }
 }
 
 /// One row per host: its connection, its role in the site cluster and health, its facts and
@@ -686,6 +713,39 @@ pub(crate) mod tests {
         assert_eq!(column(&text, "CPUS")[0], "4", "{text}");
         assert_eq!(column(&text, "MEMORY")[0], "8Gi", "{text}");
         assert_eq!(column(&text, "APPLIED")[5..], ["3", "-"], "{text}");
+    }
+
+    #[test]
+    fn get_hosts_site_keeps_the_hosts_of_that_site() {
+        let mut other = host_view(None);
+        other.id = "h2".into();
+        other.site = "depot-7".into();
+        let hosts = vec![host_view(None), other];
+        let ids = |items: Vec<HostView>| items.into_iter().map(|h| h.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(select_hosts(hosts.clone(), None, None).unwrap()),
+            ["h1", "h2"]
+        );
+        assert_eq!(
+            ids(select_hosts(hosts.clone(), None, Some("depot-7")).unwrap()),
+            ["h2"]
+        );
+        assert!(
+            select_hosts(hosts.clone(), None, Some("nowhere"))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            ids(select_hosts(hosts.clone(), Some("h1"), None).unwrap()),
+            ["h1"]
+        );
+        let wrong_site = select_hosts(hosts, Some("h1"), Some("depot-7")).unwrap_err();
+        assert!(
+            wrong_site
+                .to_string()
+                .contains("host h1 does not exist at site depot-7"),
+            "{wrong_site}"
+        );
     }
 
     #[test]
