@@ -206,6 +206,70 @@ pub struct HostStatus {
     /// kept manifest found damaged); empty when nothing is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<HostCondition>,
+    /// The host's place in its site cluster, as the host sees it. None from a host of a
+    /// single-host site (a cluster of one, with no election) and from an agent older than the
+    /// site cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<HostCluster>,
+    /// What the host has left for replicas placed on it: its CPUs and memory minus the requests
+    /// of the replicas placed on it (as placement counts, not measured use). None when the agent
+    /// does not say (an agent older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free: Option<FreeResources>,
+}
+
+/// A host's view of its site cluster (the site's hosts as one Raft group) as of one report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCluster {
+    pub role: ClusterRole,
+    /// The Raft term the host is in.
+    pub term: u64,
+    /// The host the reporting host follows as leader in `term` (itself when it leads); None
+    /// while it knows of none (an election is running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The hosts that vote, by host name, as the host last learnt them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voters: Vec<String>,
+}
+
+/// What a host is in its site cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterRole {
+    /// It leads: it decides the site's placement and commits it to the site log.
+    Leader,
+    /// It votes in elections and for commits, and follows the leader.
+    Voter,
+    /// It follows the log without voting (past the voters a site keeps: 1, 3 or 5).
+    NonVoter,
+    /// It stands for election.
+    Candidate,
+    /// A role this version does not know (a newer agent's).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ClusterRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterRole::Leader => "leader",
+            ClusterRole::Voter => "voter",
+            ClusterRole::NonVoter => "non-voter",
+            ClusterRole::Candidate => "candidate",
+            ClusterRole::Unknown => "unknown",
+        }
+    }
+}
+
+/// A host's capacity not reserved by the replicas placed on it. Not [`crate::manifest::Resources`],
+/// which is what one replica asks for (each part optional, written as people write it): this is
+/// a count, with both parts always known, in the units placement counts in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreeResources {
+    /// Thousandths of a core.
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
 }
 
 /// A problem of the host, not of one replica: while one is raised the site is not healthy.
@@ -406,8 +470,22 @@ pub struct SiteAppStatus {
     pub deployment: String,
     pub version: String,
     pub connected: bool,
-    /// Service name → its replicas at the site (empty when the site never reported).
-    pub services: BTreeMap<String, Vec<ReplicaStatus>>,
+    /// Service name → its replicas at the site, each with the host that runs it (empty when
+    /// the site never reported).
+    pub services: BTreeMap<String, Vec<HostedReplica>>,
+}
+
+/// A replica as an application's status shows it: as its host reported it, and which host that
+/// is. A row of its own rather than a field of [`ReplicaStatus`], which an agent reports of its
+/// own host; flattened, so the JSON is the replica's with `host` beside its fields, which a
+/// client older than `host` reads past.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedReplica {
+    /// The host that reported the replica; None from a control plane older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(flatten)]
+    pub status: ReplicaStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -461,6 +539,101 @@ mod tests {
         let old: HostStatus =
             serde_json::from_str(r#"{"applied_revision":1,"replicas":[]}"#).unwrap();
         assert!(old.conditions.is_empty());
+    }
+
+    #[test]
+    fn a_status_with_its_cluster_and_free_resources_round_trips() {
+        let status = HostStatus {
+            applied_revision: 3,
+            cluster: Some(HostCluster {
+                role: ClusterRole::NonVoter,
+                term: 7,
+                leader: Some("h1".into()),
+                voters: vec!["h1".into(), "h2".into(), "h3".into()],
+            }),
+            free: Some(FreeResources {
+                cpu_millis: 1500,
+                memory_bytes: 3 << 30,
+            }),
+            ..HostStatus::default()
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["cluster"]["role"], "non_voter");
+        assert_eq!(json["free"]["cpu_millis"], 1500);
+        assert_eq!(serde_json::from_value::<HostStatus>(json).unwrap(), status);
+    }
+
+    #[test]
+    fn a_status_of_an_old_agent_has_no_cluster_nor_free_resources() {
+        let old: HostStatus =
+            serde_json::from_str(r#"{"applied_revision":1,"replicas":[]}"#).unwrap();
+        assert_eq!((old.cluster, old.free), (None, None));
+        // And a lone host's status says nothing of either, as before these fields.
+        let json = serde_json::to_string(&HostStatus::default()).unwrap();
+        assert!(
+            !json.contains("cluster") && !json.contains("free"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_role_from_a_newer_agent_is_read_as_unknown() {
+        let cluster: HostCluster =
+            serde_json::from_str(r#"{"role":"witness","term":2,"extra":true}"#).unwrap();
+        assert_eq!(cluster.role, ClusterRole::Unknown);
+        assert_eq!(
+            (cluster.leader, cluster.voters),
+            (None, Vec::<String>::new())
+        );
+        for (role, word) in [
+            (ClusterRole::Leader, "leader"),
+            (ClusterRole::Voter, "voter"),
+            (ClusterRole::NonVoter, "non_voter"),
+            (ClusterRole::Candidate, "candidate"),
+        ] {
+            assert_eq!(serde_json::to_value(role).unwrap(), word);
+            assert_eq!(role.as_str(), word.replace('_', "-"));
+        }
+    }
+
+    #[test]
+    fn a_hosted_replica_is_the_replica_with_its_host_beside_its_fields() {
+        let replica = ReplicaStatus {
+            deployment: "pos".into(),
+            service: "web".into(),
+            replica: 1,
+            state: ReplicaState::Running,
+            container_id: None,
+            image: "web:1".into(),
+            restarts: 0,
+            last_exit_code: None,
+            since: None,
+            message: None,
+            version: Some("1".into()),
+            health: Some(ReplicaHealth::Healthy),
+        };
+        let hosted = HostedReplica {
+            host: Some("h2".into()),
+            status: replica.clone(),
+        };
+        let json = serde_json::to_value(&hosted).unwrap();
+        assert_eq!(
+            (&json["host"], &json["state"]),
+            (&"h2".into(), &"running".into())
+        );
+        assert_eq!(
+            serde_json::from_value::<HostedReplica>(json.clone()).unwrap(),
+            hosted
+        );
+        // A client older than `host` reads the row as the replica it always was.
+        assert_eq!(
+            serde_json::from_value::<ReplicaStatus>(json).unwrap(),
+            replica
+        );
+        // A control plane older than `host` sends the replica alone.
+        let old = serde_json::to_value(&replica).unwrap();
+        let read: HostedReplica = serde_json::from_value(old).unwrap();
+        assert_eq!((read.host, read.status), (None, replica));
     }
 
     #[test]

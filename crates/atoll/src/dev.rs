@@ -222,7 +222,7 @@ async fn show_hello(client: &Client) {
                             .services
                             .values()
                             .flatten()
-                            .all(|r| r.state == ReplicaState::Running)
+                            .all(|r| r.status.state == ReplicaState::Running)
                 })
         });
         if running {

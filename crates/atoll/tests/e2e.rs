@@ -477,6 +477,17 @@ fn exit_codes_tell_user_errors_from_an_unreachable_control_plane() {
         out.stderr
     );
 
+    let out = cp.cli(&["get", "sites", "--site", "store-0042"]);
+    out.expect_code(1, "get sites --site");
+    assert!(
+        out.stderr.contains("--site filters hosts only"),
+        "{}",
+        out.stderr
+    );
+    let out = cp.cli(&["get", "hosts", "--site", "store-0042"]);
+    out.ok("get hosts --site of a site with no host");
+    assert_eq!(out.stdout, "No hosts enrolled at site store-0042.\n");
+
     let out = cp.cli(&["apply", "-f", "/nonexistent"]);
     out.expect_code(1, "apply -f /nonexistent");
     assert!(out.stderr.contains("/nonexistent"), "{}", out.stderr);

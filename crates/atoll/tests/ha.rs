@@ -472,8 +472,8 @@ fn three_replicas_behind_haproxy_lose_nothing_when_the_lease_holder_is_killed() 
                         && s.services.get("web").is_some_and(|rs| {
                             rs.len() == 1
                                 && rs.iter().all(|r| {
-                                    r.version.as_deref() == Some(version)
-                                        && r.health
+                                    r.status.version.as_deref() == Some(version)
+                                        && r.status.health
                                             == Some(atoll_api::agent::ReplicaHealth::Healthy)
                                 })
                         })

@@ -430,6 +430,7 @@ pub fn host(h: &HostView) -> String {
             }
         }
     }
+    cluster(&mut out, h);
     let conditions = h.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
     if conditions.is_empty() {
         let _ = writeln!(out, "Conditions:   <none>");
@@ -446,6 +447,45 @@ pub fn host(h: &HostView) -> String {
         }
     }
     out
+}
+
+/// The host's place in its site cluster and what it has left for replicas, as its agent last
+/// reported them.
+fn cluster(out: &mut String, h: &HostView) {
+    let status = h.status.as_ref();
+    match status.and_then(|s| s.cluster.as_ref()) {
+        None => {
+            let _ = writeln!(
+                out,
+                "Cluster:      none reported (a single-host site, or an agent older than the site cluster)"
+            );
+        }
+        Some(c) => {
+            let _ = writeln!(out, "Cluster:      {} in term {}", c.role.as_str(), c.term);
+            let _ = writeln!(
+                out,
+                "  leader:        {}",
+                c.leader
+                    .as_deref()
+                    .unwrap_or("<none known: an election runs>")
+            );
+            let voters = if c.voters.is_empty() {
+                "<none known>".to_owned()
+            } else {
+                c.voters.join(", ")
+            };
+            let _ = writeln!(out, "  voters:        {voters}");
+        }
+    }
+    if status.and_then(|s| s.free).is_some() {
+        let (cpu, memory) = crate::get::free(h);
+        let _ = writeln!(
+            out,
+            "Free:         {cpu} cpu, {memory} memory (what the replicas placed here do not request)"
+        );
+    } else {
+        let _ = writeln!(out, "Free:         not reported");
+    }
 }
 
 fn indent(text: &str) -> String {
@@ -513,6 +553,8 @@ mod tests {
             "status": {
                 "applied_revision": 7, "replicas": [],
                 "conditions": [{ "kind": "manifest_not_kept", "message": "disk full", "since": "2999-01-01T00:00:00Z" }],
+                "cluster": { "role": "voter", "term": 4, "leader": "h-till-2", "voters": ["h-till-1", "h-till-2", "h-till-3"] },
+                "free": { "cpu_millis": 2500, "memory_bytes": 6u64 << 30 },
             },
             "labels": { "size": "medium", "zone": "front" },
         }))
@@ -543,6 +585,8 @@ mod tests {
             "  capabilities:  <none>",
             "Devices:      <none>",
             "Applied:      nothing reported yet",
+            "Cluster:      none reported (a single-host site, or an agent older than the site cluster)",
+            "Free:         not reported",
             "Conditions:   <none>",
         ] {
             assert!(
@@ -550,6 +594,21 @@ mod tests {
                 "no line {line:?} in:\n{text}"
             );
         }
+    }
+
+    /// Issue 15, item 6: a host standing for election knows no leader yet, and says so.
+    #[test]
+    fn describe_host_of_a_candidate_says_it_knows_no_leader() {
+        let mut view = host_view();
+        if let Some(c) = view.status.as_mut().and_then(|s| s.cluster.as_mut()) {
+            c.role = atoll_api::agent::ClusterRole::Candidate;
+            c.leader = None;
+        }
+        let text = host(&view);
+        assert!(
+            text.contains("Cluster:      candidate in term 4\n  leader:        <none known: an election runs>\n"),
+            "{text}"
+        );
     }
 
     /// Issue 12, item 13: what retention prunes is a loss, and is said.

@@ -1,10 +1,12 @@
-//! `atoll get sites|apps|deployments|deviceclasses|manifest|audit [NAME] [-o table|yaml|json]`.
+//! `atoll get sites|apps|deployments|deviceclasses|manifest|audit [NAME] [-o table|yaml|json]`,
+//! and `atoll get hosts [NAME] [--site SITE]`.
 
-use atoll_api::agent::{EventView, HostView};
+use atoll_api::agent::{EventView, Health, HostView};
 use atoll_api::secret::SecretView;
 use atoll_api::{
     ApplicationView, AuditEntry, DeploymentView, List, Manifest, ResourceView, SiteView,
 };
+use atoll_spec::units::{ByteSize, Cpu};
 use atoll_spec::{Kind, Resource};
 
 use crate::client::Client;
@@ -18,11 +20,20 @@ pub struct Args {
     /// audit.
     pub what: String,
     pub name: Option<String>,
+    /// Only the hosts of this site (`get hosts`).
+    #[arg(long)]
+    pub site: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     pub output: Format,
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    if args.site.is_some() && !matches!(args.what.as_str(), "hosts" | "host") {
+        return Err(CliError::user(format!(
+            "--site filters hosts only (`atoll get hosts --site SITE`), not {}",
+            args.what
+        )));
+    }
     let client = Client::from_config(&Config::load()?)?;
     let text = match args.what.as_str() {
         "manifest" | "manifests" => {
@@ -38,56 +49,13 @@ pub async fn run(args: Args) -> Result<()> {
         }
         "hosts" | "host" => {
             let list: List<HostView> = client.get("/v1/hosts").await?;
-            let items: Vec<HostView> = match args.name.as_deref() {
-                Some(name) => list.items.into_iter().filter(|h| h.id == name).collect(),
-                None => list.items,
-            };
-            if let (Some(name), true) = (args.name.as_deref(), items.is_empty()) {
-                return Err(CliError::user(format!("host {name} does not exist")));
-            }
+            let items = select_hosts(list.items, args.name.as_deref(), args.site.as_deref())?;
             match args.output {
-                Format::Table if items.is_empty() => "No hosts enrolled.\n".into(),
-                Format::Table => {
-                    let mut t = Table::new(&[
-                        "HOST",
-                        "SITE",
-                        "STATUS",
-                        "ARCH",
-                        "CPUS",
-                        "MEMORY",
-                        "RUNTIME",
-                        "APPLIED",
-                        "LAST SEEN",
-                        "LABELS",
-                    ]);
-                    for h in &items {
-                        let i = &h.inventory;
-                        t.row(vec![
-                            h.id.clone(),
-                            h.site.clone(),
-                            match (&h.detached_at, h.connected, h.sealing_key_pending) {
-                                (Some(_), _, _) => "detached",
-                                (None, true, false) => "connected",
-                                (None, false, false) => "offline",
-                                (None, true, true) => "connected, key pending",
-                                (None, false, true) => "offline, key pending",
-                            }
-                            .into(),
-                            i.arch.clone(),
-                            i.cpus.to_string(),
-                            atoll_spec::units::ByteSize(i.memory_bytes).to_string(),
-                            format!("{} {}", i.runtime.name, i.runtime.version),
-                            h.status
-                                .as_ref()
-                                .map_or_else(|| "-".into(), |s| s.applied_revision.to_string()),
-                            h.last_seen
-                                .as_deref()
-                                .map_or_else(|| "never".into(), |t| format!("{} ago", age(t))),
-                            output::labels(&h.labels),
-                        ]);
-                    }
-                    t.render()
-                }
+                Format::Table if items.is_empty() => match &args.site {
+                    Some(site) => format!("No hosts enrolled at site {site}.\n"),
+                    None => "No hosts enrolled.\n".into(),
+                },
+                Format::Table => hosts_table(&items),
                 Format::Yaml => output::yaml(&items)?,
                 Format::Json => output::json(&List { items })?,
             }
@@ -143,6 +111,114 @@ pub async fn run(args: Args) -> Result<()> {
     };
     output::print(&text);
     Ok(())
+}
+
+/// The host named `name` (an error when there is none, at `site` if given), or every host of
+/// `site`, or every host.
+fn select_hosts(
+    hosts: Vec<HostView>,
+    name: Option<&str>,
+    site: Option<&str>,
+) -> Result<Vec<HostView>> {
+    let items: Vec<HostView> = hosts
+        .into_iter()
+        .filter(|h| name.is_none_or(|n| h.id == n) && site.is_none_or(|s| h.site == s))
+        .collect();
+    match (name, site, items.is_empty()) {
+        (Some(name), None, true) => Err(CliError::user(format!("host {name} does not exist"))),
+        (Some(name), Some(site), true) => Err(CliError::user(format!(
+            "host {name} does not exist at site {site}"
+        ))),
+        _ => Ok(items),
+    }
+}
+
+/// One row per host: its connection, its role in the site cluster and health, its facts and
+/// what it has left, what it runs and when it was last heard of.
+pub fn hosts_table(items: &[HostView]) -> String {
+    let mut t = Table::new(&[
+        "HOST",
+        "SITE",
+        "STATUS",
+        "ROLE",
+        "HEALTH",
+        "ARCH",
+        "CPUS",
+        "MEMORY",
+        "FREE CPU",
+        "FREE MEMORY",
+        "RUNTIME",
+        "APPLIED",
+        "LAST SEEN",
+        "LABELS",
+    ]);
+    for h in items {
+        let i = &h.inventory;
+        let (free_cpu, free_memory) = free(h);
+        t.row(vec![
+            h.id.clone(),
+            h.site.clone(),
+            match (&h.detached_at, h.connected, h.sealing_key_pending) {
+                (Some(_), _, _) => "detached",
+                (None, true, false) => "connected",
+                (None, false, false) => "offline",
+                (None, true, true) => "connected, key pending",
+                (None, false, true) => "offline, key pending",
+            }
+            .into(),
+            role(h).into(),
+            host_health(h),
+            i.arch.clone(),
+            i.cpus.to_string(),
+            ByteSize(i.memory_bytes).to_string(),
+            free_cpu,
+            free_memory,
+            format!("{} {}", i.runtime.name, i.runtime.version),
+            h.status
+                .as_ref()
+                .map_or_else(|| "-".into(), |s| s.applied_revision.to_string()),
+            h.last_seen
+                .as_deref()
+                .map_or_else(|| "never".into(), |t| format!("{} ago", age(t))),
+            output::labels(&h.labels),
+        ]);
+    }
+    t.render()
+}
+
+/// The host's role in its site cluster: `leader`, `voter`, `non-voter`, `candidate`; `-` for a
+/// host of a single-host site, a host that has not reported, and an agent older than the site
+/// cluster, which cannot be told apart.
+pub fn role(h: &HostView) -> &'static str {
+    h.status
+        .as_ref()
+        .and_then(|s| s.cluster.as_ref())
+        .map_or("-", |c| c.role.as_str())
+}
+
+/// The host's free CPU and memory, as the CLI prints CPU (`1500m`, `2`) and memory (`3Gi`);
+/// `-` each when the host's agent has not said.
+pub fn free(h: &HostView) -> (String, String) {
+    match h.status.as_ref().and_then(|s| s.free) {
+        Some(f) => (
+            Cpu(u32::try_from(f.cpu_millis).unwrap_or(u32::MAX)).to_string(),
+            ByteSize(f.memory_bytes).to_string(),
+        ),
+        None => ("-".into(), "-".into()),
+    }
+}
+
+/// The health of the host's replicas, and the kind of its first condition, if any, as
+/// [`health`] says a site's; `-` before its first status.
+fn host_health(h: &HostView) -> String {
+    let Some(status) = &h.status else {
+        return "-".into();
+    };
+    let health = Health::of_hosts([status]);
+    match status.conditions.first() {
+        Some(c) => format!("{} ({})", health.as_str(), c.kind.as_str()),
+        None => health.as_str().into(),
+    }
 }
 
 /// Events as agents posted them, one a row.
@@ -535,6 +611,141 @@ pub(crate) mod tests {
             },
         }))
         .unwrap()
+    }
+
+    /// Host h1 of site store-0042, connected, with the status `status` if any.
+    fn host_view(status: Option<serde_json::Value>) -> HostView {
+        serde_json::from_value(serde_json::json!({
+            "id": "h1", "site": "store-0042",
+            "inventory": {
+                "hostname": "h1", "arch": "arm64", "os": "Linux", "kernel": "6.1", "cpus": 4,
+                "cpu_model": "", "memory_bytes": 8u64 << 30, "disk_bytes": 0,
+                "runtime": { "name": "docker", "version": "27" },
+            },
+            "enrolled_at": "2999-01-01T00:00:00Z",
+            "certificate_expires_at": "2999-02-01T00:00:00Z",
+            "connected": true,
+            "last_seen": "2999-01-01T00:00:00Z",
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    /// The cells of column `name` of a table, one per row, read at the header's offsets.
+    fn column(text: &str, name: &str) -> Vec<String> {
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let start = header
+            .find(name)
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        let end = header[start + name.len()..]
+            .find(|c: char| c != ' ')
+            .map_or(usize::MAX, |n| start + name.len() + n);
+        lines
+            .map(|l| {
+                l.get(start..end.min(l.len()))
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// Issue 15, item 6: `get hosts` shows each host's role in its site cluster, its health and
+    /// what it has left; a host that says nothing of them (an older agent, a single-host site,
+    /// no status yet) shows `-`.
+    #[test]
+    fn get_hosts_shows_each_hosts_role_health_and_free_resources() {
+        let replica = serde_json::json!({
+            "deployment": "pos", "service": "web", "replica": 0, "state": "running",
+            "image": "web:1", "restarts": 0,
+        });
+        let cluster = |role: &str| {
+            host_view(Some(serde_json::json!({
+                "applied_revision": 3, "replicas": [replica],
+                "cluster": { "role": role, "term": 2, "leader": "h1", "voters": ["h1"] },
+                "free": { "cpu_millis": 1500, "memory_bytes": 3u64 << 30 },
+            })))
+        };
+        let old = host_view(Some(serde_json::json!({
+            "applied_revision": 3, "replicas": [replica],
+            "conditions": [{ "kind": "manifest_not_kept", "message": "disk full", "since": "t" }],
+        })));
+        let items = [
+            cluster("leader"),
+            cluster("voter"),
+            cluster("non_voter"),
+            cluster("candidate"),
+            cluster("witness"),
+            old,
+            host_view(None),
+        ];
+        let text = hosts_table(&items);
+        assert_eq!(
+            column(&text, "ROLE"),
+            [
+                "leader",
+                "voter",
+                "non-voter",
+                "candidate",
+                "unknown",
+                "-",
+                "-"
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            column(&text, "HEALTH")[4..],
+            ["healthy", "degraded (manifest not kept)", "-"],
+            "{text}"
+        );
+        assert_eq!(
+            column(&text, "FREE CPU")[4..],
+            ["1500m", "-", "-"],
+            "{text}"
+        );
+        assert_eq!(
+            column(&text, "FREE MEMORY")[4..],
+            ["3Gi", "-", "-"],
+            "{text}"
+        );
+        // The columns there were keep their cells.
+        assert_eq!(column(&text, "CPUS")[0], "4", "{text}");
+        assert_eq!(column(&text, "MEMORY")[0], "8Gi", "{text}");
+        assert_eq!(column(&text, "APPLIED")[5..], ["3", "-"], "{text}");
+    }
+
+    #[test]
+    fn get_hosts_site_keeps_the_hosts_of_that_site() {
+        let mut other = host_view(None);
+        other.id = "h2".into();
+        other.site = "depot-7".into();
+        let hosts = vec![host_view(None), other];
+        let ids = |items: Vec<HostView>| items.into_iter().map(|h| h.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(select_hosts(hosts.clone(), None, None).unwrap()),
+            ["h1", "h2"]
+        );
+        assert_eq!(
+            ids(select_hosts(hosts.clone(), None, Some("depot-7")).unwrap()),
+            ["h2"]
+        );
+        assert!(
+            select_hosts(hosts.clone(), None, Some("nowhere"))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            ids(select_hosts(hosts.clone(), Some("h1"), None).unwrap()),
+            ["h1"]
+        );
+        let wrong_site = select_hosts(hosts, Some("h1"), Some("depot-7")).unwrap_err();
+        assert!(
+            wrong_site
+                .to_string()
+                .contains("host h1 does not exist at site depot-7"),
+            "{wrong_site}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Agents' reports over the HTTP routes, in process: the bounds of a report (413 and 400 naming
-//! the field and limit), the time an event is shown with, and retention per site.
+//! the field and limit), the time an event is shown with, retention per site, and the host's
+//! status as its view shows it again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,4 +253,35 @@ async fn events_beyond_the_retention_are_pruned_and_counted_in_the_site() {
     assert_eq!(kept, ["2.1", "3.0", "3.1"]);
     let (_, site) = api.get("/v1/sites/s1").await;
     assert_eq!(site["events_pruned"], 3, "{site}");
+}
+
+/// Issue 15, item 6: a host's place in its site cluster and its free capacity, as its agent
+/// reports them, are stored and shown by `GET /v1/hosts` as sent; a status without them (an
+/// older agent's, or a single-host site's) shows none.
+#[tokio::test]
+async fn a_hosts_cluster_role_and_free_resources_pass_through_to_its_view() {
+    let api = api(Retention::default()).await;
+    let status = serde_json::json!({
+        "applied_revision": 2, "replicas": [],
+        "cluster": { "role": "leader", "term": 4, "leader": "h1", "voters": ["h1", "h2", "h3"] },
+        "free": { "cpu_millis": 2500, "memory_bytes": 1u64 << 30 },
+    });
+    let report = serde_json::json!({ "batches": [{ "seq": 1, "at": "2026-01-01T00:00:00Z", "status": status }] });
+    let (code, _) = api.report(report.to_string()).await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, host) = api.get("/v1/hosts/h1").await;
+    assert_eq!(code, StatusCode::OK, "{host}");
+    assert_eq!(host["status"]["cluster"], status["cluster"], "{host}");
+    assert_eq!(host["status"]["free"], status["free"], "{host}");
+
+    let old = serde_json::json!({ "batches": [{ "seq": 2, "at": "2026-01-01T00:00:01Z", "status": { "applied_revision": 2, "replicas": [] } }] });
+    let (code, _) = api.report(old.to_string()).await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, hosts) = api.get("/v1/hosts").await;
+    let status = &hosts["items"][0]["status"];
+    assert_eq!(status["applied_revision"], 2, "{hosts}");
+    assert!(
+        status.get("cluster").is_none() && status.get("free").is_none(),
+        "{hosts}"
+    );
 }

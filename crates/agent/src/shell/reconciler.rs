@@ -287,6 +287,8 @@ impl Reconciler {
                     .clone(),
                 dropped_reports: 0,
                 conditions: self.conditions.list(),
+                cluster: None,
+                free: None,
             };
             self.queue(pass, Vec::new(), Some(status));
             collect_garbage(&self.files_dir, &desired);

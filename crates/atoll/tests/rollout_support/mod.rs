@@ -457,9 +457,9 @@ impl Fleet {
             let fine = s.version == version
                 && replicas.len() == 1
                 && replicas.iter().all(|r| {
-                    r.state == atoll_api::agent::ReplicaState::Running
-                        && r.version.as_deref() == Some(version)
-                        && r.health == Some(atoll_api::agent::ReplicaHealth::Healthy)
+                    r.status.state == atoll_api::agent::ReplicaState::Running
+                        && r.status.version.as_deref() == Some(version)
+                        && r.status.health == Some(atoll_api::agent::ReplicaHealth::Healthy)
                 });
             if !fine {
                 wrong.push(format!(

@@ -622,8 +622,10 @@ fn schemas() -> Value {
             "manifests": { "type": "array", "items": schema_ref("ManifestChange") },
         } },
     });
-    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), agent_schemas()) {
-        all.extend(more);
+    for more in [agent_schemas(), host_schemas()] {
+        if let (Some(all), Value::Object(more)) = (all.as_object_mut(), more) {
+            all.extend(more);
+        }
     }
     all
 }
@@ -645,6 +647,61 @@ fn inventory_schema() -> Value {
         "capabilities": { "type": "array", "maxItems": MAX_CAPABILITIES, "items": text },
         "addresses": { "type": "array", "maxItems": MAX_ADDRESSES, "items": text },
         "site_address": { "type": "string", "description": "ip:port the agent listens on for its site's other hosts" },
+    } })
+}
+
+/// A host as `GET /v1/hosts` shows it (apart from [`agent_schemas`]: one `json!` would be too
+/// deep for the macro).
+fn host_schemas() -> Value {
+    json!({
+        "HostList": { "type": "object", "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/HostView" } } } },
+        "HostView": { "type": "object", "required": ["id", "site", "connected"], "properties": {
+            "id": { "type": "string" }, "site": { "type": "string" }, "connected": { "type": "boolean" },
+            "status": { "oneOf": [schema_ref("HostStatus"), { "type": "null" }], "description": "the host's newest reported status; null before its first" },
+            "detached_at": { "type": "string" }, "sealing_key_pending": { "type": "boolean" },
+            "labels": { "type": "object", "additionalProperties": { "type": "string" }, "description": "the labels operators gave the host; left out when there are none" },
+        } },
+        "HostStatus": host_status_schema(),
+    })
+}
+
+/// A host's newest status as its agent reported it. Open, as [`inventory_schema`]: a newer
+/// agent may say more.
+fn host_status_schema() -> Value {
+    let count = json!({ "type": "integer", "minimum": 0 });
+    json!({ "type": "object", "required": ["applied_revision", "replicas"], "properties": {
+        "applied_revision": count,
+        "replicas": { "type": "array", "items": { "type": "object" } },
+        "refused": { "type": "string", "description": "why the newest manifest offered was refused" },
+        "dropped_reports": count,
+        "secrets": { "type": "object", "additionalProperties": count, "description": "secret -> the version the host delivered" },
+        "conditions": { "type": "array", "items": { "type": "object", "properties": {
+            "kind": { "type": "string" }, "message": { "type": "string" }, "since": { "type": "string" },
+        } } },
+        "cluster": { "type": "object", "required": ["role", "term"], "description": "the host's place in its site cluster, as it sees it; left out for a single-host site and by older agents", "properties": {
+            "role": { "enum": ["leader", "voter", "non_voter", "candidate", "unknown"], "description": "`unknown`: a role a newer agent reported" },
+            "term": count,
+            "leader": { "type": "string", "description": "the host it follows as leader; left out while it knows of none" },
+            "voters": { "type": "array", "items": { "type": "string" } },
+        } },
+        "free": { "type": "object", "required": ["cpu_millis", "memory_bytes"], "description": "the host's CPUs and memory minus the requests of the replicas placed on it; left out by older agents", "properties": {
+            "cpu_millis": count, "memory_bytes": count,
+        } },
+    } })
+}
+
+/// One site of an application's status: each service's replicas, as their hosts reported them,
+/// with the host beside the replica's own fields.
+fn site_app_status_schema() -> Value {
+    json!({ "type": "object", "properties": {
+        "site": { "type": "string" }, "deployment": { "type": "string" }, "version": { "type": "string" },
+        "connected": { "type": "boolean" },
+        "services": { "type": "object", "description": "service -> its replicas at the site", "additionalProperties": {
+            "type": "array", "items": { "type": "object", "properties": {
+                "host": { "type": "string", "description": "the host that runs the replica" },
+                "replica": { "type": "integer", "minimum": 0 }, "state": { "type": "string" },
+            } },
+        } },
     } })
 }
 
@@ -689,12 +746,6 @@ fn agent_schemas() -> Value {
             } } },
         } },
         "ReportAck": { "type": "object", "properties": { "acked": { "type": "integer" } } },
-        "HostList": { "type": "object", "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/HostView" } } } },
-        "HostView": { "type": "object", "required": ["id", "site", "connected"], "properties": {
-            "id": { "type": "string" }, "site": { "type": "string" }, "connected": { "type": "boolean" },
-            "detached_at": { "type": "string" }, "sealing_key_pending": { "type": "boolean" },
-            "labels": { "type": "object", "additionalProperties": { "type": "string" }, "description": "the labels operators gave the host; left out when there are none" },
-        } },
         "HostLabelChange": label_change_schema(true),
         "SiteLabelChange": label_change_schema(false),
         "Labels": { "type": "object", "required": ["labels"], "properties": {
@@ -749,8 +800,55 @@ fn agent_schemas() -> Value {
         "SecretDeleted": { "type": "object", "properties": { "name": { "type": "string" } } },
         "AppStatus": { "type": "object", "properties": {
             "application": { "type": "string" }, "services": { "type": "array", "items": { "type": "string" } },
-            "sites": { "type": "array", "items": { "type": "object" } },
+            "sites": { "type": "array", "items": site_app_status_schema() },
             "unplaced": schema_ref("UnplacedList"),
         } },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use atoll_api::agent::{ClusterRole, FreeResources, HostCluster, HostStatus};
+
+    use super::*;
+
+    /// Every field a host's status is shown with is described, down to its cluster and free
+    /// resources, and every cluster role by its wire name.
+    #[test]
+    fn the_host_status_schema_describes_every_field_shown() {
+        let schema = host_status_schema();
+        let status = HostStatus {
+            refused: Some("r".into()),
+            secrets: [("db".to_owned(), 1)].into(),
+            cluster: Some(HostCluster {
+                role: ClusterRole::Leader,
+                term: 1,
+                leader: Some("h1".into()),
+                voters: vec!["h1".into()],
+            }),
+            free: Some(FreeResources::default()),
+            ..HostStatus::default()
+        };
+        let shown = serde_json::to_value(&status).unwrap();
+        for (object, schema) in [
+            (&shown, &schema),
+            (&shown["cluster"], &schema["properties"]["cluster"]),
+            (&shown["free"], &schema["properties"]["free"]),
+        ] {
+            for key in object.as_object().unwrap().keys() {
+                assert!(schema["properties"][key].is_object(), "{key} undescribed");
+            }
+        }
+        let roles = &schema["properties"]["cluster"]["properties"]["role"]["enum"];
+        for role in [
+            ClusterRole::Leader,
+            ClusterRole::Voter,
+            ClusterRole::NonVoter,
+            ClusterRole::Candidate,
+            ClusterRole::Unknown,
+        ] {
+            let word = serde_json::to_value(role).unwrap();
+            assert!(roles.as_array().unwrap().contains(&word), "{word}");
+        }
+    }
 }

@@ -365,6 +365,8 @@ fn run_on_fake_runtime(site: &str, manifest: &Manifest) -> HostStatus {
         dropped_reports: 0,
         secrets: BTreeMap::new(),
         conditions: Vec::new(),
+        cluster: None,
+        free: None,
     }
 }
 

@@ -1,10 +1,10 @@
 //! `GET /v1/applications` and an application's status: its versions and deployments, and,
 //! for each site it is placed at (`State::placed`), what the site's hosts report of each
-//! service.
+//! service, each replica with the host that runs it.
 
 use std::collections::BTreeMap;
 
-use atoll_api::agent::{AppStatus, ReplicaStatus, SiteAppStatus};
+use atoll_api::agent::{AppStatus, HostedReplica, SiteAppStatus};
 use atoll_api::{ApplicationView, Unplaced, VersionInfo};
 use atoll_store::ResourceRow;
 
@@ -57,12 +57,15 @@ pub fn status(
             .iter()
             .filter(|p| p.application.name == app)
         {
-            let mut by_service: BTreeMap<String, Vec<ReplicaStatus>> = BTreeMap::new();
-            for r in observed.replicas(site, &p.deployment.name) {
+            let mut by_service: BTreeMap<String, Vec<HostedReplica>> = BTreeMap::new();
+            for (host, r) in observed.hosted(site, &p.deployment.name) {
                 by_service
                     .entry(r.service.clone())
                     .or_default()
-                    .push(r.clone());
+                    .push(HostedReplica {
+                        host: Some(host.to_owned()),
+                        status: r.clone(),
+                    });
             }
             sites.push(SiteAppStatus {
                 connected: connected(site),
@@ -158,6 +161,38 @@ labels: {region: eu}
         assert_eq!(view.versions.len(), 1);
     }
 
+    /// Issue 15, item 6: `atoll status APP` says which host runs each replica.
+    #[test]
+    fn each_replica_of_a_site_of_two_hosts_says_the_host_that_runs_it() {
+        let state = state(FLEET);
+        let hosts = [host("p1", "paris"), host("p2", "paris")];
+        let reports = statuses(&[
+            ("p1", 1, vec![replica("pos-eu", "api", "3")]),
+            (
+                "p2",
+                1,
+                vec![replica("pos-eu", "api", "3"), replica("pos-eu", "db", "3")],
+            ),
+        ]);
+        let status = status(
+            "pos",
+            &state,
+            &Versions::new(),
+            &Observed::new(&hosts, &reports),
+            |_| true,
+        )
+        .unwrap();
+        let on: Vec<(&str, Option<&str>)> = status.sites[0]
+            .services
+            .iter()
+            .flat_map(|(s, rs)| rs.iter().map(move |r| (s.as_str(), r.host.as_deref())))
+            .collect();
+        assert_eq!(
+            on,
+            [("api", Some("p1")), ("api", Some("p2")), ("db", Some("p2"))]
+        );
+    }
+
     #[test]
     fn an_applications_status_groups_its_sites_replicas_by_service() {
         let state = state(FLEET);
@@ -197,6 +232,17 @@ labels: {region: eu}
             .map(|(s, r)| (s.as_str(), r.len()))
             .collect();
         assert_eq!(services, [("api", 1), ("db", 1)]);
+        let hosts: Vec<Option<&str>> = paris
+            .services
+            .values()
+            .flatten()
+            .map(|r| r.host.as_deref())
+            .collect();
+        assert_eq!(
+            hosts,
+            [Some("p1"), Some("p1")],
+            "each replica says its host"
+        );
         assert_eq!(status.unplaced.len(), 1, "no host of paris has a gpu");
         assert_eq!(status.unplaced[0].deployment, "pos-gpu");
     }

@@ -61,11 +61,19 @@ impl<'a> Observed<'a> {
 
     /// The newest replica statuses the hosts of `site` reported for `deployment`.
     pub fn replicas(&self, site: &str, deployment: &str) -> Vec<&'a ReplicaStatus> {
+        self.hosted(site, deployment)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    /// [`Observed::replicas`], each with the host that reported it.
+    pub fn hosted(&self, site: &str, deployment: &str) -> Vec<(&'a str, &'a ReplicaStatus)> {
         self.hosts(site)
             .iter()
-            .filter_map(|h| self.status(&h.id))
-            .flat_map(|s| &s.replicas)
-            .filter(|r| r.deployment == deployment)
+            .filter_map(|h| Some((h.id.as_str(), self.status(&h.id)?)))
+            .flat_map(|(host, s)| s.replicas.iter().map(move |r| (host, r)))
+            .filter(|(_, r)| r.deployment == deployment)
             .collect()
     }
 }
