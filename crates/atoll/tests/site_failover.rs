@@ -170,6 +170,31 @@ fn a_dead_hosts_replica_runs_elsewhere_within_15_s_offline_and_its_return_change
         "the replicas spread over the three hosts",
     );
 
+    // The control plane shows each host's role: one leads, the others follow.
+    eventually_every("one leader among the hosts", SETTLE, POLL, || {
+        let out = cp.cli(&["get", "hosts", "--site", &site, "-o", "json"]);
+        let hosts = out.json();
+        let roles: Vec<String> = hosts["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                h["status"]["cluster"]["role"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .to_owned()
+            })
+            .collect();
+        let leaders = roles.iter().filter(|r| *r == "leader").count();
+        let followers = roles
+            .iter()
+            .filter(|r| *r == "voter" || *r == "non_voter")
+            .count();
+        (leaders == 1 && followers == 2)
+            .then_some(())
+            .ok_or_else(|| format!("roles {roles:?}"))
+    });
+
     // The control plane stops; a host running a web replica dies, its agent and containers.
     cp.kill9();
     let (victim, _, _) = web[0].clone();

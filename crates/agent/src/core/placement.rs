@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use atoll_api::agent::FreeResources;
 use atoll_api::host::{Host, Inventory};
 use atoll_api::manifest::{DeviceClass, Manifest, ManifestService};
 use atoll_api::placement::{self, Decision, Previous, ServiceWant, Want};
@@ -122,6 +123,31 @@ pub fn decide(manifest: &Manifest, hosts: &[Host], previous: &Previous) -> Decis
     let mut decision = placement::place(hosts, &manifest.content.device_classes, &wants, previous);
     decision.unplaced.extend(unplaced);
     decision
+}
+
+/// What is left of the host's CPUs and memory once the replicas it runs have reserved what
+/// their services ask (requests, not measured use).
+pub fn free(manifest: &Manifest, inventory: &Inventory, replicas: &[Replica]) -> FreeResources {
+    let mut free = FreeResources {
+        cpu_millis: u64::from(inventory.cpus) * 1000,
+        memory_bytes: inventory.memory_bytes,
+    };
+    for r in replicas {
+        let Some(service) = manifest
+            .content
+            .applications
+            .iter()
+            .filter(|a| a.deployment == r.key.deployment)
+            .flat_map(|a| &a.services)
+            .find(|s| s.name == r.key.service)
+        else {
+            continue;
+        };
+        let asked = want(service);
+        free.cpu_millis = free.cpu_millis.saturating_sub(asked.cpu_millis);
+        free.memory_bytes = free.memory_bytes.saturating_sub(asked.memory);
+    }
+    free
 }
 
 fn want(s: &ManifestService) -> ServiceWant<'_> {
@@ -350,6 +376,27 @@ mod tests {
         assert!(
             unplaced["d"].contains("cannot be read here"),
             "{unplaced:?}"
+        );
+    }
+
+    #[test]
+    fn what_is_free_is_the_host_less_what_its_replicas_reserve() {
+        let mut web = service("web", "web:1");
+        web.replicas = 2;
+        web.resources = atoll_api::manifest::Resources {
+            cpu: Some(atoll_spec::units::Cpu(500)),
+            memory: Some(atoll_spec::units::ByteSize(1 << 30)),
+        };
+        let m = manifest(vec![("d", web), ("e", service("db", "db:1"))]);
+        let inv = inventory(&[]);
+        let (mine, _) = alone("s1", &m, Path::new("/f"), "h1", &inv, Path::new("/"));
+        assert_eq!(mine.len(), 3);
+        assert_eq!(
+            free(&m, &inv, &mine),
+            FreeResources {
+                cpu_millis: 1000,
+                memory_bytes: 2 << 30
+            }
         );
     }
 

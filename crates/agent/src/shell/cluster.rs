@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atoll_api::Manifest;
-use atoll_api::agent::{AgentEvent, Inventory};
+use atoll_api::agent::{AgentEvent, ClusterRole, HostCluster, Inventory};
 use atoll_api::site::{HostState, RunningReplica};
 use tokio::sync::{Notify, watch};
 
@@ -49,8 +49,8 @@ pub struct Cluster {
     /// The placement the reconciler follows: `None` while the site is one host or its log has
     /// placed nothing yet (the host then decides alone).
     pub placement: watch::Sender<Option<Arc<Placement>>>,
-    /// The site log's status on this host, `None` for a site of one host.
-    pub status: watch::Sender<Option<Status>>,
+    /// This host's place in the site cluster, for its reports; `None` for a site of one host.
+    pub status: watch::Sender<Option<HostCluster>>,
     /// How long a host may stay silent before the leader takes it for down.
     pub failure_timeout: Duration,
     pub timers: Timers,
@@ -106,7 +106,8 @@ impl Cluster {
                 .map(Arc::new);
             self.placement
                 .send_if_modified(|p| replace(p, placed.clone()));
-            self.status.send_if_modified(|s| replace(s, status.clone()));
+            let reported = status.as_ref().and_then(reported);
+            self.status.send_if_modified(|s| replace(s, reported));
             match (&log, &status) {
                 (Some(log), Some(status)) if !formed => self.form(log, &members).await,
                 (Some(log), Some(status)) if status.role == Role::Leader => {
@@ -352,6 +353,23 @@ async fn next_change(changes: &mut Option<site_log::Changes>) -> bool {
         Some(c) => c.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// The site log's status as the host reports it.
+fn reported(status: &Status) -> Option<HostCluster> {
+    let role = match status.role {
+        Role::Leader => ClusterRole::Leader,
+        Role::Follower => ClusterRole::Voter,
+        Role::NonVoter => ClusterRole::NonVoter,
+        Role::Candidate => ClusterRole::Candidate,
+        Role::Stopped => return None,
+    };
+    Some(HostCluster {
+        role,
+        term: status.term,
+        leader: status.leader.clone(),
+        voters: status.voters.iter().cloned().collect(),
+    })
 }
 
 /// Sets `slot` to `value`, saying whether that changed it.

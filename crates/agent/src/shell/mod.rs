@@ -250,7 +250,7 @@ pub async fn run(
     let peers = Arc::new(site::Peers::default());
     let (own_state, own_state_rx) = watch::channel(atoll_api::site::HostState::default());
     let (placement, placement_rx) = watch::channel(None);
-    let (cluster_status, _cluster_status_rx) = watch::channel(None);
+    let (cluster_status, cluster_status_rx) = watch::channel(None);
     let (running, running_rx) = watch::channel(std::collections::BTreeSet::new());
     let (cluster_outbox, cluster_report_ready) = (outbox.clone(), report_ready.clone());
 
@@ -289,6 +289,7 @@ pub async fn run(
             manifests: manifest_rx,
             placement: placement_rx,
             running,
+            cluster: cluster_status_rx,
             outbox: outbox.clone(),
             report_ready: report_ready.clone(),
             refused: refused.clone(),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atoll_api::Manifest;
-use atoll_api::agent::{AgentEvent, HostStatus, Inventory};
+use atoll_api::agent::{AgentEvent, HostCluster, HostStatus, Inventory};
 use atoll_runtime::{Container, Driver, State};
 use tokio::sync::{Notify, watch};
 
@@ -53,6 +53,8 @@ pub struct Reconciler {
     pub placement: watch::Receiver<Option<Arc<Placement>>>,
     /// The replicas this host has containers for, as last listed, for the site's leader.
     pub running: watch::Sender<BTreeSet<ReplicaKey>>,
+    /// This host's place in its site cluster, reported with its status (`None` alone).
+    pub cluster: watch::Receiver<Option<HostCluster>>,
     pub outbox: Arc<Mutex<Outbox>>,
     pub report_ready: Arc<Notify>,
     /// Why the newest manifest offered was refused, shared with the sync loop.
@@ -118,6 +120,7 @@ impl Reconciler {
                 _ = self.shutdown.changed() => return,
                 changed = self.manifests.changed() => if changed.is_err() { return },
                 changed = self.placement.changed() => if changed.is_err() { return },
+                changed = self.cluster.changed() => if changed.is_err() { return },
                 changed = self.inventory.changed() => if changed.is_err() { return },
                 () = self.health_changed.notified() => {}
                 () = self.conditions.changed() => {}
@@ -287,8 +290,8 @@ impl Reconciler {
                     .clone(),
                 dropped_reports: 0,
                 conditions: self.conditions.list(),
-                cluster: None,
-                free: None,
+                cluster: self.cluster.borrow().clone(),
+                free: Some(core::placement::free(&manifest, &inventory, &desired)),
             };
             self.queue(pass, Vec::new(), Some(status));
             collect_garbage(&self.files_dir, &desired);
