@@ -125,6 +125,23 @@ pub fn decide(manifest: &Manifest, hosts: &[Host], previous: &Previous) -> Decis
     decision
 }
 
+/// The images of every service this host qualifies for, capacity aside: a replica may move
+/// here when another host dies, and its image, pulled ahead, does not wait on the WAN then.
+pub fn standby_images(manifest: &Manifest, me: &Host) -> Vec<String> {
+    let mut roomy = me.clone();
+    roomy.inventory.cpus = u32::MAX;
+    roomy.inventory.memory_bytes = u64::MAX;
+    let decision = decide(manifest, std::slice::from_ref(&roomy), &Previous::default());
+    let images: BTreeSet<String> = manifest
+        .content
+        .applications
+        .iter()
+        .filter(|a| decision.placed.contains_key(&a.deployment))
+        .flat_map(|a| a.services.iter().map(|s| s.image.clone()))
+        .collect();
+    images.into_iter().collect()
+}
+
 /// What is left of the host's CPUs and memory once the replicas it runs have reserved what
 /// their services ask (requests, not measured use).
 pub fn free(manifest: &Manifest, inventory: &Inventory, replicas: &[Replica]) -> FreeResources {
@@ -376,6 +393,27 @@ mod tests {
         assert!(
             unplaced["d"].contains("cannot be read here"),
             "{unplaced:?}"
+        );
+    }
+
+    #[test]
+    fn standby_images_are_those_of_what_could_run_here_however_full_it_is() {
+        let m = camera_manifest();
+        let with_camera = host(&m, "h1", &inventory(&[("/dev/video0", "video4linux")]));
+        assert_eq!(standby_images(&m, &with_camera), ["cam:1", "web:1"]);
+        let without = host(&m, "h1", &inventory(&[]));
+        assert_eq!(standby_images(&m, &without), ["web:1"]);
+        let mut tiny = without.clone();
+        tiny.inventory.cpus = 0;
+        tiny.inventory.memory_bytes = 0;
+        let mut heavy = m.clone();
+        let plain = &mut heavy.content.applications[0];
+        assert_eq!(plain.deployment, "plain");
+        plain.services[0].resources.memory = Some(atoll_spec::units::ByteSize(1 << 40));
+        assert_eq!(
+            standby_images(&heavy, &tiny),
+            ["web:1"],
+            "a host with no room now may have room when a host dies"
         );
     }
 

@@ -245,8 +245,15 @@ impl Reconciler {
         let mut plan = core::plan(&desired, &observed, &images, &pass.memory, now_ms());
         self.hold_without_secrets(&mut plan, &desired, applied_revision, pass);
         if plan.actions.is_empty() {
-            // Nothing to change: time to pull what an upcoming wave will need.
-            self.prefetch(&manifest.content.prefetch, pass).await;
+            // Nothing to change: time to pull what an upcoming wave will need and, at a site of
+            // several hosts, what may move here when another host dies.
+            let mut ahead = manifest.content.prefetch.clone();
+            if placed.is_some() {
+                ahead.extend(core::placement::standby_images(&manifest, &me));
+                ahead.sort();
+                ahead.dedup();
+            }
+            self.prefetch(&ahead, pass).await;
             // Settled: this is the state worth reporting.
             self.probe_targets.send_if_modified(|targets| {
                 let fresh = probe_targets(&manifest, &desired, &observed);
