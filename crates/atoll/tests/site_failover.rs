@@ -2,6 +2,10 @@
 //! one site share out an application's replicas, and when a host running one dies with the
 //! control plane stopped, the other hosts run it again within 15 s, on the default timers; the
 //! host back, the site settles on exactly the replicas asked, the survivors untouched.
+//!
+//! `failover_figures` is not a test but the benchmark `scripts/bench-site-cluster.sh` runs
+//! (ignored by `cargo test`): the failover time over ten kills and each agent's idle memory in
+//! a three-host site, printed, with the binary the script names in `ATOLL_BENCH_BIN`.
 
 mod support;
 
@@ -16,9 +20,14 @@ const IMAGE: &str = "atoll.local/demo:site-failover";
 const SETTLE: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(200);
 
+/// The binary the agents run: the benchmark's release build, else the one under test.
+fn atoll() -> String {
+    std::env::var("ATOLL_BENCH_BIN").unwrap_or_else(|_| ATOLL.to_owned())
+}
+
 /// An agent of `host` with its data in `dir`, listening for its peers on the host's address.
 fn start_agent(host: &LanHost, dir: &Path, enroll: Option<(&str, &str)>) -> Process {
-    let mut cmd = host.command(ATOLL);
+    let mut cmd = host.command(atoll());
     cmd.arg("agent")
         .arg("--data-dir")
         .arg(dir)
@@ -127,52 +136,107 @@ fn settled(
     })
 }
 
+/// A control plane and three hosts of one site running `web` (`replicas: 2`) and `probe`
+/// (`mode: every-host`), settled.
+struct Site {
+    lan: SiteLan,
+    cp: ControlPlane,
+    name: String,
+    dirs: Vec<PathBuf>,
+    agents: Vec<Option<Process>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Site {
+    fn start() -> Site {
+        let lan = SiteLan::new(3);
+        let tmp = tempfile::tempdir().unwrap();
+        let id = unique();
+        let name = format!("fo-{id}");
+        let cp =
+            ControlPlane::start_on(&tmp.path().join("control"), &format!("{}:0", lan.gateway()));
+        let url = format!("https://{}", cp.address());
+        for host in lan.hosts() {
+            let mut image = host.command(ATOLL);
+            image.args(["demo", "image", "--tag", IMAGE]);
+            run(image).ok("atoll demo image, into a host's engine");
+        }
+        cp.apply_yaml(
+            &tmp.path().join("site.yaml"),
+            &format!(
+                "kind: Site\nname: {name}\nlabels: {{ run: {id} }}\n---\n\
+                 kind: Application\nname: shop-{id}\nversion: 1.0.0\nservices:\n\
+                 \x20 - name: web\n    image: {IMAGE}\n    args: [demo, tick, --every, 1s]\n    replicas: 2\n\
+                 \x20 - name: probe\n    image: {IMAGE}\n    args: [demo, tick, --every, 1s]\n    mode: every-host\n\
+                 ---\nkind: Deployment\nname: shop-{id}\napplication: shop-{id}\nplacement:\n  sites: run == {id}\n"
+            ),
+        )
+        .ok("apply the site and the application");
+        let dirs: Vec<PathBuf> = (0..3)
+            .map(|k| tmp.path().join(format!("agent{k}")))
+            .collect();
+        let agents: Vec<Option<Process>> = (0..3)
+            .map(|k| {
+                let (token, _) = cp.join_token(&name, &[]);
+                Some(start_agent(&lan.hosts()[k], &dirs[k], Some((&url, &token))))
+            })
+            .collect();
+        Site {
+            lan,
+            cp,
+            name,
+            dirs,
+            agents,
+            _tmp: tmp,
+        }
+    }
+
+    fn settled(&self, live: &[usize], what: &str) -> Vec<Seen> {
+        settled(&self.lan, live, &self.name, &self.agents, what)
+    }
+
+    /// Kills the host of the first web replica, agent and containers, and waits until `web`
+    /// runs twice on the others; returns the host killed and how long that took.
+    fn kill_a_web_host(&mut self, web: &[Seen]) -> (usize, Duration) {
+        let (victim, _, _) = web[0].clone();
+        let live: Vec<usize> = (0..3).filter(|k| *k != victim).collect();
+        let killed = Instant::now();
+        self.lan.host(victim).kill();
+        if let Some(mut agent) = self.agents[victim].take() {
+            agent.kill9();
+        }
+        let moved = eventually_every(
+            "the dead host's replica runs on another host",
+            Duration::from_secs(30),
+            POLL,
+            || {
+                let web = census(&self.lan, &live, &self.name, "web");
+                (web.len() == 2)
+                    .then(|| killed.elapsed())
+                    .ok_or_else(|| format!("web {web:?}\n{}", logs(&self.agents)))
+            },
+        );
+        (victim, moved)
+    }
+
+    /// Starts a dead host again, its engine and its agent, offline.
+    fn revive(&mut self, k: usize) {
+        self.lan.host(k).start_docker();
+        self.agents[k] = Some(start_agent(&self.lan.hosts()[k], &self.dirs[k], None));
+    }
+}
+
 #[test]
 fn a_dead_hosts_replica_runs_elsewhere_within_15_s_offline_and_its_return_changes_nothing() {
-    let mut lan = SiteLan::new(3);
-    let tmp = tempfile::tempdir().unwrap();
-    let id = unique();
-    let site = format!("fo-{id}");
-    let data = tmp.path().join("control");
-    let mut cp = ControlPlane::start_on(&data, &format!("{}:0", lan.gateway()));
-    let url = format!("https://{}", cp.address());
-    for host in lan.hosts() {
-        let mut image = host.command(ATOLL);
-        image.args(["demo", "image", "--tag", IMAGE]);
-        run(image).ok("atoll demo image, into a host's engine");
-    }
-    cp.apply_yaml(
-        &tmp.path().join("site.yaml"),
-        &format!(
-            "kind: Site\nname: {site}\nlabels: {{ run: {id} }}\n---\n\
-             kind: Application\nname: shop-{id}\nversion: 1.0.0\nservices:\n\
-             \x20 - name: web\n    image: {IMAGE}\n    args: [demo, tick, --every, 1s]\n    replicas: 2\n\
-             \x20 - name: probe\n    image: {IMAGE}\n    args: [demo, tick, --every, 1s]\n    mode: every-host\n\
-             ---\nkind: Deployment\nname: shop-{id}\napplication: shop-{id}\nplacement:\n  sites: run == {id}\n"
-        ),
-    )
-    .ok("apply the site and the application");
-    let dirs: Vec<PathBuf> = (0..3)
-        .map(|k| tmp.path().join(format!("agent{k}")))
-        .collect();
-    let mut agents: Vec<Option<Process>> = (0..3)
-        .map(|k| {
-            let (token, _) = cp.join_token(&site, &[]);
-            Some(start_agent(&lan.hosts()[k], &dirs[k], Some((&url, &token))))
-        })
-        .collect();
+    let mut site = Site::start();
     let all = [0, 1, 2];
-    let web = settled(
-        &lan,
-        &all,
-        &site,
-        &agents,
-        "the replicas spread over the three hosts",
-    );
+    let web = site.settled(&all, "the replicas spread over the three hosts");
 
     // The control plane shows each host's role: one leads, the others follow.
     eventually_every("one leader among the hosts", SETTLE, POLL, || {
-        let out = cp.cli(&["get", "hosts", "--site", &site, "-o", "json"]);
+        let out = site
+            .cp
+            .cli(&["get", "hosts", "--site", &site.name, "-o", "json"]);
         let hosts = out.json();
         let roles: Vec<String> = hosts["items"]
             .as_array()
@@ -196,58 +260,65 @@ fn a_dead_hosts_replica_runs_elsewhere_within_15_s_offline_and_its_return_change
     });
 
     // The control plane stops; a host running a web replica dies, its agent and containers.
-    cp.kill9();
-    let (victim, _, _) = web[0].clone();
+    site.cp.kill9();
     let survivor = web[1].clone();
-    let live: Vec<usize> = all.iter().copied().filter(|k| *k != victim).collect();
-    let killed = Instant::now();
-    lan.host(victim).kill();
-    if let Some(mut agent) = agents[victim].take() {
-        agent.kill9();
-    }
-    let moved = eventually_every(
-        "the dead host's replica runs on another host",
-        Duration::from_secs(30),
-        POLL,
-        || {
-            let web = census(&lan, &live, &site, "web");
-            (web.len() == 2)
-                .then(|| killed.elapsed())
-                .ok_or_else(|| format!("web {web:?}\n{}", logs(&agents)))
-        },
-    );
+    let (victim, moved) = site.kill_a_web_host(&web);
     assert!(
         moved <= Duration::from_secs(15),
         "the replica ran again {moved:?} after its host died\n{}",
-        logs(&agents)
+        logs(&site.agents)
     );
     eprintln!("the dead host's replica ran again {moved:?} after its death");
-    let web = census(&lan, &live, &site, "web");
+    let live: Vec<usize> = all.iter().copied().filter(|k| *k != victim).collect();
+    let web = census(&site.lan, &live, &site.name, "web");
     assert!(
         web.contains(&survivor),
         "the survivor was not touched: {web:?}"
     );
 
     // The host comes back, offline still: exactly two web replicas, the survivors untouched.
-    let after_loss = settled(
-        &lan,
-        &live,
-        &site,
-        &agents,
-        "the site settles without the dead host",
-    );
-    lan.host(victim).start_docker();
-    agents[victim] = Some(start_agent(&lan.hosts()[victim], &dirs[victim], None));
-    let back = settled(
-        &lan,
-        &all,
-        &site,
-        &agents,
-        "the site settles with the host back",
-    );
+    let after_loss = site.settled(&live, "the site settles without the dead host");
+    site.revive(victim);
+    let back = site.settled(&all, "the site settles with the host back");
     assert_eq!(
         back, after_loss,
         "no web replica moved or restarted when the dead host came back"
     );
-    drop(agents);
+}
+
+/// The benchmark of `scripts/bench-site-cluster.sh`: ten kills of a host running a replica,
+/// the time until it runs elsewhere (median and max), then each agent's memory after the site
+/// idled for 30 s.
+#[test]
+#[ignore = "a benchmark: scripts/bench-site-cluster.sh runs it"]
+fn failover_figures() {
+    let mut site = Site::start();
+    let all = [0, 1, 2];
+    let mut times = Vec::new();
+    for round in 1..=10 {
+        let web = site.settled(&all, "the site settles");
+        let (victim, moved) = site.kill_a_web_host(&web);
+        eprintln!("kill {round}: host {victim}'s replica ran again after {moved:?}");
+        times.push(moved);
+        site.revive(victim);
+    }
+    times.sort();
+    let median = (times[4] + times[5]) / 2;
+    println!(
+        "failover over {} kills: median {:.2} s, max {:.2} s",
+        times.len(),
+        median.as_secs_f64(),
+        times[times.len() - 1].as_secs_f64()
+    );
+    site.settled(&all, "the site settles for the idle measure");
+    std::thread::sleep(Duration::from_secs(30));
+    for (k, agent) in site.agents.iter().enumerate() {
+        let pid = agent.as_ref().map(Process::pid).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap_or("VmRSS: unknown");
+        println!("host {k}'s agent, idle in a three-host site: {rss}");
+    }
 }

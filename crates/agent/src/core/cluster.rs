@@ -27,7 +27,7 @@ use atoll_api::placement::{Decision, Previous};
 use serde::{Deserialize, Serialize};
 
 use super::desired::ReplicaKey;
-use super::placement::decide;
+use super::placement::{decide, every_host_services};
 
 /// Where every replica of the site runs, as the leader decided it: kept in the site log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,9 +209,17 @@ pub fn schedule(
     running: &BTreeMap<String, BTreeSet<ReplicaKey>>,
 ) -> Schedule {
     let live: BTreeSet<&str> = up.iter().map(|h| h.name.as_str()).collect();
+    let every_host = every_host_services(manifest);
     let mut previous = Previous::default();
+    // A report counts only for a replica the log does not place at all: the log's word on any
+    // other is final, even when its host is down (a stale report would swap replicas). A host
+    // runs an every-host service as its replica 0 whatever its index in the placement, so its
+    // report names no index of the site's.
     for (host, keys) in running.iter().rev() {
-        for k in keys {
+        for k in keys.iter().filter(|k| {
+            placed.host_of(k).is_none()
+                && !every_host.contains(&(k.deployment.as_str(), k.service.as_str()))
+        }) {
             previous.insert(&k.deployment, &k.service, k.index, host);
         }
     }
@@ -407,6 +415,33 @@ mod tests {
             "each replica stays on the first host running it: {:?}",
             s.placement
         );
+    }
+
+    /// Found by the simulator (seed 17030): a host that runs the every-host `probe` reports it
+    /// as replica 0, and that report took index 0 from the dead host the log placed it on, so
+    /// the host stopped its own replica 2 to start replica 0.
+    #[test]
+    fn a_stale_report_of_an_every_host_replica_does_not_swap_indexes() {
+        let mut probe = service("probe", "probe:1");
+        probe.mode = atoll_spec::application::Mode::EveryHost;
+        let m = manifest(vec![("shop", probe)]);
+        let mut placed = Placement::default();
+        let probes = placed
+            .replicas
+            .entry("shop".into())
+            .or_default()
+            .entry("probe".into())
+            .or_default();
+        probes.insert(0, "h-c".into());
+        probes.insert(1, "h-b".into());
+        probes.insert(2, "h-a".into());
+        let running =
+            BTreeMap::from([("h-a".to_owned(), BTreeSet::from([key("shop", "probe", 0)]))]);
+        let s = schedule(&m, &[host("h-a"), host("h-b")], &placed, &running);
+        assert_eq!(s.placement.host_of(&key("shop", "probe", 2)), Some("h-a"));
+        assert_eq!(s.placement.host_of(&key("shop", "probe", 1)), Some("h-b"));
+        assert_eq!(s.placement.host_of(&key("shop", "probe", 0)), None);
+        assert!(s.moves.is_empty(), "{:?}", s.moves);
     }
 
     proptest! {
