@@ -17,9 +17,9 @@
 //!   majority), a replica of a replicated service runs somewhere
 //!   again within the failure timeout plus [`Config::bound`](super::Config::bound) of running
 //!   nowhere, or of the last fault, or of the site regaining a live voter that reaches a
-//!   majority of the voters, or of the election of a leader whose host started after the
-//!   loss (it never heard the dead host, and gives it one full failure timeout), whichever is
-//!   later.
+//!   majority of the voters, or of the election of a leader that had never heard a host it
+//!   does not reach (it gives that host one full failure timeout, and may place replicas on
+//!   it meanwhile), whichever is later.
 //! - **Settled, exactly N**: once the healing phase has had [`Config::settle`](super::Config::settle),
 //!   there is a leader, every live host has applied the newest placement, every replicated
 //!   service runs exactly its N replicas, each on one live host, and every live host runs one
@@ -245,13 +245,14 @@ impl Site {
     }
 
     /// From when a replica running nowhere since `since` is owed: the later of its loss, the
-    /// last fault, the site's regaining a majority, and the election of a leader whose host
-    /// started after the loss (it never heard the lost replica's host, and gives it one full
-    /// failure timeout).
+    /// last fault, the site's regaining a majority, and the election of a leader that had never
+    /// heard a host it does not reach (its host started since the host died or was cut off):
+    /// `Liveness` gives such a host one full failure timeout from the election, and `schedule`
+    /// may place replicas on it meanwhile.
     fn owed_from(&self, since: Time) -> Time {
         let from = since.max(self.ledger.disturbed).max(self.ledger.able_since);
         match self.effective() {
-            Some(l) if self.hosts[l.host].revived > since => from.max(l.since),
+            Some(l) if l.unheard.iter().any(|&h| !self.linked(l.host, h)) => from.max(l.since),
             _ => from,
         }
     }

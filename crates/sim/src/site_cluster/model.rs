@@ -78,8 +78,6 @@ pub(super) struct Entry {
 pub(super) struct HostState {
     pub name: String,
     pub alive: bool,
-    /// When it last started again after a death.
-    pub revived: Time,
     /// The replicas its reconciler runs.
     pub running: BTreeSet<ReplicaKey>,
     /// Entries of the log it holds (in its folder) and has applied.
@@ -99,8 +97,9 @@ pub(super) struct HostState {
 pub(super) struct Leader {
     pub host: usize,
     pub term: u64,
-    /// When it was elected.
+    /// When it was elected, and the hosts its host had never heard then.
     pub since: Time,
+    pub unheard: Vec<usize>,
     pub liveness: Liveness,
 }
 
@@ -217,7 +216,6 @@ impl Site {
             .map(|i| HostState {
                 name: format!("h{i}"),
                 alive: true,
-                revived: 0,
                 running: BTreeSet::new(),
                 held: 0,
                 applied: 0,
@@ -555,10 +553,14 @@ impl Site {
         for (peer, at) in &self.hosts[c].heard {
             liveness.heard(peer, *at);
         }
+        let unheard = (0..self.hosts.len())
+            .filter(|&h| h != c && !self.hosts[c].heard.contains_key(&self.hosts[h].name))
+            .collect();
         self.leaders.push(Leader {
             host: c,
             term,
             since: now,
+            unheard,
             liveness,
         });
         self.elections += 1;
@@ -689,7 +691,6 @@ impl Site {
         let running = (self.cfg.rules.reconcile)(&placed, &BTreeSet::new());
         let host = &mut self.hosts[h];
         host.alive = true;
-        host.revived = self.agenda.now();
         host.running = running;
         host.applied = host.held;
         host.heard.clear();
