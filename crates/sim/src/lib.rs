@@ -13,6 +13,9 @@
 //!
 //! An in-process event queue rather than a runtime like turmoil: 100,000 sites are a few
 //! hundred bytes each and a run of 30 simulated minutes takes seconds.
+//!
+//! [`site_cluster`] is a second model, inside one site: its hosts, the leader's scheduling
+//! with the agent's own decisions, Raft's outcome, host deaths and partitions.
 
 pub mod config;
 pub mod control;
@@ -22,6 +25,7 @@ pub mod outcome;
 pub mod rules;
 pub mod scenario;
 pub mod site;
+pub mod site_cluster;
 pub mod time;
 pub mod world;
 
