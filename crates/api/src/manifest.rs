@@ -93,6 +93,18 @@ pub struct ManifestContent {
     /// detached host leaves the list with the next revision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub site_hosts: Vec<SiteHost>,
+    /// The site's cluster settings (`cluster:` of the site), when it sets any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// How the hosts of a site work as one cluster, as the site sets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    /// How long the site's leader waits on a silent host before it takes it for down; the
+    /// agent's `--site-failure-timeout` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_timeout_ms: Option<u64>,
 }
 
 /// One member of a site cluster, as the control plane lists it in the site's manifest.
@@ -120,6 +132,7 @@ impl Default for ManifestContent {
             prefetch: Vec::new(),
             device_classes: Vec::new(),
             host_labels: BTreeMap::new(),
+            cluster: None,
             site_hosts: Vec::new(),
         }
     }

@@ -417,3 +417,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_sites_failure_timeout_is_read_and_refused_out_of_its_range() {
+    let parsed = parse_sources(&[Source {
+        name: "f.yaml".into(),
+        text: "kind: Site\nname: s\ncluster:\n  failure_timeout: 4s\n".into(),
+    }]);
+    assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+    let atoll_spec::Resource::Site(site) = &parsed.documents[0].resource else {
+        panic!("not a site");
+    };
+    assert_eq!(
+        site.cluster.and_then(|c| c.failure_timeout).map(|t| t.0),
+        Some(std::time::Duration::from_secs(4))
+    );
+    let d = one("kind: Site\nname: s\ncluster:\n  failure_timeout: 500ms\n");
+    assert_eq!((d.line, d.path.as_str()), (4, "Site s.cluster.failure_timeout"));
+    assert!(d.message.contains("between 1s and 600s"), "{d:?}");
+    let d = one("kind: Site\nname: s\ncluster:\n  heartbeat: 1s\n");
+    assert_eq!(d.message, "unknown field `heartbeat`");
+}

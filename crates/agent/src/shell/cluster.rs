@@ -51,7 +51,8 @@ pub struct Cluster {
     pub placement: watch::Sender<Option<Arc<Placement>>>,
     /// This host's place in the site cluster, for its reports; `None` for a site of one host.
     pub status: watch::Sender<Option<HostCluster>>,
-    /// How long a host may stay silent before the leader takes it for down.
+    /// How long a host may stay silent before the leader takes it for down, unless the site
+    /// sets it (`cluster.failure_timeout`).
     pub failure_timeout: Duration,
     pub timers: Timers,
     pub outbox: Arc<Mutex<Outbox>>,
@@ -186,7 +187,11 @@ impl Cluster {
         for (host, at) in self.peers.heard_ms() {
             lead.liveness.heard(&host, at);
         }
-        let timeout_ms = u64::try_from(self.failure_timeout.as_millis()).unwrap_or(u64::MAX);
+        // The site's own setting, else this agent's.
+        let timeout_ms = manifest
+            .and_then(|m| m.content.cluster)
+            .and_then(|c| c.failure_timeout_ms)
+            .unwrap_or_else(|| u64::try_from(self.failure_timeout.as_millis()).unwrap_or(u64::MAX));
         let me = members.me.as_str();
         let listed: BTreeSet<String> = members.hosts.keys().cloned().collect();
         let up: BTreeSet<String> = listed
@@ -198,7 +203,7 @@ impl Cluster {
             if lead.down.insert(host.clone()) {
                 self.say(format!(
                     "host {host} is down: not heard from for {} s",
-                    self.failure_timeout.as_secs_f64()
+                    Duration::from_millis(timeout_ms).as_secs_f64()
                 ));
             }
         }

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use atoll_api::manifest::ClusterSettings;
 use atoll_api::{ManifestApplication, ManifestContent, ManifestService, RenderedFile, SiteHost};
 use atoll_spec::application::Service;
 use atoll_spec::render::{Exceeded, Limits, Program};
@@ -197,6 +198,11 @@ pub fn compile_site_with<'a>(
     Ok(ManifestContent {
         applications,
         site_hosts: site_hosts(hosts),
+        cluster: site.cluster.map(|c| ClusterSettings {
+            failure_timeout_ms: c
+                .failure_timeout
+                .map(|t| u64::try_from(t.0.as_millis()).unwrap_or(u64::MAX)),
+        }),
         ..ManifestContent::default()
     })
 }
@@ -498,6 +504,21 @@ mod tests {
     use atoll_spec::{Resource, Source, parse_sources};
 
     #[test]
+    fn a_sites_cluster_settings_reach_its_manifest_and_none_leave_it_as_it_was() {
+        let mut s = site("s1", &[]);
+        assert_eq!(compile(&s, &[]).unwrap().cluster, None);
+        s.cluster = Some(atoll_spec::site::SiteCluster {
+            failure_timeout: Some(atoll_spec::units::Span::from_secs(4)),
+        });
+        assert_eq!(
+            compile(&s, &[]).unwrap().cluster,
+            Some(ClusterSettings {
+                failure_timeout_ms: Some(4000)
+            })
+        );
+    }
+
+    #[test]
     fn the_first_host_to_enroll_founds_the_site_log_whatever_its_name() {
         let host = |name: &str| Host {
             name: name.into(),
@@ -575,6 +596,7 @@ placement:
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             variables: BTreeMap::new(),
+            cluster: None,
         }
     }
 

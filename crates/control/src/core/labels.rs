@@ -286,6 +286,7 @@ mod tests {
                     description: Some("kept".into()),
                     labels: map(&[("region", "eu")]),
                     variables: map(&[("tz", "UTC")]),
+                    cluster: None,
                 },
                 generation: 3,
                 created_at: "2026-01-01T00:00:00Z".into(),
