@@ -116,9 +116,11 @@ pub struct SiteHost {
     /// never said (an agent older than the site cluster, or one with no site address yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// The host that forms the site's log, if its own is empty: the first of the site's hosts
-    /// to enroll. One host, named by the control plane, so two hosts can never each form a log
-    /// of their own, whoever meets whom first.
+    /// The host that forms the site's log, if its own and every other host's are empty: the
+    /// first of the site's hosts to enroll (by id among those of the same second). One host,
+    /// named by the control plane, so two hosts do not each form a log of their own whoever
+    /// meets whom first; and since a host enrolling in the same second can take the name, the
+    /// founder forms only once every other host has said its log is empty.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub founder: bool,
 }

@@ -78,6 +78,10 @@ pub struct HostState {
     /// The replicas it has containers for, running or not.
     #[serde(default)]
     pub running: Vec<RunningReplica>,
+    /// Whether its site log is formed (holds a membership): the founder forms the site's log
+    /// only once every other host has said its own is not.
+    #[serde(default)]
+    pub log_formed: bool,
 }
 
 /// A replica a host has a container for.

@@ -144,6 +144,8 @@ struct Site {
     name: String,
     dirs: Vec<PathBuf>,
     agents: Vec<Option<Process>>,
+    /// The site's and the application's documents, as applied.
+    yaml: String,
     _tmp: tempfile::TempDir,
 }
 
@@ -161,17 +163,15 @@ impl Site {
             image.args(["demo", "image", "--tag", IMAGE]);
             run(image).ok("atoll demo image, into a host's engine");
         }
-        cp.apply_yaml(
-            &tmp.path().join("site.yaml"),
-            &format!(
-                "kind: Site\nname: {name}\nlabels: {{ run: {id} }}\n---\n\
+        let yaml = format!(
+            "kind: Site\nname: {name}\nlabels: {{ run: {id} }}\n---\n\
                  kind: Application\nname: shop-{id}\nversion: 1.0.0\nservices:\n\
                  \x20 - name: web\n    image: {IMAGE}\n    args: [demo, tick, --every, 1s]\n    replicas: 2\n\
                  \x20 - name: probe\n    image: {IMAGE}\n    args: [demo, tick, --every, 1s]\n    mode: every-host\n\
                  ---\nkind: Deployment\nname: shop-{id}\napplication: shop-{id}\nplacement:\n  sites: run == {id}\n"
-            ),
-        )
-        .ok("apply the site and the application");
+        );
+        cp.apply_yaml(&tmp.path().join("site.yaml"), &yaml)
+            .ok("apply the site and the application");
         let dirs: Vec<PathBuf> = (0..3)
             .map(|k| tmp.path().join(format!("agent{k}")))
             .collect();
@@ -187,6 +187,7 @@ impl Site {
             name,
             dirs,
             agents,
+            yaml,
             _tmp: tmp,
         }
     }
@@ -284,6 +285,99 @@ fn a_dead_hosts_replica_runs_elsewhere_within_15_s_offline_and_its_return_change
         back, after_loss,
         "no web replica moved or restarted when the dead host came back"
     );
+}
+
+/// The host id each LAN host's agent enrolled as, from its log.
+fn host_ids(site: &Site) -> Vec<String> {
+    site.agents
+        .iter()
+        .map(|a| {
+            let log = a.as_ref().map(Process::stderr).unwrap_or_default();
+            log.lines()
+                .find(|l| l.contains("enrolled"))
+                .and_then(|l| l.split("host=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The LAN index of the host the control plane shows leading the site.
+fn leader(site: &Site) -> usize {
+    let ids = host_ids(site);
+    eventually_every("a leader shown", SETTLE, POLL, || {
+        let out = site
+            .cp
+            .cli(&["get", "hosts", "--site", &site.name, "-o", "json"]);
+        let hosts = out.json();
+        hosts["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["status"]["cluster"]["role"] == "leader")
+            .and_then(|h| ids.iter().position(|id| h["id"] == id.as_str()))
+            .ok_or_else(|| format!("ids {ids:?}: {hosts}"))
+    })
+}
+
+#[test]
+fn a_host_cut_off_from_the_control_plane_takes_new_manifests_from_its_site() {
+    let site = Site::start();
+    site.settled(&[0, 1, 2], "the replicas spread over the three hosts");
+    let cut = (leader(&site) + 1) % 3;
+    let host = &site.lan.hosts()[cut];
+    host.block(site.lan.gateway(), true);
+    let port: u16 = site
+        .cp
+        .address()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        !host.reaches(site.lan.gateway(), port),
+        "the host still reaches the control plane"
+    );
+    let yaml = site
+        .yaml
+        .replace("1.0.0", "2.0.0")
+        .replace("--every, 1s", "--every, 2s");
+    site.cp
+        .apply_yaml(&site._tmp.path().join("v2.yaml"), &yaml)
+        .ok("apply version 2");
+    eventually_every(
+        "the host cut off from the control plane runs version 2",
+        Duration::from_secs(60),
+        POLL,
+        || {
+            let version = host.docker(&[
+                "ps",
+                "--filter",
+                &format!("label=io.atoll.site={}", site.name),
+                "--filter",
+                "label=io.atoll.service=probe",
+                "--filter",
+                "status=running",
+                "--format",
+                "{{.Label \"io.atoll.version\"}}",
+            ]);
+            (version.stdout.trim() == "2.0.0")
+                .then_some(())
+                .ok_or_else(|| format!("probe {:?}\n{}", version.stdout, logs(&site.agents)))
+        },
+    );
+    let log = site.agents[cut]
+        .as_ref()
+        .map(Process::stderr)
+        .unwrap_or_default();
+    assert!(
+        log.contains("taking the manifest the site's log holds"),
+        "{}",
+        tail(&log, 20)
+    );
+    host.block(site.lan.gateway(), false);
 }
 
 /// The benchmark of `scripts/bench-site-cluster.sh`: ten kills of a host running a replica,

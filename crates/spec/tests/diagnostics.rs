@@ -433,7 +433,10 @@ fn a_sites_failure_timeout_is_read_and_refused_out_of_its_range() {
         Some(std::time::Duration::from_secs(4))
     );
     let d = one("kind: Site\nname: s\ncluster:\n  failure_timeout: 500ms\n");
-    assert_eq!((d.line, d.path.as_str()), (4, "Site s.cluster.failure_timeout"));
+    assert_eq!(
+        (d.line, d.path.as_str()),
+        (4, "Site s.cluster.failure_timeout")
+    );
     assert!(d.message.contains("between 1s and 600s"), "{d:?}");
     let d = one("kind: Site\nname: s\ncluster:\n  heartbeat: 1s\n");
     assert_eq!(d.message, "unknown field `heartbeat`");

@@ -52,10 +52,9 @@ impl Members {
         }
     }
 
-    /// Whether this host forms the site's log when its own is empty: the control plane named
-    /// it, so no two hosts ever form two logs, whoever meets whom first. A founder that is down
-    /// leaves the site unformed until it returns (each host meanwhile runs what it decides
-    /// alone, as a lone host does).
+    /// Whether this host is the one to form the site's log when its own is empty and no other
+    /// host's is: the control plane names it. A founder that is down leaves the site unformed
+    /// until it returns (each host meanwhile runs what it decides alone, as a lone host does).
     pub fn founds(&self) -> bool {
         self.clustered() && self.founder.as_deref() == Some(self.me.as_str())
     }

@@ -15,10 +15,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atoll_api::Manifest;
-use atoll_api::agent::{AgentEvent, ClusterRole, HostCluster, Inventory};
+use atoll_api::agent::{AgentEvent, ClusterRole, HostCluster, Inventory, SignedManifest};
 use atoll_api::site::{HostState, RunningReplica};
 use tokio::sync::{Notify, watch};
 
@@ -34,6 +34,8 @@ use crate::site_log::{self, Capacity, Command, Member, Role, SiteLog, Status, Ti
 
 /// How often a leader looks at its liveness deadlines when nothing else wakes it.
 const TICK: Duration = Duration::from_millis(500);
+/// How long the founder hears every other host say its log is empty before it forms one.
+const FORM_AFTER: Duration = Duration::from_secs(2);
 
 pub struct Cluster {
     pub session: Arc<Session>,
@@ -43,6 +45,10 @@ pub struct Cluster {
     pub inventory: watch::Receiver<Inventory>,
     /// The replicas this host has containers for, from the reconciler.
     pub running: watch::Receiver<BTreeSet<ReplicaKey>>,
+    /// The signed manifest this host accepted last: the leader puts it in the log.
+    pub accepted: watch::Receiver<Option<SignedManifest>>,
+    /// The signed manifest the log holds, for the sync loop to take when it is newer.
+    pub from_site: watch::Sender<Option<SignedManifest>>,
     pub peers: Arc<Peers>,
     /// This host's account of itself, which the site channel sends its peers.
     pub own: watch::Sender<HostState>,
@@ -75,6 +81,10 @@ impl Cluster {
         let mut log: Option<SiteLog> = None;
         let mut changes = None;
         let mut leading: Option<Leading> = None;
+        // The revision of the log's manifest last handed to the sync loop.
+        let mut held_seen = None;
+        // Since when, as founder, this host has heard every other host say its log is empty.
+        let mut quiet = None;
         loop {
             let manifest = self.manifests.borrow().clone();
             let listed = manifest.as_ref().map_or(&[][..], |m| &m.content.site_hosts);
@@ -98,19 +108,34 @@ impl Cluster {
             let own = HostState {
                 inventory: self.inventory.borrow().clone(),
                 running: running.iter().map(running_replica).collect(),
+                log_formed: formed,
             };
             self.own.send_if_modified(|o| replace(o, own));
             let placed = log
                 .as_ref()
                 .filter(|_| clustered)
-                .and_then(|l| placement_of(&l.state()))
+                .and_then(|l| l.read(placement_of))
                 .map(Arc::new);
             self.placement
                 .send_if_modified(|p| replace(p, placed.clone()));
+            let held = log.as_ref().filter(|_| clustered).and_then(|l| {
+                l.read(|s| s.manifest.as_ref().map(|m| m.revision))
+                    .filter(|r| Some(*r) != held_seen)
+                    .and_then(|r| {
+                        held_seen = Some(r);
+                        l.read(|s| {
+                            let m = s.manifest.as_ref()?;
+                            serde_json::from_slice::<SignedManifest>(&m.signed).ok()
+                        })
+                    })
+            });
+            if held.is_some() {
+                self.from_site.send_replace(held);
+            }
             let reported = status.as_ref().and_then(reported);
             self.status.send_if_modified(|s| replace(s, reported));
             match (&log, &status) {
-                (Some(log), Some(status)) if !formed => self.form(log, &members).await,
+                (Some(log), Some(_)) if !formed => self.form(log, &members, &mut quiet).await,
                 (Some(log), Some(status)) if status.role == Role::Leader => {
                     let turn = Turn {
                         log,
@@ -137,6 +162,7 @@ impl Cluster {
                 changed = self.manifests.changed() => if changed.is_err() { break },
                 changed = self.inventory.changed() => if changed.is_err() { break },
                 changed = self.running.changed() => if changed.is_err() { break },
+                changed = self.accepted.changed() => if changed.is_err() { break },
                 () = self.peers.changed() => {}
                 more = next_change(&mut changes) => if !more { changes = None },
                 () = tokio::time::sleep(TICK), if ticking => {}
@@ -147,9 +173,24 @@ impl Cluster {
         }
     }
 
-    /// Forms the site log with this host as its one voter, when it is the founder.
-    async fn form(&self, log: &SiteLog, members: &Members) {
-        if !members.founds() {
+    /// Forms the site log with this host as its one voter, when it is the founder and every
+    /// other host has said, for [`FORM_AFTER`], that its own log is not formed: the founder
+    /// the control plane names changes when hosts that enrolled in the same second join, and a
+    /// new founder must not form a second log beside the old founder's.
+    async fn form(&self, log: &SiteLog, members: &Members, quiet_since: &mut Option<Instant>) {
+        let states = self.peers.states();
+        let connected = self.peers.connected();
+        let others_unformed = members
+            .hosts
+            .keys()
+            .filter(|h| **h != members.me)
+            .all(|h| connected.contains(h) && states.get(h).is_some_and(|s| !s.log_formed));
+        if !members.founds() || !others_unformed {
+            *quiet_since = None;
+            return;
+        }
+        let since = *quiet_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < FORM_AFTER {
             return;
         }
         let me = Member {
@@ -246,6 +287,22 @@ impl Cluster {
             tracing::warn!(error = %e, "cannot take hosts that left the site out of its log");
         }
 
+        // The manifest this host accepted, for the hosts that cannot reach the control plane.
+        let offered = self.accepted.borrow().clone();
+        let held = log.read(|s| s.manifest.as_ref().map_or(0, |m| m.revision));
+        if let (Some(m), Some(signed)) = (manifest, offered)
+            && m.revision > held
+        {
+            let record = site_log::SignedManifest {
+                revision: m.revision,
+                signed: serde_json::to_vec(&signed).unwrap_or_default(),
+            };
+            if let Err(e) = log.propose(Command::AcceptManifest(record)).await {
+                tracing::warn!(error = %e, "cannot put the manifest in the site log");
+                return;
+            }
+        }
+
         // What each host up is and runs; a host up that has not said yet is waited for.
         let Some(manifest) = manifest else {
             return;
@@ -266,13 +323,13 @@ impl Cluster {
             hosts.push(placement::host(manifest, host, &inventory));
             runs.insert(host.clone(), replicas);
         }
-        let state = log.state();
+        let records = log.read(|s| s.hosts.clone());
         for host in &listed {
             let capacity = hosts.iter().find(|h| h.name == *host).map(|h| Capacity {
                 millicpus: u64::from(h.inventory.cpus) * 1000,
                 memory_bytes: h.inventory.memory_bytes,
             });
-            let record = state.hosts.get(host);
+            let record = records.get(host);
             let command = match capacity {
                 Some(capacity) if record.is_none_or(|r| !r.up || r.capacity != capacity) => {
                     Command::HostUp {

@@ -77,7 +77,7 @@ impl Kept {
             Err(e) => return self.damaged(&format!("not a signed manifest ({e})")),
         };
         match verify(&signed, signing_key, site, 0) {
-            Ok(m) => Loaded::Kept(m),
+            Ok(m) => Loaded::Kept(m, signed),
             Err(e) => self.damaged(&e),
         }
     }
@@ -127,7 +127,8 @@ impl Kept {
 pub enum Loaded {
     /// No manifest was ever kept: a new agent.
     None,
-    Kept(Manifest),
+    /// The kept manifest, verified, and as it was signed (for the site's log).
+    Kept(Manifest, SignedManifest),
     /// A manifest file that cannot be read or verified, and why, in words for the report.
     Damaged(String),
 }
@@ -238,7 +239,7 @@ mod tests {
         let kept = Kept::new(dir.path());
         assert!(matches!(kept.load(&public, "s"), Loaded::None));
         kept.save(&signed(&key, "s", 7)).unwrap();
-        assert!(matches!(kept.load(&public, "s"), Loaded::Kept(m) if m.revision == 7));
+        assert!(matches!(kept.load(&public, "s"), Loaded::Kept(m, _) if m.revision == 7));
         kept.save(&signed(&signer(), "s", 8)).unwrap();
         assert!(
             matches!(kept.load(&public, "s"), Loaded::Damaged(why) if why.contains("does not verify"))

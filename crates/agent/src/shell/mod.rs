@@ -181,9 +181,11 @@ pub async fn run(
     let kept = Kept::new(dir);
     let conditions = Conditions::default();
     let mut outbox = Outbox::open(&dir.join("outbox"), config.outbox_capacity)?;
+    let mut kept_signed = None;
     let manifest = match kept.load(&identity.signing_key, &site) {
-        Loaded::Kept(m) => {
+        Loaded::Kept(m, signed) => {
             tracing::info!(revision = m.revision, "carrying on with the kept manifest");
+            kept_signed = Some(signed);
             Some(m)
         }
         // Set aside at an earlier start, and no fresh manifest kept since: still damaged.
@@ -253,6 +255,10 @@ pub async fn run(
     let (cluster_status, cluster_status_rx) = watch::channel(None);
     let (running, running_rx) = watch::channel(std::collections::BTreeSet::new());
     let (cluster_outbox, cluster_report_ready) = (outbox.clone(), report_ready.clone());
+    // The signed manifest this host accepted last, which its site's leader puts in the log, and
+    // the one the log holds, which this host takes when it is newer than its own.
+    let (accepted, accepted_rx) = watch::channel(kept_signed);
+    let (from_site, from_site_rx) = watch::channel(None);
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(watcher.run());
@@ -307,6 +313,8 @@ pub async fn run(
             session: session.clone(),
             kept,
             manifests,
+            accepted,
+            from_site: from_site_rx,
             refused,
             conditions,
             outbox: outbox.clone(),
@@ -332,6 +340,8 @@ pub async fn run(
             manifests: site_manifests.clone(),
             inventory: cluster_inventory,
             running: running_rx,
+            accepted: accepted_rx,
+            from_site,
             peers: peers.clone(),
             own: own_state,
             placement,

@@ -76,6 +76,11 @@ impl Peers {
         self.lock().heard_ms.clone()
     }
 
+    /// The peers a channel is open to now.
+    pub fn connected(&self) -> BTreeSet<String> {
+        self.lock().channels.keys().cloned().collect()
+    }
+
     /// The state each peer last sent.
     pub fn states(&self) -> BTreeMap<String, HostState> {
         self.lock().states.clone()

@@ -25,6 +25,11 @@ pub struct Sync {
     pub session: Arc<Session>,
     pub kept: Kept,
     pub manifests: watch::Sender<Option<Arc<Manifest>>>,
+    /// The signed manifest accepted last, for the site's leader to put in the site's log.
+    pub accepted: watch::Sender<Option<SignedManifest>>,
+    /// The signed manifest the site's log holds: taken, verified like one polled, when it is
+    /// newer, so a host that cannot reach the control plane but reaches its site still follows.
+    pub from_site: watch::Receiver<Option<SignedManifest>>,
     pub refused: Arc<Mutex<Option<String>>>,
     pub conditions: Conditions,
     pub outbox: Arc<Mutex<Outbox>>,
@@ -56,6 +61,12 @@ impl Sync {
             let result = tokio::select! {
                 _ = self.shutdown.changed() => return,
                 r = self.session.poll_manifest(have, hash, self.wait) => r,
+                changed = self.from_site.changed() => {
+                    if changed.is_ok() {
+                        self.take_from_site(have);
+                    }
+                    continue;
+                }
             };
             let polled = match result {
                 Ok(answer) => {
@@ -85,11 +96,34 @@ impl Sync {
             };
             let pause = pause_after(polled, &mut backoff, &mut rand::thread_rng());
             if let Some(pause) = pause {
-                tokio::select! {
-                    _ = self.shutdown.changed() => return,
-                    _ = tokio::time::sleep(pause) => {}
+                let until = tokio::time::Instant::now() + pause;
+                loop {
+                    tokio::select! {
+                        _ = self.shutdown.changed() => return,
+                        _ = tokio::time::sleep_until(until) => break,
+                        changed = self.from_site.changed() => {
+                            if changed.is_err() {
+                                tokio::time::sleep_until(until).await;
+                                break;
+                            }
+                            let have = self.manifests.borrow().as_ref().map_or(0, |m| m.revision);
+                            self.take_from_site(have);
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// Takes the manifest the site's log holds when it is newer than the one applied.
+    fn take_from_site(&mut self, have: u64) {
+        let Some(signed) = self.from_site.borrow_and_update().clone() else {
+            return;
+        };
+        let newer = revision_of(&signed).is_some_and(|r| r > have);
+        if newer {
+            tracing::info!("taking the manifest the site's log holds");
+            self.accept(signed, have);
         }
     }
 
@@ -118,6 +152,7 @@ impl Sync {
                     format!("accepted manifest revision {}", manifest.revision),
                 );
                 self.manifests.send_replace(Some(Arc::new(manifest)));
+                self.accepted.send_replace(Some(signed));
                 Polled::Accepted
             }
             Err(reason) => {
@@ -141,4 +176,16 @@ impl Sync {
             self.report_ready.notify_one();
         }
     }
+}
+
+/// The revision a signed manifest says it is, read before its signature is checked, to tell
+/// whether it is worth checking at all.
+fn revision_of(signed: &SignedManifest) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Revision {
+        revision: u64,
+    }
+    serde_json::from_str::<Revision>(&signed.payload)
+        .ok()
+        .map(|r| r.revision)
 }

@@ -329,6 +329,11 @@ impl SiteLog {
         self.lock_applied().state.clone()
     }
 
+    /// Reads the site's state as applied on this host, without copying it.
+    pub fn read<T>(&self, f: impl FnOnce(&SiteState) -> T) -> T {
+        f(&self.lock_applied().state)
+    }
+
     fn lock_applied(&self) -> std::sync::MutexGuard<'_, Applied> {
         self.inner.applied.lock().unwrap_or_else(|p| p.into_inner())
     }

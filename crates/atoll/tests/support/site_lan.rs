@@ -301,6 +301,18 @@ impl LanHost {
         ));
     }
 
+    /// Drops everything between this host and `address` (the machine's side, where the
+    /// control plane listens, say), both ways, even on connections already open; or lets it
+    /// through again. The LAN stays up.
+    pub fn block(&self, address: Ipv4Addr, cut: bool) {
+        let op = if cut { "-I" } else { "-D" };
+        sh_ok(&format!(
+            "nsenter --net=/var/run/netns/{ns} iptables {op} OUTPUT -d {address} -j DROP && \
+             nsenter --net=/var/run/netns/{ns} iptables {op} INPUT -s {address} -j DROP",
+            ns = self.name
+        ));
+    }
+
     /// Whether a TCP connection from this host to `address:port` is accepted within a second.
     pub fn reaches(&self, address: Ipv4Addr, port: u16) -> bool {
         let mut cmd = self.command("timeout");
