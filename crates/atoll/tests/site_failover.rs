@@ -409,10 +409,20 @@ fn failover_figures() {
     for (k, agent) in site.agents.iter().enumerate() {
         let pid = agent.as_ref().map(Process::pid).unwrap_or_default();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let rss = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .unwrap_or("VmRSS: unknown");
-        println!("host {k}'s agent, idle in a three-host site: {rss}");
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or("?")
+                .to_owned()
+        };
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        println!(
+            "host {k}'s agent, idle in a three-host site: VmRSS {} kB (anonymous {} kB), {} threads",
+            field(&status, "VmRSS:"),
+            field(&rollup, "Anonymous:"),
+            field(&status, "Threads:"),
+        );
     }
 }

@@ -512,9 +512,10 @@ struct FrameReader<R> {
 
 impl<R: tokio::io::AsyncBufRead + Unpin> FrameReader<R> {
     /// The next frame; an error when the connection ends or a frame is over the limit or not
-    /// a peer message.
+    /// a peer message. Cancel-safe: the channel's loop drops this future whenever another of
+    /// its branches is ready, and what was read of a frame so far stays in `line` for the next
+    /// call.
     async fn next_frame(&mut self) -> Result<PeerMessage, String> {
-        self.line.clear();
         loop {
             let buf = self
                 .inner
@@ -535,8 +536,46 @@ impl<R: tokio::io::AsyncBufRead + Unpin> FrameReader<R> {
             }
             if done {
                 self.line.pop();
-                return PeerMessage::decode(&self.line);
+                let frame = PeerMessage::decode(&self.line);
+                self.line.clear();
+                // A large frame (a snapshot) leaves no large buffer behind.
+                if self.line.capacity() > KEPT_LINE_BYTES {
+                    self.line = Vec::new();
+                }
+                return frame;
             }
         }
+    }
+}
+
+/// The buffer a channel keeps between frames, at most.
+const KEPT_LINE_BYTES: usize = 64 << 10;
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::*;
+
+    /// The channel's loop drops a read whenever a heartbeat is due: a frame that arrives in
+    /// parts across such a drop must still be read whole.
+    #[tokio::test]
+    async fn a_frame_read_in_parts_survives_a_cancelled_read() {
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut frames = FrameReader {
+            inner: BufReader::new(rx),
+            limit: MAX_FRAME_BYTES,
+            line: Vec::new(),
+        };
+        let bytes = PeerMessage::Heartbeat { sequence: 42 }.encode();
+        let (first, rest) = bytes.split_at(10);
+        tx.write_all(first).await.unwrap();
+        let cut = tokio::time::timeout(Duration::from_millis(50), frames.next_frame()).await;
+        assert!(cut.is_err(), "half a frame is no frame");
+        tx.write_all(rest).await.unwrap();
+        assert_eq!(
+            frames.next_frame().await,
+            Ok(PeerMessage::Heartbeat { sequence: 42 })
+        );
     }
 }
