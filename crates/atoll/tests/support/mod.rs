@@ -8,6 +8,7 @@
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod site_cluster;
 pub mod site_lan;
 
 use std::collections::BTreeSet;
