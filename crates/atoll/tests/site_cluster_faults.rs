@@ -1,7 +1,8 @@
 //! The site cluster's faults with real agents on hosts of their own (`support::site_cluster`),
 //! on short timers (`--site-failure-timeout 3s`; Raft's election timers are the defaults): a
-//! host cut off from the other two, and the whole site's agents killed and started again
-//! offline.
+//! host cut off from the other two, the whole site's agents killed and started again offline,
+//! and the leader killed with an apply made at once (another host leads within 10 s and the
+//! apply runs on the survivors).
 //!
 //! The tests run one at a time: each is a LAN of three hosts with a Docker Engine apiece, and
 //! six engines with their agents at once on a small machine starve the 3 s deadlines they are
@@ -182,4 +183,65 @@ fn a_site_whose_agents_all_restart_offline_keeps_its_placement_and_adopts_every_
             shop.logs()
         );
     }
+}
+
+#[test]
+fn a_killed_leader_is_replaced_within_10_s_and_an_apply_made_after_its_death_runs_on_the_survivors()
+{
+    let _one = one_at_a_time();
+    let mut shop = Shop::start("lead", IMAGE, 2, FAST);
+    let all = [0, 1, 2];
+    shop.settled(&all, 2, "the replicas spread over the three hosts");
+    let hosts = shop.one_leader();
+    let old = hosts
+        .iter()
+        .find(|h| h.role == "leader")
+        .cloned()
+        .expect("one leader");
+    let leader = old.host.expect("the leader is a host of the LAN");
+    let survivors = others(leader);
+
+    // The leader dies, its agent, engine and containers, the control plane up; an apply is made
+    // at once, before the site has a new leader.
+    let killed = Instant::now();
+    shop.kill_host(leader);
+    shop.apply("1.0.1", 3).ok("apply web at three replicas");
+    let mut elected: Option<Duration> = None;
+    let (new, after) = eventually_every(
+        "another host reports that it leads, in a later term",
+        RECOVER,
+        POLL,
+        || {
+            if elected.is_none()
+                && survivors.iter().any(|k| {
+                    shop.agents[*k]
+                        .as_ref()
+                        .is_some_and(|a| a.stderr().contains("this host leads the site"))
+                })
+            {
+                elected = Some(killed.elapsed());
+            }
+            let hosts = shop.reported();
+            hosts
+                .iter()
+                .find(|h| h.id != old.id && h.role == "leader" && h.term > old.term)
+                .map(|h| (h.clone(), killed.elapsed()))
+                .ok_or_else(|| format!("hosts {hosts:?} (the old leader {old:?})\n{}", shop.logs()))
+        },
+    );
+    eprintln!(
+        "a survivor logged that it leads {elected:?} after the leader's death; host {} reports \
+         that it leads in term {} {after:?} after",
+        new.id, new.term
+    );
+    assert!(
+        after <= Duration::from_secs(10),
+        "a new leader only {after:?} after the old one's death\n{}",
+        shop.logs()
+    );
+    shop.settled(&survivors, 3, "three web replicas over the two survivors");
+    eprintln!(
+        "the apply ran on the survivors {:?} after the leader's death",
+        killed.elapsed()
+    );
 }

@@ -71,13 +71,15 @@ pub struct Timers {
 }
 
 impl Default for Timers {
-    /// An idle site sends a heartbeat a second to each follower, and elects a new leader within
-    /// about five seconds of the old one's death (the issue asks ten).
+    /// An idle site sends two heartbeats a second to each follower, and elects a new leader
+    /// within about five seconds of the old one's death (the issue asks ten): openraft lets a
+    /// follower stand only once the leader's lease (`election_max`) and then an election
+    /// timeout have passed since it last heard it, 4 to 5 s here.
     fn default() -> Timers {
         Timers {
-            heartbeat: Duration::from_millis(1000),
-            election_min: Duration::from_millis(3000),
-            election_max: Duration::from_millis(5000),
+            heartbeat: Duration::from_millis(500),
+            election_min: Duration::from_millis(1500),
+            election_max: Duration::from_millis(2500),
             propose_within: Duration::from_secs(10),
             snapshot_every: 1000,
         }
@@ -223,6 +225,15 @@ impl SiteLog {
             election_timeout_max: millis(timers.election_max),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(timers.snapshot_every),
             max_in_snapshot_log_to_keep: 0,
+            // A site is a few hosts proposing a few entries a minute: openraft's defaults are
+            // sized for servers taking thousands a second, and its queues and batches, sized
+            // so, cost an agent its memory.
+            max_payload_entries: 64,
+            max_append_entries: Some(64),
+            api_channel_size: Some(64),
+            api_batch_capacity: 64,
+            notification_channel_size: Some(256),
+            state_machine_channel_size: Some(64),
             ..Default::default()
         }
         .validate()
