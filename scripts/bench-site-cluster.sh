@@ -10,10 +10,7 @@
 #   scripts/bench-site-cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "building the release binary..." >&2
-cargo build --release -p atoll -j2 >&2
-BIN="$PWD/target/release/atoll"
-echo "release binary: $(stat -c %s "$BIN") bytes"
-ATOLL_BENCH_BIN="$BIN" cargo test -p atoll --test site_failover -- \
-  --ignored --exact failover_figures --nocapture 2>&1 |
-  grep -E '^(failover|host|kill) |test result'
+echo "building the release binary and the benchmark..." >&2
+cargo bench -p atoll --bench site_cluster --no-run -j2 >&2
+echo "release binary: $(stat -c %s target/release/atoll) bytes"
+cargo bench -p atoll --bench site_cluster 2>&1 | grep -E '^(failover|host|kill) '

@@ -4,10 +4,6 @@
 //! the host back, the site settles on exactly the replicas asked, the survivors untouched; and
 //! a host cut off from the control plane but not from its site takes new manifests from the
 //! site's log.
-//!
-//! `failover_figures` is not a test but the benchmark `scripts/bench-site-cluster.sh` runs
-//! (ignored by `cargo test`): the failover time over ten kills and each agent's idle memory in
-//! a three-host site, printed, with the binary the script names in `ATOLL_BENCH_BIN`.
 
 mod support;
 
@@ -110,60 +106,4 @@ fn a_host_cut_off_from_the_control_plane_takes_new_manifests_from_its_site() {
     );
     shop.settled(&[0, 1, 2], 3, "three web replicas over the three hosts");
     host.block(shop.lan.gateway(), false);
-}
-
-/// The benchmark of `scripts/bench-site-cluster.sh`: ten kills of a host running a replica,
-/// the time until it runs elsewhere (median and max), then each agent's memory after the site
-/// idled for 30 s.
-#[test]
-#[ignore = "a benchmark: scripts/bench-site-cluster.sh runs it"]
-fn failover_figures() {
-    let mut shop = Shop::start("fig", IMAGE, 2, &[]);
-    let all = [0, 1, 2];
-    let mut times = Vec::new();
-    for round in 1..=10 {
-        let (web, _) = shop.settled(&all, 2, "the site settles");
-        let (victim, _, _) = web[0].clone();
-        let live: Vec<usize> = all.iter().copied().filter(|k| *k != victim).collect();
-        let killed = Instant::now();
-        shop.kill_host(victim);
-        let moved = eventually_every("the replica runs elsewhere", SETTLE, POLL, || {
-            (shop.census(&live, "web").len() == 2)
-                .then(|| killed.elapsed())
-                .ok_or_else(|| shop.logs())
-        });
-        eprintln!("kill {round}: host {victim}'s replica ran again after {moved:?}");
-        times.push(moved);
-        shop.lan.host(victim).start_docker();
-        shop.start_agent(victim, false);
-    }
-    times.sort();
-    let median = (times[4] + times[5]) / 2;
-    println!(
-        "failover over {} kills: median {:.2} s, max {:.2} s",
-        times.len(),
-        median.as_secs_f64(),
-        times[times.len() - 1].as_secs_f64()
-    );
-    shop.settled(&all, 2, "the site settles for the idle measure");
-    std::thread::sleep(Duration::from_secs(30));
-    for (k, agent) in shop.agents.iter().enumerate() {
-        let pid = agent.as_ref().map(Process::pid).unwrap_or_default();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let rollup =
-            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-        let field = |text: &str, name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .unwrap_or("?")
-                .to_owned()
-        };
-        println!(
-            "host {k}'s agent, idle in a three-host site: VmRSS {} kB (anonymous {} kB), {} threads",
-            field(&status, "VmRSS:"),
-            field(&rollup, "Anonymous:"),
-            field(&status, "Threads:"),
-        );
-    }
 }

@@ -36,12 +36,6 @@ pub struct Reported {
     pub term: u64,
 }
 
-/// The binary the agents run: a benchmark's release build (`ATOLL_BENCH_BIN`), else the one
-/// under test.
-fn atoll() -> String {
-    std::env::var("ATOLL_BENCH_BIN").unwrap_or_else(|_| ATOLL.to_owned())
-}
-
 /// The site, its application and its agents. Fields drop in order: agents, then the control
 /// plane, then the folders, then the LAN's hosts.
 pub struct Shop {
@@ -132,7 +126,7 @@ impl Shop {
     /// enrolled with a new join token when `enroll`, else with no control plane at all.
     pub fn start_agent(&mut self, k: usize, enroll: bool) {
         let host = &self.lan.hosts()[k];
-        let mut cmd = host.command(atoll());
+        let mut cmd = host.command(ATOLL);
         cmd.arg("agent")
             .arg("--data-dir")
             .arg(&self.dirs[k])
