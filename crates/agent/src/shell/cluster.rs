@@ -136,7 +136,12 @@ impl Cluster {
             self.status.send_if_modified(|s| replace(s, reported));
             match (&log, &status) {
                 (Some(log), Some(_)) if !formed => self.form(log, &members, &mut quiet).await,
-                (Some(log), Some(status)) if status.role == Role::Leader => {
+                // Leading once openraft says who leads: until then a new leader's proposals are
+                // refused as from no leader, and each turn would only fail.
+                (Some(log), Some(status))
+                    if status.role == Role::Leader
+                        && status.leader.as_deref() == Some(members.me.as_str()) =>
+                {
                     let turn = Turn {
                         log,
                         status,
