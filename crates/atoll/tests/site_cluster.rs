@@ -1,7 +1,8 @@
 //! The site channel with real agents, each on a host of its own (`support::site_lan`): the
 //! hosts of a site learn each other from the control plane and meet over mutual TLS, meet
 //! again from their kept manifests with the control plane down, and refuse a host of another
-//! site and a host detached from theirs, each by its own certificate.
+//! site and a host detached from theirs, each by its own certificate; hosts enrolled in the
+//! same second form one site log.
 
 mod support;
 
@@ -212,6 +213,34 @@ fn the_hosts_of_a_site_meet_offline_too_and_refuse_other_sites_and_detached_host
     let up0 = wait_peer_up(&agents[0], "host 0");
     let up1 = wait_peer_up(&agents[1], "host 1");
     assert_ne!(up0, up1, "each sees the other");
+    // Enrolled within the same second, the two may each have been named founder in turn: they
+    // still form one log, so one leads and the other follows it.
+    support::eventually_every(
+        "one site log: one leader, followed",
+        PEER_DEADLINE,
+        Duration::from_millis(200),
+        || {
+            let hosts = cp.cli(&["get", "hosts", "--site", &a, "-o", "json"]).json();
+            let roles: Vec<(String, String)> = hosts["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| {
+                    let cluster = &h["status"]["cluster"];
+                    (
+                        cluster["role"].as_str().unwrap_or("-").to_owned(),
+                        cluster["leader"].as_str().unwrap_or("-").to_owned(),
+                    )
+                })
+                .collect();
+            let leaders: Vec<&(String, String)> =
+                roles.iter().filter(|(r, _)| r == "leader").collect();
+            let one_log = roles.len() == 2
+                && leaders.len() == 1
+                && roles.iter().all(|(_, leader)| *leader == leaders[0].1);
+            one_log.then_some(()).ok_or_else(|| format!("{roles:?}"))
+        },
+    );
     let listed = cp.manifest(&a)["content"]["site_hosts"].clone();
     let members: Vec<&str> = listed
         .as_array()
