@@ -40,6 +40,18 @@ pub struct Manifest {
     pub sealed: Vec<SealedSecret>,
 }
 
+impl Manifest {
+    /// The service `service` of deployment `deployment`, if the manifest has it.
+    pub fn service(&self, deployment: &str, service: &str) -> Option<&ManifestService> {
+        self.content
+            .applications
+            .iter()
+            .filter(|a| a.deployment == deployment)
+            .flat_map(|a| &a.services)
+            .find(|s| s.name == service)
+    }
+}
+
 /// One secret's values for one site, as a JSON object of key → base64 value, sealed to the
 /// site's hosts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

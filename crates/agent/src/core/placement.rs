@@ -150,14 +150,7 @@ pub fn free(manifest: &Manifest, inventory: &Inventory, replicas: &[Replica]) ->
         memory_bytes: inventory.memory_bytes,
     };
     for r in replicas {
-        let Some(service) = manifest
-            .content
-            .applications
-            .iter()
-            .filter(|a| a.deployment == r.key.deployment)
-            .flat_map(|a| &a.services)
-            .find(|s| s.name == r.key.service)
-        else {
+        let Some(service) = manifest.service(&r.key.deployment, &r.key.service) else {
             continue;
         };
         let asked = want(service);

@@ -71,14 +71,7 @@ pub fn attach(
     replicas: &mut [Replica],
 ) {
     for replica in replicas.iter_mut() {
-        let Some(service) = manifest
-            .content
-            .applications
-            .iter()
-            .filter(|a| a.deployment == replica.key.deployment)
-            .flat_map(|a| &a.services)
-            .find(|s| s.name == replica.key.service)
-        else {
+        let Some(service) = manifest.service(&replica.key.deployment, &replica.key.service) else {
             continue;
         };
         if let OnSecretChange::Signal(sig) = &service.on_secret_change {

@@ -655,13 +655,7 @@ fn probe_targets(manifest: &Manifest, desired: &[Replica], observed: &[Container
     desired
         .iter()
         .filter_map(|r| {
-            let service = manifest
-                .content
-                .applications
-                .iter()
-                .filter(|a| a.deployment == r.key.deployment)
-                .flat_map(|a| &a.services)
-                .find(|s| s.name == r.key.service)?;
+            let service = manifest.service(&r.key.deployment, &r.key.service)?;
             let health = service.health.clone()?;
             let c = observed
                 .iter()
