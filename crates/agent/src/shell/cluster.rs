@@ -24,6 +24,7 @@ use tokio::sync::{Notify, watch};
 
 use super::clock::{now_ms, now_rfc3339};
 use super::outbox::Outbox;
+use super::replace;
 use super::session::Session;
 use super::site::{Peers, Transport};
 use crate::core::cluster::{Liveness, Placement, schedule, voters};
@@ -437,13 +438,6 @@ fn reported(status: &Status) -> Option<HostCluster> {
         leader: status.leader.clone(),
         voters: status.voters.iter().cloned().collect(),
     })
-}
-
-/// Sets `slot` to `value`, saying whether that changed it.
-fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
-    let changed = *slot != value;
-    *slot = value;
-    changed
 }
 
 /// The placement the site log holds, if it holds one this agent can read.

@@ -385,6 +385,14 @@ pub async fn run(
     Err(AgentError::Detached(reason))
 }
 
+/// Sets `slot` to `value`, saying whether that changed it: the body of a watch channel's
+/// `send_if_modified` that wakes receivers only on a change.
+pub(crate) fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
+    let changed = *slot != value;
+    *slot = value;
+    changed
+}
+
 /// Checks the certificate's age hourly (and at start) and renews it well before it expires.
 async fn renew(session: Arc<Session>, mut shutdown: watch::Receiver<bool>) {
     loop {

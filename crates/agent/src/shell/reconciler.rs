@@ -222,11 +222,8 @@ impl Reconciler {
             }
         };
         let running: BTreeSet<ReplicaKey> = observed.iter().filter_map(ReplicaKey::of).collect();
-        self.running.send_if_modified(|r| {
-            let changed = *r != running;
-            *r = running;
-            changed
-        });
+        self.running
+            .send_if_modified(|r| super::replace(r, running));
         let mut images = BTreeSet::new();
         for image in desired
             .iter()
@@ -255,12 +252,9 @@ impl Reconciler {
             }
             self.prefetch(&ahead, pass).await;
             // Settled: this is the state worth reporting.
-            self.probe_targets.send_if_modified(|targets| {
-                let fresh = probe_targets(&manifest, &desired, &observed);
-                let changed = *targets != fresh;
-                *targets = fresh;
-                changed
-            });
+            let fresh = probe_targets(&manifest, &desired, &observed);
+            self.probe_targets
+                .send_if_modified(|targets| super::replace(targets, fresh));
             let mut replicas = core::status(
                 &desired,
                 &observed,

@@ -271,11 +271,7 @@ impl SiteChannel {
                         break;
                     }
                     let next = members_of(&self.manifests.borrow_and_update());
-                    members_tx.send_if_modified(|m| {
-                        let changed = *m != next;
-                        *m = next;
-                        changed
-                    });
+                    members_tx.send_if_modified(|m| super::replace(m, next));
                 }
                 // A failed bind is tried again.
                 () = tokio::time::sleep(REDIAL_EVERY), if listening.is_none() && now.clustered() => {}

@@ -155,11 +155,8 @@ impl Watcher {
                 site_address: self.site_address.clone(),
                 ..self.facts.clone()
             };
-            self.published.send_if_modified(|published| {
-                let changed = *published != current;
-                *published = current;
-                changed
-            });
+            self.published
+                .send_if_modified(|published| super::replace(published, current));
         }
     }
 
