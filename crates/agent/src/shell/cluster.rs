@@ -119,19 +119,24 @@ impl Cluster {
                 .map(Arc::new);
             self.placement
                 .send_if_modified(|p| replace(p, placed.clone()));
-            let held = log.as_ref().filter(|_| clustered).and_then(|l| {
-                l.read(|s| s.manifest.as_ref().map(|m| m.revision))
-                    .filter(|r| Some(*r) != held_seen)
-                    .and_then(|r| {
-                        held_seen = Some(r);
-                        l.read(|s| {
-                            let m = s.manifest.as_ref()?;
-                            serde_json::from_slice::<SignedManifest>(&m.signed).ok()
-                        })
-                    })
-            });
-            if held.is_some() {
-                self.from_site.send_replace(held);
+            // The log's manifest, read once per revision, for the sync loop to take if newer.
+            if let Some(l) = log.as_ref().filter(|_| clustered) {
+                let fresh = l.read(|s| {
+                    let m = s
+                        .manifest
+                        .as_ref()
+                        .filter(|m| Some(m.revision) != held_seen)?;
+                    Some((
+                        m.revision,
+                        serde_json::from_slice::<SignedManifest>(&m.signed).ok(),
+                    ))
+                });
+                if let Some((revision, signed)) = fresh {
+                    held_seen = Some(revision);
+                    if signed.is_some() {
+                        self.from_site.send_replace(signed);
+                    }
+                }
             }
             let reported = status.as_ref().and_then(reported);
             self.status.send_if_modified(|s| replace(s, reported));
